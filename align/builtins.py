@@ -1,0 +1,4 @@
+"""Imports every module that registers a built-in part (loaded through the ``align.plugins`` entry point)."""
+
+import align.encoders  # noqa: F401
+import align.text  # noqa: F401

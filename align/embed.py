@@ -1,0 +1,110 @@
+"""Embedding a folder of images or a file of sentences with a registered encoder.
+
+Used by ``align embed``; the dataset-aware feature cache builds on the same pieces. Output is a
+safetensors file (``features`` ``[N, D]`` float32) plus a JSON sidecar naming each row, the encoder
+and its weights, written atomically so an interrupted run never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from align.assets.store import atomic_path
+from align.errors import BadInputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix), in a stable order."""
+    if not folder.is_dir():
+        raise BadInputError(f"{folder}: not a folder of images")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise BadInputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image, or fail with a one-line error naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise BadInputError(f"{path}: not a readable image ({type(err).__name__})") from None
+
+
+def read_sentences(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file; an empty line in the middle is an error (it would shift rows)."""
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such text file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise BadInputError(f"{path}, line {number}: empty sentence")
+    if not lines:
+        raise BadInputError(f"{path}: no sentences")
+    return lines
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@dataclass
+class ImageEmbeddings:
+    features: torch.Tensor  # [N, D] pooled
+    logits: torch.Tensor | None = None  # [N, C] from the weights' own head, when it has one
+    paths: list[Path] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:
+    """Pooled features of every image (and head logits when the encoder has a classifier)."""
+    encoder.eval()
+    preprocess = encoder.preprocess
+    has_head = encoder.class_names is not None
+    features, logits = [], []
+    for batch in _batches(list(paths), batch_size):
+        pixels = torch.stack([preprocess(open_image(p)) for p in batch])
+        pooled = encoder(pixels)
+        features.append(pooled.float())
+        if has_head:
+            logits.append(encoder.classify(pooled).float())
+    return ImageEmbeddings(torch.cat(features), torch.cat(logits) if has_head else None, list(paths))
+
+
+def top_classes(logits: torch.Tensor, class_names: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+    probs = logits.softmax(dim=-1)
+    values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [[(class_names[i], round(float(v), 4)) for v, i in zip(row_v, row_i)]
+            for row_v, row_i in zip(values.tolist(), indices.tolist())]
+
+
+def save_features(path: Path, features: torch.Tensor, metadata: dict[str, Any]) -> Path:
+    """Write ``features`` to ``path`` (safetensors) and ``metadata`` to ``path`` + ``.json``, atomically."""
+    from safetensors.torch import save_file
+
+    if not torch.isfinite(features).all():
+        raise BadInputError(f"{path}: refusing to save features with NaN or inf")
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".json")
+    with atomic_path(path) as tmp:
+        save_file({"features": features.contiguous().cpu()}, str(tmp))
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
+    return path

@@ -1,0 +1,34 @@
+"""Errors that the CLI prints as one line: they name the input and what to do about it."""
+
+from __future__ import annotations
+
+
+class AlignError(Exception):
+    """Base class for every error meant for the user rather than for a traceback."""
+
+
+class UnknownNameError(AlignError, KeyError):
+    """A registry lookup for a name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(AlignError):
+    """A second registration under a name that is already taken."""
+
+
+class AssetMissingError(AlignError):
+    """A packaged weight or dataset that has not been pulled into the cache yet."""
+
+
+class AssetVerificationError(AlignError):
+    """A downloaded or cached file whose sha256 does not match its specification."""
+
+
+class SourceUnavailableError(AlignError):
+    """Every source of an asset failed (no network, unknown package, tool missing)."""
+
+
+class BadInputError(AlignError):
+    """User-supplied data that cannot be used: not an image, empty text, wrong shape."""

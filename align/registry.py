@@ -1,0 +1,159 @@
+"""One registry implementation for every kind of swappable part.
+
+Names follow ``<source>:<identifier>[.<tag>]`` (``torchvision:mobilenet_v2.imagenet1k_v1``,
+``timm:vit_small_patch16_224``, ``hf:sentence-transformers/all-MiniLM-L6-v2``). Parts register with a
+decorator at import time (built-ins) or through the ``align.plugins`` entry-point group (third-party
+packages), so a name works in a fresh process without the user importing anything first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import fnmatch
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from align.errors import DuplicateNameError, UnknownNameError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+PLUGIN_GROUP = "align.plugins"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*:[^\s:][^\s]*$")
+
+
+@dataclass(frozen=True)
+class EntryMeta:
+    """What a user needs to choose and cite a part, beside the factory that builds it."""
+
+    name: str
+    embed_dim: int | None = None
+    license: str | None = None
+    citation: str | None = None
+    weights: str | None = None  # asset name, local path or URL the weights come from
+    weights_sha256: str | None = None
+    description: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.name.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    meta: EntryMeta
+    factory: Callable[..., T]
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+class Registry(Generic[T]):
+    """Maps names to factories of one kind of part (vision encoders, aligners, datasets, ...)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._sources: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, **meta: Any) -> Callable[[F], F]:
+        """Decorator: ``@VISION_ENCODERS.register("toy:cnn", embed_dim=32)`` on a factory."""
+
+        def decorator(factory: F) -> F:
+            self.add(name, factory, **meta)
+            return factory
+
+        return decorator
+
+    def add(self, name: str, factory: Callable[..., T], **meta: Any) -> None:
+        if not _NAME_RE.match(name):
+            raise ValueError(
+                f"{self.kind} name {name!r} must look like '<source>:<identifier>[.<tag>]', "
+                "lower-case source, no spaces"
+            )
+        if name in self._entries:
+            raise DuplicateNameError(f"{self.kind} {name!r} is already registered; pick another name")
+        self._entries[name] = Entry(EntryMeta(name=name, **meta), factory)
+
+    def register_source(self, source: str, **meta: Any) -> Callable[[F], F]:
+        """Decorator for a factory that builds *any* ``<source>:<identifier>`` name not registered
+        explicitly (``timm:`` takes every ``timm.create_model`` name). The factory receives the
+        identifier as its first argument."""
+
+        def decorator(factory: F) -> F:
+            if source in self._sources:
+                raise DuplicateNameError(f"{self.kind} source {source!r} is already registered")
+            self._sources[source] = Entry(EntryMeta(name=f"{source}:*", **meta), factory)
+            return factory
+
+        return decorator
+
+    def _entry(self, name: str) -> Entry[T]:
+        load_plugins()
+        if name in self._entries:
+            return self._entries[name]
+        source, _, identifier = name.partition(":")
+        if identifier and source in self._sources:
+            generic = self._sources[source]
+            meta = dataclasses.replace(generic.meta, name=name)
+            return Entry(meta, functools.partial(generic.factory, identifier))
+        close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; see `align list {self.kind}`"
+        raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}")
+
+    def create(self, name: str, **kwargs: Any) -> T:
+        """Build the part registered under ``name``; keyword arguments go to its factory."""
+        return self._entry(name).factory(**kwargs)
+
+    def meta(self, name: str) -> EntryMeta:
+        return self._entry(name).meta
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Registered names matching an fnmatch ``pattern``, in natural order.
+
+        Open-ended sources appear once as ``<source>:*``."""
+        load_plugins()
+        names = [*self._entries, *(f"{source}:*" for source in self._sources)]
+        return sorted((n for n in names if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
+
+    def __contains__(self, name: object) -> bool:
+        load_plugins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self.list())
+
+
+VISION_ENCODERS: Registry[Any] = Registry("encoders")
+TEXT_ENCODERS: Registry[Any] = Registry("text")
+EMBEDDING_TABLES: Registry[Any] = Registry("tables")
+ALIGNERS: Registry[Any] = Registry("aligners")
+DATASETS: Registry[Any] = Registry("datasets")
+
+REGISTRIES: dict[str, Registry[Any]] = {
+    r.kind: r for r in (VISION_ENCODERS, TEXT_ENCODERS, EMBEDDING_TABLES, ALIGNERS, DATASETS)
+}
+
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import built-in parts, then every ``align.plugins`` entry point, once per process."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    # align's own parts are registered through the same entry-point group as third-party ones
+    # (see pyproject.toml), so this module never imports the layers above it.
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name != "builtins"):
+        ep.load()
