@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from align.assets.store import atomic_path
+from align.atomic import atomic_path
 from align.errors import BadInputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -73,19 +73,24 @@ class ImageEmbeddings:
 
 
 @torch.inference_mode()
-def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:
-    """Pooled features of every image (and head logits when the encoder has a classifier)."""
+def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled features ``[B, D]`` of one batch of PIL images, and head logits when the encoder has a head."""
     encoder.eval()
-    preprocess = encoder.preprocess
-    has_head = encoder.class_names is not None
+    pixels = torch.stack([encoder.preprocess(image) for image in images])
+    pooled = encoder(pixels).float()
+    logits = encoder.classify(pooled).float() if encoder.class_names is not None else None
+    return pooled, logits
+
+
+def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:
+    """Pooled features of every image file (opened one batch at a time), plus head logits if any."""
     features, logits = [], []
     for batch in _batches(list(paths), batch_size):
-        pixels = torch.stack([preprocess(open_image(p)) for p in batch])
-        pooled = encoder(pixels)
-        features.append(pooled.float())
-        if has_head:
-            logits.append(encoder.classify(pooled).float())
-    return ImageEmbeddings(torch.cat(features), torch.cat(logits) if has_head else None, list(paths))
+        pooled, batch_logits = encode_pil(encoder, [open_image(p) for p in batch])
+        features.append(pooled)
+        if batch_logits is not None:
+            logits.append(batch_logits)
+    return ImageEmbeddings(torch.cat(features), torch.cat(logits) if logits else None, list(paths))
 
 
 def top_classes(logits: torch.Tensor, class_names: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:

@@ -24,7 +24,8 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 PLUGIN_GROUP = "align.plugins"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*:[^\s:][^\s]*$")
+_SOURCED_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*:[^\s:][^\s]*$")
+_PLAIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,12 @@ def _natural_key(name: str) -> list[Any]:
 class Registry(Generic[T]):
     """Maps names to factories of one kind of part (vision encoders, aligners, datasets, ...)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, sourced: bool = True) -> None:
+        """``sourced`` registries (models) name parts ``<source>:<identifier>[.<tag>]``; the others
+        (aligners, datasets) use plain names such as ``ridge`` or ``emoji.twitter``, and may still
+        have open-ended sources such as ``folder:<path>``."""
         self.kind = kind
+        self.sourced = sourced
         self._entries: dict[str, Entry[T]] = {}
         self._sources: dict[str, Entry[T]] = {}
 
@@ -73,11 +78,9 @@ class Registry(Generic[T]):
         return decorator
 
     def add(self, name: str, factory: Callable[..., T], **meta: Any) -> None:
-        if not _NAME_RE.match(name):
-            raise ValueError(
-                f"{self.kind} name {name!r} must look like '<source>:<identifier>[.<tag>]', "
-                "lower-case source, no spaces"
-            )
+        if not (_SOURCED_NAME_RE.match(name) or (not self.sourced and _PLAIN_NAME_RE.match(name))):
+            form = "'<source>:<identifier>[.<tag>]'" if self.sourced else "a lower-case name or '<source>:<identifier>'"
+            raise ValueError(f"{self.kind} name {name!r} must look like {form}, no spaces")
         if name in self._entries:
             raise DuplicateNameError(f"{self.kind} {name!r} is already registered; pick another name")
         self._entries[name] = Entry(EntryMeta(name=name, **meta), factory)
@@ -137,8 +140,8 @@ class Registry(Generic[T]):
 VISION_ENCODERS: Registry[Any] = Registry("encoders")
 TEXT_ENCODERS: Registry[Any] = Registry("text")
 EMBEDDING_TABLES: Registry[Any] = Registry("tables")
-ALIGNERS: Registry[Any] = Registry("aligners")
-DATASETS: Registry[Any] = Registry("datasets")
+ALIGNERS: Registry[Any] = Registry("aligners", sourced=False)
+DATASETS: Registry[Any] = Registry("datasets", sourced=False)
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r for r in (VISION_ENCODERS, TEXT_ENCODERS, EMBEDDING_TABLES, ALIGNERS, DATASETS)

@@ -12,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from align.assets.spec import AssetSpec
+from align.atomic import atomic_path, write_json_atomic  # noqa: F401  (re-exported)
 from align.errors import AssetMissingError, AssetVerificationError
 
 _CHUNK = 1 << 20
@@ -44,25 +42,6 @@ def sha256_file(path: Path) -> str:
         while block := f.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; move it into place only if the block succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(target: Path, payload: object) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def asset_root(spec: AssetSpec) -> Path:

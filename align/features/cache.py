@@ -1,0 +1,216 @@
+"""Features of a dataset split, computed once and stored as safetensors shards with a JSON index.
+
+The key hashes everything that changes the numbers: encoder name, weights sha256, preprocessing,
+dataset name, version and split, and the exact texts for text features. A cache written under
+another key is never read. Shards are written atomically one by one, so an interrupted run resumes
+at the first missing shard; the index (``index.json``) is written last and marks the entry complete.
+
+Layout: ``$ALIGN_HOME/features/<encoder>/<dataset>/<split>/<modality>-<key12>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align.assets.store import align_home
+from align.atomic import atomic_path, write_json_atomic
+from align.data.base import DatasetSplit
+from align.errors import AlignError, BadInputError
+
+FORMAT_VERSION = 1
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _as_path(name: str) -> str:
+    return _SAFE.sub("_", name.replace(":", "__").replace("/", "--"))
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything that determines a feature matrix; its digest names the cache entry."""
+
+    encoder: str
+    weights_sha256: str | None
+    preprocessing: str  # JSON of the encoder's data config, or "text"
+    dataset: str
+    dataset_version: str
+    split: str
+    modality: str  # "image" or "text"
+    content_sha256: str | None = None  # texts hashed in order, for text features
+    format_version: int = FORMAT_VERSION
+
+    def digest(self) -> str:
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def folder(self, root: Path) -> Path:
+        return root / _as_path(self.encoder) / _as_path(self.dataset) / _as_path(self.split) / \
+            f"{self.modality}-{self.digest()[:12]}"
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Sharded, resumable storage of ``[N, D]`` float32 features under one key."""
+
+    def __init__(self, root: Path | None = None, shard_size: int = 512) -> None:
+        self.root = Path(root) if root is not None else align_home() / "features"
+        self.shard_size = shard_size
+
+    def _shard(self, folder: Path, index: int) -> Path:
+        return folder / f"shard-{index:05d}.safetensors"
+
+    def load(self, key: FeatureKey) -> torch.Tensor | None:
+        """The cached features, or None if the entry is absent or incomplete."""
+        from safetensors.torch import load_file
+
+        folder = key.folder(self.root)
+        index_path = folder / "index.json"
+        if not index_path.is_file():
+            return None
+        index = json.loads(index_path.read_text())
+        if index.get("key") != dataclasses.asdict(key):
+            return None  # a digest-prefix collision or a hand-edited folder: never reuse
+        shards = [load_file(str(folder / name))["features"] for name in index["shards"]]
+        features = torch.cat(shards) if shards else torch.empty(0, index["dim"])
+        if features.shape != (index["num_items"], index["dim"]):
+            raise AlignError(f"feature cache {folder} is inconsistent; delete it and run again")
+        return features
+
+    def compute(
+        self,
+        key: FeatureKey,
+        num_items: int,
+        embed_batch: Callable[[int, int], torch.Tensor],
+        *,
+        batch_size: int = 32,
+        progress: bool = True,
+        description: str = "",
+    ) -> torch.Tensor:
+        """Load ``key`` or compute it with ``embed_batch(start, stop) -> [stop-start, D]``, resuming
+        at the first missing shard of an interrupted run."""
+        cached = self.load(key)
+        if cached is not None:
+            return cached
+        from safetensors.torch import load_file, save_file
+        from tqdm.auto import tqdm
+
+        folder = key.folder(self.root)
+        folder.mkdir(parents=True, exist_ok=True)
+        num_shards = max(1, -(-num_items // self.shard_size))
+        shards, names = [], []
+        bar = tqdm(total=num_items, unit="item", desc=description or key.split, disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        started = time.perf_counter()
+        for s in range(num_shards):
+            path = self._shard(folder, s)
+            start, stop = s * self.shard_size, min(num_items, (s + 1) * self.shard_size)
+            if path.is_file():  # written by an earlier, interrupted run
+                shard = load_file(str(path))["features"]
+            else:
+                parts = [embed_batch(b, min(stop, b + batch_size)) for b in range(start, stop, batch_size)]
+                shard = torch.cat(parts).float().contiguous() if parts else torch.empty(0, 0)
+                if not torch.isfinite(shard).all():
+                    raise BadInputError(f"{key.encoder} on {key.dataset}/{key.split}: features contain NaN or inf")
+                with atomic_path(path) as tmp:
+                    save_file({"features": shard}, str(tmp))
+            shards.append(shard)
+            names.append(path.name)
+            bar.update(stop - start)
+        bar.close()
+        features = torch.cat(shards)
+        write_json_atomic(folder / "index.json", {
+            "key": dataclasses.asdict(key), "num_items": num_items, "dim": int(features.shape[1]),
+            "shards": names, "seconds": round(time.perf_counter() - started, 3),
+        })
+        return features
+
+
+def weights_fingerprint(registry: Any, name: str, encoder: Any | None = None) -> str | None:
+    """sha256 of the weights: the encoder's own, the registry's, or a digest of its asset's pinned files."""
+    from align.assets import CATALOG
+
+    meta = registry.meta(name)
+    found = getattr(encoder, "weights_sha256", None) or meta.weights_sha256
+    if found is None and meta.weights in CATALOG:
+        pinned = json.dumps(sorted(CATALOG[meta.weights].sha256.items()))
+        found = hashlib.sha256(pinned.encode()).hexdigest()
+    return found
+
+
+def _encoder_fingerprint(registry: Any, name: str, encoder: Any | None) -> tuple[str | None, str]:
+    weights = weights_fingerprint(registry, name, encoder)
+    config = getattr(encoder, "data_config", None)
+    preprocessing = json.dumps(dataclasses.asdict(config), sort_keys=True) if config is not None else "text"
+    return weights, preprocessing
+
+
+def image_features(
+    encoder_name: str,
+    split: DatasetSplit,
+    *,
+    cache: FeatureCache | None = None,
+    encoder: Any | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Pooled image features ``[N, D]`` of every item of ``split``, from the cache when possible."""
+    from align.embed import encode_pil
+    from align.registry import VISION_ENCODERS
+
+    cache = cache or FeatureCache()
+    encoder = encoder or VISION_ENCODERS.create(encoder_name)
+    weights, preprocessing = _encoder_fingerprint(VISION_ENCODERS, encoder_name, encoder)
+    key = FeatureKey(encoder_name, weights, preprocessing, split.dataset, split.version, split.split, "image")
+
+    def embed_batch(start: int, stop: int) -> torch.Tensor:
+        return encode_pil(encoder, [split.load_image(i) for i in range(start, stop)])[0]
+
+    return cache.compute(key, split.num_items, embed_batch, batch_size=batch_size, progress=progress,
+                         description=f"{encoder_name} {split.dataset}/{split.split}")
+
+
+def text_features(
+    encoder_name: str,
+    texts: Sequence[str],
+    *,
+    dataset: str,
+    version: str,
+    split: str,
+    cache: FeatureCache | None = None,
+    encoder: Any | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Text features ``[len(texts), D]`` (captions or class prompts), from the cache when possible."""
+    from align.registry import TEXT_ENCODERS
+
+    cache = cache or FeatureCache()
+    weights = weights_fingerprint(TEXT_ENCODERS, encoder_name, encoder)
+    key = FeatureKey(encoder_name, weights, "text", dataset, version, split, "text", texts_sha256(texts))
+    cached = cache.load(key)
+    if cached is not None:
+        return cached
+    encoder = encoder or TEXT_ENCODERS.create(encoder_name)
+    texts = list(texts)
+
+    def embed_batch(start: int, stop: int) -> torch.Tensor:
+        return encoder.encode_text(texts[start:stop], batch_size=batch_size)
+
+    return cache.compute(key, len(texts), embed_batch, batch_size=batch_size, progress=progress,
+                         description=f"{encoder_name} {dataset}/{split} text")
