@@ -25,6 +25,6 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
-def write_json_atomic(target: Path, payload: object) -> None:
+def write_json_atomic(target: Path, payload: object, *, sort_keys: bool = True) -> None:
     with atomic_path(Path(target)) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")

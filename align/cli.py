@@ -68,13 +68,29 @@ def _cmd_assets_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed_dataset(args: argparse.Namespace) -> int:
+    from align.features.cache import image_features
+    from align.registry import DATASETS
+
+    if not args.encoder:
+        raise AlignError("--dataset needs --encoder (a vision encoder name)")
+    split = DATASETS.create(args.dataset).load(args.split)
+    features = image_features(args.encoder, split, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"{args.dataset}/{args.split}: {tuple(features.shape)} features of {args.encoder} in the cache")
+    return 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from align import embed
     from align.registry import TEXT_ENCODERS, VISION_ENCODERS
 
-    source = Path(args.input)
     if args.encoder and args.text_encoder:
         raise AlignError("give --encoder (images) or --text-encoder (sentences), not both")
+    if args.dataset:
+        return _cmd_embed_dataset(args)
+    if not args.input:
+        raise AlignError("give an image folder, a text file, or --dataset NAME --split SPLIT")
+    source = Path(args.input)
     if args.text_encoder:
         sentences = embed.read_sentences(source)
         encoder = TEXT_ENCODERS.create(args.text_encoder)
@@ -96,6 +112,30 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     meta["shape"] = list(features.shape)
     embed.save_features(output, features, meta)
     print(f"wrote {tuple(features.shape)} features to {output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from align.bench.config import load_config
+    from align.bench.report import write_report
+    from align.bench.runner import run_benchmark
+
+    config = load_config(args.config)
+    results = Path(args.results or Path("results") / config.name)
+    summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"\n{summary.written} results written, {summary.skipped} already there, {summary.seconds:.1f} s; "
+          f"files in {results}\n")
+    print(write_report(results))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from align.bench.report import write_report
+
+    results = Path(args.results)
+    if not results.is_dir():
+        raise AlignError(f"{results}: no such results folder")
+    print(write_report(results))
     return 0
 
 
@@ -123,13 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     a_verify.set_defaults(func=_cmd_assets_verify)
 
     p_embed = sub.add_parser("embed", help="embed a folder of images or a text file of sentences")
-    p_embed.add_argument("input", help="image folder (or one image), or a text file with --text-encoder")
+    p_embed.add_argument("input", nargs="?", help="image folder (or one image), or a text file with --text-encoder")
+    p_embed.add_argument("--dataset", help="embed a registered dataset split into the feature cache instead")
+    p_embed.add_argument("--split", default="test", help="split of --dataset (e.g. train, test, test@1000)")
+    p_embed.add_argument("--quiet", action="store_true", help="no progress bar")
     p_embed.add_argument("--encoder", help="vision encoder name (default torchvision:mobilenet_v2.imagenet1k_v1)")
     p_embed.add_argument("--text-encoder", help="text encoder name, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
     p_embed.add_argument("-o", "--output", help="output .safetensors (a .json sidecar is written beside it)")
     p_embed.add_argument("--batch-size", type=int, default=32)
     p_embed.add_argument("--top-k", type=int, default=5, help="classes printed for encoders with a head")
     p_embed.set_defaults(func=_cmd_embed)
+
+    p_bench = sub.add_parser("bench", help="run a benchmark config and print its leaderboard")
+    p_bench.add_argument("--config", default="configs/bench/default.yaml")
+    p_bench.add_argument("--results", help="results folder (default results/<config name>)")
+    p_bench.add_argument("--overwrite", action="store_true", help="recompute results that exist")
+    p_bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_bench.set_defaults(func=_cmd_bench)
+
+    p_report = sub.add_parser("report", help="aggregate a results folder into leaderboard.md and .csv")
+    p_report.add_argument("results")
+    p_report.set_defaults(func=_cmd_report)
     return parser
 
 

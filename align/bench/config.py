@@ -1,0 +1,140 @@
+"""Benchmark configuration: a YAML file parsed into typed, validated dataclasses.
+
+Every mistake in a config (unknown key, wrong type, unknown task) is a one-line error that names
+the file and the key, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align.errors import BadInputError
+
+TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot")
+
+
+@dataclass(frozen=True)
+class AlignerSpec:
+    name: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    fit: str  # split whose image-caption pairs fit the aligner (and train probes)
+    eval: str  # disjoint split every task is scored on
+    tasks: tuple[str, ...]
+    label_set: str | None = None  # extra label set for classification tasks (e.g. "subcategory")
+    reducer: str = "mean"  # zero-shot template reducer: "mean" (CLIP) or "max" (ASIF)
+    fewshot_k: int = 5
+    recall_k: tuple[int, ...] = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    image_encoders: tuple[str, ...]
+    text_encoders: tuple[str, ...]
+    aligners: tuple[AlignerSpec, ...]
+    datasets: tuple[DatasetSpec, ...]
+    seeds: tuple[int, ...] = (0,)
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _fail(source: str, where: str, problem: str) -> BadInputError:
+    return BadInputError(f"{source}: {where}: {problem}")
+
+
+def _take(mapping: dict[str, Any], allowed: set[str], source: str, where: str) -> None:
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise _fail(source, where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _str_list(value: Any, source: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _fail(source, where, "expected a non-empty list of names")
+    return tuple(value)
+
+
+def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
+    if isinstance(entry, str):
+        return AlignerSpec(entry)
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise _fail(source, where, "expected a name or a mapping with 'name'")
+    _take(entry, {"name", "hparams", "label"}, source, where)
+    hparams = entry.get("hparams") or {}
+    if not isinstance(hparams, dict):
+        raise _fail(source, f"{where}.hparams", "expected a mapping")
+    return AlignerSpec(str(entry["name"]), dict(hparams), str(entry.get("label") or ""))
+
+
+def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
+    if not isinstance(entry, dict):
+        raise _fail(source, where, "expected a mapping with name, fit, eval and tasks")
+    _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k"}, source, where)
+    for required in ("name", "fit", "eval", "tasks"):
+        if required not in entry:
+            raise _fail(source, where, f"missing {required!r}")
+    tasks = _str_list(entry["tasks"], source, f"{where}.tasks")
+    for task in tasks:
+        if task not in TASKS:
+            raise _fail(source, f"{where}.tasks", f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    if entry["fit"] == entry["eval"]:
+        raise _fail(source, where, f"fit and eval are the same split {entry['fit']!r}; scores must be held out")
+    reducer = entry.get("reducer", "mean")
+    if reducer not in ("mean", "max"):
+        raise _fail(source, f"{where}.reducer", f"{reducer!r} is not 'mean' or 'max'")
+    return DatasetSpec(
+        name=str(entry["name"]), fit=str(entry["fit"]), eval=str(entry["eval"]), tasks=tasks,
+        label_set=entry.get("label_set"), reducer=reducer, fewshot_k=int(entry.get("fewshot_k", 5)),
+        recall_k=tuple(int(k) for k in entry.get("recall_k", (1, 5, 10))),
+    )
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    """Parse and validate a benchmark YAML file."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise BadInputError(f"{source}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "YAML"
+        raise BadInputError(f"{source}: {where}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{source}: expected a mapping at the top level")
+    _take(raw, {"name", "seeds", "image_encoders", "text_encoders", "aligners", "datasets"}, source, "top level")
+    for required in ("image_encoders", "text_encoders", "aligners", "datasets"):
+        if required not in raw:
+            raise _fail(source, "top level", f"missing {required!r}")
+    if not isinstance(raw["aligners"], list) or not isinstance(raw["datasets"], list):
+        raise _fail(source, "top level", "'aligners' and 'datasets' must be lists")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
+        raise _fail(source, "seeds", "expected a non-empty list of integers")
+    return BenchConfig(
+        name=str(raw.get("name") or path.stem),
+        image_encoders=_str_list(raw["image_encoders"], source, "image_encoders"),
+        text_encoders=_str_list(raw["text_encoders"], source, "text_encoders"),
+        aligners=tuple(_aligner(a, source, f"aligners[{i}]") for i, a in enumerate(raw["aligners"])),
+        datasets=tuple(_dataset(d, source, f"datasets[{i}]") for i, d in enumerate(raw["datasets"])),
+        seeds=tuple(seeds),
+        source=source,
+        raw=raw,
+    )

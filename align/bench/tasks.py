@@ -1,0 +1,80 @@
+"""The four benchmark tasks, each scoring a fitted aligner on held-out features.
+
+Every task sees the aligner's shared space only: image features go through ``encode_image``, texts
+(captions, class prompts) through ``encode_text``. Labels of the fit split are used only by the
+tasks that train a classifier (linear probe, few-shot); zero-shot tasks never see eval labels
+except to score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from align.bench.config import DatasetSpec
+from align.bench.pairs import FeatureBank, SplitFeatures, label_set
+
+
+@dataclass
+class TaskContext:
+    spec: DatasetSpec
+    aligner: Any
+    bank: FeatureBank
+    text_encoder: str
+    fit: SplitFeatures
+    eval: SplitFeatures
+    seed: int
+
+
+def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+    from align.eval.metrics import classification_metrics
+    from align.eval.zeroshot import class_prompts, zeroshot_logits
+
+    labels = label_set(ctx.eval.split, ctx.spec.label_set)
+    prompts = class_prompts(labels.class_names, labels.templates)
+    prompt_features = ctx.bank.texts(ctx.text_encoder, prompts, ctx.eval.split, f"prompts-{ctx.spec.label_set or 'main'}")
+    logits = zeroshot_logits(ctx.aligner.encode_image(ctx.eval.images), ctx.aligner.encode_text(prompt_features),
+                             num_classes=len(labels.class_names), reducer=ctx.spec.reducer)
+    metrics = classification_metrics(logits, torch.as_tensor(labels.labels))
+    return metrics, {"reducer": ctx.spec.reducer, "num_classes": len(labels.class_names),
+                     "templates": list(labels.templates)}
+
+
+def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+    from align.eval.retrieval import evaluate_retrieval
+
+    captions, owner = ctx.bank.eval_captions(ctx.text_encoder, ctx.eval.split)
+    metrics = evaluate_retrieval(ctx.aligner.encode_image(ctx.eval.images), ctx.aligner.encode_text(captions),
+                                 owner, ks=ctx.spec.recall_k)
+    return metrics, {"num_images": int(ctx.eval.images.shape[0]), "num_captions": int(captions.shape[0])}
+
+
+def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+    from align.eval.linear_probe import linear_probe as probe
+
+    train = label_set(ctx.fit.split, ctx.spec.label_set)
+    test = label_set(ctx.eval.split, ctx.spec.label_set)
+    result = probe(ctx.aligner.encode_image(ctx.fit.images), train.labels,
+                   ctx.aligner.encode_image(ctx.eval.images), test.labels, seed=ctx.seed)
+    return result.metrics, {"C": result.C}
+
+
+def fewshot(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+    from align.eval.fewshot import fewshot as few
+
+    train = label_set(ctx.fit.split, ctx.spec.label_set)
+    test = label_set(ctx.eval.split, ctx.spec.label_set)
+    metrics = few(ctx.aligner.encode_image(ctx.fit.images), train.labels,
+                  ctx.aligner.encode_image(ctx.eval.images), test.labels, k=ctx.spec.fewshot_k, seed=ctx.seed)
+    return metrics, {"k": ctx.spec.fewshot_k}
+
+
+TASKS: dict[str, Callable[[TaskContext], tuple[dict[str, float], dict[str, Any]]]] = {
+    "zeroshot_classification": zeroshot_classification,
+    "zeroshot_retrieval": zeroshot_retrieval,
+    "linear_probe": linear_probe,
+    "fewshot": fewshot,
+}

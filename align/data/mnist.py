@@ -1,0 +1,74 @@
+"""``mnist``: the classic ``mnist.pkl.gz`` (asset ``mnist``), 28x28 greyscale digits, 10 classes.
+
+Splits are the pickle's own: ``train`` (50000), ``val`` (10000), ``test`` (10000), in file order;
+item ids are ``<split>/<i>``. The pickle stores each original byte ``b`` as ``b / 256`` (maximum
+0.99609375), so ``round(x * 256)`` (clipped to 255) recovers the original bytes exactly; images keep
+the file's polarity (white digit on black), as in published MNIST results (``digits``
+instead uses dark-on-white; see its module). Class names are number words, as for ``digits``.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from align.data.arrays import DIGIT_NAMES, array_split
+from align.data.base import Dataset, DatasetSplit
+from align.data.prompts import load_templates
+from align.errors import BadInputError
+from align.registry import DATASETS
+
+VERSION = "mnist-pkl+r1"
+SPLITS = ("train", "val", "test")
+
+
+@functools.lru_cache(maxsize=1)
+def read_pickle(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{split: (images [N, 28, 28] uint8, labels [N] int64)}`` from the classic pickle."""
+    try:
+        with gzip.open(path, "rb") as f:
+            parts = pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, pickle.UnpicklingError) as err:
+        raise BadInputError(f"{path}: cannot read the MNIST pickle ({err})") from None
+    out = {}
+    for name, (x, y) in zip(SPLITS, parts):
+        images = np.rint(np.asarray(x, dtype=np.float32) * 256.0).clip(0, 255).astype(np.uint8)
+        images = images.reshape(-1, 28, 28)
+        images.setflags(write=False)
+        out[name] = (images, np.asarray(y, dtype=np.int64))
+    return out
+
+
+class MNIST(Dataset):
+    name = "mnist"
+    version = VERSION
+    splits = SPLITS
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self._root = None if root is None else Path(root)
+
+    def root(self) -> Path:
+        if self._root is None:
+            from align.assets import require
+
+            self._root = require("mnist")
+        return self._root
+
+    def build_split(self, split: str) -> DatasetSplit:
+        images, labels = read_pickle(self.root() / "mnist.pkl.gz")[split]
+        return array_split(
+            dataset=self.name, split=split, version=self.version, images=images, labels=labels,
+            class_names=DIGIT_NAMES, templates=load_templates("mnist"),
+            item_ids=[f"{split}/{i}" for i in range(len(labels))],
+        )
+
+
+@DATASETS.register("mnist", license="CC-BY-SA-3.0 (Y. LeCun, C. Cortes)",
+                   description="MNIST 28x28 greyscale digits; train 50000 / val 10000 / test 10000 (classic pickle)")
+def mnist(root: str | Path | None = None) -> MNIST:
+    """``root`` overrides the ``mnist`` asset folder (must hold ``mnist.pkl.gz``)."""
+    return MNIST(root)

@@ -1,0 +1,148 @@
+"""CLIP_benchmark's metrics, under its exact names, as pure functions of score matrices.
+
+Retrieval follows the CLIP-paper recall (CLIP_benchmark ``metrics/zeroshot_retrieval.py``): a query
+scores 1 at k if at least one of its correct candidates is among its k best-scored candidates, and
+the recall is the mean over queries. Classification gives ``acc1``, ``acc5`` and
+``mean_per_class_recall`` (scikit-learn's balanced accuracy, as CLIP_benchmark computes it).
+"""
+
+from __future__ import annotations
+
+import statistics
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from align.errors import BadInputError
+
+_CHUNK = 1024  # query rows compared at once: bounds memory to CHUNK x candidates booleans
+
+
+def _check_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
+    scores = torch.as_tensor(scores)
+    if scores.ndim != 2:
+        raise BadInputError(f"{what}: expected a 2-D score matrix, got shape {tuple(scores.shape)}")
+    if scores.is_floating_point() and not torch.isfinite(scores).all():
+        raise BadInputError(f"{what}: scores contain NaN or inf")
+    return scores.float()
+
+
+def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    ks = tuple(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise BadInputError(f"recall ks must be positive integers, got {ks!r}")
+    return tuple(int(k) for k in ks)
+
+
+def _rank_of_best_positive(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """For each query row, how many negatives score >= its best positive (``[Q]`` int64).
+
+    A query is a hit at k iff this is < k. Ties between a positive and a negative go to the
+    negative, so a degenerate model scoring everything equal gets no credit; CLIP_benchmark instead
+    takes ``torch.topk``'s arbitrary order among ties. Without ties the two agree exactly."""
+    best = scores.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
+    return ((scores >= best) & ~positive).sum(dim=1)
+
+
+def retrieval_metrics(
+    similarity: torch.Tensor, text_image_index: torch.Tensor | Sequence[int], ks: Iterable[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Text->image and image->text recall@k from a ``[n_images, n_texts]`` similarity matrix.
+
+    ``text_image_index [n_texts]`` gives the image each text describes; an image may have any
+    number of texts. ``image_retrieval_recall@k`` is the fraction of texts whose image is among the
+    top-k images; ``text_retrieval_recall@k`` the fraction of images with at least one of their texts
+    among the top-k texts. Images without any text cannot be queried and are left out of the latter.
+    A k larger than the number of candidates counts every query as a hit (CLIP_benchmark would fail).
+    Ties: see ``_rank_of_best_positive`` (pessimistic: a negative tied with a positive ranks first).
+    """
+    sim = _check_scores(similarity, "retrieval_metrics")
+    ks = _check_ks(ks)
+    n_images, n_texts = sim.shape
+    index = torch.as_tensor(text_image_index, dtype=torch.long)
+    if index.shape != (n_texts,):
+        raise BadInputError(
+            f"retrieval_metrics: text_image_index has shape {tuple(index.shape)}, expected ({n_texts},)"
+        )
+    if n_texts == 0 or n_images == 0:
+        raise BadInputError("retrieval_metrics: no images or no texts to retrieve")
+    if index.min() < 0 or index.max() >= n_images:
+        raise BadInputError(f"retrieval_metrics: text_image_index values must lie in [0, {n_images})")
+
+    images = torch.arange(n_images)
+    # text -> image: the one positive of text t is image index[t]
+    text_ranks = torch.cat([
+        _rank_of_best_positive(sim[:, s:s + _CHUNK].T, index[s:s + _CHUNK, None] == images[None, :])
+        for s in range(0, n_texts, _CHUNK)
+    ])
+    # image -> text: the positives of image i are the texts t with index[t] == i
+    image_ranks = torch.cat([
+        _rank_of_best_positive(sim[s:s + _CHUNK], images[s:s + _CHUNK, None] == index[None, :])
+        for s in range(0, n_images, _CHUNK)
+    ])
+    image_ranks = image_ranks[torch.bincount(index, minlength=n_images) > 0]  # images with >= 1 text
+
+    metrics: dict[str, float] = {}
+    for k in ks:
+        metrics[f"image_retrieval_recall@{k}"] = (text_ranks < k).double().mean().item()
+        metrics[f"text_retrieval_recall@{k}"] = (image_ranks < k).double().mean().item()
+    return metrics
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> dict[str, float]:
+    """``acc1``, ``acc5`` (only with >= 5 classes) and ``mean_per_class_recall`` for ``[n, C]`` scores.
+
+    ``mean_per_class_recall`` averages recall over the classes present in ``labels`` (scikit-learn's
+    ``balanced_accuracy_score``, as in CLIP_benchmark). Scores may be logits, probabilities or
+    cosines: only their order matters. Unreachable classes may score ``-inf``. Ties follow
+    ``torch.topk`` / ``argmax`` (the first index usually wins; not guaranteed by torch)."""
+    from sklearn.metrics import balanced_accuracy_score
+    from torchmetrics.functional.classification import multiclass_stat_scores
+
+    logits = torch.as_tensor(logits).float()
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise BadInputError(
+            f"classification_metrics: expected non-empty [n, C] scores, got shape {tuple(logits.shape)}"
+        )
+    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+        raise BadInputError("classification_metrics: scores contain NaN or +inf")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    n, num_classes = logits.shape
+    if labels.shape != (n,):
+        raise BadInputError(f"classification_metrics: labels have shape {tuple(labels.shape)}, expected ({n},)")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise BadInputError(f"classification_metrics: labels must lie in [0, {num_classes})")
+
+    # -inf (unreachable class) becomes a finite floor below every real score: same ranking, and
+    # torchmetrics' and scikit-learn's input checks stay happy.
+    real = logits[torch.isfinite(logits)]
+    lowest = float(real.min()) if real.numel() else 0.0
+    finite = logits.masked_fill(torch.isneginf(logits), lowest - 1.0 - abs(lowest))
+
+    def accuracy(top_k: int) -> float:  # from integer counts, so 3/20 is 0.15 and not float32's 0.15000000596
+        tp = multiclass_stat_scores(finite, labels, num_classes=num_classes, average="micro", top_k=top_k)[0]
+        return int(tp) / n
+
+    metrics = {"acc1": accuracy(1)}
+    if num_classes >= 5:
+        metrics["acc5"] = accuracy(5)
+    predictions = finite.argmax(dim=1).numpy()
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected here
+        warnings.simplefilter("ignore", UserWarning)
+        metrics["mean_per_class_recall"] = float(balanced_accuracy_score(labels.numpy(), predictions))
+    return metrics
+
+
+def aggregate_seeds(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """``{metric: {"mean", "stdev", "values"}}`` over per-seed metric dicts (sample stdev; 0 for one run)."""
+    if not runs:
+        raise BadInputError("aggregate_seeds: no runs to aggregate")
+    out: dict[str, dict[str, Any]] = {}
+    for name in runs[0]:
+        values = [float(run[name]) for run in runs]
+        stdev = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[name] = {"mean": statistics.fmean(values), "stdev": stdev, "values": values}
+    return out

@@ -1,0 +1,38 @@
+"""Zero-shot image-text retrieval in the shared space, scored with CLIP_benchmark's recall@k."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from align.errors import BadInputError
+from align.eval.metrics import retrieval_metrics
+
+
+def flatten_captions(captions: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor]:
+    """``DatasetSplit.captions`` as one text list plus ``text_image_index`` (the image of each text)."""
+    texts = [text for per_image in captions for text in per_image]
+    index = [i for i, per_image in enumerate(captions) for _ in per_image]
+    if not texts:
+        raise BadInputError("retrieval: the split has no captions")
+    return texts, torch.tensor(index, dtype=torch.long)
+
+
+def evaluate_retrieval(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_image_index: torch.Tensor | Sequence[int],
+    ks: Iterable[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Recall@k both ways for ``image_emb [n_images, D]`` and ``text_emb [n_texts, D]`` (cosine).
+
+    The full ``[n_images, n_texts]`` similarity matrix is built (float32: 0.5 GB for COCO's 5k x 25k)."""
+    if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
+        raise BadInputError(
+            f"retrieval: image embeddings {tuple(image_emb.shape)} and text embeddings "
+            f"{tuple(text_emb.shape)} must be 2-D with the same width"
+        )
+    similarity = F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T
+    return retrieval_metrics(similarity, text_image_index, ks)

@@ -1,0 +1,4 @@
+"""Alignment methods, one file each; importing this package registers them in ``ALIGNERS``."""
+
+import align.methods.procrustes  # noqa: F401
+import align.methods.ridge  # noqa: F401

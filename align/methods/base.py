@@ -1,0 +1,127 @@
+"""The aligner interface every method implements.
+
+An aligner is fit on features of paired images and texts (rows aligned; unpaired methods may
+ignore the pairing) and then maps image features and text features into one comparison space where
+cosine similarity is meaningful. State is a flat dict of tensors saved with safetensors beside the
+hyper-parameters as JSON, so any fitted aligner can be reloaded without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from align.errors import BadInputError
+
+
+def check_features(features: torch.Tensor, what: str, dim: int | None = None) -> torch.Tensor:
+    """Float32 2-D features without NaN/inf (and of width ``dim`` if given), or a one-line error.
+
+    Array-likes (numpy arrays, nested lists) are accepted and converted, so a caller's mistake in
+    type is reported as bad input rather than as a torch traceback."""
+    if not isinstance(features, torch.Tensor):
+        try:
+            features = torch.as_tensor(features)
+        except (TypeError, ValueError, RuntimeError) as err:
+            kind = type(features).__name__
+            raise BadInputError(f"{what}: expected a 2-D numeric feature matrix, got {kind}") from err
+    if features.ndim != 2:
+        raise BadInputError(f"{what}: expected a 2-D feature matrix, got shape {tuple(features.shape)}")
+    if features.is_complex() or features.dtype == torch.bool:
+        raise BadInputError(f"{what}: expected real-valued features, got dtype {features.dtype}")
+    if dim is not None and features.shape[1] != dim:
+        raise BadInputError(f"{what}: features have dimension {features.shape[1]}, the aligner expects {dim}")
+    if not torch.isfinite(features).all():
+        bad = int((~torch.isfinite(features)).any(dim=1).nonzero()[0, 0])
+        raise BadInputError(f"{what}: row {bad} contains NaN or inf")
+    return features.float()
+
+
+def check_pairs(
+    image_features: torch.Tensor, text_features: torch.Tensor, what: str, min_pairs: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides of a paired training set checked, with the same number of rows (>= ``min_pairs``)."""
+    image_features = check_features(image_features, f"{what}: image features")
+    text_features = check_features(text_features, f"{what}: text features")
+    if image_features.shape[0] != text_features.shape[0]:
+        raise BadInputError(
+            f"{what}: {image_features.shape[0]} image rows but {text_features.shape[0]} text rows; "
+            "pairs must be row-aligned"
+        )
+    if image_features.shape[0] < min_pairs:
+        raise BadInputError(f"{what}: needs at least {min_pairs} pairs, got {image_features.shape[0]}")
+    return image_features, text_features
+
+
+class Aligner:
+    """Fit on paired features, then embed either modality into the shared space."""
+
+    name: ClassVar[str]
+
+    def __init__(self, **hparams: Any) -> None:
+        self.hparams = hparams
+        self.image_dim: int | None = None
+        self.text_dim: int | None = None
+
+    def fit(self, image_features: torch.Tensor, text_features: torch.Tensor) -> "Aligner":
+        """Learn the map from ``[N, Di]`` image and ``[N, Dt]`` text features of N pairs."""
+        raise NotImplementedError
+
+    def encode_image(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Image features ``[M, Di]`` in the shared space ``[M, D]``."""
+        raise NotImplementedError
+
+    def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Text features ``[M, Dt]`` in the shared space ``[M, D]``."""
+        raise NotImplementedError
+
+    def _require_fitted(self) -> tuple[int, int]:
+        """``(image_dim, text_dim)``, or an error if neither ``fit`` nor ``load`` has run."""
+        if self.image_dim is None or self.text_dim is None:
+            raise RuntimeError(f"{self.name}: aligner is not fitted; call fit() or load() first")
+        return self.image_dim, self.text_dim
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every fitted tensor. Keep them contiguous: ``save`` stores contiguous copies, and a matmul on
+        another memory layout may differ in the last bit, breaking exact save/load round-trips."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        """``path``.safetensors (tensors) and ``path``.json (name, hyper-parameters, dims), atomically."""
+        from safetensors.torch import save_file
+
+        from align.atomic import atomic_path, write_json_atomic
+
+        path = Path(path)
+        with atomic_path(path.with_suffix(".safetensors")) as tmp:
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        write_json_atomic(path.with_suffix(".json"), {
+            "aligner": self.name, "hparams": self.hparams, "image_dim": self.image_dim, "text_dim": self.text_dim,
+        })
+
+    @classmethod
+    def load(cls, path: Path) -> "Aligner":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        aligner = cls(**meta["hparams"])
+        aligner.image_dim, aligner.text_dim = meta["image_dim"], meta["text_dim"]
+        aligner.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
+        return aligner
+
+
+def load_aligner(path: Path) -> Aligner:
+    """Reload any saved aligner: the class comes from the ``aligner`` name in ``path``.json."""
+    from align.registry import ALIGNERS
+
+    path = Path(path)
+    name = json.loads(path.with_suffix(".json").read_text())["aligner"]
+    cls = type(ALIGNERS.create(name))
+    return cls.load(path)

@@ -1,0 +1,70 @@
+"""Registered datasets on the real packaged data (pulled by `align assets pull`).
+
+Without an asset a test skips naming the pull command (and fails under `make test` / CI, see
+tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import need_asset
+
+from align.registry import DATASETS
+
+pytestmark = pytest.mark.integration
+
+
+def test_fashion_mnist_sizes_and_balance() -> None:
+    need_asset("fashion-mnist")
+    dataset = DATASETS.create("fashion_mnist")
+    train, test = dataset.load("train"), dataset.load("test")
+    assert (len(train), len(test)) == (60000, 10000)
+    assert np.bincount(train.labels.labels, minlength=10).tolist() == [6000] * 10
+    assert np.bincount(test.labels.labels, minlength=10).tolist() == [1000] * 10
+    assert train.labels.class_names[0] == "T-shirt/top" and train.labels.class_names[9] == "Ankle boot"
+    image = test.load_image(0)
+    assert image.mode == "L" and image.size == (28, 28)
+    sub = dataset.load("test@1000")
+    assert len(sub) == 1000 and np.bincount(sub.labels.labels).tolist() == [100] * 10
+
+
+def test_mnist_sizes() -> None:
+    need_asset("mnist")
+    dataset = DATASETS.create("mnist")
+    assert [len(dataset.load(s)) for s in ("train", "val", "test")] == [50000, 10000, 10000]
+    test = dataset.load("test")
+    assert set(np.unique(test.labels.labels).tolist()) == set(range(10))
+    pixels = np.asarray(test.load_image(0))
+    assert pixels.max() == 255 and pixels[0, 0] == 0  # white digit on black, as in the file
+
+
+def test_emoji_google() -> None:
+    need_asset("emoji-google")
+    dataset = DATASETS.create("emoji")
+    everything, anchors, test = (dataset.load(s) for s in ("all", "anchors", "test"))
+    assert 1850 <= len(everything) <= 1950  # 1911 for emoji-datasource 16.0.0
+    assert set(anchors.item_ids).isdisjoint(test.item_ids)
+    assert len(anchors) + len(test) == len(everything) and abs(len(anchors) - len(test)) <= 2
+    by_name = {captions[0]: i for i, captions in enumerate(everything.captions)}
+    subcategories = everything.extra_labels["subcategory"]
+    for name, subcategory in (("red apple", "food fruit"), ("dove", "animal bird")):
+        i = by_name[name]
+        assert subcategories.class_names[subcategories.labels[i]] == subcategory
+    assert everything.captions[by_name["red apple"]] == ["red apple", "apple"]
+    assert everything.load_image(by_name["dove"]).mode == "RGBA"
+    assert len(everything.labels.class_names) == 10
+
+
+@pytest.mark.parametrize("style", ["twitter", "apple", "facebook"])
+def test_emoji_styles_share_the_halves(style: str) -> None:
+    need_asset("emoji-google")
+    need_asset(f"emoji-{style}")
+    google, other = DATASETS.create("emoji.google"), DATASETS.create(f"emoji.{style}")
+    google_anchors = set(google.load("anchors").item_ids)
+    other_anchors, other_test = set(other.load("anchors").item_ids), set(other.load("test").item_ids)
+    assert len(other_anchors) > 400 and other_anchors.isdisjoint(other_test)
+    google_all = set(google.load("all").item_ids)
+    assert all((code in google_anchors) == (code in other_anchors)
+               for code in (other_anchors | other_test) & google_all)
+    assert other.load("all").load_image(0).mode == "RGBA"

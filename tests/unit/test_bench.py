@@ -1,0 +1,119 @@
+"""Benchmark config validation, an end-to-end run on toy parts, skip/overwrite, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from align.bench.config import load_config
+from align.bench.pairs import FeatureBank
+from align.bench.report import aggregate, markdown, write_report
+from align.bench.runner import run_benchmark
+from align.data.base import Dataset, DatasetSplit, LabelSet
+from align.errors import BadInputError
+from align.features.cache import FeatureCache
+from align.registry import DATASETS
+
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
+
+
+class ColourSquares(Dataset):
+    """Plain colour squares with a little noise; captions name the colour."""
+
+    name, version, splits = "test-colours", "1", ("train", "test")
+
+    def load(self, split: str) -> DatasetSplit:
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        names = list(COLOURS)
+        labels = np.array([i % len(names) for i in range(24)], dtype=np.int64)
+
+        def image(i: int) -> Image.Image:
+            base = np.array(COLOURS[names[labels[i]]], dtype=np.float64)
+            pixels = np.clip(base + rng.normal(0, 10, (32, 32, 3)), 0, 255).astype(np.uint8)
+            return Image.fromarray(pixels)
+
+        images = [image(i) for i in range(len(labels))]
+        return DatasetSplit(
+            dataset=self.name, split=split, version=self.version, num_items=len(labels),
+            load_image=lambda i: images[i], captions=[[f"a {names[c]} square", names[c]] for c in labels],
+            labels=LabelSet(labels, names, ("a {c} square.", "{c}")),
+        )
+
+
+if "test-colours" not in DATASETS:
+    DATASETS.add("test-colours", ColourSquares)
+
+CONFIG = """
+name: toy
+seeds: [0, 1]
+image_encoders: [toy:cnn]
+text_encoders: [toy:text]
+aligners: [ridge, {name: procrustes, label: procrustes-8, hparams: {dim: 8}}]
+datasets:
+  - {name: test-colours, fit: train, eval: test,
+     tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe, fewshot], fewshot_k: 2}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_end_to_end_writes_clip_benchmark_results_and_skips_existing(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONFIG))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    results = tmp_path / "results"
+    summary = run_benchmark(config, results, bank=bank, echo=lambda _: None)
+    assert summary.written == 2 * 2 * 4 and summary.skipped == 0
+    files = sorted(results.rglob("*.json"))
+    assert len(files) == 16
+    record = json.loads(files[0].read_text())
+    assert list(record)[:5] == ["dataset", "model", "pretrained", "task", "metrics"]
+    assert record["pretrained"] == "toy:cnn+toy:text" and record["fit_split"] == "train"
+    for key in ("hparams", "seed", "versions", "dataset_version", "weights_sha256", "config", "wall_time_s"):
+        assert key in record
+    retrieval = next(json.loads(f.read_text()) for f in files if "zeroshot_retrieval" in f.name)
+    assert set(retrieval["metrics"]) == {f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 5, 10)}
+
+    again = run_benchmark(config, results, bank=bank, echo=lambda _: None)
+    assert again.written == 0 and again.skipped == 16
+    redo = run_benchmark(config, results, bank=bank, overwrite=True, echo=lambda _: None)
+    assert redo.written == 16
+
+
+def test_report_aggregates_seeds(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONFIG))
+    results = tmp_path / "results"
+    run_benchmark(config, results, bank=FeatureBank(FeatureCache(tmp_path / "f"), progress=False), echo=lambda _: None)
+    rows = aggregate([json.loads(p.read_text()) for p in results.rglob("*.json")])
+    assert len(rows) == 2 * 4 and all(row["seeds"] == [0, 1] for row in rows)
+    table = write_report(results)
+    assert (results / "leaderboard.csv").read_text().startswith("image_encoder,")
+    assert "procrustes-8" in table and "ridge" in table and table == markdown(rows)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\nimage_encoders: [a]\ntext_encoders: [b]\naligners: [ridge]\ndatasets: []\ncolour: red\n",
+     "unknown key 'colour'"),
+    (CONFIG.replace("fit: train", "fit: test"), "fit and eval are the same split"),
+    (CONFIG.replace("fewshot]", "fewshots]"), "unknown task 'fewshots'"),
+    (CONFIG.replace("seeds: [0, 1]", "seeds: zero"), "seeds: expected a non-empty list"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_bad_configs_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(BadInputError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_default_config_is_valid() -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "bench" / "default.yaml")
+    assert {d.name for d in config.datasets} == {"emoji", "digits", "fashion_mnist"}
+    assert {a.name for a in config.aligners} >= {"ridge", "procrustes"}
