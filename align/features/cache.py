@@ -193,20 +193,22 @@ def text_features(
     version: str,
     split: str,
     cache: FeatureCache | None = None,
-    encoder: Any | None = None,
+    make_encoder: Callable[[], Any] | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Text features ``[len(texts), D]`` (captions or class prompts), from the cache when possible."""
+    """Text features ``[len(texts), D]`` (captions or class prompts), from the cache when possible.
+
+    The encoder is only built (``make_encoder``, default: from the registry) on a cache miss."""
     from align.registry import TEXT_ENCODERS
 
     cache = cache or FeatureCache()
-    weights = weights_fingerprint(TEXT_ENCODERS, encoder_name, encoder)
+    weights = weights_fingerprint(TEXT_ENCODERS, encoder_name)
     key = FeatureKey(encoder_name, weights, "text", dataset, version, split, "text", texts_sha256(texts))
     cached = cache.load(key)
     if cached is not None:
         return cached
-    encoder = encoder or TEXT_ENCODERS.create(encoder_name)
+    encoder = make_encoder() if make_encoder else TEXT_ENCODERS.create(encoder_name)
     texts = list(texts)
 
     def embed_batch(start: int, stop: int) -> torch.Tensor:
