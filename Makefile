@@ -9,10 +9,12 @@ STAMP := $(VENV)/.align-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-TEST_ASSETS := mobilenet_v2.imagenet1k_v1 efficientnet_lite0.imagenet all-minilm-l6-v2 \
-               all-mpnet-base-v2 gemma-3-270m.q4_k_m spacy-en-core-web-md
+BENCH_ASSETS := mobilenet_v2.imagenet1k_v1 all-minilm-l6-v2 fashion-mnist emoji-google
+TEST_ASSETS := $(BENCH_ASSETS) efficientnet_lite0.imagenet all-mpnet-base-v2 gemma-3-270m.q4_k_m \
+               spacy-en-core-web-md mnist
+BENCH_CONFIG ?= configs/bench/default.yaml
 
-.PHONY: install assets test test-unit bench clean-venv
+.PHONY: install apt-lists assets assets-bench test test-unit bench figures clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-assets: $(STAMP)
+# Fashion-MNIST comes from a Debian package; a fresh machine may have no package lists yet.
+apt-lists:
+	@if command -v apt-get >/dev/null && ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1 \
+	    && [ "$$(id -u)" = 0 ]; then apt-get update -qq; fi
+
+assets: $(STAMP) apt-lists
 	$(BIN)/align assets pull $(TEST_ASSETS)
+
+assets-bench: $(STAMP) apt-lists
+	$(BIN)/align assets pull $(BENCH_ASSETS)
 
 test: assets
 	ALIGN_REQUIRE_ASSETS=1 $(BIN)/python -m pytest -q
@@ -30,7 +40,13 @@ test: assets
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
 
-bench: assets
+bench: assets-bench
+	$(BIN)/align bench --config $(BENCH_CONFIG)
+
+# The README's figures: cold/warm wall time of `make bench`, and the frozen-encoder probe table.
+figures: assets-bench
+	$(BIN)/align assets pull efficientnet_lite0.imagenet
+	$(BIN)/python benchmarks/bench_walltime.py --config $(BENCH_CONFIG) --output results/walltime.md
 	$(BIN)/python benchmarks/encoders.py --output results/encoders.md
 
 clean-venv:

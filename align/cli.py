@@ -74,7 +74,10 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
 
     if not args.encoder:
         raise AlignError("--dataset needs --encoder (a vision encoder name)")
-    split = DATASETS.create(args.dataset).load(args.split)
+    options = {"skip_bad": True} if args.skip_bad and args.dataset.startswith(("folder:", "manifest:")) else {}
+    split = DATASETS.create(args.dataset, **options).load(args.split)
+    if split.skipped:
+        print(f"{args.dataset}/{args.split}: skipped {split.skipped} bad row(s)", file=sys.stderr)
     features = image_features(args.encoder, split, batch_size=args.batch_size, progress=not args.quiet)
     print(f"{args.dataset}/{args.split}: {tuple(features.shape)} features of {args.encoder} in the cache")
     return 0
@@ -122,7 +125,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     results = Path(args.results or Path("results") / config.name)
-    summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet)
+    summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet,
+                            skip_bad=args.skip_bad)
     print(f"\n{summary.written} results written, {summary.skipped} already there, {summary.seconds:.1f} s; "
           f"files in {results}\n")
     print(write_report(results))
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed.add_argument("--dataset", help="embed a registered dataset split into the feature cache instead")
     p_embed.add_argument("--split", default="test", help="split of --dataset (e.g. train, test, test@1000)")
     p_embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_embed.add_argument("--skip-bad", action="store_true", help="with --dataset folder:/manifest:, skip bad rows")
     p_embed.add_argument("--encoder", help="vision encoder name (default torchvision:mobilenet_v2.imagenet1k_v1)")
     p_embed.add_argument("--text-encoder", help="text encoder name, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
     p_embed.add_argument("-o", "--output", help="output .safetensors (a .json sidecar is written beside it)")
@@ -179,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--results", help="results folder (default results/<config name>)")
     p_bench.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     p_bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_bench.add_argument("--skip-bad", action="store_true",
+                         help="skip (and count in each result) bad rows of folder:/manifest: datasets instead of failing")
     p_bench.set_defaults(func=_cmd_bench)
 
     p_report = sub.add_parser("report", help="aggregate a results folder into leaderboard.md and .csv")

@@ -38,6 +38,7 @@ class DatasetSpec:
     reducer: str = "mean"  # zero-shot template reducer: "mean" (CLIP) or "max" (ASIF)
     fewshot_k: int = 5
     recall_k: tuple[int, ...] = (1, 5, 10)
+    options: dict[str, Any] = field(default_factory=dict)  # dataset factory arguments (e.g. skip_bad)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
 def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise _fail(source, where, "expected a mapping with name, fit, eval and tasks")
-    _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k"}, source, where)
+    _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k", "options"},
+          source, where)
     for required in ("name", "fit", "eval", "tasks"):
         if required not in entry:
             raise _fail(source, where, f"missing {required!r}")
@@ -102,7 +104,16 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
         name=str(entry["name"]), fit=str(entry["fit"]), eval=str(entry["eval"]), tasks=tasks,
         label_set=entry.get("label_set"), reducer=reducer, fewshot_k=int(entry.get("fewshot_k", 5)),
         recall_k=tuple(int(k) for k in entry.get("recall_k", (1, 5, 10))),
+        options=_options(entry.get("options"), source, f"{where}.options"),
     )
+
+
+def _options(value: Any, source: str, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(source, where, "expected a mapping of dataset arguments")
+    return dict(value)
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -9,7 +9,6 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from align.bench.pairs import FeatureBank, SplitFeatures, fit_captions
 from align.bench.results import make_result, result_path, write_result
 from align.bench.tasks import TASKS, TaskContext
 
-log = logging.getLogger(__name__)
+USER_DATA_SOURCES = ("folder", "manifest")
 
 
 @dataclasses.dataclass
@@ -52,9 +51,20 @@ def _weights(kind: str, name: str) -> str | None:
     return weights_fingerprint(VISION_ENCODERS if kind == "image" else TEXT_ENCODERS, name)
 
 
+def _open_dataset(spec: DatasetSpec, skip_bad: bool) -> Any:
+    """The dataset of ``spec``; ``skip_bad`` reaches the loaders of user data (folder:, manifest:) only."""
+    from align.registry import DATASETS
+
+    options = dict(spec.options)
+    if skip_bad and spec.name.split(":", 1)[0] in USER_DATA_SOURCES:
+        options.setdefault("skip_bad", True)
+    return DATASETS.create(spec.name, **options)
+
+
 def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = False, progress: bool = True,
-                  bank: FeatureBank | None = None, echo: Callable[[str], None] = print) -> RunSummary:
-    from align.registry import ALIGNERS, DATASETS
+                  bank: FeatureBank | None = None, echo: Callable[[str], None] = print,
+                  skip_bad: bool = False) -> RunSummary:
+    from align.registry import ALIGNERS
 
     summary = RunSummary()
     started = time.perf_counter()
@@ -62,7 +72,7 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     for aligner in config.aligners:  # fail on unknown names before any embedding work
         ALIGNERS.meta(aligner.name)
     for spec in config.datasets:
-        dataset = DATASETS.create(spec.name)
+        dataset = _open_dataset(spec, skip_bad)
         fit_split, eval_split = dataset.load(spec.fit), dataset.load(spec.eval)
         for image_encoder in config.image_encoders:
             for text_encoder in config.text_encoders:

@@ -5,7 +5,8 @@ dataset name, version and split, and the exact texts for text features. A cache 
 another key is never read. Shards are written atomically one by one, so an interrupted run resumes
 at the first missing shard; the index (``index.json``) is written last and marks the entry complete.
 
-Layout: ``$ALIGN_HOME/features/<encoder>/<dataset>/<split>/<modality>-<key12>/``.
+Layout: ``$ALIGN_HOME/features/<encoder>/<dataset>/<split>/<modality>-<key12>/`` (the root can be
+moved with ``ALIGN_FEATURE_CACHE``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -65,11 +67,17 @@ def texts_sha256(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def default_root() -> Path:
+    """``$ALIGN_FEATURE_CACHE``, else ``$ALIGN_HOME/features``."""
+    override = os.environ.get("ALIGN_FEATURE_CACHE")
+    return Path(override).expanduser() if override else align_home() / "features"
+
+
 class FeatureCache:
     """Sharded, resumable storage of ``[N, D]`` float32 features under one key."""
 
     def __init__(self, root: Path | None = None, shard_size: int = 512) -> None:
-        self.root = Path(root) if root is not None else align_home() / "features"
+        self.root = Path(root) if root is not None else default_root()
         self.shard_size = shard_size
 
     def _shard(self, folder: Path, index: int) -> Path:

@@ -117,3 +117,34 @@ def test_default_config_is_valid() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "bench" / "default.yaml")
     assert {d.name for d in config.datasets} == {"emoji", "digits", "fashion_mnist"}
     assert {a.name for a in config.aligners} >= {"ridge", "procrustes"}
+
+
+def manifest_with_a_missing_image(tmp_path: Path) -> Path:
+    rows = ["image,caption,label"]
+    for i in range(12):
+        colour = list(COLOURS)[i % 4]
+        Image.new("RGB", (32, 32), COLOURS[colour]).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,a {colour} square,{colour}")
+    rows.append("gone.png,a red square,red")  # line 14 of the file
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_bad_manifest_row_fails_in_one_line_or_is_skipped_and_counted(tmp_path: Path) -> None:
+    manifest = manifest_with_a_missing_image(tmp_path)
+    config = load_config(write(tmp_path, f"""
+image_encoders: [toy:cnn]
+text_encoders: [toy:text]
+aligners: [ridge]
+datasets: [{{name: "manifest:{manifest}", fit: train, eval: test, tasks: [zeroshot_retrieval]}}]
+"""))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    with pytest.raises(BadInputError, match=r"pairs.csv, line 14") as info:
+        run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None)
+    assert "\n" not in str(info.value)
+
+    summary = run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None, skip_bad=True)
+    assert summary.written == 1
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
+    assert record["skipped_rows"]["fit"] + record["skipped_rows"]["eval"] >= 1
