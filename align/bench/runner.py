@@ -37,11 +37,16 @@ def _path_name(spec: DatasetSpec) -> str:
 
 
 def _dataset_fingerprint(name: str) -> dict[str, Any]:
-    """Hashes of the assets a dataset is read from (empty for built-in data such as digits)."""
+    """The asset a dataset is read from and its pinned file hashes (empty for data such as digits,
+    which ships inside scikit-learn, and for user data, whose ``dataset_version`` hashes its files)."""
+    from align.assets import CATALOG
     from align.registry import DATASETS
 
-    meta = DATASETS.meta(name)
-    return {"asset": meta.weights, "sha256": meta.weights_sha256} if meta.weights else {}
+    asset = DATASETS.meta(name).weights
+    if asset not in CATALOG:
+        return {}
+    spec = CATALOG[asset]
+    return {"asset": asset, "asset_version": spec.version, "sha256": dict(spec.sha256)}
 
 
 def _weights(kind: str, name: str) -> str | None:

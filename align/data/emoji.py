@@ -166,7 +166,7 @@ def _register(style: str, name: str) -> None:
         return Emoji(style, name=name, root=root)
 
     alias = " (alias of emoji.google)" if name == "emoji" else ""
-    DATASETS.add(name, factory, license=_LICENSES[style], description=(
+    DATASETS.add(name, factory, license=_LICENSES[style], weights=f"emoji-{style}", description=(
         f"{style} emoji 64x64 RGBA with names, categories, subcategories{alias}; "
         "concept-disjoint anchors/test halves + all"))
 

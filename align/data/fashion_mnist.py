@@ -73,7 +73,7 @@ class FashionMNIST(Dataset):
         )
 
 
-@DATASETS.register("fashion_mnist", license="MIT (Zalando)",
+@DATASETS.register("fashion_mnist", license="MIT (Zalando)", weights="fashion-mnist",
                    description="Fashion-MNIST 28x28 greyscale, 10 classes; train 60000 / test 10000 (official files)")
 def fashion_mnist(root: str | Path | None = None) -> FashionMNIST:
     """``root`` overrides the ``fashion-mnist`` asset folder (same file names)."""

@@ -67,7 +67,7 @@ class MNIST(Dataset):
         )
 
 
-@DATASETS.register("mnist", license="CC-BY-SA-3.0 (Y. LeCun, C. Cortes)",
+@DATASETS.register("mnist", license="CC-BY-SA-3.0 (Y. LeCun, C. Cortes)", weights="mnist",
                    description="MNIST 28x28 greyscale digits; train 50000 / val 10000 / test 10000 (classic pickle)")
 def mnist(root: str | Path | None = None) -> MNIST:
     """``root`` overrides the ``mnist`` asset folder (must hold ``mnist.pkl.gz``)."""

@@ -1,0 +1,53 @@
+"""Imports point one way: registry and assets <- encoders and data <- methods <- evaluation <- runner and CLI.
+
+Checked statically on every ``import`` statement (including those inside functions), so a lazy
+import cannot hide a backwards dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "align"
+
+# Lower number = lower layer. A module may import from its own layer or any lower one.
+LAYERS = {
+    "align.errors": 0, "align.atomic": 0, "align.registry": 0, "align.assets": 0,
+    "align.encoders": 1, "align.text": 1, "align.data": 1, "align.embed": 1, "align.features": 1,
+    "align.methods": 2,
+    "align.eval": 3,
+    "align.bench": 4, "align.cli": 4, "align.__main__": 4, "align.builtins": 4,
+}
+
+
+def layer_of(module: str) -> int | None:
+    for prefix, layer in sorted(LAYERS.items(), key=lambda kv: -len(kv[0])):
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return None
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+def imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {n for n in names if n.startswith("align")}
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path: Path) -> None:
+    module = "align." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+    own = layer_of(module)
+    assert own is not None, f"{module} is not assigned to a layer in {__file__}"
+    upward = sorted(name for name in imported(path) if (layer_of(name) or 0) > own)
+    assert not upward, f"{module} (layer {own}) imports from a higher layer: {upward}"
