@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 
 BENCH_ASSETS := mobilenet_v2.imagenet1k_v1 all-minilm-l6-v2 fashion-mnist emoji-google
 TEST_ASSETS := $(BENCH_ASSETS) efficientnet_lite0.imagenet all-mpnet-base-v2 gemma-3-270m.q4_k_m \
-               spacy-en-core-web-md mnist
+               spacy-en-core-web-md mnist emoji-twitter emoji-apple emoji-facebook
 BENCH_CONFIG ?= configs/bench/default.yaml
 
 .PHONY: install apt-lists assets assets-bench test test-unit bench figures clean-venv

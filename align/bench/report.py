@@ -52,25 +52,33 @@ def _cell(stat: dict[str, Any] | None) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Aligners (with their encoders) as rows; dataset/task headline metrics as columns."""
-    columns: list[tuple[str, str, str]] = []
+    """One row per dataset/task headline metric, one column per aligner (per encoder pair when a run
+    has several); the best value of each row is in bold."""
+    pairs = sorted({(r["image_encoder"], r["text_encoder"]) for r in rows})
+    entities: list[tuple[str, str, str]] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
+                                                  key=lambda e: (e[1], e[2], e[0]))
+
+    def column(entity: tuple[str, str, str]) -> str:
+        return entity[0] if len(pairs) == 1 else f"{entity[0]} ({entity[1]} + {entity[2]})"
+
+    lines_by_metric: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = defaultdict(dict)
     for row in rows:
-        for metric in MAIN_METRICS.get(row["task"], ()):
-            column = (row["dataset"] + (f"/{row['label_set']}" if row["label_set"] else ""), row["task"], metric)
-            if column not in columns:
-                columns.append(column)
-    table: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = defaultdict(dict)
-    for row in rows:
-        entity = (row["aligner"], row["image_encoder"], row["text_encoder"])
         dataset = row["dataset"] + (f"/{row['label_set']}" if row["label_set"] else "")
         for metric in MAIN_METRICS.get(row["task"], ()):
-            table[entity][(dataset, row["task"], metric)] = row["metrics"].get(metric)
-    header = ["aligner", "image encoder", "text encoder"] + [
-        f"{d} {t.replace('zeroshot_', 'zs_')} {_SHORT.get(m, m)}" for d, t, m in columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(columns)]
-    for entity in sorted(table):
-        cells = [_cell(table[entity].get(c)) for c in columns]
-        lines.append("| " + " | ".join([*entity, *cells]) + " |")
+            lines_by_metric[(dataset, row["task"], metric)][(row["aligner"], row["image_encoder"],
+                                                             row["text_encoder"])] = row["metrics"].get(metric)
+    header = ["dataset", "task", "metric", *map(column, entities)]
+    lines = []
+    if len(pairs) == 1:
+        lines += [f"Encoders: image `{pairs[0][0]}`, text `{pairs[0][1]}`.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(entities)]
+    for (dataset, task, metric), stats in sorted(lines_by_metric.items()):
+        best = max((s["mean"] for s in stats.values() if s), default=None)
+        cells = []
+        for entity in entities:
+            cell = _cell(stats.get(entity))
+            cells.append(f"**{cell}**" if stats.get(entity) and stats[entity]["mean"] == best else cell)
+        lines.append("| " + " | ".join([dataset, task, _SHORT.get(metric, metric), *cells]) + " |")
     return "\n".join(lines)
 
 
