@@ -264,23 +264,24 @@ FASHION_MNIST = AssetSpec(
 )
 
 _EMOJI_JSON_SHA = "1d602e65be88772bf8cc368ce16b855d719eeddbafe128d471b80203f494d29f"
-_EMOJI_TARBALLS = {
-    "google": ("fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438", "Apache-2.0 (Noto Emoji images)"),
-    "twitter": ("f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877", "CC-BY-4.0 (Twemoji images)"),
-    "apple": ("b34d1665e136f163b0d4433318df151895b785186e8c729b2211b43017945075", "Apple images: see package README"),
-    "facebook": ("017038cf5a4e7fcf03dd9133cbed43d4c281c4b3ce7b927c7160261b92b8821e", "Facebook images: see package README"),
+_EMOJI_TARBALLS = {  # style: (npm tarball sha256, image licence, MB once extracted)
+    "google": ("fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438", "Apache-2.0 (Noto Emoji images)", 22.0),
+    "twitter": ("f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877", "CC-BY-4.0 (Twemoji images)", 19.0),
+    "apple": ("b34d1665e136f163b0d4433318df151895b785186e8c729b2211b43017945075", "Apple images: see package README", 28.0),
+    "facebook": ("017038cf5a4e7fcf03dd9133cbed43d4c281c4b3ce7b927c7160261b92b8821e",
+                 "Facebook images: see package README", 29.0),
 }
 
 
 def _emoji(style: str) -> AssetSpec:
-    tarball_sha, image_license = _EMOJI_TARBALLS[style]
+    tarball_sha, image_license, size_mb = _EMOJI_TARBALLS[style]
     return AssetSpec(
         name=f"emoji-{style}",
         version="16.0.0",
         root=f"datasets/emoji/{style}",
         description=f"emoji-datasource-{style} 16.0.0: 64x64 RGBA emoji images with names and categories",
         license=f"MIT (package); {image_license}",
-        size_mb=40.0,
+        size_mb=size_mb,
         sha256={"emoji.json": _EMOJI_JSON_SHA},
         sources=(
             Source(
