@@ -72,6 +72,8 @@ def _str_list(value: Any, source: str, where: str) -> tuple[str, ...]:
 
 
 def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
+    if isinstance(entry, str) and entry.endswith((".yaml", ".yml")):
+        return _aligner_file(entry, source, where)
     if isinstance(entry, str):
         return AlignerSpec(entry)
     if not isinstance(entry, dict) or "name" not in entry:
@@ -81,6 +83,20 @@ def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
     if not isinstance(hparams, dict):
         raise _fail(source, f"{where}.hparams", "expected a mapping")
     return AlignerSpec(str(entry["name"]), dict(hparams), str(entry.get("label") or ""))
+
+
+def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
+    """An aligner entry kept in its own YAML file (``configs/aligners/*.yaml``), found relative to the
+    working directory or to the benchmark config."""
+    candidates = [Path(entry), Path(source).parent / entry]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise _fail(source, where, f"aligner config {entry!r} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise _fail(source, where, f"{path} is not valid YAML") from None
+    return _aligner(loaded, str(path), "top level")
 
 
 def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:

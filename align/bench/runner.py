@@ -110,6 +110,9 @@ def _run_one(config: BenchConfig, spec: DatasetSpec, aligner_spec: AlignerSpec, 
     torch.manual_seed(seed)
     fit_started = time.perf_counter()
     aligner = ALIGNERS.create(aligner_spec.name, **aligner_spec.hparams)
+    if "seed" in getattr(aligner, "hparams", {}) and "seed" not in aligner_spec.hparams:
+        # trained aligners seed themselves: give them the benchmark's seed unless the config fixes one
+        aligner = ALIGNERS.create(aligner_spec.name, **{**aligner_spec.hparams, "seed": seed})
     aligner.fit(fit.images, fit_texts)
     fit_seconds = time.perf_counter() - fit_started
     ctx = TaskContext(spec, aligner, bank, text_encoder, fit, evaluation, seed)

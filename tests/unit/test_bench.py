@@ -116,7 +116,17 @@ def test_bad_configs_are_one_line_errors(tmp_path: Path, text: str, message: str
 def test_default_config_is_valid() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "bench" / "default.yaml")
     assert {d.name for d in config.datasets} == {"emoji", "digits", "fashion_mnist"}
-    assert {a.name for a in config.aligners} >= {"ridge", "procrustes"}
+    assert {a.name for a in config.aligners} >= {"ridge", "procrustes", "asif", "contrastive"}
+    asif = next(a for a in config.aligners if a.name == "asif")
+    assert asif.hparams["k"] == 50 and asif.display == "asif-k50-p8"
+
+
+def test_aligner_entry_from_its_own_file(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("name: ridge\nlabel: ridge-a10\nhparams: {alpha: 10}\n")
+    config = load_config(write(tmp_path, CONFIG.replace("aligners: [ridge,", "aligners: [mine.yaml,")))
+    assert config.aligners[0].display == "ridge-a10" and config.aligners[0].hparams == {"alpha": 10}
+    with pytest.raises(BadInputError, match="aligner config 'nope.yaml' not found"):
+        load_config(write(tmp_path, CONFIG.replace("aligners: [ridge,", "aligners: [nope.yaml,")))
 
 
 def manifest_with_a_missing_image(tmp_path: Path) -> Path:

@@ -1,0 +1,269 @@
+"""Shared Lightning plumbing for aligners trained by gradient descent on in-memory features.
+
+Importing this module imports ``pytorch_lightning`` (several seconds), so aligner modules import it
+inside ``fit``: ``import align.methods`` (and so every CLI call) stays fast.
+
+- ``seeded``: seed everything for one fit, then give the caller back its RNG state and flags.
+- ``make_trainer``: a ``pl.Trainer`` with the project's defaults (CPU, no logger, quiet, deterministic).
+- ``FeatureDataModule``: seeded train/val split of paired tensors, reproducible shuffling that a
+  resumed run repeats exactly.
+- ``CoreModule``: a generic ``LightningModule`` around a plain ``nn.Module`` whose ``forward`` returns
+  the loss; it saves its hyper-parameters, so ``CoreModule.load_from_checkpoint`` rebuilds the core.
+- ``BestWeights``: keep the weights of the best validation epoch and restore them at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import math
+import os
+import random
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """``pl.seed_everything(seed, workers=True)`` for the body; afterwards the torch, numpy and Python
+    RNG states, the deterministic-algorithms flag and Lightning's seed variables are as before, so
+    fitting an aligner does not change what the caller's next random draw is."""
+    torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    try:
+        pl.seed_everything(seed, workers=True, verbose=False)
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """Silence Lightning's start-up banner ("GPU available: ...") and its advice about DataLoader
+    workers and logging intervals, which is moot for tensors already in memory."""
+    if not enabled:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def make_trainer(
+    max_epochs: int,
+    *,
+    deterministic: bool = True,
+    progress: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    monitor: str | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    accelerator: str = "cpu",
+    **overrides: Any,
+) -> pl.Trainer:
+    """A Trainer with the project's defaults: one CPU device, no logger, no model summary, no sanity
+    validation, a progress bar only if asked. ``checkpoint_dir`` adds a ``ModelCheckpoint`` there that
+    keeps ``last.ckpt`` (for ``ckpt_path=`` resumes) and, with ``monitor``, the best epoch; without a
+    directory nothing is written to disk."""
+    callbacks = list(callbacks)
+    if checkpoint_dir is not None:
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=monitor, save_last=True,
+                                         save_top_k=0 if monitor is None else 1, filename="best-{epoch}"))
+    options: dict[str, Any] = dict(
+        max_epochs=max_epochs, accelerator=accelerator, devices=1, deterministic=deterministic, logger=False,
+        enable_checkpointing=checkpoint_dir is not None, enable_progress_bar=progress, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=callbacks,
+        default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
+    )
+    options.update(overrides)
+    return pl.Trainer(**options)
+
+
+def import_object(path: str) -> Any:
+    """The object named ``"package.module:Name"``."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def balanced_batch_size(n: int, batch_size: int) -> int:
+    """The largest size <= ``batch_size`` that splits ``n`` rows into equal batches (the last one at
+    most one row short), so no epoch ends on a tiny batch with almost no negatives."""
+    return math.ceil(n / math.ceil(n / batch_size))
+
+
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """``(train, val)`` row counts for a held-out fraction; any fraction > 0 holds out at least 2."""
+    n_val = 0 if val_fraction <= 0 else max(2, round(val_fraction * n))
+    return n - n_val, n_val
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A fresh permutation each epoch drawn from ``(seed, epoch)`` alone. Lightning calls ``set_epoch``
+    before each epoch (also after a resume), so an interrupted and resumed fit sees the same batches as
+    an uninterrupted one, which a sampler drawing from a running generator would not."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(2, dtype=np.uint32)
+        generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Row-aligned tensors (e.g. image and text features of N pairs), split once by ``seed`` into
+    train and validation rows; batches are evened out by ``balanced_batch_size``."""
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, val_fraction: float = 0.0, seed: int = 0) -> None:
+        super().__init__()
+        n = tensors[0].shape[0]
+        n_train, n_val = split_sizes(n, val_fraction)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        self.train_rows, self.val_rows = order[:n_train].sort().values, order[n_train:].sort().values
+        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+
+    def _loader(self, rows: torch.Tensor, shuffle: bool) -> DataLoader:
+        dataset = TensorDataset(*(t[rows] for t in self.tensors))
+        size = balanced_batch_size(len(rows), self.batch_size)
+        sampler = EpochSeededSampler(len(rows), self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=size, sampler=sampler, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_rows, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_rows, shuffle=False) if len(self.val_rows) else []
+
+
+class CoreModule(pl.LightningModule):
+    """Trains ``core`` (an ``nn.Module`` named ``"module:Class"``, built from ``core_args``) whose
+    ``forward(*batch)`` returns a scalar loss, with AdamW (no weight decay on biases, gains and
+    scalars, as CLIP). After each optimiser step it calls ``core.after_step()`` if defined (e.g. to
+    clamp a temperature). Mean train/val loss per epoch go to ``history`` (kept in checkpoints).
+    ``extra`` is stored untouched, for the caller to rebuild its own object from a checkpoint."""
+
+    def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.core = import_object(core)(**core_args)
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self._sums: dict[str, list[float]] = {"train_loss": [0.0, 0], "val_loss": [0.0, 0]}
+
+    def _step(self, batch: Sequence[torch.Tensor], key: str) -> torch.Tensor:
+        loss = self.core(*batch)
+        rows = len(batch[0])
+        self.log(key, loss, on_step=False, on_epoch=True, batch_size=rows)
+        self._sums[key][0] += float(loss.detach()) * rows
+        self._sums[key][1] += rows
+        return loss
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train_loss")
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val_loss")
+
+    def _close(self, key: str) -> None:
+        total, rows = self._sums[key]
+        if rows:
+            self.history[key].append(total / rows)
+        self._sums[key] = [0.0, 0]
+
+    def on_validation_epoch_end(self) -> None:
+        self._close("val_loss")
+
+    def on_train_epoch_end(self) -> None:
+        self._close("train_loss")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        after_step = getattr(self.core, "after_step", None)
+        if callable(after_step):
+            after_step()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [p for p in self.core.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        # fused: one kernel per step; the per-tensor loop spends most of a small model's step in
+        # thread start-up for each elementwise op when CPU cores are shared
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr, fused=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["history"] = copy.deepcopy(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = copy.deepcopy(checkpoint.get("history", self.history))
+
+
+class BestWeights(pl.Callback):
+    """Snapshot the module's weights whenever ``monitor`` (a logged metric) reaches a new minimum and
+    load the best snapshot when fitting ends, so early stopping returns the best epoch, not the last.
+    The snapshot is part of the callback state, so it survives a checkpoint resume."""
+
+    def __init__(self, monitor: str = "val_loss") -> None:
+        self.monitor = monitor
+        self.best: float = math.inf
+        self.best_epoch: int | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or not float(value) < self.best:
+            return
+        self.best, self.best_epoch = float(value), trainer.current_epoch
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.weights is not None:
+            pl_module.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "weights": self.weights}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
+        self.weights = state_dict["weights"]
