@@ -47,7 +47,10 @@ bench: assets-bench
 figures: assets-bench
 	$(BIN)/align assets pull efficientnet_lite0.imagenet
 	$(BIN)/python benchmarks/bench_walltime.py --config $(BENCH_CONFIG) --output results/walltime.md
+	$(BIN)/python benchmarks/asif_emoji.py --output results/asif_emoji.md --figure docs/figures/asif_anchors.png
+	$(BIN)/python benchmarks/asif_scale.py --output results/asif_scale.md
 	$(BIN)/python benchmarks/encoders.py --output results/encoders.md
+	$(BIN)/python benchmarks/update_readme.py
 
 clean-venv:
 	rm -rf $(VENV)

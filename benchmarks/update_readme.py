@@ -2,8 +2,9 @@
 
     python benchmarks/update_readme.py [--results results]
 
-Reads ``results/default/leaderboard.md`` (from `make bench`), ``results/walltime.md`` and
-``results/encoders.md`` (from `make figures`); a missing file leaves its README section untouched.
+Reads ``results/default/leaderboard.md`` (from `make bench`) and the figure tables that `make figures`
+writes (``FIGURES`` below, in that order); a missing file is left out, and with none at all the
+section is left untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ import re
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+# (results file, heading, the command that writes it)
+FIGURES = (
+    ("walltime.md", "Wall time of `make bench`", "python benchmarks/bench_walltime.py"),
+    ("asif_emoji.md", "ASIF against the baselines on unseen emoji (plot: docs/figures/asif_anchors.png)",
+     "python benchmarks/asif_emoji.py"),
+    ("asif_scale.md", "ASIF's anchor search at scale", "python benchmarks/asif_scale.py"),
+    ("encoders.md", "Frozen encoders, linear probe on digits", "python benchmarks/encoders.py"),
+)
 
 
 def replace_between(text: str, marker: str, body: str) -> str:
@@ -30,7 +39,8 @@ def main() -> None:
     leaderboard = args.results / "default" / "leaderboard.md"
     if leaderboard.is_file():
         text = replace_between(text, "bench", leaderboard.read_text())
-    figures = [p.read_text().rstrip() for p in (args.results / "walltime.md", args.results / "encoders.md") if p.is_file()]
+    figures = [f"### {heading}\n\n`{command}`:\n\n{(args.results / name).read_text().rstrip()}"
+               for name, heading, command in FIGURES if (args.results / name).is_file()]
     if figures:
         text = replace_between(text, "figures", "\n\n".join(figures))
     README.write_text(text)
