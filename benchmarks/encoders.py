@@ -37,9 +37,13 @@ def digits_as_images() -> tuple[list[Image.Image], np.ndarray]:
     return images, digits.target
 
 
+def split(features: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """The fixed stratified 50/50 split (seed 0): train_x, test_x, train_y, test_y."""
+    return train_test_split(features, labels, test_size=0.5, stratify=labels, random_state=0)
+
+
 def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
-    train_x, test_x, train_y, test_y = train_test_split(
-        features, labels, test_size=0.5, stratify=labels, random_state=0)
+    train_x, test_x, train_y, test_y = split(features, labels)
     search = GridSearchCV(
         make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
         {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]}, cv=5)
@@ -70,8 +74,9 @@ def main() -> None:
         rows.append((name, features.shape[1], probe_accuracy(features, labels), rate))
 
     first_rate = next((r[3] for r in rows if r[3]), None)
+    n_train, n_test = (len(part) for part in split(raw, labels)[2:])
     lines = [
-        f"Linear probe on sklearn digits (899 train / 898 test, seed 0), {platform.machine()}, "
+        f"Linear probe on sklearn digits ({n_train} train / {n_test} test, seed 0), {platform.machine()}, "
         f"{torch.get_num_threads()} threads",
         "",
         "| features | dim | probe acc1 | images/s | speed vs first encoder |",
