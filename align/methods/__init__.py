@@ -4,3 +4,4 @@ import align.methods.asif  # noqa: F401
 import align.methods.contrastive  # noqa: F401
 import align.methods.procrustes  # noqa: F401
 import align.methods.ridge  # noqa: F401
+import align.methods.vlap  # noqa: F401

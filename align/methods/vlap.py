@@ -1,0 +1,424 @@
+"""VLAP: one linear layer from visual features into a frozen causal LM's word-embedding space
+(Park et al., ICLR 2024; papers.md §3, §7.3).
+
+Trained objective, with gradients reaching only the linear layer ``g``:
+
+    L = w_cap · L_cap + w_map · L_map          (defaults 1.0 and 0.1, as the draft code)
+
+* ``L_map`` (:mod:`align.methods.assignment`): the mean projected visual token ``v̄`` and the caption's
+  text feature ``t`` are both assigned to the frozen word embeddings by entropic OT, and each
+  predicts the other's assignment (τ = ε = 0.01, 3 Sinkhorn iterations, prior uniform or wordfreq).
+* ``L_cap``: mean negative log-likelihood of the caption tokens (and a closing ``<eos>``) under the
+  frozen LM, whose input is ``[<bos>] + g(x) as inputs_embeds + embeddings("A picture of") + caption``;
+  labels are -100 on everything before the caption, and right padding is masked out.
+
+Setting ``w_map=0`` gives the caption-only (LiMBeR-style) baseline, ``w_cap=0`` assignment only; the
+switched-off term is not computed (the LM is then not even loaded) and is reported as 0.
+
+Design decisions (deviations from the draft code, and why):
+
+* **Text feature.** ``t`` = mean of the frozen LM's *input word embeddings* (raw table rows) of the
+  caption's non-special tokens. The draft averages T5-*encoder* hidden states; a causal LM has no
+  encoder, and its hidden states live in a different space from the table the OT scores against,
+  whereas word embeddings are exactly that space.
+* **Prefix length.** The :class:`Aligner` interface feeds pooled ``[N, d_img]`` features, so each image
+  is ``num_prefix_tokens`` visual tokens: ``g = Linear(d_img, P·D)`` and its output is reshaped to
+  ``[N, P, D]`` (LiMBeR's recipe for pooled features). With P = 1 (default) this is VLAP's layer
+  exactly; token grids ``[N, T, d_img]`` are not supported yet.
+* **Embedding scale.** ``g`` maps into the *raw* table space (where ``W`` and ``L_map`` live). Gemma
+  multiplies embeddings by ``sqrt(D)`` inside its embedding module (transformers'
+  ``Gemma3TextScaledWordEmbedding.forward``), and ``inputs_embeds`` bypasses that module, so the
+  prompt and caption are embedded through ``lm.get_input_embeddings()`` (scaled) and the visual prefix
+  is multiplied by the same factor, measured once from the module (1 for Llama/OPT).
+* **Fit API.** VLAP needs caption strings (for ``L_cap`` and ``t``), not another encoder's sentence
+  features: :meth:`VLAPAligner.fit_captions` takes them; ``fit`` accepts a list of strings too, and
+  refuses feature tensors with a :class:`BadInputError` saying so.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from align.errors import BadInputError
+from align.methods.assignment import AssignmentLoss
+from align.methods.base import Aligner, check_features
+from align.registry import ALIGNERS, EMBEDDING_TABLES
+from align.text.base import EmbeddingTable, check_texts
+
+CORE = "align.methods.vlap:VLAPCore"
+MODULE = "align.methods.vlap:VLAPModule"
+PROMPT = "A picture of"
+PRIORS = ("uniform", "frequency")
+DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
+
+
+@functools.lru_cache(maxsize=4)
+def load_table(name: str) -> EmbeddingTable:
+    """The table (and, on first use, its LM) built once per process: Gemma's LM costs ~45 s."""
+    table = EMBEDDING_TABLES.create(name)
+    if table.lm_kind != "causal":
+        raise BadInputError(f"vlap: table {name!r} has lm_kind={table.lm_kind!r}; VLAP needs a causal LM")
+    if table.tokenizer is None:
+        raise BadInputError(f"vlap: table {name!r} has no tokenizer")
+    return table
+
+
+def vocabulary(table: EmbeddingTable, vocab_subset: int | None) -> torch.Tensor:
+    """Row ids the OT assigns to: every non-special row, or the ``vocab_subset`` most frequent words."""
+    if vocab_subset is None:
+        return torch.tensor(table.word_ids, dtype=torch.long)
+    from align.methods.word_prior import frequent_subset
+
+    ids = frequent_subset(table.tokens, vocab_subset, special_ids=table.special_ids)
+    if len(ids) < 2:
+        raise BadInputError(f"vlap: the table {table.name!r} has fewer than 2 frequent words")
+    return ids
+
+
+def word_prior(table: EmbeddingTable, ids: torch.Tensor, prior: str) -> torch.Tensor:
+    """OT row marginal over the vocabulary ``ids``: uniform, or wordfreq's plain frequency."""
+    from align.methods.word_prior import frequency_prior, uniform_prior
+
+    if prior == "uniform":
+        return uniform_prior(len(ids))
+    return frequency_prior([table.tokens[i] for i in ids.tolist()])
+
+
+def tokenize_captions(table: EmbeddingTable, captions: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids [N, L], mask [N, L])``: each caption's tokens (truncated to ``max_tokens``) then
+    ``<eos>`` when the tokenizer has one (so generation learns to stop), right-padded."""
+    tok = table.tokenizer
+    eos = getattr(tok, "eos_token_id", None)
+    pad = getattr(tok, "pad_token_id", None) or 0
+    rows = [list(tok(c, add_special_tokens=False)["input_ids"])[:max_tokens] for c in captions]
+    for i, row in enumerate(rows):
+        if not row:
+            raise BadInputError(f"vlap: caption {i} has no tokens")
+    rows = [r + [eos] if eos is not None else r for r in rows]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+class VLAPCore(nn.Module):
+    """The trainable linear layer ``g`` (its only parameters) plus the frozen parts needed for the loss.
+
+    The frozen LM is held outside the module tree (not in ``state_dict``, not moved or switched to
+    train mode by Lightning) and loaded only when ``L_cap`` or generation needs it.
+    ``forward(x, ids, mask)`` returns the weighted loss and leaves the terms in ``self.parts``."""
+
+    def __init__(self, image_dim: int, table: str, num_prefix_tokens: int = 1, w_cap: float = 1.0,
+                 w_map: float = 0.1, tau: float = 0.01, eps: float = 0.01, sinkhorn_iters: int = 3,
+                 prior: str = "uniform", vocab_subset: int | None = None, prompt: str = PROMPT) -> None:
+        super().__init__()
+        self.table_name, self.prompt = table, prompt
+        self.num_prefix_tokens, self.w_cap, self.w_map = num_prefix_tokens, w_cap, w_map
+        tab = load_table(table)
+        self.embed_dim = tab.embed_dim
+        self.g = nn.Linear(image_dim, num_prefix_tokens * tab.embed_dim)
+        ids = vocabulary(tab, vocab_subset)
+        self.register_buffer("vocab_ids", ids, persistent=False)
+        self.assignment = AssignmentLoss(tab.weight[ids], word_prior(tab, ids, prior), tau, eps, sinkhorn_iters)
+        self.register_buffer("words", tab.weight, persistent=False)  # raw table, for text features
+        special = torch.zeros(tab.vocab_size, dtype=torch.bool)
+        special[tab.special_ids] = True
+        self.register_buffer("special", special, persistent=False)
+        self.parts: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ frozen LM
+
+    @property
+    def table(self) -> EmbeddingTable:
+        return load_table(self.table_name)
+
+    def lm(self) -> nn.Module:
+        """The frozen causal LM (eval mode, no grad), on ``g``'s device."""
+        lm = self.table.load_lm().requires_grad_(False).eval()
+        return lm.to(self.g.weight.device)
+
+    def embed_scale(self, lm: nn.Module) -> float:
+        """What the LM's embedding module multiplies raw rows by (Gemma: sqrt(D); others: 1)."""
+        emb = lm.get_input_embeddings()
+        probe = torch.tensor([self.table.word_ids[0]], device=emb.weight.device)
+        return float(emb(probe).norm() / emb.weight[probe].norm().clamp_min(1e-12))
+
+    # ------------------------------------------------------------------ features
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Visual tokens ``[N, P, D]`` in the raw word-embedding space."""
+        return self.g(x).view(len(x), self.num_prefix_tokens, self.embed_dim)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``v̄``: the mean projected visual token ``[N, D]``."""
+        return self.project(x).mean(1)
+
+    def text_feature(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``t``: mean raw word embedding of each caption's non-special tokens ``[N, D]``."""
+        keep = (mask.bool() & ~self.special[ids]).float()
+        return (self.words[ids] * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+
+    # ------------------------------------------------------------------ losses
+
+    def _context(self, lm: nn.Module, prefix: torch.Tensor) -> torch.Tensor:
+        """``[<bos>] + scaled prefix + prompt`` as input embeddings ``[N, 1? + P + Lp, D]``."""
+        emb, tok = lm.get_input_embeddings(), self.table.tokenizer
+        n, device = len(prefix), prefix.device
+        head = [getattr(tok, "bos_token_id", None)]
+        head = torch.tensor([i for i in head if i is not None], dtype=torch.long, device=device)
+        prompt = torch.tensor(tok(self.prompt, add_special_tokens=False)["input_ids"], dtype=torch.long, device=device)
+        parts = [emb(head).expand(n, -1, -1)] if len(head) else []
+        parts += [prefix * self.embed_scale(lm), emb(prompt).expand(n, -1, -1)]
+        return torch.cat(parts, dim=1)
+
+    def caption_loss(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean NLL per caption token given the visual prefix and the prompt (frozen LM)."""
+        lm = self.lm()
+        context = self._context(lm, prefix)
+        inputs = torch.cat([context, lm.get_input_embeddings()(ids)], dim=1)
+        attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
+        labels = torch.cat([ids.new_full(context.shape[:2], -100), ids.masked_fill(mask == 0, -100)], dim=1)
+        logits = lm(inputs_embeds=inputs, attention_mask=attention).logits
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        prefix = self.project(x)
+        zero = prefix.new_zeros(())
+        l_cap = self.caption_loss(prefix, ids, mask) if self.w_cap > 0 else zero
+        l_map = self.assignment(prefix.mean(1), self.text_feature(ids, mask)).loss if self.w_map > 0 else zero
+        self.parts = {"l_cap": float(l_cap.detach()), "l_map": float(l_map.detach())}
+        return self.w_cap * l_cap + self.w_map * l_map
+
+    @torch.no_grad()
+    def generate(self, x: torch.Tensor, max_new_tokens: int) -> list[str]:
+        """Greedy captions from ``[<bos>] + prefix + prompt``."""
+        lm = self.lm()
+        context = self._context(lm, self.project(x))
+        tok = self.table.tokenizer
+        out = lm.generate(inputs_embeds=context, attention_mask=torch.ones(context.shape[:2], dtype=torch.long,
+                          device=context.device), max_new_tokens=max_new_tokens, do_sample=False,
+                          pad_token_id=getattr(tok, "pad_token_id", None) or 0)
+        return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+@functools.cache
+def _module_class() -> Any:
+    """A ``CoreModule`` that also keeps per-epoch means of ``l_cap`` and ``l_map`` in ``history``
+    (defined lazily: importing this file must not import Lightning)."""
+    from align.methods.lightning_utils import CoreModule
+
+    class VLAPModule(CoreModule):
+        def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
+                     extra: dict[str, Any] | None = None) -> None:
+            super().__init__(core, core_args, lr, weight_decay, extra)
+            for key in ("l_cap", "l_map"):
+                self.history[key], self._sums[key] = [], [0.0, 0]
+
+        def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            for key, value in self.core.parts.items():
+                self._sums[key][0] += value * len(batch[0])
+                self._sums[key][1] += len(batch[0])
+            return loss
+
+        def on_train_epoch_end(self) -> None:
+            super().on_train_epoch_end()
+            self._close("l_cap")
+            self._close("l_map")
+
+    return VLAPModule
+
+
+def __getattr__(name: str) -> Any:  # ``VLAPModule`` importable by name (for checkpoints)
+    if name == "VLAPModule":
+        return _module_class()
+    raise AttributeError(name)
+
+
+def _check_hparams(hp: dict[str, Any]) -> None:
+    def bad(key: str, want: str) -> BadInputError:
+        return BadInputError(f"vlap: {key} must be {want}, got {hp[key]!r}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(hp["table"], str):
+        raise bad("table", "an embedding-table name")
+    for key in ("w_cap", "w_map", "weight_decay"):
+        if not (is_num(hp[key]) and hp[key] >= 0):
+            raise bad(key, "a number >= 0")
+    if hp["w_cap"] == 0 and hp["w_map"] == 0:
+        raise BadInputError("vlap: w_cap and w_map are both 0; nothing would be trained")
+    for key in ("tau", "eps", "lr"):
+        if not (is_num(hp[key]) and hp[key] > 0):
+            raise bad(key, "a number > 0")
+    for key, low in (("sinkhorn_iters", 1), ("batch_size", 2), ("num_prefix_tokens", 1), ("max_caption_tokens", 1),
+                     ("max_epochs", 0)):
+        if not (is_int(hp[key]) and hp[key] >= low):
+            raise bad(key, f"an integer >= {low}")
+    if hp["prior"] not in PRIORS:
+        raise bad("prior", f"one of {', '.join(PRIORS)}")
+    if hp["vocab_subset"] is not None and not (is_int(hp["vocab_subset"]) and hp["vocab_subset"] >= 2):
+        raise bad("vocab_subset", "an integer >= 2 or None")
+    if not is_int(hp["seed"]):
+        raise bad("seed", "an integer")
+    if not (isinstance(hp["prompt"], str) and hp["prompt"].strip()):
+        raise bad("prompt", "a non-empty string")
+
+
+class VLAPAligner(Aligner):
+    """Linear map from image features into a frozen causal LM's word-embedding space (VLAP).
+
+    Shared space = the LM's raw word-embedding space: ``encode_image`` gives ``v̄`` (mean projected
+    visual token), ``encode_text_strings`` the mean word embedding ``t`` of a caption; compare them
+    (and table rows) by cosine."""
+
+    name = "vlap"
+
+    def __init__(self, table: str = DEFAULT_TABLE, w_cap: float = 1.0, w_map: float = 0.1, tau: float = 0.01,
+                 eps: float = 0.01, sinkhorn_iters: int = 3, prior: str = "uniform", vocab_subset: int | None = None,
+                 lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64, max_epochs: int = 10,
+                 seed: int = 0, num_prefix_tokens: int = 1, max_caption_tokens: int = 64, prompt: str = PROMPT,
+                 deterministic: bool = True, progress: bool = False) -> None:
+        super().__init__(table=table, w_cap=w_cap, w_map=w_map, tau=tau, eps=eps, sinkhorn_iters=sinkhorn_iters,
+                         prior=prior, vocab_subset=vocab_subset, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, max_epochs=max_epochs, seed=seed,
+                         num_prefix_tokens=num_prefix_tokens, max_caption_tokens=max_caption_tokens, prompt=prompt,
+                         deterministic=deterministic, progress=progress)
+        _check_hparams(self.hparams)
+        self.module: Any = None
+        self.history: dict[str, list[float]] = {}
+
+    def _build(self, image_dim: int) -> Any:
+        hp = self.hparams
+        args = dict(image_dim=image_dim, table=hp["table"], num_prefix_tokens=hp["num_prefix_tokens"],
+                    w_cap=hp["w_cap"], w_map=hp["w_map"], tau=hp["tau"], eps=hp["eps"],
+                    sinkhorn_iters=hp["sinkhorn_iters"], prior=hp["prior"], vocab_subset=hp["vocab_subset"],
+                    prompt=hp["prompt"])
+        return _module_class()(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, image_features: torch.Tensor, text_features: Any) -> VLAPAligner:
+        """Caption strings are delegated to :meth:`fit_captions`; feature tensors are refused."""
+        if isinstance(text_features, (list, tuple)) and text_features and isinstance(text_features[0], str):
+            return self.fit_captions(image_features, list(text_features))
+        raise BadInputError("vlap: fit needs caption strings, not text-encoder features (VLAP trains through the "
+                            "frozen LM's captioning loss and its word embeddings); call fit_captions(images, captions)")
+
+    def fit_captions(self, image_features: torch.Tensor, captions: Sequence[str],
+                     ckpt_path: str | Path | None = None) -> VLAPAligner:
+        """Train ``g`` on N images and their N captions."""
+        from align.methods.lightning_utils import FeatureDataModule, make_trainer, quiet, seeded
+
+        hp = self.hparams
+        x = check_features(image_features, "vlap.fit_captions: image features")
+        captions = check_texts(captions)
+        if len(captions) != len(x):
+            raise BadInputError(f"vlap.fit_captions: {len(x)} images but {len(captions)} captions")
+        if len(x) < 2:
+            raise BadInputError(f"vlap.fit_captions: needs at least 2 pairs, got {len(x)}")
+        table = load_table(hp["table"])
+        ids, mask = tokenize_captions(table, captions, hp["max_caption_tokens"])
+        with seeded(hp["seed"]), quiet(not hp["progress"]):
+            data = FeatureDataModule(x, ids, mask, batch_size=hp["batch_size"], seed=hp["seed"])
+            module = self._build(x.shape[1])
+            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
+                                   limit_val_batches=0)
+            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
+        self._adopt(module)
+        return self
+
+    def _adopt(self, module: Any) -> None:
+        module.eval()
+        self.module = module
+        self.history = {k: list(v) for k, v in module.history.items()}
+        self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.core.embed_dim
+
+    # ------------------------------------------------------------------ embedding
+
+    @property
+    def core(self) -> VLAPCore:
+        self._require_fitted()
+        return self.module.core
+
+    def _images(self, image_features: torch.Tensor, what: str) -> torch.Tensor:
+        image_dim, _ = self._require_fitted()
+        x = check_features(image_features, f"vlap.{what}", image_dim)
+        return x.to(self.core.g.weight.device)
+
+    @torch.no_grad()
+    def encode_image(self, image_features: torch.Tensor) -> torch.Tensor:
+        """``v̄ [M, D]``: the mean projected visual token, in the LM's raw word-embedding space."""
+        return self.core.encode_image(self._images(image_features, "encode_image")).cpu()
+
+    def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
+        raise BadInputError("vlap: encode_text takes no text-encoder features (they do not live in the LM's word-"
+                            "embedding space); use encode_text_strings(captions)")
+
+    @torch.no_grad()
+    def encode_text_strings(self, captions: Sequence[str]) -> torch.Tensor:
+        """``t [M, D]``: each caption's mean raw word embedding (the L_map text feature)."""
+        self._require_fitted()
+        table = load_table(self.hparams["table"])
+        ids, mask = tokenize_captions(table, check_texts(captions), self.hparams["max_caption_tokens"])
+        core = self.core
+        return core.text_feature(ids.to(core.words.device), mask.to(core.words.device)).cpu()
+
+    @torch.no_grad()
+    def caption(self, image_features: torch.Tensor, max_new_tokens: int = 20) -> list[str]:
+        """Greedy captions of the frozen LM given each image's prefix and the prompt."""
+        if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+            raise BadInputError(f"vlap.caption: max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        return self.core.generate(self._images(image_features, "caption"), max_new_tokens)
+
+    @torch.no_grad()
+    def nearest_words(self, image_features: torch.Tensor, top: int = 5) -> list[list[str]]:
+        """The ``top`` tokens of the assignment vocabulary closest (cosine) to each ``v̄``."""
+        core = self.core
+        if not (isinstance(top, int) and 1 <= top <= len(core.vocab_ids)):
+            raise BadInputError(f"vlap.nearest_words: top must be an integer in [1, {len(core.vocab_ids)}], got {top!r}")
+        v = F.normalize(core.encode_image(self._images(image_features, "nearest_words")), dim=-1)
+        best = (v @ core.assignment.unit_words.T).topk(top, dim=-1).indices
+        tokens = load_table(self.hparams["table"]).tokens
+        return [[tokens[int(core.vocab_ids[j])] for j in row] for row in best.cpu()]
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Only ``g``'s weight and bias (the frozen parts are rebuilt from the table name)."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.core.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Needs ``image_dim`` set first (``Aligner.load`` does this)."""
+        image_dim, _ = self._require_fitted()
+        torch_state = torch.get_rng_state()  # building g draws an initialisation we overwrite
+        module = self._build(image_dim)
+        torch.set_rng_state(torch_state)
+        module.core.load_state_dict(state)
+        self._adopt(module)
+
+
+@ALIGNERS.register(
+    "vlap",
+    description="One linear layer into a frozen causal LM's word-embedding space, trained with captioning "
+    "(L_cap) + 0.1 x optimal-transport assignment prediction over the word embeddings (L_map). "
+    "Needs caption strings: fit_captions(images, captions). w_map=0: caption-only (LiMBeR); w_cap=0: L_map only.",
+    citation="Park et al., Bridging Vision and Language Spaces with Assignment Prediction (VLAP), ICLR 2024",
+)
+def _vlap(**hparams: Any) -> VLAPAligner:
+    return VLAPAligner(**hparams)
