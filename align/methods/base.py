@@ -9,12 +9,23 @@ hyper-parameters as JSON, so any fitted aligner can be reloaded without pickle.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from align.errors import BadInputError
+
+
+def is_int(value: Any) -> bool:
+    """An integer hyper-parameter (bools excluded, though Python counts them as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite real hyper-parameter (bools excluded)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_features(features: torch.Tensor, what: str, dim: int | None = None) -> torch.Tensor:

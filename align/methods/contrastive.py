@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, check_features, check_pairs
+from align.methods.base import Aligner, check_features, check_pairs, is_int, is_number
 from align.registry import ALIGNERS
 
 HEADS = ("image", "both", "text")
@@ -132,19 +132,13 @@ def _check_hparams(hp: dict[str, Any]) -> None:
     def bad(key: str, want: str) -> BadInputError:
         return BadInputError(f"contrastive: {key} must be {want}, got {hp[key]!r}")
 
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     if hp["heads"] not in HEADS:
         raise bad("heads", f"one of {', '.join(HEADS)}")
     if hp["dim"] is not None and not (is_int(hp["dim"]) and hp["dim"] >= 1):
         raise bad("dim", "a positive integer or None")
-    if not (is_num(hp["lr"]) and hp["lr"] > 0):
+    if not (is_number(hp["lr"]) and hp["lr"] > 0):
         raise bad("lr", "a number > 0")
-    if not (is_num(hp["weight_decay"]) and hp["weight_decay"] >= 0):
+    if not (is_number(hp["weight_decay"]) and hp["weight_decay"] >= 0):
         raise bad("weight_decay", "a number >= 0")
     if not (is_int(hp["batch_size"]) and hp["batch_size"] >= 2):
         raise bad("batch_size", "an integer >= 2 (InfoNCE needs negatives)")
@@ -154,7 +148,7 @@ def _check_hparams(hp: dict[str, Any]) -> None:
         raise bad("patience", "an integer >= 1 or None")
     if not is_int(hp["seed"]):
         raise bad("seed", "an integer")
-    if not (is_num(hp["val_fraction"]) and 0 <= hp["val_fraction"] < 1):
+    if not (is_number(hp["val_fraction"]) and 0 <= hp["val_fraction"] < 1):
         raise bad("val_fraction", "a number in [0, 1)")
     if hp["patience"] is not None and hp["val_fraction"] == 0:
         raise bad("patience", "None when val_fraction is 0 (early stopping watches the validation loss)")

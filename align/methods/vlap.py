@@ -38,7 +38,6 @@ Design decisions (deviations from the draft code, and why):
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.assignment import AssignmentLoss
-from align.methods.base import Aligner, check_features
+from align.methods.base import Aligner, check_features, is_int, is_number
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
 
@@ -250,21 +249,15 @@ def _check_hparams(hp: dict[str, Any]) -> None:
     def bad(key: str, want: str) -> BadInputError:
         return BadInputError(f"vlap: {key} must be {want}, got {hp[key]!r}")
 
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     if not isinstance(hp["table"], str):
         raise bad("table", "an embedding-table name")
     for key in ("w_cap", "w_map", "weight_decay"):
-        if not (is_num(hp[key]) and hp[key] >= 0):
+        if not (is_number(hp[key]) and hp[key] >= 0):
             raise bad(key, "a number >= 0")
     if hp["w_cap"] == 0 and hp["w_map"] == 0:
         raise BadInputError("vlap: w_cap and w_map are both 0; nothing would be trained")
     for key in ("tau", "eps", "lr"):
-        if not (is_num(hp[key]) and hp[key] > 0):
+        if not (is_number(hp[key]) and hp[key] > 0):
             raise bad(key, "a number > 0")
     for key, low in (("sinkhorn_iters", 1), ("batch_size", 2), ("num_prefix_tokens", 1), ("max_caption_tokens", 1),
                      ("max_epochs", 0)):
