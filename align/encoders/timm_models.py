@@ -2,7 +2,7 @@
 
 Weights never come from the hub unless asked: the default is ``pretrained=False``. Pass
 ``checkpoint_path=`` (a local state dict), ``pretrained_cfg_overlay=dict(file=...)`` (a local file in
-timm's pretrained format), or ``pretrained=True`` for timm's standard loading (its cache, then the hub).
+timm's pretrained format), or ``pretrained`` set to true for timm's standard loading (its cache, then the hub).
 Preprocessing is timm's own eval transform from ``resolve_model_data_config`` (conventions §4.8).
 
 Tokens are ``forward_features`` with prefix (class/register/distillation) tokens dropped for ViTs and
@@ -212,7 +212,7 @@ def create_timm(identifier: str, *, pretrained: bool = False, checkpoint_path: s
 @VISION_ENCODERS.register_source(
     "timm",
     license="per checkpoint (see timm's pretrained_cfg)",
-    description="any timm.create_model name; random init unless pretrained=True, checkpoint_path= "
+    description="any timm.create_model name; random init unless pretrained is true (opt-in hub/cache), checkpoint_path= "
                 "or pretrained_cfg_overlay=dict(file=...)",
 )
 def timm_encoder(identifier: str, **kwargs: Any) -> TimmEncoder:
