@@ -21,7 +21,7 @@ import math
 import os
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,16 @@ def make_trainer(
     )
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+def restore_core(build: Callable[[], Any], state: dict[str, torch.Tensor]) -> Any:
+    """Build a module and load ``state`` into its ``core``, leaving the global RNG as it was: the
+    fresh initialisation that building draws is overwritten anyway (used by aligners' load)."""
+    rng = torch.get_rng_state()
+    module = build()
+    torch.set_rng_state(rng)
+    module.core.load_state_dict(state)
+    return module
 
 
 def import_object(path: str) -> Any:

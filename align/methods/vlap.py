@@ -398,12 +398,10 @@ class VLAPAligner(Aligner):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Needs ``image_dim`` set first (``Aligner.load`` does this)."""
+        from align.methods.lightning_utils import restore_core
+
         image_dim, _ = self._require_fitted()
-        torch_state = torch.get_rng_state()  # building g draws an initialisation we overwrite
-        module = self._build(image_dim)
-        torch.set_rng_state(torch_state)
-        module.core.load_state_dict(state)
-        self._adopt(module)
+        self._adopt(restore_core(lambda: self._build(image_dim), state))
 
 
 @ALIGNERS.register(
