@@ -1,0 +1,142 @@
+"""Hand-written vector quantizers for LQAE: a frozen language codebook and a learned VQ-VAE codebook.
+
+Written by hand rather than taken from a VQ library because the libraries' "frozen codebook" switches
+have been unreliable (vector-quantize-pytorch #68, #93, PR #209: a flag silently unused, a freeze that
+breaks the backward pass). Here a frozen codebook is a *buffer*, so no optimiser can ever see it.
+
+- :func:`nearest_codes`: exact cosine nearest neighbour, chunked over the codebook with a running
+  maximum, so a 262,144 x 640 table (Gemma) never needs a ``tokens x V`` score matrix in memory.
+- :class:`FrozenCodebookQuantizer`: LQAE's quantizer (papers.md §4.3): search on l2-normalised
+  vectors, hand on the *raw* row (pitfall 1), straight-through estimator, commitment loss
+  ``mean ||z - sg(q)||^2``; the caller weights it (LQAE: 2 x 0.005, pitfall 2).
+- :class:`LearnedCodebookQuantizer`: the VQ-VAE baseline, a trainable codebook with the usual
+  codebook + commitment loss ``||sg(z) - e||^2 + beta ||z - sg(e)||^2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_CHUNK = 8192  # codebook rows scored at once: chunk x tokens floats of scratch memory
+
+
+@torch.no_grad()
+def nearest_codes(queries: torch.Tensor, unit_codebook: torch.Tensor, chunk: int = DEFAULT_CHUNK,
+                  query_chunk: int = 4096) -> torch.Tensor:
+    """Index of the row of ``unit_codebook [K, D]`` with the largest dot product for each row of
+    ``queries [N, D]`` (cosine when both are l2-normalised). Exact; the first index wins ties.
+
+    Scores are computed ``query_chunk x chunk`` at a time and reduced at once, so peak scratch memory
+    is bounded whatever K is."""
+    if queries.ndim != 2 or unit_codebook.ndim != 2 or queries.shape[1] != unit_codebook.shape[1]:
+        raise ValueError(f"nearest_codes: queries {tuple(queries.shape)} and codebook "
+                         f"{tuple(unit_codebook.shape)} must be [N, D] and [K, D]")
+    out = torch.empty(len(queries), dtype=torch.long, device=queries.device)
+    queries = queries.to(unit_codebook.dtype)
+    for q0 in range(0, len(queries), query_chunk):
+        block = queries[q0:q0 + query_chunk]
+        best = torch.full((len(block),), float("-inf"), dtype=block.dtype, device=block.device)
+        best_idx = torch.zeros(len(block), dtype=torch.long, device=block.device)
+        for k0 in range(0, len(unit_codebook), chunk):
+            value, idx = (block @ unit_codebook[k0:k0 + chunk].T).max(dim=1)
+            better = value > best  # strict: an earlier chunk keeps a tie
+            best = torch.where(better, value, best)
+            best_idx = torch.where(better, idx + k0, best_idx)
+        out[q0:q0 + query_chunk] = best_idx
+    return out
+
+
+@dataclass
+class Quantized:
+    """What a quantizer returns for ``z [..., D]``."""
+
+    st: torch.Tensor  # straight-through output: forward value = codebook row, gradient = identity to z
+    codes: torch.Tensor  # [...] long: row ids of the full table / codebook
+    loss: torch.Tensor  # scalar: commitment (frozen) or codebook + beta * commitment (learned)
+    raw: torch.Tensor  # the selected rows themselves (no gradient path to z)
+
+
+class FrozenCodebookQuantizer(nn.Module):
+    """Nearest row of a frozen table (cosine on l2-normalised vectors by default), STE, commitment.
+
+    ``allowed_ids`` restricts the search to a subset of rows (e.g. the table without special tokens);
+    returned codes are always ids of the *full* table, so ``table.tokens[code]`` is the token."""
+
+    def __init__(self, table: torch.Tensor, allowed_ids: torch.Tensor | None = None, *, l2_normalize: bool = True,
+                 chunk: int = DEFAULT_CHUNK) -> None:
+        super().__init__()
+        table = table.detach().float()
+        ids = torch.arange(len(table)) if allowed_ids is None else torch.as_tensor(allowed_ids, dtype=torch.long)
+        if ids.numel() == 0:
+            raise ValueError("FrozenCodebookQuantizer: no codebook rows allowed")
+        self.l2_normalize, self.chunk = l2_normalize, chunk
+        # non-persistent buffers: rebuilt from the table name, never trained, never in a checkpoint
+        self.register_buffer("codebook", table.clone(), persistent=False)
+        self.register_buffer("allowed_ids", ids, persistent=False)
+        rows = table[ids]
+        self.register_buffer("search_rows", F.normalize(rows, dim=-1) if l2_normalize else rows, persistent=False)
+
+    @property
+    def num_codes(self) -> int:
+        return int(self.allowed_ids.numel())
+
+    def search(self, z: torch.Tensor) -> torch.Tensor:
+        """Full-table code ids ``[...]`` of ``z [..., D]``."""
+        flat = z.detach().reshape(-1, z.shape[-1])
+        if self.l2_normalize:
+            local = nearest_codes(F.normalize(flat, dim=-1), self.search_rows, self.chunk)
+        else:  # nearest in l2: argmax of z.e - |e|^2 / 2
+            local = _nearest_l2(flat, self.search_rows, self.chunk)
+        return self.allowed_ids[local].view(z.shape[:-1])
+
+    def forward(self, z: torch.Tensor) -> Quantized:
+        codes = self.search(z)
+        q = self.codebook[codes]  # raw rows: a buffer, so no gradient can reach the table
+        commitment = F.mse_loss(z, q)
+        return Quantized(st=z + (q - z).detach(), codes=codes, loss=commitment, raw=q)
+
+
+class LearnedCodebookQuantizer(nn.Module):
+    """VQ-VAE quantizer with a trainable ``[K, D]`` codebook (the baseline against a frozen table).
+
+    Search is the same cosine nearest neighbour as the frozen quantizer (so the two differ only in
+    where the codebook comes from); the loss is van den Oord et al.'s ``||sg(z) - e||^2 + beta ||z -
+    sg(e)||^2`` (beta 0.25, LQAE's ``vqae.py`` default)."""
+
+    def __init__(self, num_codes: int, dim: int, *, beta: float = 0.25, init_std: float = 1.0,
+                 l2_normalize: bool = True, chunk: int = DEFAULT_CHUNK) -> None:
+        super().__init__()
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim) * init_std)
+        self.beta, self.l2_normalize, self.chunk = beta, l2_normalize, chunk
+
+    @property
+    def num_codes(self) -> int:
+        return int(self.codebook.shape[0])
+
+    def search(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.detach().reshape(-1, z.shape[-1])
+        rows = self.codebook.detach()
+        if self.l2_normalize:
+            codes = nearest_codes(F.normalize(flat, dim=-1), F.normalize(rows, dim=-1), self.chunk)
+        else:
+            codes = _nearest_l2(flat, rows, self.chunk)
+        return codes.view(z.shape[:-1])
+
+    def forward(self, z: torch.Tensor) -> Quantized:
+        codes = self.search(z)
+        q = self.codebook[codes]
+        loss = F.mse_loss(q, z.detach()) + self.beta * F.mse_loss(z, q.detach())
+        return Quantized(st=z + (q - z).detach(), codes=codes, loss=loss, raw=q.detach())
+
+
+@torch.no_grad()
+def _nearest_l2(queries: torch.Tensor, rows: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Nearest row in Euclidean distance: append a column so one max-dot-product search does it
+    (``argmax z.e - |e|^2/2``)."""
+    q = torch.cat([queries, torch.ones(len(queries), 1, dtype=queries.dtype, device=queries.device)], dim=1)
+    r = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
+    return nearest_codes(q, r, chunk)

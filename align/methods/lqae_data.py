@@ -1,0 +1,66 @@
+"""Pixels for LQAE: a dataset split as one float tensor ``[N, C, S, S]`` in [0, 1].
+
+LQAE trains its encoder and decoder on raw pixels, not on a frozen encoder's features, so it needs the
+images themselves at one small size. Greyscale images (Fashion-MNIST, MNIST) stay one channel and are
+zero-padded to ``size`` when smaller (28 -> 32 adds a black border, the background colour, and keeps
+every pixel as it is); colour images are composited onto white (emoji are RGBA) and resized with
+Pillow's box filter (an area average, the right filter when shrinking 64 -> 32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from align.errors import BadInputError
+
+
+def image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """``[channels, size, size]`` float32 in [0, 1] for one PIL image."""
+    if channels == 1:
+        grey = image.convert("L")
+        w, h = grey.size
+        if w <= size and h <= size:  # pad, centred, with black
+            canvas = Image.new("L", (size, size), 0)
+            canvas.paste(grey, ((size - w) // 2, (size - h) // 2))
+            grey = canvas
+        else:
+            grey = grey.resize((size, size), Image.Resampling.BOX)
+        return np.asarray(grey, dtype=np.float32)[None] / 255.0
+    if channels == 3:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, rgba).convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BOX)
+        return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    raise BadInputError(f"lqae images: channels must be 1 or 3, got {channels}")
+
+
+def images_tensor(split: object, size: int = 32, channels: int = 1, rows: Sequence[int] | None = None) -> torch.Tensor:
+    """Items ``rows`` (default: all) of a :class:`~align.data.base.DatasetSplit` as ``[N, C, S, S]``."""
+    load = getattr(split, "load_image", None)
+    if load is None:
+        raise BadInputError(f"lqae images: {type(split).__name__} is not a dataset split (no load_image)")
+    rows = range(len(split)) if rows is None else rows  # type: ignore[arg-type]
+    return torch.from_numpy(np.stack([image_array(load(int(i)), size, channels) for i in rows]))
+
+
+def check_images(images: torch.Tensor, what: str, channels: int, size: int) -> torch.Tensor:
+    """Float ``[N, channels, size, size]`` finite pixels, or a one-line error naming the problem."""
+    if not isinstance(images, torch.Tensor):
+        try:
+            images = torch.as_tensor(np.asarray(images))
+        except (TypeError, ValueError) as err:
+            raise BadInputError(f"{what}: expected an image tensor [N, C, H, W], got {type(images).__name__}") from err
+    if images.ndim != 4 or images.shape[1:] != (channels, size, size):
+        raise BadInputError(f"{what}: expected images of shape [N, {channels}, {size}, {size}], "
+                            f"got {tuple(images.shape)}")
+    if len(images) == 0:
+        raise BadInputError(f"{what}: no images")
+    if not images.is_floating_point() or not torch.isfinite(images).all():
+        raise BadInputError(f"{what}: pixels must be finite floats in [0, 1] (got dtype {images.dtype})")
+    return images.float()

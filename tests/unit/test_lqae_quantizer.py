@@ -1,0 +1,84 @@
+"""The hand-written quantizers: exact chunked search, raw rows out, straight-through gradients, a
+frozen codebook that no gradient reaches and a learned one that trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from align.methods.lm_quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, nearest_codes
+
+
+def gaussian(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_chunked_search_equals_brute_force_argmax(chunk: int) -> None:
+    rows, queries = F.normalize(gaussian(300, 16, seed=0), dim=-1), F.normalize(gaussian(50, 16, seed=1), dim=-1)
+    expected = (queries @ rows.T).argmax(1)
+    assert torch.equal(nearest_codes(queries, rows, chunk=chunk, query_chunk=13), expected)
+
+
+def test_ties_go_to_the_first_row_across_chunks() -> None:
+    rows = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    assert nearest_codes(torch.tensor([[1.0, 0.0]]), rows, chunk=1).tolist() == [1]
+
+
+def test_frozen_quantizer_returns_raw_rows_of_the_cosine_nearest_allowed_id() -> None:
+    table = gaussian(100, 8, seed=2) * torch.linspace(0.1, 5, 100)[:, None]  # row norms differ
+    allowed = torch.arange(10, 100)
+    quantizer = FrozenCodebookQuantizer(table, allowed)
+    z = gaussian(4, 6, 8, seed=3)
+    out = quantizer(z)
+    cosine = F.normalize(z, dim=-1) @ F.normalize(table[allowed], dim=-1).T
+    assert torch.equal(out.codes, allowed[cosine.argmax(-1)])
+    assert out.codes.min() >= 10  # excluded rows are never picked
+    assert torch.equal(out.raw, table[out.codes])  # the raw, un-normalised row is passed on
+    assert torch.allclose(out.st, table[out.codes], atol=1e-6)
+    assert torch.allclose(out.loss, ((z - table[out.codes]) ** 2).mean())
+
+
+def test_raw_l2_search_when_not_normalising() -> None:
+    table, z = gaussian(200, 8, seed=4), gaussian(30, 8, seed=5)
+    out = FrozenCodebookQuantizer(table, l2_normalize=False, chunk=17)(z)
+    assert torch.equal(out.codes, torch.cdist(z, table).argmin(1))
+
+
+def test_gradient_reaches_z_by_straight_through_and_never_the_frozen_table() -> None:
+    table = gaussian(50, 8, seed=6)
+    quantizer = FrozenCodebookQuantizer(table)
+    assert list(quantizer.parameters()) == []  # a buffer: no optimiser can see it
+    assert "codebook" not in quantizer.state_dict()  # rebuilt from the table, never saved
+    z = gaussian(5, 8, seed=7).requires_grad_()
+    out = quantizer(z)
+    weights = gaussian(5, 8, seed=8)
+    (out.st * weights).sum().backward()
+    assert torch.equal(z.grad, weights)  # identity gradient through the straight-through path
+    assert not quantizer.codebook.requires_grad and quantizer.codebook.grad is None
+    assert torch.equal(quantizer.codebook, table)
+
+
+def test_commitment_gradient_pulls_z_towards_its_code() -> None:
+    quantizer = FrozenCodebookQuantizer(gaussian(50, 8, seed=9))
+    z = gaussian(5, 8, seed=10).requires_grad_()
+    out = quantizer(z)
+    out.loss.backward()
+    assert torch.allclose(z.grad, 2 * (z - out.raw).detach() / z.numel())
+
+
+def test_learned_codebook_gets_the_codebook_loss_gradient() -> None:
+    quantizer = LearnedCodebookQuantizer(40, 8, beta=0.25)
+    z = gaussian(6, 8, seed=11).requires_grad_()
+    out = quantizer(z)
+    (out.loss + out.st.sum()).backward()
+    used = out.codes.unique()
+    grad_rows = quantizer.codebook.grad.abs().sum(1) > 0
+    assert grad_rows[used].all() and grad_rows.sum() == len(used)  # only the selected rows move
+    assert torch.equal(out.codes, (F.normalize(z, dim=-1) @ F.normalize(quantizer.codebook, dim=-1).T).argmax(1))
+
+
+def test_shape_mismatch_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="must be"):
+        nearest_codes(torch.zeros(3, 4), torch.zeros(5, 6))
