@@ -126,7 +126,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     results = Path(args.results or Path("results") / config.name)
     summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet,
-                            skip_bad=args.skip_bad)
+                            skip_bad=args.skip_bad, save_aligners=args.save_aligners)
     print(f"\n{summary.written} results written, {summary.skipped} already there, {summary.seconds:.1f} s; "
           f"files in {results}\n")
     print(write_report(results))
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--quiet", action="store_true", help="no progress bars")
     p_bench.add_argument("--skip-bad", action="store_true",
                          help="skip (and count in each result) bad rows of folder:/manifest: datasets instead of failing")
+    p_bench.add_argument("--save-aligners", action="store_true",
+                         help="save each fitted aligner beside its results and reuse it on a re-run")
     p_bench.set_defaults(func=_cmd_bench)
 
     p_report = sub.add_parser("report", help="aggregate a results folder into leaderboard.md and .csv")

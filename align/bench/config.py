@@ -14,7 +14,7 @@ import yaml
 
 from align.errors import BadInputError
 
-TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot")
+TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning")
 
 
 @dataclass(frozen=True)

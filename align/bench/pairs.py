@@ -77,8 +77,14 @@ class FeatureBank:
                              make_encoder=lambda: self._encoder("text", encoder), progress=self.progress)
 
     def eval_captions(self, encoder: str, split: DatasetSplit) -> tuple[torch.Tensor, torch.Tensor]:
-        if split.captions is None:
-            raise BadInputError(f"{split.dataset}/{split.split}: has no captions for retrieval")
-        flat = [caption for caps in split.captions for caption in caps]
-        owner = torch.tensor([i for i, caps in enumerate(split.captions) for _ in caps], dtype=torch.long)
+        flat, owner = flat_captions(split)
         return self.texts(encoder, flat, split, "captions"), owner
+
+
+def flat_captions(split: DatasetSplit) -> tuple[list[str], torch.Tensor]:
+    """Every caption of the split in order, and the index of the image each belongs to."""
+    if split.captions is None:
+        raise BadInputError(f"{split.dataset}/{split.split}: has no captions for retrieval or captioning")
+    flat = [caption for caps in split.captions for caption in caps]
+    owner = torch.tensor([i for i, caps in enumerate(split.captions) for _ in caps], dtype=torch.long)
+    return flat, owner

@@ -19,8 +19,10 @@ MAIN_METRICS = {
     "zeroshot_retrieval": ("image_retrieval_recall@1", "text_retrieval_recall@1"),
     "linear_probe": ("acc1",),
     "fewshot": ("acc1",),
+    "captioning": ("CIDEr",),
 }
-_SHORT = {"image_retrieval_recall@1": "T→I R@1", "text_retrieval_recall@1": "I→T R@1", "acc1": "acc1"}
+_SHORT = {"image_retrieval_recall@1": "T→I R@1", "text_retrieval_recall@1": "I→T R@1", "acc1": "acc1",
+          "CIDEr": "CIDEr"}
 
 
 def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

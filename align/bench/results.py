@@ -45,6 +45,13 @@ def result_path(root: Path, *, image_encoder: str, text_encoder: str, aligner: s
             / f"{path_part(dataset)}__{task}__seed{seed}.json")
 
 
+def aligner_path(root: Path, *, image_encoder: str, text_encoder: str, aligner: str, dataset: str, fit_split: str,
+                 seed: int) -> Path:
+    """``root/<image>+<text>/<aligner>/fitted/<dataset>__<fit split>__seed<k>`` (+ .json/.safetensors, ``Aligner.save``)."""
+    return (Path(root) / f"{path_part(image_encoder)}+{path_part(text_encoder)}" / path_part(aligner) / "fitted"
+            / f"{path_part(dataset)}__{path_part(fit_split)}__seed{seed}")
+
+
 def make_result(*, dataset: str, aligner: str, image_encoder: str, text_encoder: str, task: str,
                 metrics: dict[str, float], **details: Any) -> dict[str, Any]:
     return {

@@ -1,7 +1,8 @@
 """Run a benchmark config: every encoder pair x aligner x dataset x task x seed, skipping done work.
 
 Features come from the cache (computed once per encoder and split); an aligner is fit once per
-(encoder pair, dataset, seed) and scored on every task of that dataset. Finished results are
+(encoder pair, dataset, fit split, seed), shared by dataset entries that differ only in their tasks or
+label set, and scored on every task. Finished results are
 skipped unless ``overwrite``; each result is written atomically as soon as it exists, so an
 interrupted run resumes where it stopped.
 """
@@ -9,6 +10,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +20,9 @@ import torch
 
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
 from align.bench.pairs import FeatureBank, SplitFeatures, fit_captions
-from align.bench.results import make_result, result_path, write_result
+from align.bench.results import aligner_path, make_result, result_path, write_result
 from align.bench.tasks import TASKS, TaskContext
+from align.errors import BadInputError
 
 USER_DATA_SOURCES = ("folder", "manifest")
 
@@ -66,9 +69,47 @@ def _open_dataset(spec: DatasetSpec, skip_bad: bool) -> Any:
     return DATASETS.create(spec.name, **options)
 
 
+@dataclasses.dataclass
+class AlignerPlan:
+    """What the runner knows of one config aligner before fitting it: its own text encoder, if it reads
+    caption strings (VLAP), and which tasks it can do (captioning needs a ``caption`` method)."""
+
+    spec: AlignerSpec
+    text_side: str | None
+    can_caption: bool
+
+    @classmethod
+    def of(cls, spec: AlignerSpec) -> AlignerPlan:
+        from align.registry import ALIGNERS
+
+        aligner = ALIGNERS.create(spec.name, **spec.hparams)  # cheap: hyper-parameters are only checked
+        strings = getattr(aligner, "text_input", "features") == "strings"
+        return cls(spec, aligner.text_encoder_name if strings else None, callable(getattr(aligner, "caption", None)))
+
+    def runs_with(self, text_encoder: str) -> bool:
+        return self.text_side in (None, text_encoder)
+
+    def tasks(self, spec: DatasetSpec) -> list[str]:
+        return [t for t in spec.tasks if t != "captioning" or self.can_caption]
+
+
+def _plans(config: BenchConfig) -> list[AlignerPlan]:
+    """One plan per aligner; a strings aligner's text encoder must be among the config's text encoders, so
+    its results are filed under the text space it really uses, beside baselines fitted in that space."""
+    plans = [AlignerPlan.of(spec) for spec in config.aligners]
+    for plan in plans:
+        if plan.text_side is not None and plan.text_side not in config.text_encoders:
+            raise BadInputError(f"{config.source or 'config'}: aligner {plan.spec.display!r} reads caption strings "
+                                f"through its own language model; add {plan.text_side!r} to text_encoders")
+    return plans
+
+
 def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = False, progress: bool = True,
                   bank: FeatureBank | None = None, echo: Callable[[str], None] = print,
-                  skip_bad: bool = False) -> RunSummary:
+                  skip_bad: bool = False, save_aligners: bool = False) -> RunSummary:
+    """Write every missing result of ``config`` under ``results_dir``. ``save_aligners`` also saves each
+    fitted aligner beside its results (``results.aligner_path``) and reuses it on a later run with the
+    same hyper-parameters, so an interrupted run of slow aligners (VLAP) does not train them again."""
     from align.registry import ALIGNERS
 
     summary = RunSummary()
@@ -76,48 +117,96 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     bank = bank or FeatureBank(progress=progress)
     for aligner in config.aligners:  # fail on unknown names before any embedding work
         ALIGNERS.meta(aligner.name)
+    plans = _plans(config)
+    fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
     for spec in config.datasets:
         dataset = _open_dataset(spec, skip_bad)
         fit_split, eval_split = dataset.load(spec.fit), dataset.load(spec.eval)
         for image_encoder in config.image_encoders:
             for text_encoder in config.text_encoders:
-                todo = [(a, seed) for a in config.aligners for seed in config.seeds
-                        if overwrite or not all(result_path(results_dir, image_encoder=image_encoder,
-                                                            text_encoder=text_encoder, aligner=a.display,
-                                                            dataset=_path_name(spec), task=t, seed=seed).exists()
-                                                for t in spec.tasks)]
-                summary.skipped += (len(config.aligners) * len(config.seeds) - len(todo)) * len(spec.tasks)
+                def done(plan: AlignerPlan, seed: int) -> bool:
+                    return not overwrite and all(
+                        result_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
+                                    aligner=plan.spec.display, dataset=_path_name(spec), task=t, seed=seed).exists()
+                        for t in plan.tasks(spec))
+
+                eligible = [p for p in plans if p.runs_with(text_encoder)]
+                todo = [(p, seed) for p in eligible for seed in config.seeds if not done(p, seed)]
+                summary.skipped += sum(len(p.tasks(spec)) for p in eligible) * len(config.seeds) - sum(
+                    len(p.tasks(spec)) for p, _ in todo)
                 if not todo:
                     continue
                 captions, pairing = fit_captions(fit_split)
                 fit = SplitFeatures(fit_split, bank.images(image_encoder, fit_split))
-                fit_texts = bank.texts(text_encoder, captions, fit_split, "fit-captions")
+                fit_texts = FitTexts(captions, lambda: bank.texts(text_encoder, captions, fit_split, "fit-captions"))
                 evaluation = SplitFeatures(eval_split, bank.images(image_encoder, eval_split))
-                for aligner_spec, seed in todo:
+                for plan, seed in todo:
                     summary.written += _run_one(
-                        config, spec, aligner_spec, seed, image_encoder, text_encoder, fit, fit_texts, evaluation,
-                        pairing, bank, results_dir, overwrite, echo)
+                        config, spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, evaluation,
+                        pairing, bank, results_dir, overwrite, echo, fitted, save_aligners)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _run_one(config: BenchConfig, spec: DatasetSpec, aligner_spec: AlignerSpec, seed: int, image_encoder: str,
-             text_encoder: str, fit: SplitFeatures, fit_texts: torch.Tensor, evaluation: SplitFeatures,
+def _saved_fit(path: Path, hparams: dict[str, Any]) -> Any:
+    """The aligner saved at ``path`` if it was fitted with exactly ``hparams``, else None."""
+    from align.methods.base import load_aligner
+
+    meta = path.with_suffix(".json")
+    if not (meta.exists() and path.with_suffix(".safetensors").exists()):
+        return None
+    if json.loads(meta.read_text()).get("hparams") != json.loads(json.dumps(hparams)):
+        return None
+    return load_aligner(path)
+
+
+class FitTexts:
+    """The fit captions, as strings and (computed on first use, from the cache) as text-encoder features."""
+
+    def __init__(self, captions: list[str], features: Callable[[], torch.Tensor]) -> None:
+        self.captions = captions
+        self._make, self._features = features, None
+
+    def for_aligner(self, aligner: Any) -> torch.Tensor | list[str]:
+        if getattr(aligner, "text_input", "features") == "strings":
+            return self.captions
+        if self._features is None:
+            self._features = self._make()
+        return self._features
+
+
+def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str,
+             text_encoder: str, fit: SplitFeatures, fit_texts: FitTexts, evaluation: SplitFeatures,
              pairing: str, bank: FeatureBank, results_dir: Path, overwrite: bool,
-             echo: Callable[[str], None]) -> int:
+             echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool) -> int:
+    """Fit (or reuse the same fit of an earlier dataset entry) and write every task's result."""
     from align.registry import ALIGNERS
 
-    torch.manual_seed(seed)
-    fit_started = time.perf_counter()
-    aligner = ALIGNERS.create(aligner_spec.name, **aligner_spec.hparams)
-    if "seed" in getattr(aligner, "hparams", {}) and "seed" not in aligner_spec.hparams:
-        # trained aligners seed themselves: give them the benchmark's seed unless the config fixes one
-        aligner = ALIGNERS.create(aligner_spec.name, **{**aligner_spec.hparams, "seed": seed})
-    aligner.fit(fit.images, fit_texts)
-    fit_seconds = time.perf_counter() - fit_started
+    aligner_spec = plan.spec
+    key = json.dumps([spec.name, spec.fit, spec.options, image_encoder, text_encoder, aligner_spec.name,
+                      aligner_spec.hparams, seed], sort_keys=True, default=str)
+    if key not in fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
+        torch.manual_seed(seed)
+        fit_started = time.perf_counter()
+        aligner = ALIGNERS.create(aligner_spec.name, **aligner_spec.hparams)
+        if "seed" in getattr(aligner, "hparams", {}) and "seed" not in aligner_spec.hparams:
+            # trained aligners seed themselves: give them the benchmark's seed unless the config fixes one
+            aligner = ALIGNERS.create(aligner_spec.name, **{**aligner_spec.hparams, "seed": seed})
+        saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
+                             aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
+        reused = _saved_fit(saved, aligner.hparams) if save_aligners and not overwrite else None
+        if reused is not None:
+            aligner = reused
+            echo(f"reusing the fitted aligner {saved}")
+        else:
+            aligner.fit(fit.images, fit_texts.for_aligner(aligner))
+            if save_aligners:
+                aligner.save(saved)
+        fitted[key] = aligner, time.perf_counter() - fit_started
+    aligner, fit_seconds = fitted[key]
     ctx = TaskContext(spec, aligner, bank, text_encoder, fit, evaluation, seed)
     written = 0
-    for task in spec.tasks:
+    for task in plan.tasks(spec):
         path = result_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                            aligner=aligner_spec.display, dataset=_path_name(spec), task=task, seed=seed)
         if path.exists() and not overwrite:

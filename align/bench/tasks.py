@@ -1,9 +1,10 @@
-"""The four benchmark tasks, each scoring a fitted aligner on held-out features.
+"""The benchmark tasks, each scoring a fitted aligner on held-out features.
 
 Every task sees the aligner's shared space only: image features go through ``encode_image``, texts
-(captions, class prompts) through ``encode_text``. Labels of the fit split are used only by the
+(captions, class prompts) through ``encode_text`` (as the text encoder's cached features, or as the
+strings themselves for a strings aligner such as VLAP). Labels of the fit split are used only by the
 tasks that train a classifier (linear probe, few-shot); zero-shot tasks never see eval labels
-except to score.
+except to score. Captioning needs an aligner with a ``caption`` method (a generative LM behind it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 
 from align.bench.config import DatasetSpec
-from align.bench.pairs import FeatureBank, SplitFeatures, label_set
+from align.bench.pairs import FeatureBank, SplitFeatures, flat_captions, label_set
+from align.errors import BadInputError
 
 
 @dataclass
@@ -28,6 +30,12 @@ class TaskContext:
     eval: SplitFeatures
     seed: int
 
+    def texts(self, strings: list[str], what: str) -> torch.Tensor | list[str]:
+        """What the aligner's ``encode_text`` takes for these eval-split texts: cached features, or strings."""
+        if getattr(self.aligner, "text_input", "features") == "strings":
+            return list(strings)
+        return self.bank.texts(self.text_encoder, strings, self.eval.split, what)
+
 
 def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     from align.eval.metrics import classification_metrics
@@ -35,7 +43,7 @@ def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[st
 
     labels = label_set(ctx.eval.split, ctx.spec.label_set)
     prompts = class_prompts(labels.class_names, labels.templates)
-    prompt_features = ctx.bank.texts(ctx.text_encoder, prompts, ctx.eval.split, f"prompts-{ctx.spec.label_set or 'main'}")
+    prompt_features = ctx.texts(prompts, f"prompts-{ctx.spec.label_set or 'main'}")
     logits = zeroshot_logits(ctx.aligner.encode_image(ctx.eval.images), ctx.aligner.encode_text(prompt_features),
                              num_classes=len(labels.class_names), reducer=ctx.spec.reducer)
     metrics = classification_metrics(logits, torch.as_tensor(labels.labels))
@@ -46,10 +54,10 @@ def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[st
 def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     from align.eval.retrieval import evaluate_retrieval
 
-    captions, owner = ctx.bank.eval_captions(ctx.text_encoder, ctx.eval.split)
-    metrics = evaluate_retrieval(ctx.aligner.encode_image(ctx.eval.images), ctx.aligner.encode_text(captions),
-                                 owner, ks=ctx.spec.recall_k)
-    return metrics, {"num_images": int(ctx.eval.images.shape[0]), "num_captions": int(captions.shape[0])}
+    captions, owner = flat_captions(ctx.eval.split)
+    metrics = evaluate_retrieval(ctx.aligner.encode_image(ctx.eval.images),
+                                 ctx.aligner.encode_text(ctx.texts(captions, "captions")), owner, ks=ctx.spec.recall_k)
+    return metrics, {"num_images": int(ctx.eval.images.shape[0]), "num_captions": len(captions)}
 
 
 def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
@@ -72,9 +80,25 @@ def fewshot(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"k": ctx.spec.fewshot_k}
 
 
+def captioning(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+    """Greedy captions of the eval images scored against their reference captions (BLEU, ROUGE-L, CIDEr)."""
+    from align.eval.captioning import caption_metrics
+
+    if not callable(getattr(ctx.aligner, "caption", None)):
+        raise BadInputError(f"captioning: aligner {ctx.aligner.name!r} cannot generate captions (no language model)")
+    if ctx.eval.split.captions is None:
+        raise BadInputError(f"{ctx.eval.split.dataset}/{ctx.eval.split.split}: has no reference captions")
+    generated = ctx.aligner.caption(ctx.eval.images)
+    metrics = caption_metrics(generated, ctx.eval.split.captions)
+    examples = [{"image": i, "generated": generated[i], "references": list(ctx.eval.split.captions[i])}
+                for i in range(min(20, len(generated)))]
+    return metrics, {"num_images": len(generated), "examples": examples}
+
+
 TASKS: dict[str, Callable[[TaskContext], tuple[dict[str, float], dict[str, Any]]]] = {
     "zeroshot_classification": zeroshot_classification,
     "zeroshot_retrieval": zeroshot_retrieval,
     "linear_probe": linear_probe,
     "fewshot": fewshot,
+    "captioning": captioning,
 }

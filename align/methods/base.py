@@ -68,9 +68,15 @@ def check_pairs(
 
 
 class Aligner:
-    """Fit on paired features, then embed either modality into the shared space."""
+    """Fit on paired features, then embed either modality into the shared space.
+
+    ``text_input`` says what the text side takes: ``"features"`` (another encoder's sentence features,
+    the default) or ``"strings"`` (raw captions, for methods that read text through their own language
+    model, such as VLAP). A strings aligner names the text encoder whose features equal its own text
+    side in ``text_encoder_name``, so benchmark results record what was really compared."""
 
     name: ClassVar[str]
+    text_input: ClassVar[str] = "features"
 
     def __init__(self, **hparams: Any) -> None:
         self.hparams = hparams
@@ -86,8 +92,13 @@ class Aligner:
         raise NotImplementedError
 
     def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
-        """Text features ``[M, Dt]`` in the shared space ``[M, D]``."""
+        """Text features ``[M, Dt]`` (or M strings, for a strings aligner) in the shared space ``[M, D]``."""
         raise NotImplementedError
+
+    @property
+    def text_encoder_name(self) -> str | None:
+        """The registered text encoder a strings aligner's text side equals (None for features aligners)."""
+        return None
 
     def _require_fitted(self) -> tuple[int, int]:
         """``(image_dim, text_dim)``, or an error if neither ``fit`` nor ``load`` has run."""

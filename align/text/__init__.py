@@ -4,7 +4,7 @@
 """
 
 from align.registry import EMBEDDING_TABLES, TEXT_ENCODERS
-from align.text import gguf_table, open_clip_text, sentence, spacy_table, tables, toy  # noqa: F401  (registration)
+from align.text import gguf_table, open_clip_text, sentence, spacy_table, table_mean, tables, toy  # noqa: F401
 from align.text.base import EmbeddingTable, TextEncoder, check_texts
 
 __all__ = ["EMBEDDING_TABLES", "TEXT_ENCODERS", "EmbeddingTable", "TextEncoder", "check_texts"]

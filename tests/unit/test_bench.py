@@ -158,3 +158,60 @@ datasets: [{{name: "manifest:{manifest}", fit: train, eval: test, tasks: [zerosh
     assert summary.written == 1
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
     assert record["skipped_rows"]["fit"] + record["skipped_rows"]["eval"] >= 1
+
+
+STRINGS_CONFIG = """
+image_encoders: [toy:cnn]
+text_encoders: [toy:text, "table:toy:table-causal"]
+aligners: [ridge, {name: vlap, hparams: {table: toy:table-causal, max_epochs: 2, batch_size: 8}}]
+datasets:
+  - {name: test-colours, fit: train, eval: test, tasks: [zeroshot_classification, zeroshot_retrieval, captioning]}
+"""
+
+
+def test_strings_aligner_runs_in_its_own_text_space_and_only_it_captions(tmp_path: Path) -> None:
+    """VLAP reads caption strings: it runs only beside ``table:<its table>`` (where ridge is fitted on the same
+    text feature), and captioning is scored for it alone (ridge has no language model)."""
+    config = load_config(write(tmp_path, STRINGS_CONFIG))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    summary = run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
+    found = sorted((r["model"], r["pretrained"].split("+")[1], r["task"]) for r in records)
+    ridge = [("ridge", enc, t) for enc in ("table:toy:table-causal", "toy:text")
+             for t in ("zeroshot_classification", "zeroshot_retrieval")]
+    vlap = [("vlap", "table:toy:table-causal", t) for t in ("captioning", "zeroshot_classification",
+                                                           "zeroshot_retrieval")]
+    assert found == sorted(ridge + vlap) and summary.written == 7
+    caption = next(r for r in records if r["task"] == "captioning")
+    assert {"Bleu_4", "ROUGE_L", "CIDEr"} <= set(caption["metrics"])
+    assert len(caption["task_details"]["examples"]) == 20
+    assert run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None).skipped == 7
+
+    missing = STRINGS_CONFIG.replace(', "table:toy:table-causal"', "")
+    with pytest.raises(BadInputError, match="add 'table:toy:table-causal' to text_encoders"):
+        run_benchmark(load_config(write(tmp_path, missing)), tmp_path / "r2", bank=bank, echo=lambda _: None)
+
+
+def test_saved_aligners_are_reused_only_with_the_same_hparams(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONFIG.replace("seeds: [0, 1]", "seeds: [0]")))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    results = tmp_path / "results"
+    run_benchmark(config, results, bank=bank, echo=lambda _: None, save_aligners=True)
+    first = {p.name: json.loads(p.read_text())["metrics"] for p in results.rglob("*.json") if "fitted" not in p.parts}
+    assert len(list(results.rglob("fitted/*.safetensors"))) == 2
+    for path in results.rglob("*.json"):
+        if "fitted" not in path.parts:
+            path.unlink()
+    said: list[str] = []
+    run_benchmark(config, results, bank=bank, echo=said.append, save_aligners=True)
+    assert sum("reusing the fitted aligner" in s for s in said) == 2
+    again = {p.name: json.loads(p.read_text())["metrics"] for p in results.rglob("*.json") if "fitted" not in p.parts}
+    assert again == first
+
+    changed = load_config(write(tmp_path, CONFIG.replace("seeds: [0, 1]", "seeds: [0]").replace("dim: 8", "dim: 6")))
+    for path in results.rglob("*.json"):
+        if "fitted" not in path.parts:
+            path.unlink()
+    said.clear()
+    run_benchmark(changed, results, bank=bank, echo=said.append, save_aligners=True)
+    assert sum("reusing the fitted aligner" in s for s in said) == 1  # ridge only: procrustes-8 now has dim 6

@@ -72,6 +72,32 @@ def test_full_loss_finite() -> None:
     assert all(torch.isfinite(torch.tensor(list(p.values()))).all() and min(p.values()) > 0 for p in parts)
 
 
+def test_caption_loss_scores_caption_tokens_only() -> None:
+    """The kept-logits loss equals the NLL of every caption token (and <eos>) from the full logits."""
+    core, x, ids, mask = _core()
+    lm = core.lm()
+    with torch.no_grad():
+        context = core._context(lm, core.project(x))
+        inputs = torch.cat([context, lm.get_input_embeddings()(ids)], dim=1)
+        attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
+        full = lm(inputs_embeds=inputs, attention_mask=attention).logits.log_softmax(-1)
+        c = context.shape[1]
+        nll = -full[:, c - 1:-1].gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        expected = (nll * mask).sum() / mask.sum()
+        assert torch.allclose(core.caption_loss(core.project(x), ids, mask), expected, atol=1e-5)
+
+
+def test_text_feature_is_the_table_mean_encoder() -> None:
+    """VLAP's ``t`` equals ``table:<table>`` text-encoder features, so baselines can be fitted in VLAP's space."""
+    from align.registry import TEXT_ENCODERS
+
+    x, caps = _data()
+    aligner = VLAPAligner(table=TABLE, w_cap=0.0, max_epochs=1, batch_size=8).fit_captions(x, caps)
+    encoder = TEXT_ENCODERS.create(aligner.text_encoder_name)
+    assert aligner.text_input == "strings"
+    assert torch.allclose(aligner.encode_text(caps), encoder.encode_text(caps), atol=1e-6)
+
+
 def _planted(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image features made by inverting a planted linear map A [D, d_img]: A x ≈ unit W[concept]."""
     table = load_table(TABLE)
