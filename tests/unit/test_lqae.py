@@ -166,3 +166,18 @@ def test_bad_input_is_a_one_line_error() -> None:
         LQAE(**TINY).fit(torch.zeros(4, 8), torch.zeros(4, 8))
     with pytest.raises(BadInputError, match=r"\[N, 1, 16, 16\]"):
         LQAE(**TINY).fit_images(torch.zeros(4, 3, 16, 16))
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "lqae"
+
+
+@pytest.mark.parametrize("name, codebook", [("lqae", "language"), ("random", "random"), ("vqvae", "learned")])
+def test_configs_are_valid_hyper_parameters(name: str, codebook: str) -> None:
+    import yaml
+
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    assert config["name"] == "lqae" and config["hparams"]["codebook"] == codebook
+    model = ALIGNERS.create("lqae", **config["hparams"])
+    defaults = LQAE().hparams  # the configs spell out the defaults, apart from the codebook
+    assert {k: v for k, v in model.hparams.items() if k != "codebook"} == {
+        k: v for k, v in defaults.items() if k != "codebook"}
