@@ -21,6 +21,10 @@ FIGURES = (
      "python benchmarks/asif_emoji.py"),
     ("asif_scale.md", "ASIF's anchor search at scale", "python benchmarks/asif_scale.py"),
     ("encoders.md", "Frozen encoders, linear probe on digits", "python benchmarks/encoders.py"),
+    ("vlap_emoji.md", "VLAP against caption-only, assignment-only and ridge on unseen emoji",
+     "python benchmarks/vlap_emoji.py"),
+    ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
+     "python benchmarks/sinkhorn_speed.py"),
 )
 
 

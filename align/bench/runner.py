@@ -125,10 +125,12 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
         for image_encoder in config.image_encoders:
             for text_encoder in config.text_encoders:
                 def done(plan: AlignerPlan, seed: int) -> bool:
+                    saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
+                                         aligner=plan.spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
                     return not overwrite and all(
                         result_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                                     aligner=plan.spec.display, dataset=_path_name(spec), task=t, seed=seed).exists()
-                        for t in plan.tasks(spec))
+                        for t in plan.tasks(spec)) and (not save_aligners or saved.with_suffix(".json").exists())
 
                 eligible = [p for p in plans if p.runs_with(text_encoder)]
                 todo = [(p, seed) for p in eligible for seed in config.seeds if not done(p, seed)]
@@ -148,14 +150,22 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     return summary
 
 
-def _saved_fit(path: Path, hparams: dict[str, Any]) -> Any:
-    """The aligner saved at ``path`` if it was fitted with exactly ``hparams``, else None."""
+def _saved_fit(path: Path, name: str, hparams: dict[str, Any]) -> Any:
+    """The aligner saved at ``path`` if it was fitted with ``hparams``, else None. The saved
+    hyper-parameters are passed through the aligner's constructor first, so a parameter added since
+    (with a default) does not make an older fit look different."""
     from align.methods.base import load_aligner
+    from align.registry import ALIGNERS
 
     meta = path.with_suffix(".json")
     if not (meta.exists() and path.with_suffix(".safetensors").exists()):
         return None
-    if json.loads(meta.read_text()).get("hparams") != json.loads(json.dumps(hparams)):
+    saved = json.loads(meta.read_text())
+    try:
+        completed = ALIGNERS.create(name, **saved.get("hparams", {})).hparams
+    except (TypeError, BadInputError):
+        return None
+    if saved.get("aligner") != name or json.loads(json.dumps(completed)) != json.loads(json.dumps(hparams)):
         return None
     return load_aligner(path)
 
@@ -194,7 +204,7 @@ def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: in
             aligner = ALIGNERS.create(aligner_spec.name, **{**aligner_spec.hparams, "seed": seed})
         saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                              aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
-        reused = _saved_fit(saved, aligner.hparams) if save_aligners and not overwrite else None
+        reused = _saved_fit(saved, aligner_spec.name, aligner.hparams) if save_aligners and not overwrite else None
         if reused is not None:
             aligner = reused
             echo(f"reusing the fitted aligner {saved}")

@@ -272,6 +272,8 @@ def _check_hparams(hp: dict[str, Any]) -> None:
         raise bad("seed", "an integer")
     if not (isinstance(hp["prompt"], str) and hp["prompt"].strip()):
         raise bad("prompt", "a non-empty string")
+    if hp["checkpoint_dir"] is not None and not isinstance(hp["checkpoint_dir"], str):
+        raise bad("checkpoint_dir", "a directory path or None")
 
 
 class VLAPAligner(Aligner):
@@ -288,12 +290,14 @@ class VLAPAligner(Aligner):
                  eps: float = 0.01, sinkhorn_iters: int = 3, prior: str = "uniform", vocab_subset: int | None = None,
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64, max_epochs: int = 10,
                  seed: int = 0, num_prefix_tokens: int = 1, max_caption_tokens: int = 64, prompt: str = PROMPT,
-                 deterministic: bool = True, progress: bool = False) -> None:
+                 checkpoint_dir: str | None = None, deterministic: bool = True, progress: bool = False) -> None:
+        if isinstance(checkpoint_dir, Path):
+            checkpoint_dir = str(checkpoint_dir)  # hparams are saved as JSON
         super().__init__(table=table, w_cap=w_cap, w_map=w_map, tau=tau, eps=eps, sinkhorn_iters=sinkhorn_iters,
                          prior=prior, vocab_subset=vocab_subset, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, max_epochs=max_epochs, seed=seed,
                          num_prefix_tokens=num_prefix_tokens, max_caption_tokens=max_caption_tokens, prompt=prompt,
-                         deterministic=deterministic, progress=progress)
+                         checkpoint_dir=checkpoint_dir, deterministic=deterministic, progress=progress)
         _check_hparams(self.hparams)
         self.module: Any = None
         self.history: dict[str, list[float]] = {}
@@ -317,7 +321,8 @@ class VLAPAligner(Aligner):
 
     def fit_captions(self, image_features: torch.Tensor, captions: Sequence[str],
                      ckpt_path: str | Path | None = None) -> VLAPAligner:
-        """Train ``g`` on N images and their N captions."""
+        """Train ``g`` on N images and their N captions; with ``checkpoint_dir`` set, Lightning keeps
+        ``last.ckpt`` there and ``ckpt_path=`` resumes an interrupted fit exactly."""
         from align.methods.lightning_utils import FeatureDataModule, make_trainer, quiet, seeded
 
         hp = self.hparams
@@ -333,7 +338,7 @@ class VLAPAligner(Aligner):
             data = FeatureDataModule(x, ids, mask, batch_size=hp["batch_size"], seed=hp["seed"])
             module = self._build(x.shape[1])
             trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                   limit_val_batches=0)
+                                   checkpoint_dir=hp["checkpoint_dir"], limit_val_batches=0)
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
         self._adopt(module)
         return self

@@ -215,3 +215,13 @@ def test_saved_aligners_are_reused_only_with_the_same_hparams(tmp_path: Path) ->
     said.clear()
     run_benchmark(changed, results, bank=bank, echo=said.append, save_aligners=True)
     assert sum("reusing the fitted aligner" in s for s in said) == 1  # ridge only: procrustes-8 now has dim 6
+
+
+def test_save_aligners_fits_again_when_only_the_fitted_file_is_missing(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONFIG.replace("seeds: [0, 1]", "seeds: [0]")))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    results = tmp_path / "results"
+    run_benchmark(config, results, bank=bank, echo=lambda _: None)
+    assert not list(results.rglob("fitted/*"))
+    summary = run_benchmark(config, results, bank=bank, echo=lambda _: None, save_aligners=True)
+    assert summary.written == 0 and len(list(results.rglob("fitted/*.safetensors"))) == 2

@@ -178,3 +178,16 @@ def test_registry_and_bad_inputs(fitted: VLAPAligner) -> None:
         with pytest.raises(BadInputError) as err:
             case()
         assert "\n" not in str(err.value)
+
+
+def test_checkpoint_resumes_exactly(tmp_path) -> None:
+    """Stop after 2 epochs, resume from last.ckpt to 4: the same layer and loss history as 4 straight epochs."""
+    x, caps = _data()
+    hp = dict(table=TABLE, lr=1e-2, batch_size=8, seed=0)
+    full = VLAPAligner(**hp, max_epochs=4).fit_captions(x, caps)
+    VLAPAligner(**hp, max_epochs=2, checkpoint_dir=str(tmp_path)).fit_captions(x, caps)
+    assert (tmp_path / "last.ckpt").exists()
+    resumed = VLAPAligner(**hp, max_epochs=4, checkpoint_dir=str(tmp_path))
+    resumed.fit_captions(x, caps, ckpt_path=tmp_path / "last.ckpt")
+    assert all(torch.allclose(resumed.state_dict()[k], v) for k, v in full.state_dict().items())
+    assert resumed.history["l_cap"] == pytest.approx(full.history["l_cap"])
