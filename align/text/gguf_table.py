@@ -9,12 +9,18 @@ pass, and that scale is *not* applied here (it equals ``lm.get_input_embeddings(
 leading space); ``special_ids`` are every row whose ``tokenizer.ggml.token_type`` is not NORMAL:
 control tokens (<pad>, <bos>, <unusedN>, ...), user-defined ones (whitespace runs, HTML tags,
 <start_of_image>) and byte fallbacks (<0x00>...). The tokenizer (~20 s for Gemma's 262k pieces) and
-the causal LM (~45 s on 2 cores) are built on first use.
+the causal LM (~45 s on 2 cores: transformers dequantises every tensor) are built on first use, and
+the converted forms are kept in ``$ALIGN_HOME/gguf/converted`` (keyed by the file's size and mtime),
+so later processes load them in seconds.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +53,30 @@ def read_gguf_table(path: Path) -> tuple[torch.Tensor, list[str], list[int]]:
     return torch.from_numpy(np.ascontiguousarray(weight)), tokens[: weight.shape[0]], special
 
 
+def converted_dir(path: Path) -> Path:
+    """Where the transformers forms of ``path`` are kept; a re-pulled (re-written) file gets a new folder."""
+    from align.assets import align_home
+
+    stat = path.stat()
+    return align_home() / "gguf" / "converted" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def load_or_convert(folder: Path, convert: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
+    """``load(folder)`` if a finished conversion is there; else ``convert()`` and save it (renamed into
+    place when complete, so an interrupted save is never read). A cache that cannot be written is skipped."""
+    if (folder / ".complete").is_file():
+        return load(folder)
+    converted = convert()
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    try:
+        converted.save_pretrained(str(partial))
+        (partial / ".complete").touch()
+        partial.replace(folder)
+    except OSError:  # read-only cache, or another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+    return converted
+
+
 def gguf_table(path: Path, name: str) -> EmbeddingTable:
     """The table of a GGUF causal LM, with its tokenizer and LM loaded lazily through transformers."""
     path = Path(path)
@@ -54,15 +84,20 @@ def gguf_table(path: Path, name: str) -> EmbeddingTable:
         raise BadInputError(f"GGUF file {path} does not exist")
     weight, tokens, special = read_gguf_table(path)
 
-    def tokenizer():
+    def tokenizer() -> Any:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return load_or_convert(converted_dir(path) / "tokenizer",
+                               lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name),
+                               lambda folder: AutoTokenizer.from_pretrained(str(folder)))
 
     def lm() -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        return load_or_convert(
+            converted_dir(path) / "lm",
+            lambda: AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32),
+            lambda folder: AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32))
 
     return EmbeddingTable(name=name, weight=weight, tokens=tokens, special_ids=special, lm_kind="causal",
                           tokenizer_loader=tokenizer, lm_loader=lm)
