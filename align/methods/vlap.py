@@ -182,15 +182,17 @@ class VLAPCore(nn.Module):
     def caption_loss(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean NLL per caption token given the visual prefix and the prompt (frozen LM).
 
-        Logits are computed only at the last ``L + 1`` positions (``logits_to_keep``): position j of them
-        predicts caption token j. Over Gemma's 262k-word vocabulary this is most of the saving on CPU."""
+        Logits are computed only where a caption token (not padding) comes next (a boolean
+        ``logits_to_keep``): over Gemma's 262k-word vocabulary the output projection otherwise costs as
+        much as the whole transformer, and most of the memory."""
         lm = self.lm()
         context = self._context(lm, prefix)
         inputs = torch.cat([context, lm.get_input_embeddings()(ids)], dim=1)
         attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
-        logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=ids.shape[1] + 1).logits
-        labels = ids.masked_fill(mask == 0, -100)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        predicts_caption = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
+        predicts_caption[:, context.shape[1] - 1:-1] = mask.bool()  # position i predicts token i + 1
+        logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts_caption).logits
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[mask.bool()])
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         prefix = self.project(x)
