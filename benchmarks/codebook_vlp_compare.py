@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -185,7 +186,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override max_epochs of both configs")
     parser.add_argument("--quick", action="store_true", help="smoke run: 120 pairs, 120 eval items, 1 epoch, seed 0")
+    parser.add_argument("--datasets", nargs="+", choices=["emoji", "fashion_mnist"], default=["emoji", "fashion_mnist"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     variants = load_variants()
     seeds, epochs = (args.seeds, args.epochs) if not args.quick else ([0], 1)
@@ -196,40 +202,56 @@ def main() -> None:
     anchors, test = emoji.load(f"anchors{n_fit}"), emoji.load(f"test{n_eval}")
     f_train, f_test = fashion.load("train@120" if args.quick else "train@1000"), fashion.load(
         "test@120" if args.quick else "test@1000")
+    wanted = {"anchors": "emoji", "test": "emoji", "f_train": "fashion_mnist", "f_test": "fashion_mnist"}
     tokens = {name: spatial_tokens(split, encoder, cache)
-              for name, split in (("anchors", anchors), ("test", test), ("f_train", f_train), ("f_test", f_test))}
+              for name, split in (("anchors", anchors), ("test", test), ("f_train", f_train), ("f_test", f_test))
+              if wanted[name] in args.datasets}
+    shape = next(iter(tokens.values())).shape
     token_seconds = time.perf_counter() - started
     hp = variants["full"]
     out = [f"Codebook-VLP: full model vs the same config with `codebook: false, mim: false` "
            f"(configs/codebook_vlp/). Image tokens: `{IMAGE_ENCODER}` 7x7 grid "
-           f"({tokens['anchors'].shape[1]} x {tokens['anchors'].shape[2]}); text: `{hp['table']}` "
+           f"({shape[1]} x {shape[2]}); text: `{hp['table']}` "
            f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers). Seeds {seeds}; "
            f"{epochs or hp['max_epochs']} epochs, batch {hp['batch_size']}; torch threads {torch.get_num_threads()}.",
            "", f"Spatial tokens (cached after the first run): {token_seconds:.0f} s.", ""]
     print("\n".join(out), flush=True)
 
+    if "emoji" in args.datasets:
+        out += emoji_section(variants, seeds, epochs, tokens, anchors, test, args.figure)
+    if "fashion_mnist" in args.datasets:
+        out += fashion_section(variants, seeds, epochs, tokens, f_train, f_test)
+    out += [f"Total wall time: {time.perf_counter() - started:.0f} s (load average at the end: "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores).", ""]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(out))
+    print("\n".join(out))
+
+
+def emoji_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, anchors: DatasetSplit,
+                  test: DatasetSplit, figure: Path) -> list[str]:
     print(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji", flush=True)
     anchor_captions, _ = fit_captions(anchors)
     results, seconds, model = run(variants, seeds, epochs, tokens["anchors"], anchor_captions, tokens["test"],
                                   emoji_task(anchors, test))
     n_sub = len(test.extra_labels["subcategory"].class_names)
-    out += [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored on "
+    out = [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored on "
             f"{test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
             f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}).", "",
             *table(results, seconds)]
     if model is not None:
-        out += code_grid(model, tokens["test"], test, args.figure)
+        out += code_grid(model, tokens["test"], test, figure)
+    return out
 
+
+def fashion_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, f_train: DatasetSplit,
+                    f_test: DatasetSplit) -> list[str]:
     print(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images", flush=True)
     f_captions, how = fit_captions(f_train)
     results, seconds, _ = run(variants, seeds, epochs, tokens["f_train"], f_captions, tokens["f_test"],
                               fashion_task(f_test))
-    out += [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
+    return [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
             f"(10 classes, chance 0.100).", "", *table(results, seconds)]
-    out += [f"Total wall time: {time.perf_counter() - started:.0f} s.", ""]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(out))
-    print("\n".join(out))
 
 
 if __name__ == "__main__":

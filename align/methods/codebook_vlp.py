@@ -16,15 +16,20 @@ Model (``CodebookVLPCore``):
 
 Objectives, each with an on/off switch (``L = Σ w · L``):
 
-* ``itc``: image-text contrastive on the [CLS] projections; ``momentum`` adds ALBEF's momentum
-  encoders and distillation (α = 0.4), ``queue_size`` > 0 a queue of past (momentum) features;
-  pairs whose captions are identical count as positives of each other;
+* ``itc``: image-text contrastive on projections of the pooled states (``pooling``: mean, default, or
+  [CLS]); ``momentum`` adds ALBEF's momentum encoders and distillation (α = 0.4), ``queue_size`` > 0 a
+  queue of past (momentum) features; pairs whose captions are identical count as positives;
 * ``itm``: match / no match from the fusion [CLS], one hard negative text per image and one hard
   negative image per text drawn from the ITC similarities (uniform when ITC is off);
 * ``mlm``: BERT masking (15%, at least one token per caption) predicted from the fusion output;
 * ``codebook``: VQ loss ``||sg[z] - c||² + β||z - sg[c]||²`` on the image tokens (EMA codes by default);
 * ``mim``: mask 40% of the input image tokens, encode, fuse with the caption, predict the code index
-  each masked token had in the unmasked pass (stop-gradient targets, masked positions only).
+  of each masked token in the unmasked image (masked positions only). Targets come from the momentum
+  image encoder when ``momentum`` is on (papers.md §5.2's "stop-gradient / momentum path"), else from
+  the online pass, detached. Why: with online targets the encoder that MIM trains also makes the
+  targets, and the cheapest way to predict them is to put every token on one code; in a 15-epoch
+  emoji run the code perplexity fell from 15 to 1.0 after one epoch and only the dead-code restarts
+  pulled it back up (to 10 by epoch 15).
 
 "Without codebook and MIM" is the same model with ``codebook: false`` and ``mim: false``.
 
@@ -35,6 +40,11 @@ Deviations and unknowns (flagged as papers.md asks):
 * ALBEF's fusion stream has text positions only, so MIM, which needs outputs at image positions,
   reads an image-side fusion block (image queries, text keys): our choice, not the paper's.
 * ALBEF ramps α over the first epoch and also distills MLM; neither is done here.
+* ITC reads mean-pooled states by default rather than ALBEF's [CLS]: a fresh one-layer image
+  transformer's [CLS] starts nearly constant across images, and MiniLM was trained with mean pooling,
+  so the mean is the readout both frozen encoders were trained for.
+* The momentum-path MIM targets are assigned with the online ``code_proj`` (there is no momentum copy
+  of the code projection).
 * Evaluation uses the unimodal ITC embeddings (``encode_image`` / ``encode_text_strings``); ALBEF
   re-ranks retrieval candidates with ITM, which :meth:`CodebookVLPAligner.itm_scores` exposes.
 """
@@ -66,6 +76,7 @@ from align.text.base import EmbeddingTable, check_texts
 CORE = "align.methods.codebook_vlp:CodebookVLPCore"
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
 OBJECTIVES = ("itc", "itm", "mlm", "vq", "mim")
+POOLINGS = ("mean", "cls")
 
 
 @functools.lru_cache(maxsize=4)
@@ -117,8 +128,9 @@ class CodebookVLPCore(nn.Module):
                  num_codes: int = 64, code_dim: int = 32, codebook_update: str = "ema", commitment: float = 0.25,
                  codebook_decay: float = 0.99, restart_threshold: float = 1.0, mlm_ratio: float = 0.15,
                  mim_ratio: float = 0.4, weights: dict[str, float] | None = None, pretrained_text: bool = True,
-                 freeze_word_embeddings: bool = True) -> None:
+                 freeze_word_embeddings: bool = True, pooling: str = "mean") -> None:
         super().__init__()
+        self.pooling = pooling
         self.switches = dict(itc=itc, itm=itm, mlm=mlm, vq=codebook, mim=mim)
         self.weights = {key: 1.0 for key in OBJECTIVES} | dict(weights or {})
         self.momentum_decay, self.distill_alpha = momentum_decay, distill_alpha
@@ -150,7 +162,7 @@ class CodebookVLPCore(nn.Module):
             self.image_fusion = FusionEncoder(image_width, image_heads, 4 * image_width, 1, width)
             self.mim_head = nn.Sequential(nn.LayerNorm(image_width), nn.Linear(image_width, num_codes))
 
-        self.use_momentum = momentum and itc
+        self.use_momentum = momentum and (itc or mim)
         if self.use_momentum:  # ALBEF's momentum encoders: EMA copies, never trained by gradients
             for name in ("image_encoder", "text_encoder", "image_proj", "text_proj"):
                 setattr(self, f"{name}_m", copy.deepcopy(getattr(self, name)).requires_grad_(False))
@@ -161,6 +173,7 @@ class CodebookVLPCore(nn.Module):
             self.register_buffer("key_queue", torch.full((self.queue_size,), -1, dtype=torch.long))  # -1: empty
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.parts: dict[str, float] = {}
+        self._momentum_states: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ embeddings
 
@@ -168,17 +181,26 @@ class CodebookVLPCore(nn.Module):
                      embedded: torch.Tensor | None = None) -> torch.Tensor:
         return self.image_encoder(tokens, masked, embedded)
 
-    def image_embedding(self, states: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_proj(states[:, 0]), dim=-1)
+    def image_pool(self, states: torch.Tensor) -> torch.Tensor:
+        return states[:, 0] if self.pooling == "cls" else states.mean(1)
 
-    def text_embedding(self, states: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_proj(states[:, 0]), dim=-1)
+    def text_pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return states[:, 0]
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+    def image_embedding(self, states: torch.Tensor, proj: nn.Module | None = None) -> torch.Tensor:
+        return F.normalize((proj or self.image_proj)(self.image_pool(states)), dim=-1)
+
+    def text_embedding(self, states: torch.Tensor, mask: torch.Tensor, proj: nn.Module | None = None) -> torch.Tensor:
+        return F.normalize((proj or self.text_proj)(self.text_pool(states, mask)), dim=-1)
 
     def encode_image(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.image_embedding(self.image_states(tokens))
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.text_embedding(self.text_encoder(ids, mask))
+        return self.text_embedding(self.text_encoder(ids, mask), mask)
 
     def code_indices(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[N, T]`` code of every image token (needs ``codebook`` on)."""
@@ -190,6 +212,13 @@ class CodebookVLPCore(nn.Module):
         return logits[:, 1] - logits[:, 0]
 
     # ------------------------------------------------------------------ momentum and queue
+
+    @torch.no_grad()
+    def momentum_image_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The momentum image encoder's states, computed once per training step (ITC keys, MIM targets)."""
+        if self._momentum_states is None:
+            self._momentum_states = self.image_encoder_m(tokens)
+        return self._momentum_states
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -217,12 +246,12 @@ class CodebookVLPCore(nn.Module):
         """ITC loss and the in-batch image-to-text similarities (for ITM's hard negatives)."""
         with torch.no_grad():
             self.temperature.clamp_(0.001, 0.5)
-        image, text = self.image_embedding(image_states), self.text_embedding(text_states)
+        image, text = self.image_embedding(image_states), self.text_embedding(text_states, mask)
         image_keys, text_keys, bank = image, text, keys
         if self.use_momentum:
             with torch.no_grad():
-                image_keys = F.normalize(self.image_proj_m(self.image_encoder_m(tokens)[:, 0]), dim=-1)
-                text_keys = F.normalize(self.text_proj_m(self.text_encoder_m(ids, mask)[:, 0]), dim=-1)
+                image_keys = self.image_embedding(self.momentum_image_states(tokens), self.image_proj_m)
+                text_keys = self.text_embedding(self.text_encoder_m(ids, mask), mask, self.text_proj_m)
         image_bank, text_bank = image_keys, text_keys
         if self.queue_size:
             filled = self.key_queue >= 0
@@ -266,8 +295,17 @@ class CodebookVLPCore(nn.Module):
         logits = self.mim_head(states[:, 1:])
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
+    def _mim_codes(self, tokens: torch.Tensor, online: torch.Tensor) -> torch.Tensor:
+        """MIM targets: codes of the momentum encoder's unmasked states when there is one (no gradient
+        path lets the online encoder make its own targets trivial), else the online pass's codes."""
+        if not self.use_momentum:
+            return online.detach()
+        with torch.no_grad():
+            return self.codebook.assign(self.code_proj(self.momentum_image_states(tokens)[:, 1:]))
+
     def forward(self, tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         on = self.switches
+        self._momentum_states = None
         if self.training and self.use_momentum:
             self.momentum_update()
         keys = caption_keys(ids, mask)
@@ -288,8 +326,9 @@ class CodebookVLPCore(nn.Module):
             losses["vq"] = quantized.loss
             self.parts["perplexity"] = float(quantized.perplexity)
             if on["mim"]:
-                losses["mim"] = self._mim(tokens, embedded, quantized.indices, text_states, mask)
+                losses["mim"] = self._mim(tokens, embedded, self._mim_codes(tokens, quantized.indices), text_states, mask)
         self.parts.update({key: float(value.detach()) for key, value in losses.items()})
+        self._momentum_states = None
         return sum(self.weights[key] * value for key, value in losses.items() if on[key])
 
 
@@ -332,7 +371,8 @@ def __getattr__(name: str) -> Any:  # ``CodebookVLPModule`` importable by name (
 _CORE_KEYS = ("table", "image_width", "image_heads", "image_layers", "text_layers", "fusion_layers", "embed_dim",
               "itc", "itm", "mlm", "codebook", "mim", "momentum", "queue_size", "momentum_decay", "distill_alpha",
               "temperature", "num_codes", "code_dim", "codebook_update", "commitment", "codebook_decay",
-              "restart_threshold", "mlm_ratio", "mim_ratio", "weights", "pretrained_text", "freeze_word_embeddings")
+              "restart_threshold", "mlm_ratio", "mim_ratio", "weights", "pretrained_text", "freeze_word_embeddings",
+              "pooling")
 
 
 def _check_hparams(hp: dict[str, Any]) -> None:
@@ -365,6 +405,8 @@ def _check_hparams(hp: dict[str, Any]) -> None:
     for key in ("commitment", "restart_threshold", "weight_decay"):
         if not (is_number(hp[key]) and hp[key] >= 0):
             raise bad(key, "a number >= 0")
+    if hp["pooling"] not in POOLINGS:
+        raise bad("pooling", f"one of {', '.join(POOLINGS)}")
     if hp["codebook_update"] not in UPDATES:
         raise bad("codebook_update", f"one of {', '.join(UPDATES)}")
     weights = hp["weights"] or {}
@@ -391,8 +433,8 @@ class CodebookVLPAligner(Aligner):
                  codebook_update: str = "ema", commitment: float = 0.25, codebook_decay: float = 0.99,
                  restart_threshold: float = 1.0, mlm_ratio: float = 0.15, mim_ratio: float = 0.4,
                  weights: dict[str, float] | None = None, pretrained_text: bool = True,
-                 freeze_word_embeddings: bool = True, lr: float = 3e-4, weight_decay: float = 0.02,
-                 batch_size: int = 64, max_epochs: int = 20, max_text_tokens: int = 32, seed: int = 0,
+                 freeze_word_embeddings: bool = True, pooling: str = "mean", lr: float = 1e-3, weight_decay: float = 0.02,
+                 batch_size: int = 64, max_epochs: int = 5, max_text_tokens: int = 32, seed: int = 0,
                  deterministic: bool = True, progress: bool = False) -> None:
         hp = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(**hp)

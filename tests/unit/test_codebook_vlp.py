@@ -140,6 +140,19 @@ def test_mim_loss_depends_on_masked_tokens_codes_only() -> None:
     assert loss(hidden) != loss(codes)
 
 
+def test_mim_targets_come_from_the_momentum_encoder_when_there_is_one() -> None:
+    core, x, ids, mask = _core()
+    _train(core, x, ids, mask, steps=3)  # online and momentum encoders now differ
+    with torch.no_grad():
+        online = core.codebook.assign(core.code_proj(core.image_states(x)[:, 1:]))
+        slow = core.codebook.assign(core.code_proj(core.image_encoder_m(x)[:, 1:]))
+        targets = core._mim_codes(x, online)
+    assert not torch.equal(online, slow)  # so the check below can tell the two apart
+    assert torch.equal(targets, slow)
+    plain, x, ids, mask = _core(momentum=False)
+    assert torch.equal(plain._mim_codes(x, online), online)
+
+
 def test_mlm_masks_real_words_only_and_at_least_one_per_caption() -> None:
     table = load_table(TABLE)
     ids, mask = tokenize(table, ["a cat", "a dog with a red apple", "sun"], 16)
