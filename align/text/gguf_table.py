@@ -72,7 +72,7 @@ def load_or_convert(folder: Path, convert: Callable[[], Any], load: Callable[[Pa
         converted.save_pretrained(str(partial))
         (partial / ".complete").touch()
         partial.replace(folder)
-    except OSError:  # read-only cache, or another process finished first
+    except (OSError, ValueError):  # read-only cache, another process finished first, or not serialisable
         shutil.rmtree(partial, ignore_errors=True)
     return converted
 
@@ -91,13 +91,20 @@ def gguf_table(path: Path, name: str) -> EmbeddingTable:
                                lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name),
                                lambda folder: AutoTokenizer.from_pretrained(str(folder)))
 
+    def convert_lm() -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:  # the weights are already dequantised float32; only the marker blocks saving
+            quantizer.remove_quantization_config(model)
+        return model
+
     def lm() -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        return load_or_convert(
-            converted_dir(path) / "lm",
-            lambda: AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32),
-            lambda folder: AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32))
+        return load_or_convert(converted_dir(path) / "lm", convert_lm,
+                               lambda folder: AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32))
 
     return EmbeddingTable(name=name, weight=weight, tokens=tokens, special_ids=special, lm_kind="causal",
                           tokenizer_loader=tokenizer, lm_loader=lm)

@@ -47,9 +47,11 @@ def test_an_unfinished_folder_is_converted_again(tmp_path: Path) -> None:
     assert calls == [1]
 
 
-def test_unwritable_cache_still_returns_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [OSError("read-only"), ValueError("not serializable")])
+def test_unwritable_cache_still_returns_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  error: Exception) -> None:
     model = _tiny_lm()
-    monkeypatch.setattr(type(model), "save_pretrained", lambda self, *a, **k: (_ for _ in ()).throw(OSError("ro")))
+    monkeypatch.setattr(type(model), "save_pretrained", lambda self, *a, **k: (_ for _ in ()).throw(error))
     assert load_or_convert(tmp_path / "lm", lambda: model, _load) is model
     assert not list(tmp_path.iterdir())  # no partial folder left behind
 
