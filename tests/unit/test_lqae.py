@@ -181,3 +181,19 @@ def test_configs_are_valid_hyper_parameters(name: str, codebook: str) -> None:
     defaults = LQAE().hparams  # the configs spell out the defaults, apart from the codebook
     assert {k: v for k, v in model.hparams.items() if k != "codebook"} == {
         k: v for k, v in defaults.items() if k != "codebook"}
+
+
+def test_pixels_pad_greyscale_and_composite_colour_on_white() -> None:
+    import numpy as np
+    from PIL import Image
+
+    from align.methods.lqae_data import image_array
+
+    grey = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    out = image_array(Image.fromarray(grey), 32, 1)
+    assert out.shape == (1, 32, 32) and out[0, :2].sum() == 0 and out[0, :, :2].sum() == 0
+    assert np.array_equal(out[0, 2:30, 2:30], grey / np.float32(255))  # every pixel kept, black border
+    clear = Image.new("RGBA", (64, 64), (255, 0, 0, 0))  # fully transparent red
+    assert np.allclose(image_array(clear, 32, 3), 1.0)  # composited onto white, shrunk to 32
+    with pytest.raises(BadInputError, match="channels"):
+        image_array(clear, 32, 2)
