@@ -15,7 +15,8 @@ For each: mean ± sample std over seeds, the mean paired difference (full - abla
 (perplexity and dead codes on the eval tokens), wall time per fit, and the total wall time. A PNG
 shows, for the most used codes of the seed-0 emoji model, the test emoji with most tokens on that code.
 
-    python benchmarks/codebook_vlp_compare.py [--quick] [--seeds 0 1 2] [--epochs N]
+    python benchmarks/codebook_vlp_compare.py [--quick] [--seeds 0 1 2] [--epochs N] [--threads 1]
+        [--datasets emoji fashion_mnist] [--output results/codebook_vlp_compare.md]
 """
 
 from __future__ import annotations
@@ -179,6 +180,32 @@ def code_grid(aligner: CodebookVLPAligner, tokens: torch.Tensor, split: DatasetS
     return lines + [""]
 
 
+def emoji_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, anchors: DatasetSplit,
+                  test: DatasetSplit, figure: Path) -> list[str]:
+    print(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji", flush=True)
+    anchor_captions, _ = fit_captions(anchors)
+    results, seconds, model = run(variants, seeds, epochs, tokens["anchors"], anchor_captions, tokens["test"],
+                                  emoji_task(anchors, test))
+    n_sub = len(test.extra_labels["subcategory"].class_names)
+    out = [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored on "
+           f"{test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
+           f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}).", "",
+           *table(results, seconds)]
+    if model is not None:
+        out += code_grid(model, tokens["test"], test, figure)
+    return out
+
+
+def fashion_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, f_train: DatasetSplit,
+                    f_test: DatasetSplit) -> list[str]:
+    print(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images", flush=True)
+    f_captions, how = fit_captions(f_train)
+    results, seconds, _ = run(variants, seeds, epochs, tokens["f_train"], f_captions, tokens["f_test"],
+                              fashion_task(f_test))
+    return [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
+            f"(10 classes, chance 0.100).", "", *table(results, seconds)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("results/codebook_vlp_compare.md"))
@@ -226,32 +253,6 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(out))
     print("\n".join(out))
-
-
-def emoji_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, anchors: DatasetSplit,
-                  test: DatasetSplit, figure: Path) -> list[str]:
-    print(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji", flush=True)
-    anchor_captions, _ = fit_captions(anchors)
-    results, seconds, model = run(variants, seeds, epochs, tokens["anchors"], anchor_captions, tokens["test"],
-                                  emoji_task(anchors, test))
-    n_sub = len(test.extra_labels["subcategory"].class_names)
-    out = [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored on "
-            f"{test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
-            f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}).", "",
-            *table(results, seconds)]
-    if model is not None:
-        out += code_grid(model, tokens["test"], test, figure)
-    return out
-
-
-def fashion_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, f_train: DatasetSplit,
-                    f_test: DatasetSplit) -> list[str]:
-    print(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images", flush=True)
-    f_captions, how = fit_captions(f_train)
-    results, seconds, _ = run(variants, seeds, epochs, tokens["f_train"], f_captions, tokens["f_test"],
-                              fashion_task(f_test))
-    return [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
-            f"(10 classes, chance 0.100).", "", *table(results, seconds)]
 
 
 if __name__ == "__main__":
