@@ -128,7 +128,10 @@ class VLAPCore(nn.Module):
         tab = load_table(table)
         self.embed_dim = tab.embed_dim
         self.g = nn.Linear(image_dim, num_prefix_tokens * tab.embed_dim)
+        self.register_buffer("x_mean", torch.zeros(image_dim))  # input standardisation, set by calibrate()
+        self.register_buffer("x_scale", torch.ones(()))
         ids = vocabulary(tab, vocab_subset)
+        self.word_norm = float(tab.weight[ids].norm(dim=1).mean())  # the scale calibrate() gives g's output
         self.register_buffer("vocab_ids", ids, persistent=False)
         self.assignment = AssignmentLoss(tab.weight[ids], word_prior(tab, ids, prior), tau, eps, sinkhorn_iters)
         self.register_buffer("words", tab.weight, persistent=False)  # raw table, for text features
@@ -154,9 +157,25 @@ class VLAPCore(nn.Module):
 
     # ------------------------------------------------------------------ features
 
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Fit-time conditioning of ``g`` (the function class is unchanged: still one affine layer).
+
+        Frozen image features are far from the word-embedding scale (MobileNetV2: mean norm 24, of which
+        a shared mean vector of norm 19; Gemma's raw rows: norm 1.03), so the default ``nn.Linear`` init
+        puts every prefix ~10x off the table's scale and nearly on one direction: the frozen LM sees an
+        out-of-distribution token and the images start collapsed. So the input is centred and scaled to
+        unit mean norm (a fixed affine map, saved with ``g``), and ``g``'s weight is drawn so that a
+        prefix token has the mean norm of the assignment vocabulary's rows (bias 0)."""
+        mean = x.mean(0)
+        self.x_mean.copy_(mean)
+        self.x_scale.copy_((x - mean).norm(dim=1).mean().clamp_min(1e-12))
+        nn.init.normal_(self.g.weight, std=self.word_norm / self.embed_dim**0.5)
+        nn.init.zeros_(self.g.bias)
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``[N, P, D]`` in the raw word-embedding space."""
-        return self.g(x).view(len(x), self.num_prefix_tokens, self.embed_dim)
+        return self.g((x - self.x_mean) / self.x_scale).view(len(x), self.num_prefix_tokens, self.embed_dim)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """``v̄``: the mean projected visual token ``[N, D]``."""
@@ -339,6 +358,7 @@ class VLAPAligner(Aligner):
         with seeded(hp["seed"]), quiet(not hp["progress"]):
             data = FeatureDataModule(x, ids, mask, batch_size=hp["batch_size"], seed=hp["seed"])
             module = self._build(x.shape[1])
+            module.core.calibrate(x)  # a resumed fit overwrites this with the checkpoint's state
             trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
                                    checkpoint_dir=hp["checkpoint_dir"], limit_val_batches=0)
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
@@ -410,7 +430,8 @@ class VLAPAligner(Aligner):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Only ``g``'s weight and bias (the frozen parts are rebuilt from the table name)."""
+        """``g``'s weight and bias and the input standardisation (the frozen parts are rebuilt from the
+        table name)."""
         return {k: v.detach().cpu().contiguous() for k, v in self.core.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -51,7 +51,7 @@ def test_only_g_trains_and_frozen_parts_stay() -> None:
     assert all(torch.equal(v, lm_before[k]) for k, v in lm.state_dict().items())
     assert torch.equal(load_table(TABLE).weight, table_before)
     assert not torch.equal(core.g.weight, g_before)
-    assert set(core.state_dict()) == {"g.weight", "g.bias"}  # the frozen LM is not saved with g
+    assert set(core.state_dict()) == {"g.weight", "g.bias", "x_mean", "x_scale"}  # the frozen LM is not saved
 
 
 @pytest.mark.parametrize("w_cap, w_map, off", [(0.0, 1.0, "l_cap"), (1.0, 0.0, "l_map")])
@@ -70,6 +70,20 @@ def test_full_loss_finite() -> None:
     core, x, ids, mask = _core(eps=0.01)
     parts = _steps(core, x, ids, mask, 2)
     assert all(torch.isfinite(torch.tensor(list(p.values()))).all() and min(p.values()) > 0 for p in parts)
+
+
+def test_calibrate_puts_prefixes_on_the_word_scale_and_centres_images() -> None:
+    """Features with a large shared component: after calibrate, prefix norms match the vocabulary's row
+    norm (within 20%) and the images no longer share one direction."""
+    core, x, _, _ = _core()
+    x = 20.0 + 3.0 * x  # a big common vector, as pooled ReLU features have
+    with torch.no_grad():
+        before = F.normalize(core.project(x).mean(1), dim=-1)
+        core.calibrate(x)
+        after = core.project(x).mean(1)
+    assert float(after.norm(dim=1).mean()) == pytest.approx(core.word_norm, rel=0.2)
+    unit = F.normalize(after, dim=-1)
+    assert (before @ before.T).mean() > 0.9 and (unit @ unit.T).mean().abs() < 0.2
 
 
 def test_caption_loss_scores_caption_tokens_only() -> None:
