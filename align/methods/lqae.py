@@ -42,6 +42,18 @@ Design decisions, and why:
 - **Optimiser.** AdamW (betas 0.9, 0.95; weight decay 5e-4 on all matrices) with linear warm-up and
   cosine decay, as the official run, at lr 1e-3 (the paper's 3e-4 is for batch 512 and ViT-base).
 - **No [CLS]/[SEP].** The official code feeds the token embeddings alone; so does this one.
+
+Measured (``benchmarks/lqae_compare.py``, Fashion-MNIST, 3000 training / 1000 test images, 5 epochs,
+one seed, 1 thread): LQAE's tokens carry more class information than the random table's and the VQ-VAE's
+(linear probe on the mean token vector 0.631 vs 0.562 / 0.553; token/class information 0.255 vs 0.166
+/ 0.061; LQAE also uses more distinct codes, 193 vs 120 / 17), its BERT features probe at 0.669 (random
+table 0.656), and the VQ-VAE reconstructs best (MSE 0.026 vs 0.031 / 0.034). Raw pixels probe at 0.812,
+above every variant at this training length. Gemma-3-270M's in-context accuracy on the token strings
+is at chance for all three, as is its control with class names as the items: at this size the LM does
+not bind labels in context, so that column cannot rank tokenizers. On emoji (955 training images,
+subcategory labels, 10 epochs) the order flips: the random table probes better than LQAE (mean token
+vector 0.286 vs 0.236, BERT layers 0.323 vs 0.315) and reconstructs better (0.054 vs 0.064). One seed
+each: the language codebook's advantage is not established at this scale.
 """
 
 from __future__ import annotations
