@@ -25,6 +25,16 @@ FIGURES = (
      "python benchmarks/vlap_emoji.py"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
+    ("lqae_compare.md", "LQAE against a random table and a VQ-VAE: Fashion-MNIST "
+     "(figure: docs/figures/lqae_fashion_mnist.png)", "python benchmarks/lqae_compare.py"),
+    ("lqae_compare_emoji.md", "LQAE against a random table and a VQ-VAE: emoji (figure: docs/figures/lqae_emoji.png)",
+     "python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0"),
+    ("quantizer_speed.md", "LQAE's frozen-codebook quantizer against a matmul and faiss",
+     "python benchmarks/quantizer_speed.py"),
+    ("codebook_vlp_compare_emoji.md", "Codebook-VLP with and without its codebook and MIM: emoji",
+     "python benchmarks/codebook_vlp_compare.py --datasets emoji"),
+    ("codebook_vlp_compare_fashion.md", "Codebook-VLP with and without its codebook and MIM: Fashion-MNIST",
+     "python benchmarks/codebook_vlp_compare.py --datasets fashion_mnist"),
 )
 
 

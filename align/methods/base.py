@@ -67,6 +67,14 @@ def check_pairs(
     return image_features, text_features
 
 
+def caption_strings(texts: Any, what: str, why: str) -> list[str]:
+    """``texts`` as a list of caption strings, or a one-line error saying why ``what`` needs strings
+    (aligners that read captions through their own language model refuse another encoder's features)."""
+    if isinstance(texts, (list, tuple)) and texts and all(isinstance(t, str) for t in texts):
+        return list(texts)
+    raise BadInputError(f"{what} needs caption strings, not text-encoder features ({why})")
+
+
 class Aligner:
     """Fit on paired features, then embed either modality into the shared space.
 

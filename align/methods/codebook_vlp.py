@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, is_int, is_number
+from align.methods.base import Aligner, caption_strings, is_int, is_number
 from align.methods.codebook_vlp_layers import (
     FusionEncoder, MLMHead, TextEncoder, TokenImageEncoder, bert_layers, bert_shape,
 )
@@ -341,42 +341,6 @@ class CodebookVLPCore(nn.Module):
         return sum(self.weights[key] * value for key, value in losses.items() if on[key])
 
 
-@functools.cache
-def _module_class() -> Any:
-    """A ``CoreModule`` that also keeps per-epoch means of every objective in ``history``
-    (defined lazily: importing this file must not import Lightning)."""
-    from align.methods.lightning_utils import CoreModule
-
-    keys = (*OBJECTIVES, "perplexity")
-
-    class CodebookVLPModule(CoreModule):
-        def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
-                     extra: dict[str, Any] | None = None) -> None:
-            super().__init__(core, core_args, lr, weight_decay, extra)
-            for key in keys:
-                self.history[key], self._sums[key] = [], [0.0, 0]
-
-        def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-            loss = super().training_step(batch, batch_idx)
-            for key, value in self.core.parts.items():
-                self._sums[key][0] += value * len(batch[0])
-                self._sums[key][1] += len(batch[0])
-            return loss
-
-        def on_train_epoch_end(self) -> None:
-            super().on_train_epoch_end()
-            for key in keys:
-                self._close(key)
-
-    return CodebookVLPModule
-
-
-def __getattr__(name: str) -> Any:  # ``CodebookVLPModule`` importable by name (for checkpoints)
-    if name == "CodebookVLPModule":
-        return _module_class()
-    raise AttributeError(name)
-
-
 _CORE_KEYS = ("table", "image_width", "image_heads", "image_layers", "text_layers", "fusion_layers", "embed_dim",
               "itc", "itm", "mlm", "codebook", "mim", "momentum", "queue_size", "momentum_decay", "distill_alpha",
               "temperature", "num_codes", "code_dim", "codebook_update", "commitment", "codebook_decay",
@@ -455,16 +419,16 @@ class CodebookVLPAligner(Aligner):
     def _build(self, image_dim: int, num_tokens: int) -> Any:
         hp = self.hparams
         args = dict(image_dim=image_dim, num_tokens=num_tokens, **{k: hp[k] for k in _CORE_KEYS})
-        return _module_class()(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
+        from align.methods.lightning_utils import CoreModule
+
+        return CoreModule(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
 
     # ------------------------------------------------------------------ training
 
     def fit(self, image_features: torch.Tensor, text_features: Any) -> CodebookVLPAligner:
         """Caption strings are delegated to :meth:`fit_captions`; feature tensors are refused."""
-        if isinstance(text_features, (list, tuple)) and text_features and isinstance(text_features[0], str):
-            return self.fit_captions(image_features, list(text_features))
-        raise BadInputError("codebook_vlp: fit needs caption strings, not text-encoder features (it trains its "
-                            "own text encoder); call fit_captions(image_tokens, captions)")
+        why = "it trains its own text encoder"
+        return self.fit_captions(image_features, caption_strings(text_features, "codebook_vlp.fit", why))
 
     def fit_captions(self, image_tokens: torch.Tensor, captions: Sequence[str],
                      ckpt_path: str | Path | None = None) -> CodebookVLPAligner:

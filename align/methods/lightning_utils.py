@@ -190,7 +190,9 @@ class CoreModule(pl.LightningModule):
     """Trains ``core`` (an ``nn.Module`` named ``"module:Class"``, built from ``core_args``) whose
     ``forward(*batch)`` returns a scalar loss, with AdamW (no weight decay on biases, gains and
     scalars, as CLIP). After each optimiser step it calls ``core.after_step()`` if defined (e.g. to
-    clamp a temperature). Mean train/val loss per epoch go to ``history`` (kept in checkpoints).
+    clamp a temperature). Mean train/val loss per epoch go to ``history`` (kept in checkpoints), and
+    so do the per-epoch means of the floats a core leaves in ``core.parts`` after each training
+    forward (its separate loss terms, e.g. VLAP's ``l_cap`` and ``l_map``).
     ``extra`` is stored untouched, for the caller to rebuild its own object from a checkpoint."""
 
     def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
@@ -210,7 +212,13 @@ class CoreModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train_loss")
+        loss = self._step(batch, "train_loss")
+        for key, value in getattr(self.core, "parts", {}).items():
+            self.history.setdefault(key, [])
+            total = self._sums.setdefault(key, [0.0, 0])
+            total[0] += float(value) * len(batch[0])
+            total[1] += len(batch[0])
+        return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val_loss")
@@ -225,7 +233,8 @@ class CoreModule(pl.LightningModule):
         self._close("val_loss")
 
     def on_train_epoch_end(self) -> None:
-        self._close("train_loss")
+        for key in [k for k in self._sums if k != "val_loss"]:
+            self._close(key)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         after_step = getattr(self.core, "after_step", None)

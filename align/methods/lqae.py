@@ -61,7 +61,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,6 @@ CORE = "align.methods.lqae:LQAECore"
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
 CODEBOOKS = ("language", "random", "learned")
 MLM_HEADS = ("train", "frozen")
-PART_NAMES = ("rec", "commit", "bert", "vq")
 
 
 @functools.lru_cache(maxsize=4)
@@ -266,7 +264,7 @@ class LQAECore(nn.Module):
 
 @functools.cache
 def _module_class() -> Any:
-    """A ``CoreModule`` that records per-epoch means of the loss terms and uses the paper's optimiser
+    """A ``CoreModule`` (which records per-epoch means of the loss terms) with the paper's optimiser
     (AdamW betas 0.9/0.95, warm-up + cosine); defined lazily so importing this file skips Lightning."""
     from align.methods.lightning_utils import CoreModule
 
@@ -274,20 +272,6 @@ def _module_class() -> Any:
         def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
                      extra: dict[str, Any] | None = None, warmup_fraction: float = 0.05) -> None:
             super().__init__(core, core_args, lr, weight_decay, extra)
-            for key in PART_NAMES:
-                self.history[key], self._sums[key] = [], [0.0, 0]
-
-        def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-            loss = super().training_step(batch, batch_idx)
-            for key, value in self.core.parts.items():
-                self._sums[key][0] += value * len(batch[0])
-                self._sums[key][1] += len(batch[0])
-            return loss
-
-        def on_train_epoch_end(self) -> None:
-            super().on_train_epoch_end()
-            for key in PART_NAMES:
-                self._close(key)
 
         def configure_optimizers(self) -> Any:
             trainable = [p for p in self.core.parameters() if p.requires_grad]

@@ -48,13 +48,12 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.assignment import AssignmentLoss
-from align.methods.base import Aligner, check_features, is_int, is_number
+from align.methods.base import Aligner, caption_strings, check_features, is_int, is_number
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
 from align.text.table_mean import mean_word_embedding, special_mask
 
 CORE = "align.methods.vlap:VLAPCore"
-MODULE = "align.methods.vlap:VLAPModule"
 PROMPT = "A picture of"
 PRIORS = ("uniform", "frequency")
 DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
@@ -233,40 +232,6 @@ class VLAPCore(nn.Module):
         return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
 
 
-@functools.cache
-def _module_class() -> Any:
-    """A ``CoreModule`` that also keeps per-epoch means of ``l_cap`` and ``l_map`` in ``history``
-    (defined lazily: importing this file must not import Lightning)."""
-    from align.methods.lightning_utils import CoreModule
-
-    class VLAPModule(CoreModule):
-        def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
-                     extra: dict[str, Any] | None = None) -> None:
-            super().__init__(core, core_args, lr, weight_decay, extra)
-            for key in ("l_cap", "l_map"):
-                self.history[key], self._sums[key] = [], [0.0, 0]
-
-        def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-            loss = super().training_step(batch, batch_idx)
-            for key, value in self.core.parts.items():
-                self._sums[key][0] += value * len(batch[0])
-                self._sums[key][1] += len(batch[0])
-            return loss
-
-        def on_train_epoch_end(self) -> None:
-            super().on_train_epoch_end()
-            self._close("l_cap")
-            self._close("l_map")
-
-    return VLAPModule
-
-
-def __getattr__(name: str) -> Any:  # ``VLAPModule`` importable by name (for checkpoints)
-    if name == "VLAPModule":
-        return _module_class()
-    raise AttributeError(name)
-
-
 def _check_hparams(hp: dict[str, Any]) -> None:
     def bad(key: str, want: str) -> BadInputError:
         return BadInputError(f"vlap: {key} must be {want}, got {hp[key]!r}")
@@ -329,16 +294,16 @@ class VLAPAligner(Aligner):
                     w_cap=hp["w_cap"], w_map=hp["w_map"], tau=hp["tau"], eps=hp["eps"],
                     sinkhorn_iters=hp["sinkhorn_iters"], prior=hp["prior"], vocab_subset=hp["vocab_subset"],
                     prompt=hp["prompt"])
-        return _module_class()(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
+        from align.methods.lightning_utils import CoreModule
+
+        return CoreModule(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
 
     # ------------------------------------------------------------------ training
 
     def fit(self, image_features: torch.Tensor, text_features: Any) -> VLAPAligner:
         """Caption strings are delegated to :meth:`fit_captions`; feature tensors are refused."""
-        if isinstance(text_features, (list, tuple)) and text_features and isinstance(text_features[0], str):
-            return self.fit_captions(image_features, list(text_features))
-        raise BadInputError("vlap: fit needs caption strings, not text-encoder features (VLAP trains through the "
-                            "frozen LM's captioning loss and its word embeddings); call fit_captions(images, captions)")
+        why = "VLAP trains through the frozen LM's captioning loss and its word embeddings"
+        return self.fit_captions(image_features, caption_strings(text_features, "vlap.fit", why))
 
     def fit_captions(self, image_features: torch.Tensor, captions: Sequence[str],
                      ckpt_path: str | Path | None = None) -> VLAPAligner:
