@@ -45,7 +45,7 @@ bench: assets-bench
 
 # The README's figures: cold/warm wall time of `make bench`, the method studies, the frozen-encoder probe table.
 # Several hours on 2 cores: VLAP trains through the frozen 270M LM, LQAE and Codebook-VLP train small models
-# from scratch (each comparison ~20-40 min), and the Sinkhorn run needs ~4 GB and minutes.
+# from scratch (each comparison ~15-25 min on free cores), and the Sinkhorn run needs ~4 GB and minutes.
 figures: assets-bench
 	$(BIN)/align assets pull efficientnet_lite0.imagenet gemma-3-270m.q4_k_m
 	$(BIN)/python benchmarks/bench_walltime.py --config $(BENCH_CONFIG) --output results/walltime.md
@@ -57,9 +57,7 @@ figures: assets-bench
 	$(BIN)/python benchmarks/lqae_compare.py
 	$(BIN)/python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0
 	$(BIN)/python benchmarks/quantizer_speed.py
-	$(BIN)/python benchmarks/codebook_vlp_compare.py --datasets emoji --output results/codebook_vlp_compare_emoji.md
-	$(BIN)/python benchmarks/codebook_vlp_compare.py --datasets fashion_mnist \
-	    --output results/codebook_vlp_compare_fashion.md
+	$(BIN)/python benchmarks/codebook_vlp_compare.py
 	$(BIN)/python benchmarks/update_readme.py
 
 clean-venv:
