@@ -51,7 +51,7 @@ from align.methods.assignment import AssignmentLoss
 from align.methods.base import Aligner, caption_strings, check_features, is_int, is_number
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
-from align.text.table_mean import mean_word_embedding, special_mask
+from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
 
 CORE = "align.methods.vlap:VLAPCore"
 PROMPT = "A picture of"
@@ -101,14 +101,7 @@ def tokenize_captions(table: EmbeddingTable, captions: Sequence[str], max_tokens
     for i, row in enumerate(rows):
         if not row:
             raise BadInputError(f"vlap: caption {i} has no tokens")
-    rows = [r + [eos] if eos is not None else r for r in rows]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
+    return pad_rows([r + [eos] if eos is not None else r for r in rows], pad)
 
 
 class VLAPCore(nn.Module):

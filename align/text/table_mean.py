@@ -26,6 +26,17 @@ def mean_word_embedding(weight: torch.Tensor, special: torch.Tensor, ids: torch.
     return (weight[ids] * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
 
 
+def pad_rows(rows: Sequence[Sequence[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows right-padded with ``pad`` to one width: ``(ids [N, L], mask [N, L])`` (L >= 1)."""
+    width = max(1, max((len(r) for r in rows), default=0))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 def special_mask(table: EmbeddingTable) -> torch.Tensor:
     special = torch.zeros(table.vocab_size, dtype=torch.bool)
     special[list(table.special_ids)] = True
@@ -49,13 +60,7 @@ class TableMeanEncoder(TextEncoder):
         texts = check_texts(texts)
         out = []
         for start in range(0, len(texts), batch_size):
-            rows = [self.table.encode_ids(t) for t in texts[start:start + batch_size]]
-            width = max(1, max(len(r) for r in rows))
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, row in enumerate(rows):
-                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-                mask[i, : len(row)] = 1
+            ids, mask = pad_rows([self.table.encode_ids(t) for t in texts[start:start + batch_size]])
             out.append(mean_word_embedding(self.table.weight, self.special, ids, mask).float())
         return torch.cat(out)
 
