@@ -76,10 +76,6 @@ class FeatureBank:
                              split=f"{split.split}:{what}", cache=self.cache,
                              make_encoder=lambda: self._encoder("text", encoder), progress=self.progress)
 
-    def eval_captions(self, encoder: str, split: DatasetSplit) -> tuple[torch.Tensor, torch.Tensor]:
-        flat, owner = flat_captions(split)
-        return self.texts(encoder, flat, split, "captions"), owner
-
 
 def flat_captions(split: DatasetSplit) -> tuple[list[str], torch.Tensor]:
     """Every caption of the split in order, and the index of the image each belongs to."""
