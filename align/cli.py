@@ -85,6 +85,8 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from align import embed
+    from align.data.images import list_images
+    from align.data.sentences import read_sentences
     from align.registry import TEXT_ENCODERS, VISION_ENCODERS
 
     if args.encoder and args.text_encoder:
@@ -95,13 +97,13 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         raise AlignError("give an image folder, a text file, or --dataset NAME --split SPLIT")
     source = Path(args.input)
     if args.text_encoder:
-        sentences = embed.read_sentences(source)
+        sentences = read_sentences(source)
         encoder = TEXT_ENCODERS.create(args.text_encoder)
         features = encoder.encode_text(sentences, batch_size=args.batch_size)
         meta = {"encoder": args.text_encoder, "input": str(source), "rows": sentences}
     else:
         encoder = VISION_ENCODERS.create(args.encoder or "torchvision:mobilenet_v2.imagenet1k_v1")
-        paths = embed.list_images(source) if source.is_dir() else [source]
+        paths = list_images(source) if source.is_dir() else [source]
         result = embed.embed_images(encoder, paths, batch_size=args.batch_size)
         features = result.features
         meta = {"encoder": encoder.name, "input": str(source), "rows": [str(p) for p in paths]}

@@ -14,50 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from align.atomic import atomic_path
+from align.data.images import open_image
 from align.errors import BadInputError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, by suffix), in a stable order."""
-    if not folder.is_dir():
-        raise BadInputError(f"{folder}: not a folder of images")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise BadInputError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return paths
-
-
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image, or fail with a one-line error naming the file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise BadInputError(f"{path}: not a readable image ({type(err).__name__})") from None
-
-
-def read_sentences(path: Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file; an empty line in the middle is an error (it would shift rows)."""
-    if not path.is_file():
-        raise BadInputError(f"{path}: no such text file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise BadInputError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            raise BadInputError(f"{path}, line {number}: empty sentence")
-    if not lines:
-        raise BadInputError(f"{path}: no sentences")
-    return lines
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -27,7 +27,7 @@ import torch
 
 from align.bench.pairs import FeatureBank
 from align.eval.metrics import retrieval_metrics
-from align.methods.asif import scores, sweep
+from align.methods.asif.aligner import scores, sweep
 from align.registry import ALIGNERS, DATASETS
 
 IMAGE_ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"
@@ -58,7 +58,7 @@ def features() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, 
 
 def approximate_search(anchor_x, anchor_y, test_x, test_y) -> list[str]:  # noqa: ANN001
     """Recall@50 of faiss's approximate indexes against the exact search, and ASIF's R@1 through them."""
-    from align.methods.topk import approx_recall
+    from align.kernels.topk import approx_recall
 
     lines = ["Approximate anchor search (k=50) against the exact one:", "",
              "| search | recall@50 (images) | recall@50 (names) | ASIF R@1 |", "|---|---:|---:|---:|"]
@@ -73,7 +73,7 @@ def approximate_search(anchor_x, anchor_y, test_x, test_y) -> list[str]:  # noqa
 
 def explanations(anchor_x, anchor_y, test_x, test_y, anchor_names, test_names, shown: int = 4) -> list[str]:  # noqa: ANN001
     """Top contributing anchors for the first ``shown`` test emoji whose name ASIF ranks first."""
-    from align.methods.explain import explain
+    from align.methods.asif.explain import explain
 
     aligner = ALIGNERS.create("asif", k=50, p=8).fit(anchor_x, anchor_y)
     image_rel, text_rel = aligner.represent_image(test_x), aligner.represent_text(test_y)

@@ -48,7 +48,7 @@ def write_anchors(folder: Path, count: int, dim: int, shard_rows: int, seed: int
     import torch
     import torch.nn.functional as F
 
-    from align.methods.anchor_chunks import write_shards
+    from align.kernels.anchor_chunks import write_shards
 
     def chunks():
         for s, start in enumerate(range(0, count, shard_rows)):
@@ -75,8 +75,8 @@ def write_queries(path: Path, count: int, dim: int, seed: int) -> Path:
 def _numpy_topk(queries, folder: Path, k: int, chunk_rows: int, memory_mb: float):
     import numpy as np
 
-    from align.methods.anchor_chunks import iter_chunks
-    from align.methods.topk import query_block_rows
+    from align.kernels.anchor_chunks import iter_chunks
+    from align.kernels.topk import query_block_rows
 
     q = queries.numpy()
     best_v = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
@@ -105,9 +105,9 @@ def measure(method: str, folder: Path, queries_path: Path, k: int, chunk_rows: i
     from safetensors.torch import load_file
 
     import faiss  # noqa: F401  (imported in every child, so the memory floor is the same)
-    from align.methods.anchor_chunks import iter_chunks
-    from align.methods.asif import relative_represent
-    from align.methods.topk import query_block_rows
+    from align.kernels.anchor_chunks import iter_chunks
+    from align.methods.asif.aligner import relative_represent
+    from align.kernels.topk import query_block_rows
 
     queries = load_file(str(queries_path))["queries"]
     found = None
@@ -162,7 +162,7 @@ def compare(found_path: Path, reference_path: Path) -> dict:
     import numpy as np
     import torch
 
-    from align.methods.topk import recall_at_k
+    from align.kernels.topk import recall_at_k
 
     found, reference = torch.from_numpy(np.load(found_path)), torch.from_numpy(np.load(reference_path))
     return {"recall": recall_at_k(found, reference)}

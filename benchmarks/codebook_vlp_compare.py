@@ -40,7 +40,7 @@ from align.eval.metrics import classification_metrics
 from align.eval.retrieval import evaluate_retrieval, flatten_captions
 from align.eval.zeroshot import class_prompts, zeroshot_logits
 from align.features.cache import FeatureCache, FeatureKey, weights_fingerprint
-from align.methods.codebook_vlp import CodebookVLPAligner
+from align.methods.codebook_vlp.aligner import CodebookVLPAligner
 from align.registry import DATASETS, VISION_ENCODERS
 
 IMAGE_ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"

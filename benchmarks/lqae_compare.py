@@ -2,7 +2,7 @@
 masked LM) make an image's tokens more class-informative than a random frozen table or a learned
 VQ-VAE codebook?
 
-Variants (``align.methods.lqae.LQAE``, identical encoder, decoder, data, seed and schedule):
+Variants (``align.methods.lqae.aligner.LQAE``, identical encoder, decoder, data, seed and schedule):
 
 - ``lqae``: MiniLM's BERT WordPiece table (30,522 x 384, special tokens excluded) as the frozen
   codebook, 50% masking, MiniLM's frozen 6-layer BERT, decoder reading BERT's states;
@@ -55,7 +55,7 @@ def log(message: str) -> None:
 def load_data(args: argparse.Namespace) -> dict[str, Any]:
     """Pixels and labels of the train and test images, and the class names."""
     import align.data  # noqa: F401  (registers the datasets)
-    from align.methods.lqae_data import images_tensor
+    from align.data.pixels import images_tensor
     from align.registry import DATASETS
 
     dataset = DATASETS.create(args.dataset)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     from threadpoolctl import threadpool_limits  # scikit-learn's BLAS too: spinning threads on busy cores stall
 
     threadpool_limits(args.threads)
-    from align.methods.lqae import LQAE
+    from align.methods.lqae.aligner import LQAE
 
     start, times = time.perf_counter(), {}
     data = load_data(args)

@@ -6,7 +6,7 @@ rows when their assets are pulled, else Gaussian tables of the same shapes (the 
 search cost does not depend on the values). Queries: ``--tokens`` random unit vectors (default 1024,
 e.g. 64 images of 16 patch tokens). Every method gets the same l2-normalised queries and rows.
 
-- ``quantizer``: :func:`align.methods.lm_quantizer.nearest_codes` (exact, in blocks of 1024 queries x
+- ``quantizer``: :func:`align.kernels.quantizer.nearest_codes` (exact, in blocks of 1024 queries x
   ``chunk`` rows with a running max; what LQAE runs), at ``--chunks`` chunk sizes (default 2048);
 - ``matmul``: ``queries @ rows.T`` alone, the full ``tokens x V`` float32 score matrix (the reference:
   no search can be cheaper than scoring every row);
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from align.methods.lm_quantizer import DEFAULT_CHUNK, nearest_codes
+from align.kernels.quantizer import DEFAULT_CHUNK, nearest_codes
 
 TARGET = 1.5
 TABLES = {"minilm": ("hf:sentence-transformers/all-MiniLM-L6-v2", (30522, 384)),

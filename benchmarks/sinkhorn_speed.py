@@ -8,7 +8,7 @@ quantity, the L2 norm of (column sums - 1/B), at ``--tol`` (POT checks every 10t
 every iteration for free). Each returned plan is then measured the same way in float64: column and
 row L2 errors, and its largest difference from POT-numpy's plan relative to that plan's max.
 
-Solvers: ``align`` (``align.methods.sinkhorn.sinkhorn_log``, float32), ``pot-numpy`` (POT's numpy
+Solvers: ``align`` (``align.kernels.sinkhorn.sinkhorn_log``, float32), ``pot-numpy`` (POT's numpy
 backend, float64, its usual use) and ``pot-torch`` (POT on float32 torch tensors). Time is the
 minimum over ``--repeats`` runs (after one warm-up at a small size). Target: ``align`` at least 2x
 faster than POT at equal error. At the full sizes POT-numpy needs several GB and minutes per solve.
@@ -49,7 +49,7 @@ def make_problem(k: int, batch: int, dim: int, seed: int) -> tuple[torch.Tensor,
 
 
 def run_align(a, b, M, eps: float, tol: float, max_iter: int):
-    from align.methods.sinkhorn import sinkhorn_log
+    from align.kernels.sinkhorn import sinkhorn_log
 
     plan, log = sinkhorn_log(a, b, M, eps, num_iter_max=max_iter, stop_thr=tol, log=True, warn=False)
     return plan, log["niter"], log["converged"]

@@ -139,7 +139,7 @@ class Emoji(Dataset):
         paths = [folder / e.image for e in items]
 
         def load_image(i: int) -> Image.Image:
-            from align.embed import open_image  # imported here: align.embed imports torch
+            from align.data.images import open_image
 
             image = open_image(paths[i])
             return image if image.mode == "RGBA" else image.convert("RGBA")  # palette PNGs (Twemoji)

@@ -49,7 +49,7 @@ class ImageFolder(Dataset):
 
     def __init__(self, path: str | Path, *, skip_bad: bool = False,
                  templates: str | Path | Sequence[str] | None = None) -> None:
-        from align.embed import IMAGE_SUFFIXES  # imported here: align.embed imports torch
+        from align.data.images import IMAGE_SUFFIXES
 
         self.root = Path(path).expanduser()
         self.name = f"folder:{path}"
@@ -84,7 +84,7 @@ class ImageFolder(Dataset):
         paths = [p for p, _ in kept]
 
         def load_image(i: int) -> Image.Image:
-            from align.embed import open_image
+            from align.data.images import open_image
 
             return open_image(paths[i])
 

@@ -231,7 +231,7 @@ class Manifest(Dataset):
                               class_names, self.templates)
 
         def load_image(i: int) -> Image.Image:
-            from align.embed import open_image  # imported here: align.embed imports torch
+            from align.data.images import open_image
 
             return open_image(paths[i])
 

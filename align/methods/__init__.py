@@ -1,4 +1,9 @@
-"""Alignment methods, one file each; importing this package registers them in ``ALIGNERS``."""
+"""Alignment methods; importing this package registers them in ``ALIGNERS``.
+
+One subpackage per method of the papers (``asif/``, ``vlap/``, ``lqae/``, ``codebook_vlp/``), each
+holding its aligner and its own parts; the baselines are single files (``ridge.py``,
+``procrustes.py``, ``contrastive.py``); ``base.py`` is the interface every aligner implements.
+"""
 
 import align.methods.asif  # noqa: F401
 import align.methods.codebook_vlp  # noqa: F401

@@ -123,10 +123,19 @@ def restore_core(build: Callable[[], Any], state: dict[str, torch.Tensor]) -> An
     return module
 
 
+# Where the cores of Lightning checkpoints written before the one-subpackage-per-method layout now live.
+_MOVED_MODULES = {
+    "align.methods.vlap": "align.methods.vlap.aligner",
+    "align.methods.lqae": "align.methods.lqae.aligner",
+    "align.methods.codebook_vlp": "align.methods.codebook_vlp.aligner",
+}
+
+
 def import_object(path: str) -> Any:
-    """The object named ``"package.module:Name"``."""
+    """The object named ``"package.module:Name"`` (module paths of earlier layouts still resolve)."""
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    module_object = importlib.import_module(_MOVED_MODULES.get(module, module))
+    return getattr(module_object, name)
 
 
 def balanced_batch_size(n: int, batch_size: int) -> int:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import need_asset
 
-from align.methods.codebook_vlp import CodebookVLPAligner, CodebookVLPCore, load_table, tokenize
-from align.methods.codebook_vlp_layers import TextEncoder, bert_shape
+from align.methods.codebook_vlp.aligner import CodebookVLPAligner, CodebookVLPCore, load_table, tokenize
+from align.methods.codebook_vlp.layers import TextEncoder, bert_shape
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ def test_lqae_on_minilm_writes_fashion_mnist_as_wordpiece_tokens() -> None:
     need_asset("fashion-mnist")
     import align.data  # noqa: F401
     import align.text  # noqa: F401
-    from align.methods.lqae import LQAE, load_table
-    from align.methods.lqae_data import images_tensor
+    from align.methods.lqae.aligner import LQAE, load_table
+    from align.data.pixels import images_tensor
     from align.registry import DATASETS
 
     threads = torch.get_num_threads()

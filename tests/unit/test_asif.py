@@ -14,11 +14,11 @@ from scipy.stats import ortho_group
 
 from align.errors import BadInputError
 from align.eval.retrieval import evaluate_retrieval
-from align.methods.anchor_chunks import iter_chunks, write_shards
-from align.methods.asif import ASIFAligner, relative_represent, scores, sweep, sweep_scores
+from align.kernels.anchor_chunks import iter_chunks, write_shards
+from align.methods.asif.aligner import ASIFAligner, relative_represent, scores, sweep, sweep_scores
 from align.methods.base import load_aligner
-from align.methods.explain import explain, explain_pair
-from align.methods.topk import (
+from align.methods.asif.explain import explain, explain_pair
+from align.kernels.topk import (
     RunningTopK, approx_topk, build_approx_index, exact_topk, recall_at_k, streamed_topk,
 )
 from align.registry import ALIGNERS

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from align.errors import BadInputError
-from align.methods.assignment import AssignmentLoss, assignment_loss, normalize_words
-from align.methods.sinkhorn import assign
-from align.methods.word_prior import (
+from align.methods.vlap.assignment import AssignmentLoss, assignment_loss, normalize_words
+from align.kernels.sinkhorn import assign
+from align.methods.vlap.word_prior import (
     clean_token, frequent_subset, is_special, prior_from_frequencies, token_frequencies, uniform_prior,
 )
 

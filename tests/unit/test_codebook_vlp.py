@@ -7,10 +7,10 @@ import torch
 
 from align.errors import BadInputError
 from align.methods.base import load_aligner
-from align.methods.codebook_vlp import (
+from align.methods.codebook_vlp.aligner import (
     OBJECTIVES, CodebookVLPAligner, CodebookVLPCore, check_tokens, load_table, tokenize,
 )
-from align.methods.codebook_vlp_objectives import (
+from align.methods.codebook_vlp.objectives import (
     IGNORE, caption_keys, hard_negatives, mim_mask, mim_targets, mlm_mask, soft_targets,
 )
 from align.registry import ALIGNERS

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from align.methods.visual_codebook import VisualCodebook, code_usage, perplexity
+from align.methods.codebook_vlp.codebook import VisualCodebook, code_usage, perplexity
 
 
 def _clusters(n_per: int = 64, k: int = 4, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

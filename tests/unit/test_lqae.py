@@ -11,7 +11,7 @@ import torch
 
 from align.errors import BadInputError
 from align.methods.base import load_aligner
-from align.methods.lqae import LQAE, LQAECore, load_table, random_table
+from align.methods.lqae.aligner import LQAE, LQAECore, load_table, random_table
 from align.registry import ALIGNERS
 
 TINY = dict(table="toy:table-masked", image_size=16, patch_size=4, in_chans=1, encoder_width=32, encoder_depth=1,
@@ -187,7 +187,7 @@ def test_pixels_pad_greyscale_and_composite_colour_on_white() -> None:
     import numpy as np
     from PIL import Image
 
-    from align.methods.lqae_data import image_array
+    from align.data.pixels import image_array
 
     grey = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
     out = image_array(Image.fromarray(grey), 32, 1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from align.methods.lm_quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, nearest_codes
+from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, nearest_codes
 
 
 def gaussian(*shape: int, seed: int) -> torch.Tensor:

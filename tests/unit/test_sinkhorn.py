@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import align.methods.sinkhorn as sk
+import align.kernels.sinkhorn as sk
 from align.errors import BadInputError
-from align.methods.sinkhorn import assign, default_stop_thr, sinkhorn_log
+from align.kernels.sinkhorn import assign, default_stop_thr, sinkhorn_log
 
 
 def pot_plan(a, b, M, reg: float, stop_thr: float = 1e-12, iters: int = 20_000, exact_iters: bool = False):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from align.errors import BadInputError
 from align.methods.base import load_aligner
-from align.methods.vlap import VLAPAligner, VLAPCore, load_table, tokenize_captions
+from align.methods.vlap.aligner import VLAPAligner, VLAPCore, load_table, tokenize_captions
 from align.registry import ALIGNERS
 
 TABLE = "toy:table-causal"

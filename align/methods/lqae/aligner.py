@@ -7,7 +7,7 @@ Forward pass and loss (``codebook="language"``, papers.md §4.3, README hyper-pa
    table's width ``D`` (e.g. 32x32 px, patch 8 -> 16 tokens).
 2. Each ``z_i`` is replaced by the nearest row of the frozen word-embedding table (cosine on
    l2-normalised vectors; special tokens excluded by default), the *raw* row is passed on, with a
-   straight-through gradient (:mod:`align.methods.lm_quantizer`).
+   straight-through gradient (:mod:`align.kernels.quantizer`).
 3. A Bernoulli(``mask_ratio`` = 0.5) subset of positions is replaced by the table's ``[MASK]`` row
    and the frozen masked LM (MiniLM's 6-layer BERT by default) reads the sequence as input embeddings.
 4. ``L = L_rec + 2 * 0.005 * L_commit + 1e-4 * L_bert``: ``L_rec`` the pixel MSE of a small ViT decoder
@@ -70,12 +70,12 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.base import Aligner, is_int, is_number
-from align.methods.lm_quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
-from align.methods.lqae_data import check_images
+from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
+from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable
 
-CORE = "align.methods.lqae:LQAECore"
+CORE = "align.methods.lqae.aligner:LQAECore"
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
 CODEBOOKS = ("language", "random", "learned")
 MLM_HEADS = ("train", "frozen")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from align.errors import BadInputError
-from align.methods.anchor_chunks import AnchorSource, iter_chunks, source_shape
+from align.kernels.anchor_chunks import AnchorSource, iter_chunks, source_shape
 
 EXACT_BACKENDS = ("torch", "faiss")
 APPROX_BACKENDS = ("faiss-ivf", "faiss-hnsw")

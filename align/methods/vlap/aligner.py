@@ -5,7 +5,7 @@ Trained objective, with gradients reaching only the linear layer ``g``:
 
     L = w_cap · L_cap + w_map · L_map          (defaults 1.0 and 0.1, as the draft code)
 
-* ``L_map`` (:mod:`align.methods.assignment`): the mean projected visual token ``v̄`` and the caption's
+* ``L_map`` (:mod:`align.methods.vlap.assignment`): the mean projected visual token ``v̄`` and the caption's
   text feature ``t`` are both assigned to the frozen word embeddings by entropic OT, and each
   predicts the other's assignment (τ = ε = 0.01, 3 Sinkhorn iterations, prior uniform or wordfreq).
 * ``L_cap``: mean negative log-likelihood of the caption tokens (and a closing ``<eos>``) under the
@@ -47,13 +47,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.assignment import AssignmentLoss
+from align.methods.vlap.assignment import AssignmentLoss
 from align.methods.base import Aligner, caption_strings, check_features, is_int, is_number
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
 
-CORE = "align.methods.vlap:VLAPCore"
+CORE = "align.methods.vlap.aligner:VLAPCore"
 PROMPT = "A picture of"
 PRIORS = ("uniform", "frequency")
 DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
@@ -74,7 +74,7 @@ def vocabulary(table: EmbeddingTable, vocab_subset: int | None) -> torch.Tensor:
     """Row ids the OT assigns to: every non-special row, or the ``vocab_subset`` most frequent words."""
     if vocab_subset is None:
         return torch.tensor(table.word_ids, dtype=torch.long)
-    from align.methods.word_prior import frequent_subset
+    from align.methods.vlap.word_prior import frequent_subset
 
     ids = frequent_subset(table.tokens, vocab_subset, special_ids=table.special_ids)
     if len(ids) < 2:
@@ -84,7 +84,7 @@ def vocabulary(table: EmbeddingTable, vocab_subset: int | None) -> torch.Tensor:
 
 def word_prior(table: EmbeddingTable, ids: torch.Tensor, prior: str) -> torch.Tensor:
     """OT row marginal over the vocabulary ``ids``: uniform, or wordfreq's plain frequency."""
-    from align.methods.word_prior import frequency_prior, uniform_prior
+    from align.methods.vlap.word_prior import frequency_prior, uniform_prior
 
     if prior == "uniform":
         return uniform_prior(len(ids))

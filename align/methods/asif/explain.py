@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from align.errors import BadInputError
-from align.methods.asif import ASIFAligner, SparseRel
+from align.methods.asif.aligner import ASIFAligner, SparseRel
 
 
 @dataclass(frozen=True)

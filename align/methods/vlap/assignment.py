@@ -1,7 +1,7 @@
 """VLAP's assignment-prediction loss L_map (papers.md §3.3), as a plain torch function and module.
 
 Both modalities are scored against the frozen word embeddings ``W [K, D]`` (cosines), each batch is
-assigned to the words by entropic OT (:func:`align.methods.sinkhorn.assign`, rows = word prior
+assigned to the words by entropic OT (:func:`align.kernels.sinkhorn.assign`, rows = word prior
 ``r``, columns = 1/B, no gradient), and each modality predicts the other's assignment:
 
     L_map = -(1/2B) Σ_b [ q^t_b · log softmax(s^v_b / τ) + q^v_b · log softmax(s^t_b / τ) ]
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.sinkhorn import assign
+from align.kernels.sinkhorn import assign
 
 
 @dataclass

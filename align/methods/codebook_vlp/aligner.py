@@ -11,7 +11,7 @@ Model (``CodebookVLPCore``):
   (all-MiniLM-L6-v2 by default; word embeddings frozen);
 * fusion: ``fusion_layers`` BERT blocks with cross-attention to the image states (the LM's next
   layers for self-attention and FFN, fresh cross-attention, as ALBEF);
-* a visual codebook (:mod:`align.methods.visual_codebook`) over the image tokens' states, and an
+* a visual codebook (:mod:`align.methods.codebook_vlp.codebook`) over the image tokens' states, and an
   image-side fusion block (image states cross-attending to the text states) with a code classifier.
 
 Objectives, each with an on/off switch (``L = Σ w · L``):
@@ -72,17 +72,17 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.base import Aligner, caption_strings, is_int, is_number
-from align.methods.codebook_vlp_layers import (
+from align.methods.codebook_vlp.layers import (
     FusionEncoder, MLMHead, TextEncoder, TokenImageEncoder, bert_layers, bert_shape,
 )
-from align.methods.codebook_vlp_objectives import (
+from align.methods.codebook_vlp.objectives import (
     caption_keys, hard_negatives, itc_loss, mim_mask, mim_targets, mlm_mask, soft_targets,
 )
-from align.methods.visual_codebook import UPDATES, VisualCodebook, code_usage
+from align.methods.codebook_vlp.codebook import UPDATES, VisualCodebook, code_usage
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
 
-CORE = "align.methods.codebook_vlp:CodebookVLPCore"
+CORE = "align.methods.codebook_vlp.aligner:CodebookVLPCore"
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
 OBJECTIVES = ("itc", "itm", "mlm", "vq", "mim")
 POOLINGS = ("mean", "cls")
