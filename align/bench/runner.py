@@ -5,6 +5,10 @@ Features come from the cache (computed once per encoder and split); an aligner i
 label set, and scored on every task. Finished results are
 skipped unless ``overwrite``; each result is written atomically as soon as it exists, so an
 interrupted run resumes where it stopped.
+
+An aligner with a ``sweep`` first has its grid point chosen on a validation part of the fit split
+(:func:`_sweep`, :mod:`align.bench.sweep`). A dataset entry's test split is loaded only after every
+selection of that entry is done, so no selection can read it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
 from align.bench.pairs import FeatureBank, SplitFeatures, fit_captions
 from align.bench.results import aligner_path, make_result, result_path, write_result
+from align.bench.sweep import select, selector_for
 from align.bench.tasks import TASKS, TaskContext
+from align.data.validation import carve_validation
 from align.errors import BadInputError
 
 USER_DATA_SOURCES = ("folder", "manifest")
@@ -119,9 +125,11 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
         ALIGNERS.meta(aligner.name)
     plans = _plans(config)
     fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
+    sweeps: dict[str, dict[str, Any]] = {}  # sweep key -> its record, for this run only
     for spec in config.datasets:
         dataset = _open_dataset(spec, skip_bad)
-        fit_split, eval_split = dataset.load(spec.fit), dataset.load(spec.eval)
+        fit_split = dataset.load(spec.fit)
+        work: list[_PairWork] = []
         for image_encoder in config.image_encoders:
             for text_encoder in config.text_encoders:
                 def done(plan: AlignerPlan, seed: int) -> bool:
@@ -141,13 +149,93 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
                 captions, pairing = fit_captions(fit_split)
                 fit = SplitFeatures(fit_split, bank.images(image_encoder, fit_split))
                 fit_texts = FitTexts(captions, lambda: bank.texts(text_encoder, captions, fit_split, "fit-captions"))
-                evaluation = SplitFeatures(eval_split, bank.images(image_encoder, eval_split))
-                for plan, seed in todo:
-                    summary.written += _run_one(
-                        config, spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, evaluation,
-                        pairing, bank, results_dir, overwrite, echo, fitted, save_aligners)
+                chosen = [_sweep(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, bank, sweeps, fitted,
+                                 echo) for plan, seed in todo]
+                work.append(_PairWork(image_encoder, text_encoder, todo, chosen, fit, fit_texts, pairing))
+        if not work:
+            continue
+        eval_split = dataset.load(spec.eval)  # only now: every selection of this entry is done without it
+        for pair in work:
+            evaluation = SplitFeatures(eval_split, bank.images(pair.image_encoder, eval_split))
+            for (plan, seed), sweep in zip(pair.todo, pair.chosen):
+                summary.written += _run_one(
+                    config, spec, plan, seed, pair.image_encoder, pair.text_encoder, pair.fit, pair.fit_texts,
+                    evaluation, pair.pairing, bank, results_dir, overwrite, echo, fitted, save_aligners, sweep)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@dataclasses.dataclass
+class _PairWork:
+    """One encoder pair's pending work on a dataset entry, with its sweeps already chosen."""
+
+    image_encoder: str
+    text_encoder: str
+    todo: list[tuple[AlignerPlan, int]]
+    chosen: list[dict[str, Any] | None]  # per todo item: its sweep record, or None without a sweep
+    fit: SplitFeatures
+    fit_texts: FitTexts
+    pairing: str
+
+
+def _fit_key(spec: DatasetSpec, image_encoder: str, text_encoder: str, name: str, hparams: dict[str, Any],
+             seed: int, *extra: Any) -> str:
+    return json.dumps([spec.name, spec.fit, spec.options, image_encoder, text_encoder, name, hparams, seed, *extra],
+                      sort_keys=True, default=str)
+
+
+def _new_aligner(name: str, hparams: dict[str, Any], seed: int) -> Any:
+    """A fresh aligner. Trained aligners seed themselves: they get the benchmark's seed unless the config fixes one."""
+    from align.registry import ALIGNERS
+
+    aligner = ALIGNERS.create(name, **hparams)
+    if "seed" in getattr(aligner, "hparams", {}) and "seed" not in hparams:
+        aligner = ALIGNERS.create(name, **{**hparams, "seed": seed})
+    return aligner
+
+
+def _rows(texts: torch.Tensor | list[str], rows: Any) -> torch.Tensor | list[str]:
+    return texts[torch.as_tensor(rows)] if isinstance(texts, torch.Tensor) else [texts[int(i)] for i in rows]
+
+
+def _sweep(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
+           fit: SplitFeatures, fit_texts: FitTexts, bank: FeatureBank, sweeps: dict[str, dict[str, Any]],
+           fitted: dict[str, tuple[Any, float]], echo: Callable[[str], None]) -> dict[str, Any] | None:
+    """The sweep record of ``plan`` (align/bench/sweep.py), or None when it has no sweep. Grid points are fitted
+    on a fit part of the fit split and scored on its validation part: rows of ``fit``, nothing else."""
+    sweep = plan.spec.sweep
+    if sweep is None:
+        return None
+    selector = selector_for(sweep, spec)
+    name, base = plan.spec.name, plan.spec.hparams
+    key = _fit_key(spec, image_encoder, text_encoder, name, base, seed, sweep.grid_dict(), sweep.validation,
+                   selector.as_dict())
+    if key in sweeps:  # e.g. two entries on the same fit split selecting on the same metric
+        return sweeps[key]
+    started = time.perf_counter()
+    holdout = carve_validation(fit.split, sweep.validation, seed)
+    part_fit = SplitFeatures(holdout.fit_split, fit.images[torch.as_tensor(holdout.fit)])
+    part_val = SplitFeatures(holdout.validation_split, fit.images[torch.as_tensor(holdout.validation)])
+
+    def fit_point(point: dict[str, Any]) -> Any:
+        hparams = {**base, **point}
+        part_key = _fit_key(spec, image_encoder, text_encoder, name, hparams, seed, "fit part", sweep.validation)
+        if part_key not in fitted:  # shared by entries that select on different tasks
+            torch.manual_seed(seed)
+            aligner = _new_aligner(name, hparams, seed)
+            aligner.fit(part_fit.images, _rows(fit_texts.for_aligner(aligner), holdout.fit))
+            fitted[part_key] = aligner, 0.0
+        return fitted[part_key][0]
+
+    def score(aligner: Any) -> dict[str, float]:
+        return TASKS[selector.task](TaskContext(spec, aligner, bank, text_encoder, part_fit, part_val, seed))[0]
+
+    selection = select(sweep.points(), fit_point, score, selector.metric)
+    sweeps[key] = {**selection.record(sweep, selector, holdout.describe()),
+                   "wall_time_s": round(time.perf_counter() - started, 4)}
+    echo(f"{spec.name:<14} sweep {plan.spec.display:<12} seed {seed}: {selection.selected} "
+         f"({selector.metric} {selection.score:.3f} on {len(holdout.validation)} validation items)")
+    return sweeps[key]
 
 
 def _saved_fit(path: Path, name: str, hparams: dict[str, Any]) -> Any:
@@ -188,20 +276,18 @@ class FitTexts:
 def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str,
              text_encoder: str, fit: SplitFeatures, fit_texts: FitTexts, evaluation: SplitFeatures,
              pairing: str, bank: FeatureBank, results_dir: Path, overwrite: bool,
-             echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool) -> int:
-    """Fit (or reuse the same fit of an earlier dataset entry) and write every task's result."""
-    from align.registry import ALIGNERS
-
+             echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool,
+             sweep: dict[str, Any] | None = None) -> int:
+    """Fit (or reuse the same fit of an earlier dataset entry) and write every task's result. With a ``sweep``
+    record, the aligner is fitted with the selected hyper-parameters on the whole fit split (``sweep.REFIT_RULE``)."""
     aligner_spec = plan.spec
-    key = json.dumps([spec.name, spec.fit, spec.options, image_encoder, text_encoder, aligner_spec.name,
-                      aligner_spec.hparams, seed], sort_keys=True, default=str)
+    if sweep is not None:
+        aligner_spec = dataclasses.replace(aligner_spec, hparams={**aligner_spec.hparams, **sweep["selected"]})
+    key = _fit_key(spec, image_encoder, text_encoder, aligner_spec.name, aligner_spec.hparams, seed)
     if key not in fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
         torch.manual_seed(seed)
         fit_started = time.perf_counter()
-        aligner = ALIGNERS.create(aligner_spec.name, **aligner_spec.hparams)
-        if "seed" in getattr(aligner, "hparams", {}) and "seed" not in aligner_spec.hparams:
-            # trained aligners seed themselves: give them the benchmark's seed unless the config fixes one
-            aligner = ALIGNERS.create(aligner_spec.name, **{**aligner_spec.hparams, "seed": seed})
+        aligner = _new_aligner(aligner_spec.name, aligner_spec.hparams, seed)
         saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                              aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
         reused = _saved_fit(saved, aligner_spec.name, aligner.hparams) if save_aligners and not overwrite else None
@@ -232,7 +318,7 @@ def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: in
             dataset_version=evaluation.split.version, dataset_hashes=_dataset_fingerprint(spec.name),
             skipped_rows={"fit": fit.split.skipped, "eval": evaluation.split.skipped},
             weights_sha256={"image": _weights("image", image_encoder), "text": _weights("text", text_encoder)},
-            task_details=details, config=config.raw, config_path=config.source,
+            task_details=details, sweep=sweep, config=config.raw, config_path=config.source,
             wall_time_s={"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - task_started, 4)},
         )
         write_result(path, result)
