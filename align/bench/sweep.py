@@ -137,3 +137,24 @@ def select(points: Sequence[dict[str, Any]], fit: Callable[[dict[str, Any]], Any
         metrics.append({k: float(v) for k, v in measured.items()})
         scores.append(float(measured[metric]))
     return Selection([dict(p) for p in points], scores, metrics, best_index(scores))
+
+
+def consensus(runs: Sequence[Sequence[float]], tolerance: float = 0.05) -> tuple[int, list[float], list[float], bool]:
+    """One grid point for many sweeps of the same grid (dataset entries x seeds), from validation scores only.
+
+    Each run's scores are divided by that run's best, so every entry counts the same whatever its scale;
+    the point with the highest mean relative score wins (ties: first in grid order). It is *well supported*
+    when it is within ``tolerance`` (relative) of the best point in every run. Returns (index, mean relative
+    score per point, worst relative score per point, well supported)."""
+    if not runs or any(len(r) != len(runs[0]) for r in runs):
+        raise BadInputError("sweep consensus: needs sweeps of one grid (the same number of points in each)")
+    relative = []
+    for scores in runs:
+        best = scores[best_index(scores)]
+        if not best > 0:
+            raise BadInputError("sweep consensus: a sweep's best validation score is not positive")
+        relative.append([s / best if not math.isnan(s) else 0.0 for s in scores])
+    means = [sum(column) / len(column) for column in zip(*relative)]
+    worst = [min(column) for column in zip(*relative)]
+    index = best_index(means)
+    return index, means, worst, worst[index] >= 1 - tolerance

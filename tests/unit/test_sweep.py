@@ -17,7 +17,8 @@ from PIL import Image
 from align.bench.config import load_config
 from align.bench.pairs import FeatureBank
 from align.bench.runner import run_benchmark
-from align.bench.sweep import REFIT_RULE, SweepSpec, best_index, select
+from align.bench.report import write_report
+from align.bench.sweep import REFIT_RULE, SweepSpec, best_index, consensus, select
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import BadInputError
 from align.features.cache import FeatureCache
@@ -157,6 +158,15 @@ def test_select_scores_every_point_with_the_callables() -> None:
         select([{"a": 1}], lambda p: p, lambda m: {"acc1": 1.0}, "recall")
 
 
+def test_consensus_by_hand() -> None:
+    """Relative scores: run 1 [0.5, 1.0], run 2 [1.0, 0.8/0.9]; means [0.75, 0.944]: point 1, whose worst
+    relative score 0.889 is not within 5% of run 2's best but is within 20%."""
+    index, means, worst, supported = consensus([[0.5, 1.0], [0.9, 0.8]])
+    assert index == 1 and means == pytest.approx([0.75, (1 + 0.8 / 0.9) / 2]) and worst == pytest.approx([0.5, 0.8 / 0.9])
+    assert not supported and consensus([[0.5, 1.0], [0.9, 0.8]], tolerance=0.2)[3]
+    assert consensus([[1.0, 1.0], [2.0, 2.0]])[0] == 0  # ties: first in grid order
+
+
 # ------------------------------------------------------------------ a selection computed by hand
 
 
@@ -183,6 +193,17 @@ def test_selection_matches_a_hand_computation_and_refits_on_the_whole_fit_split(
     assert record["hparams"] == {"wrong": 2, "pad": 2}
     assert record["metrics"]["acc1"] == pytest.approx(0.75)
     assert WrongOnOne.fits == [15] * 6 + [20]  # six grid points on the fit part, then the refit on all of train
+
+
+def test_report_lists_every_sweep_and_the_consensus(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HAND_CONFIG.replace("image_encoders", "seeds: [0, 1]\nimage_encoders")))
+    run_benchmark(config, tmp_path / "results", bank=OneHotBank(FeatureCache(tmp_path / "f"), progress=False),
+                  echo=lambda _: None)
+    write_report(tmp_path / "results")
+    text = (tmp_path / "results" / "sweeps.md").read_text()
+    assert "#### swept (toy:cnn+toy:text)" in text and "wrong in [3, 2, 1]; pad in [2, 1]" in text
+    assert text.count("| test-watched | train | zeroshot_classification acc1 |") == 2
+    assert "| **wrong=2, pad=2** |" in text and "0.750 |" in text
 
 
 def test_a_dataset_entry_default_selector(tmp_path: Path) -> None:
