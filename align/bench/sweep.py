@@ -140,9 +140,9 @@ def select(points: Sequence[dict[str, Any]], fit: Callable[[dict[str, Any]], Any
 
 
 def consensus(runs: Sequence[Sequence[float]], tolerance: float = 0.05) -> tuple[int, list[float], list[float], bool]:
-    """One grid point for many sweeps of the same grid (dataset entries x seeds), from validation scores only.
+    """One grid point for many sweeps of the same grid (e.g. one run per dataset entry), from validation scores.
 
-    Each run's scores are divided by that run's best, so every entry counts the same whatever its scale;
+    Each run's scores are divided by that run's best, so every run counts the same whatever its scale;
     the point with the highest mean relative score wins (ties: first in grid order). It is *well supported*
     when it is within ``tolerance`` (relative) of the best point in every run. Returns (index, mean relative
     score per point, worst relative score per point, well supported)."""

@@ -1,7 +1,9 @@
 """``sweeps.md``: what each sweep of a results folder selected, and one grid point per aligner across them.
 
-The cross-sweep choice (:func:`align.bench.sweep.consensus`) reads validation scores only; the test
-column shows the selected point's test score on the selection metric, for the record, and chooses nothing.
+The cross-dataset choice (:func:`align.bench.sweep.consensus`) reads validation scores only: each dataset
+entry's scores are first averaged over seeds (the seeds draw different validation parts, so the mean is
+less noisy), then compared across entries. The test column shows the selected point's test score on the
+selection metric, for the record, and chooses nothing.
 """
 
 from __future__ import annotations
@@ -51,15 +53,22 @@ def sweep_markdown(results: Sequence[dict[str, Any]], tolerance: float = 0.05) -
                          f"{sweep['select']['task']} {sweep['select']['metric']} | {seed} | {_point(sweep['selected'])} | "
                          f"{sweep['validation_score']:.3f} | {'–' if test is None else f'{test:.3f}'} |")
         points = [p["hparams"] for p in first["points"]]
-        index, means, worst, supported = consensus(
-            [[p["score"] for p in e["sweep"]["points"]] for e in runs.values()], tolerance)
-        lines += ["", f"Across these {len(runs)} sweeps (validation scores, each divided by its sweep's best):", "",
-                  "| point | mean relative | worst relative |", "|---|---:|---:|"]
+        by_entry: dict[str, list[list[float]]] = defaultdict(list)
+        for (dataset, label_set, fit_split, _), entry in sorted(runs.items()):
+            by_entry[dataset + (f"/{label_set}" if label_set else "")].append(
+                [p["score"] for p in entry["sweep"]["points"]])
+        seed_means = {name: [sum(col) / len(col) for col in zip(*scores)] for name, scores in by_entry.items()}
+        index, means, worst, supported = consensus(list(seed_means.values()), tolerance)
+        relative = {name: [s / max(scores) for s in scores] for name, scores in seed_means.items()}
+        lines += ["", f"Across the {len(by_entry)} dataset entries (validation scores averaged over seeds, "
+                  "each divided by the entry's best point):", "",
+                  "| point | mean | worst | " + " | ".join(relative) + " |", "|---|---:|---:|" + "---:|" * len(relative)]
         for i, point in enumerate(points):
             mark = "**" if i == index else ""
-            lines.append(f"| {mark}{_point(point)}{mark} | {means[i]:.3f} | {worst[i]:.3f} |")
-        verdict = (f"within {tolerance:.0%} of the best point in every sweep" if supported
-                   else f"not within {tolerance:.0%} of the best point in every sweep (worst {worst[index]:.3f})")
+            cells = " | ".join(f"{r[i]:.3f}" for r in relative.values())
+            lines.append(f"| {mark}{_point(point)}{mark} | {means[i]:.3f} | {worst[i]:.3f} | {cells} |")
+        verdict = (f"within {tolerance:.0%} of the best point on every dataset entry" if supported
+                   else f"not within {tolerance:.0%} of the best point on every dataset entry (worst {worst[index]:.3f})")
         lines += ["", f"Highest mean: {_point(points[index])}, {verdict}."]
         sections.append("\n".join(lines))
     return "\n\n".join(sections)
