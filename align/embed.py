@@ -43,6 +43,14 @@ def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tenso
     return pooled, logits
 
 
+@torch.inference_mode()
+def encode_pil_tokens(encoder: Any, images: Sequence[Image.Image]) -> torch.Tensor:
+    """Spatial tokens ``[B, T, D]`` (float32) of one batch of PIL images."""
+    encoder.eval()
+    pixels = torch.stack([encoder.preprocess(image) for image in images])
+    return encoder.forward_tokens(pixels).float()
+
+
 def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:
     """Pooled features of every image file (opened one batch at a time), plus head logits if any."""
     features, logits = [], []

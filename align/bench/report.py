@@ -39,9 +39,11 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r["metrics"][name] for r in sorted(members, key=lambda r: r.get("seed", 0)) if name in r["metrics"]]
             metrics[name] = {"mean": statistics.fmean(values),
                              "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+        reasons = {r.get("task_details", {}).get("not_applicable") for r in members} - {None}
         rows.append({"image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
                      "task": task, "eval_split": split, "label_set": label_set,
-                     "seeds": sorted(r.get("seed", 0) for r in members), "metrics": metrics})
+                     "seeds": sorted(r.get("seed", 0) for r in members), "metrics": metrics,
+                     "not_applicable": " / ".join(sorted(reasons))})
     return rows
 
 
@@ -81,7 +83,19 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             cell = _cell(stats.get(entity))
             cells.append(f"**{cell}**" if stats.get(entity) and stats[entity]["mean"] == best else cell)
         lines.append("| " + " | ".join([dataset, task, _SHORT.get(metric, metric), *cells]) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _not_applicable_notes(rows))
+
+
+def _not_applicable_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per aligner and reason for the "–" cells of tasks it cannot do."""
+    tasks: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        if row.get("not_applicable"):
+            tasks[(row["aligner"], row["not_applicable"])].add(row["task"])
+    if not tasks:
+        return []
+    notes = [f"- {aligner} ({', '.join(sorted(names))}): {reason}." for (aligner, reason), names in sorted(tasks.items())]
+    return ["", "Not applicable (–):", *notes]
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:

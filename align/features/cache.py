@@ -95,10 +95,14 @@ class FeatureCache:
         if index.get("key") != dataclasses.asdict(key):
             return None  # a digest-prefix collision or a hand-edited folder: never reuse
         shards = [load_file(str(folder / name))["features"] for name in index["shards"]]
-        features = torch.cat(shards) if shards else torch.empty(0, index["dim"])
+        features = torch.cat(shards) if shards else torch.empty(0, index["dim"], dtype=self._dtype(index))
         if features.shape != (index["num_items"], index["dim"]):
             raise AlignError(f"feature cache {folder} is inconsistent; delete it and run again")
         return features
+
+    @staticmethod
+    def _dtype(index: dict[str, Any]) -> torch.dtype:
+        return {"float32": torch.float32, "float16": torch.float16}[index.get("dtype", "float32")]
 
     def compute(
         self,
@@ -109,9 +113,11 @@ class FeatureCache:
         batch_size: int = 32,
         progress: bool = True,
         description: str = "",
+        dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """Load ``key`` or compute it with ``embed_batch(start, stop) -> [stop-start, D]``, resuming
-        at the first missing shard of an interrupted run."""
+        at the first missing shard of an interrupted run. ``dtype`` is the stored precision (float16
+        halves the size of token grids; the key must say so, e.g. in its modality)."""
         cached = self.load(key)
         if cached is not None:
             return cached
@@ -132,7 +138,7 @@ class FeatureCache:
                 shard = load_file(str(path))["features"]
             else:
                 parts = [embed_batch(b, min(stop, b + batch_size)) for b in range(start, stop, batch_size)]
-                shard = torch.cat(parts).float().contiguous() if parts else torch.empty(0, 0)
+                shard = torch.cat(parts).to(dtype).contiguous() if parts else torch.empty(0, 0, dtype=dtype)
                 if not torch.isfinite(shard).all():
                     raise BadInputError(f"{key.encoder} on {key.dataset}/{key.split}: features contain NaN or inf")
                 with atomic_path(path) as tmp:
@@ -145,6 +151,7 @@ class FeatureCache:
         write_json_atomic(folder / "index.json", {
             "key": dataclasses.asdict(key), "num_items": num_items, "dim": int(features.shape[1]),
             "shards": names, "seconds": round(time.perf_counter() - started, 3),
+            "dtype": str(dtype).removeprefix("torch."),
         })
         return features
 
@@ -191,6 +198,46 @@ def image_features(
 
     return cache.compute(key, split.num_items, embed_batch, batch_size=batch_size, progress=progress,
                          description=f"{encoder_name} {split.dataset}/{split.split}")
+
+
+TOKEN_STORAGE = torch.float16
+
+
+def image_tokens(
+    encoder_name: str,
+    split: DatasetSplit,
+    *,
+    cache: FeatureCache | None = None,
+    encoder: Any | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Spatial tokens ``[N, T, D]`` of every item of ``split`` (a CNN's feature map, a ViT's patch
+    tokens), from the cache when possible. Stored as float16 (half the disk and memory of a 7x7x1280
+    grid per image); ``benchmarks/token_storage.py`` measures what that changes downstream."""
+    from align.embed import encode_pil_tokens
+    from align.registry import VISION_ENCODERS
+
+    cache = cache or FeatureCache()
+    encoder = encoder or VISION_ENCODERS.create(encoder_name)
+    weights, preprocessing = _encoder_fingerprint(VISION_ENCODERS, encoder_name, encoder)
+    modality = f"image-tokens-{str(TOKEN_STORAGE).removeprefix('torch.')}"
+    key = FeatureKey(encoder_name, weights, preprocessing, split.dataset, split.version, split.split, modality)
+    grid: list[int] = []
+
+    def embed_batch(start: int, stop: int) -> torch.Tensor:
+        tokens = encode_pil_tokens(encoder, [split.load_image(i) for i in range(start, stop)])
+        grid[:] = tokens.shape[1:]
+        return tokens.flatten(1)
+
+    flat = cache.compute(key, split.num_items, embed_batch, batch_size=batch_size, progress=progress,
+                         description=f"{encoder_name} tokens {split.dataset}/{split.split}", dtype=TOKEN_STORAGE)
+    if not grid:  # from the cache: the grid's shape comes from one image
+        grid[:] = encode_pil_tokens(encoder, [split.load_image(0)]).shape[1:]
+    if flat.shape[1] != grid[0] * grid[1]:
+        raise AlignError(f"feature cache for {encoder_name} tokens on {split.dataset}/{split.split} does not hold "
+                         f"{grid[0]}x{grid[1]} grids; delete {key.folder(cache.root)} and run again")
+    return flat.view(len(flat), grid[0], grid[1])
 
 
 def text_features(

@@ -397,6 +397,8 @@ class CodebookVLPAligner(Aligner):
     L2-normalised ``[M, embed_dim]`` embeddings to compare by cosine."""
 
     name = "codebook_vlp"
+    image_input = "tokens"
+    text_input = "strings"  # its own text encoder, trained from the table's word embeddings
 
     def __init__(self, table: str = DEFAULT_TABLE, image_width: int = 128, image_heads: int = 4,
                  image_layers: int = 1, text_layers: int = 1, fusion_layers: int = 1, embed_dim: int = 128,
@@ -479,9 +481,10 @@ class CodebookVLPAligner(Aligner):
         """L2-normalised ITC embeddings ``[M, embed_dim]`` of ``[M, T, D]`` spatial tokens."""
         return self._batched(self.core.encode_image, self._tokens(image_features, "encode_image"))
 
-    def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
-        raise BadInputError("codebook_vlp: encode_text takes no text-encoder features (the model has its own text "
-                            "encoder); use encode_text_strings(captions)")
+    def encode_text(self, text_features: Sequence[str]) -> torch.Tensor:
+        """Caption strings through the model's own text encoder (``encode_text_strings``)."""
+        why = "the model has its own text encoder"
+        return self.encode_text_strings(caption_strings(text_features, "codebook_vlp.encode_text", why))
 
     @torch.no_grad()
     def encode_text_strings(self, captions: Sequence[str], batch_size: int = 256) -> torch.Tensor:

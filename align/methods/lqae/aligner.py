@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, is_int, is_number
+from align.methods.base import Aligner, ImageInput, is_int, is_number
 from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
@@ -350,6 +350,11 @@ class LQAE(Aligner):
     ``encode_image`` returns the BERT features (token features for ``codebook="learned"``)."""
 
     name = "lqae"
+    image_input = "pixels"
+    text_input = "none"
+
+    def image_input_spec(self) -> ImageInput:
+        return ImageInput("pixels", size=self.hparams["image_size"], channels=self.hparams["in_chans"])
 
     def __init__(self, table: str = DEFAULT_TABLE, codebook: str = "language", image_size: int = 32,
                  patch_size: int = 8, in_chans: int = 1, encoder_width: int = 128, encoder_depth: int = 4,
@@ -380,8 +385,9 @@ class LQAE(Aligner):
     # ------------------------------------------------------------------ training
 
     def fit(self, image_features: torch.Tensor, text_features: Any = None) -> LQAE:
-        raise BadInputError("lqae: learns from pixels alone, without text or a frozen image encoder; "
-                            "call fit_images(images) with images [N, C, S, S] in [0, 1]")
+        """Train on pixels ``[N, C, S, S]`` in [0, 1] (``image_input`` is ``"pixels"``); any text given
+        beside them is ignored: LQAE learns from images alone."""
+        return self.fit_images(image_features)
 
     def fit_images(self, images: torch.Tensor, ckpt_path: str | Path | None = None) -> LQAE:
         """Train encoder, decoder (and MLM head / learned codebook) on unlabelled images."""
