@@ -2,7 +2,8 @@
 
     python benchmarks/update_readme.py [--results results]
 
-Reads ``results/default/leaderboard.md`` (from `make bench`) and the figure tables that `make figures`
+Reads ``results/default/leaderboard.md`` (from `make bench`), ``results/all-methods/leaderboard.md``
+(from `make bench-all`) and the figure tables that `make figures`
 writes (``FIGURES`` below, in that order); a missing file is left out, and with none at all the
 section is left untouched.
 """
@@ -51,6 +52,9 @@ def main() -> None:
     leaderboard = args.results / "default" / "leaderboard.md"
     if leaderboard.is_file():
         text = replace_between(text, "bench", leaderboard.read_text())
+    all_methods = args.results / "all-methods" / "leaderboard.md"
+    if all_methods.is_file():
+        text = replace_between(text, "all-methods", all_methods.read_text())
     figures = [f"### {heading}\n\n`{command}`:\n\n{(args.results / name).read_text().rstrip()}"
                for name, heading, command in FIGURES if (args.results / name).is_file()]
     if figures:

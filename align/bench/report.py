@@ -62,8 +62,12 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     entities: list[tuple[str, str, str]] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
                                                   key=lambda e: (e[1], e[2], e[0]))
 
+    # one column per aligner when each aligner ran beside one encoder pair (e.g. VLAP beside its own
+    # LM table, the others beside a sentence encoder); else one per aligner and pair
+    by_aligner = len({e[0] for e in entities}) == len(entities)
+
     def column(entity: tuple[str, str, str]) -> str:
-        return entity[0] if len(pairs) == 1 else f"{entity[0]} ({entity[1]} + {entity[2]})"
+        return entity[0] if len(pairs) == 1 or by_aligner else f"{entity[0]} ({entity[1]} + {entity[2]})"
 
     lines_by_metric: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = defaultdict(dict)
     for row in rows:
@@ -75,6 +79,11 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = []
     if len(pairs) == 1:
         lines += [f"Encoders: image `{pairs[0][0]}`, text `{pairs[0][1]}`.", ""]
+    elif by_aligner:
+        for image_enc, text_enc in pairs:
+            names = ", ".join(e[0] for e in entities if e[1:] == (image_enc, text_enc))
+            lines.append(f"Encoders of {names}: image `{image_enc}`, text `{text_enc}`.")
+        lines.append("")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(entities)]
     for (dataset, task, metric), stats in sorted(lines_by_metric.items()):
         best = max((s["mean"] for s in stats.values() if s), default=None)
