@@ -102,3 +102,13 @@ def test_write_atomic_replaces_the_file_with_a_plain_mode_and_a_final_newline(tm
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
     assert [p.name for p in target.parent.iterdir()] == ["table.md"]  # no temporary file left behind
 
+
+def test_every_script_uses_the_shared_helpers() -> None:
+    """No private table writer, machine line or plain (non-atomic) output write left in a script."""
+    for script in sorted(BENCHMARKS.glob("*.py")):
+        if script.name == "_common.py":
+            continue
+        source = script.read_text()
+        assert "from _common import" in source, script.name
+        for private in ("platform.", ".write_text(", "Machine:", "|---"):
+            assert private not in source, f"{script.name} still has its own {private!r}"
