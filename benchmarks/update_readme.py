@@ -14,6 +14,8 @@ import argparse
 import re
 from pathlib import Path
 
+from _common import write_atomic  # benchmarks/_common.py
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 # (results file, heading, the command that writes it)
 FIGURES = (
@@ -59,7 +61,7 @@ def main() -> None:
                for name, heading, command in FIGURES if (args.results / name).is_file()]
     if figures:
         text = replace_between(text, "figures", "\n\n".join(figures))
-    README.write_text(text)
+    write_atomic(README, text)
 
 
 if __name__ == "__main__":
