@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 
 from align.bench.pairs import FeatureBank, fit_captions
 from align.eval.retrieval import evaluate_retrieval, flatten_captions
@@ -97,18 +98,15 @@ def main() -> None:
                      scores(model.encode_image(grid["test"]), model.encode_text(test_texts), owner,
                             model.encode_text(prompts), label_tensor, len(labels.class_names))))
     names = list(rows[-1][1])
+    biggest = max(abs(rows[i][1].get(n, 0.0) - rows[i + 2][1].get(n, 0.0)) for i in (0, 1) for n in names)
     lines = [
         f"Emoji test tokens ({tuple(a32.shape)}): largest |float32 - float16| = {float((a32 - a16).abs().max()):.2e}, "
         f"smallest cosine between matching non-zero tokens = {float(cos[nonzero].min()):.6f}.", "",
-        "| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(f"{m.get(n, float('nan')):.3f}" for n in names) + " |" for label, m in rows]
-    biggest = max(abs(rows[i][1].get(n, 0.0) - rows[i + 2][1].get(n, 0.0)) for i in (0, 1) for n in names)
-    lines += ["", f"Largest score difference between the two precisions: {biggest:.3f}. "
-              f"Fit on emoji anchors (955), scored on the 956 unseen test emoji, seed 0; "
-              f"{time.perf_counter() - started:.0f} s with {torch.get_num_threads()} threads."]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        *markdown_table(["model", *names], [[label, *(m.get(n) for n in names)] for label, m in rows], missing="–"),
+        "", f"Largest score difference between the two precisions: {biggest:.3f}. Fit on the emoji anchors (955), "
+        f"scored on the 956 unseen test emoji, seed 0; {time.perf_counter() - started:.0f} s.",
+        machine_line()]
+    emit("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":
