@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from align.errors import BadInputError
+from align.methods.hparams import HParams
 
 
 def is_int(value: Any) -> bool:
@@ -81,12 +82,20 @@ class Aligner:
     ``text_input`` says what the text side takes: ``"features"`` (another encoder's sentence features,
     the default) or ``"strings"`` (raw captions, for methods that read text through their own language
     model, such as VLAP). A strings aligner names the text encoder whose features equal its own text
-    side in ``text_encoder_name``, so benchmark results record what was really compared."""
+    side in ``text_encoder_name``, so benchmark results record what was really compared.
+
+    ``config_class`` declares the hyper-parameters (:mod:`align.methods.hparams`): the constructor
+    resolves and checks them into ``self.config``, and ``self.hparams`` is the same as a plain dict.
+    An aligner without one (e.g. a plugin written before it existed) keeps whatever it is given."""
 
     name: ClassVar[str]
     text_input: ClassVar[str] = "features"
+    config_class: ClassVar[type[HParams] | None] = None
 
     def __init__(self, **hparams: Any) -> None:
+        if self.config_class is not None:
+            self.config = self.config_class.resolve(self.name, hparams)
+            hparams = self.config.as_dict()
         self.hparams = hparams
         self.image_dim: int | None = None
         self.text_dim: int | None = None
