@@ -10,6 +10,8 @@ inside ``fit``: ``import align.methods`` (and so every CLI call) stays fast.
 - ``CoreModule``: a generic ``LightningModule`` around a plain ``nn.Module`` whose ``forward`` returns
   the loss; it saves its hyper-parameters, so ``CoreModule.load_from_checkpoint`` rebuilds the core.
 - ``BestWeights``: keep the weights of the best validation epoch and restore them at the end.
+- ``FitState``: a fit's fingerprint and the RNG states, kept in checkpoints for an exact resume.
+- ``SafeCheckpointIO``: checkpoints written atomically and read back with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
@@ -96,7 +99,7 @@ def make_trainer(
     """A Trainer with the project's defaults: one CPU device, no logger, no model summary, no sanity
     validation, a progress bar only if asked. ``checkpoint_dir`` adds a ``ModelCheckpoint`` there that
     keeps ``last.ckpt`` (for ``ckpt_path=`` resumes) and, with ``monitor``, the best epoch; without a
-    directory nothing is written to disk."""
+    directory nothing is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
     callbacks = list(callbacks)
     if checkpoint_dir is not None:
         from pytorch_lightning.callbacks import ModelCheckpoint
@@ -106,7 +109,7 @@ def make_trainer(
     options: dict[str, Any] = dict(
         max_epochs=max_epochs, accelerator=accelerator, devices=1, deterministic=deterministic, logger=False,
         enable_checkpointing=checkpoint_dir is not None, enable_progress_bar=progress, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=callbacks,
+        num_sanity_val_steps=0, callbacks=callbacks, plugins=[SafeCheckpointIO()],
         default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
     )
     options.update(overrides)
@@ -295,3 +298,73 @@ class BestWeights(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
         self.weights = state_dict["weights"]
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written through a temporary file moved into place (a reader, or a fit
+    killed while writing, never sees a partial ``last.ckpt``) and read with ``torch.load(...,
+    weights_only=True)``: only tensors and plain containers are rebuilt, no pickled code runs. Everything
+    our modules and callbacks put in a checkpoint is of that kind."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        from align.atomic import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path)
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint's contents on the CPU, read with ``weights_only=True`` (``mmap``: tensors are read
+    only when touched, for a quick look at the metadata)."""
+    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU), numpy and Python RNG states, as tensors and plain lists (``weights_only``-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": [version, list(internal), gauss]}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class FitState(pl.Callback):
+    """What a checkpoint needs beyond Lightning's own state for a resumed fit to equal an uninterrupted
+    one: the RNG states when it was written (masks, dropout and negatives drawn from the global RNG
+    continue where they were; Lightning does not save them), and ``fingerprint``, the fit's data and
+    hyper-parameters, so a checkpoint is never resumed by another fit.
+
+    The states are put back at ``on_train_start``: between writing a checkpoint at the end of an epoch
+    and the next epoch, an uninterrupted fit draws nothing, so that point is equivalent."""
+
+    def __init__(self, fingerprint: str | None) -> None:
+        self.fingerprint = fingerprint
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict.get("rng")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
+
+
+def saved_fingerprint(path: str | Path) -> str | None:
+    """The ``FitState`` fingerprint in a checkpoint (None in one written before it existed)."""
+    state = load_checkpoint(path, mmap=True).get("callbacks", {}).get(FitState.__qualname__, {})
+    return state.get("fingerprint")
