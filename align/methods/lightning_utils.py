@@ -10,7 +10,9 @@ inside ``fit``: ``import align.methods`` (and so every CLI call) stays fast.
 - ``CoreModule``: a generic ``LightningModule`` around a plain ``nn.Module`` whose ``forward`` returns
   the loss; it saves its hyper-parameters, so ``CoreModule.load_from_checkpoint`` rebuilds the core.
 - ``BestWeights``: keep the weights of the best validation epoch and restore them at the end.
-- ``FitState``: a fit's fingerprint and the RNG states, kept in checkpoints for an exact resume.
+- ``LastCheckpoint``: ``last.ckpt`` after every epoch, the point a killed fit resumes from.
+- ``FitState``: a fit's fingerprint, the RNG states and early stopping, kept in checkpoints for an
+  exact resume.
 - ``SafeCheckpointIO``: checkpoints written atomically and read back with ``weights_only=True``.
 """
 
@@ -32,6 +34,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
@@ -97,15 +100,16 @@ def make_trainer(
     **overrides: Any,
 ) -> pl.Trainer:
     """A Trainer with the project's defaults: one CPU device, no logger, no model summary, no sanity
-    validation, a progress bar only if asked. ``checkpoint_dir`` adds a ``ModelCheckpoint`` there that
-    keeps ``last.ckpt`` (for ``ckpt_path=`` resumes) and, with ``monitor``, the best epoch; without a
-    directory nothing is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
+    validation, a progress bar only if asked. ``checkpoint_dir`` gets ``last.ckpt`` after every epoch
+    (``LastCheckpoint``, for resumes) and, with ``monitor``, the best epoch (a ``ModelCheckpoint``);
+    without a directory nothing is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
     callbacks = list(callbacks)
     if checkpoint_dir is not None:
         from pytorch_lightning.callbacks import ModelCheckpoint
 
-        callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=monitor, save_last=True,
-                                         save_top_k=0 if monitor is None else 1, filename="best-{epoch}"))
+        callbacks.append(LastCheckpoint(checkpoint_dir))
+        if monitor is not None:
+            callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=monitor, filename="best-{epoch}"))
     options: dict[str, Any] = dict(
         max_epochs=max_epochs, accelerator=accelerator, devices=1, deterministic=deterministic, logger=False,
         enable_checkpointing=checkpoint_dir is not None, enable_progress_bar=progress, enable_model_summary=False,
@@ -339,29 +343,51 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` in ``dirpath`` at the end of every training epoch. Lightning runs checkpoint
+    callbacks last, after validation, early stopping and the module's own epoch-end hook (which closes
+    the epoch's loss history), so the file holds the complete epoch. (``ModelCheckpoint(save_last=True,
+    save_top_k=0)`` writes ``last.ckpt`` only when the fit ends: nothing to resume a killed fit from.)"""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+
 class FitState(pl.Callback):
     """What a checkpoint needs beyond Lightning's own state for a resumed fit to equal an uninterrupted
     one: the RNG states when it was written (masks, dropout and negatives drawn from the global RNG
-    continue where they were; Lightning does not save them), and ``fingerprint``, the fit's data and
-    hyper-parameters, so a checkpoint is never resumed by another fit.
+    continue where they were; Lightning does not save them), whether early stopping had ended the fit
+    (Lightning does not save that either, and would train one more epoch), and ``fingerprint``, the
+    fit's data and hyper-parameters, so a checkpoint is never resumed by another fit.
 
-    The states are put back at ``on_train_start``: between writing a checkpoint at the end of an epoch
-    and the next epoch, an uninterrupted fit draws nothing, so that point is equivalent."""
+    The RNG states are put back as soon as Lightning hands the checkpoint over, before it builds the
+    first epoch's batch iterator (which draws a seed from the global RNG). Measured on a toy LQAE: an
+    uninterrupted fit draws exactly that seed, and nothing else, between writing ``last.ckpt`` and the
+    next training step; putting the states back at ``on_train_start`` instead (after the iterator
+    exists) shifts every later mask by one draw."""
 
     def __init__(self, fingerprint: str | None) -> None:
         self.fingerprint = fingerprint
-        self._pending: dict[str, Any] | None = None
+        self._trainer: pl.Trainer | None = None
+        self._stopped = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "rng": rng_state()}
+        stopped = bool(self._trainer is not None and self._trainer.should_stop)
+        return {"fingerprint": self.fingerprint, "rng": rng_state(), "stopped": stopped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict.get("rng")
+        set_rng_state(state_dict["rng"])
+        self._stopped = bool(state_dict.get("stopped", False))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending is not None:
-            set_rng_state(self._pending)
-            self._pending = None
+        if self._stopped:  # the fit loop then ends before another epoch, as the interrupted fit had
+            trainer.should_stop = True
 
 
 def saved_fingerprint(path: str | Path) -> str | None:
