@@ -128,7 +128,7 @@ class TrainedAligner(Aligner):
                                    checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
                                    callbacks=[*self._callbacks(), FitState(stamp)],
                                    **({} if n_val else {"limit_val_batches": 0}))
-            trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+            trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True
         self._adopt(module)
         return self
 
