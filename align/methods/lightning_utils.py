@@ -37,6 +37,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from align.atomic import atomic_path
+
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
 
@@ -311,8 +313,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
     our modules and callbacks put in a checkpoint is of that kind."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        from align.atomic import atomic_path
-
         with atomic_path(Path(path)) as tmp:
             torch.save(checkpoint, tmp)
 
