@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from align.errors import BadInputError
+from align.methods.hparams import HParams
 
 
 def is_int(value: Any) -> bool:
@@ -111,17 +112,25 @@ class Aligner:
       ``"none"`` (image-only methods such as LQAE: no zero-shot tasks).
 
     A strings aligner whose text side equals a registered text encoder's features names it in
-    ``text_encoder_name``, so benchmark results record what was really compared."""
+    ``text_encoder_name``, so benchmark results record what was really compared.
+
+    ``config_class`` declares the hyper-parameters (:mod:`align.methods.hparams`): the constructor
+    resolves and checks them into ``self.config``, and ``self.hparams`` is the same as a plain dict.
+    An aligner without one (e.g. a plugin written before it existed) keeps whatever it is given."""
 
     name: ClassVar[str]
     image_input: ClassVar[str] = "pooled"
     text_input: ClassVar[str] = "features"
+    config_class: ClassVar[type[HParams] | None] = None
 
     def image_input_spec(self) -> ImageInput:
         """The image input this aligner (with its hyper-parameters) consumes."""
         return ImageInput(self.image_input)
 
     def __init__(self, **hparams: Any) -> None:
+        if self.config_class is not None:
+            self.config = self.config_class.resolve(self.name, hparams)
+            hparams = self.config.as_dict()
         self.hparams = hparams
         self.image_dim: int | None = None
         self.text_dim: int | None = None
