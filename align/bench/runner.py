@@ -254,7 +254,11 @@ def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: in
         results_dir, image_encoder=image_encoder, text_encoder=text_encoder, aligner=aligner_spec.display,
         dataset=_path_name(spec), task=task, seed=seed).exists()]
     aligner, fit_seconds = plan.aligner, 0.0
-    if any(task not in reasons for task in todo):
+    unsaved = save_aligners and not aligner_path(
+        results_dir, image_encoder=image_encoder, text_encoder=text_encoder, aligner=aligner_spec.display,
+        dataset=spec.name, fit_split=spec.fit, seed=seed).with_suffix(".json").exists()
+    applicable = [task for task in plan.tasks(spec) if task not in reasons]
+    if any(task in applicable for task in todo) or (unsaved and applicable):
         aligner, fit_seconds = _fit(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, results_dir,
                                     overwrite, echo, fitted, save_aligners)
     ctx = TaskContext(spec, aligner, bank, text_encoder, fit, evaluation, seed)
