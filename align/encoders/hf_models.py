@@ -156,9 +156,12 @@ def _load(identifier: str, *, download: bool, cache_dir: str, revision: str | No
 def hf_encoder(identifier: str, *, download: bool = False, cache_dir: str | None = None,
                revision: str | None = None, **model_kwargs: Any) -> HFVisionEncoder:
     from align.assets import hf_hub_cache
+    from align.assets.hashing import hf_folder_sha256
 
+    cache_dir = cache_dir or str(hf_hub_cache())
     model, processor, pooler_ok = _load(identifier, download=download, revision=revision,
-                                        cache_dir=cache_dir or str(hf_hub_cache()), model_kwargs=model_kwargs)
+                                        cache_dir=cache_dir, model_kwargs=model_kwargs)
     vision = getattr(model, "vision_model", model)
     encoder = HFVisionEncoder(f"hf:{identifier}", vision, processor, use_pooler=pooler_ok)
+    encoder.weights_sha256 = hf_folder_sha256(identifier, cache_dir, revision)  # the folder just loaded
     return encoder.freeze()  # type: ignore[return-value]

@@ -72,9 +72,13 @@ def load_sentence_transformer(identifier: str, *, local_files_only: bool = False
 def _packaged(asset: str, repo: str, normalize: bool, device: str | None) -> SentenceTransformerEncoder:
     from align.assets import require
 
-    require(asset)  # one-line AssetMissingError naming `align assets pull` when absent
+    from align.assets import asset_fingerprint, get_spec
+
+    root = require(asset)  # one-line error naming `align assets pull` when absent or damaged
     model = load_sentence_transformer(repo, local_files_only=True, device=device)
-    return SentenceTransformerEncoder(model, f"hf:{repo}", normalize=normalize)
+    encoder = SentenceTransformerEncoder(model, f"hf:{repo}", normalize=normalize)
+    encoder.weights_sha256 = asset_fingerprint(get_spec(asset), root)
+    return encoder
 
 
 @TEXT_ENCODERS.register(
@@ -107,5 +111,10 @@ def all_mpnet_base_v2(normalize: bool = True, device: str | None = None) -> Sent
 )
 def hf_sentence_encoder(identifier: str, normalize: bool = True, device: str | None = None,
                         local_files_only: bool = False, **kwargs: Any) -> SentenceTransformerEncoder:
+    from align.assets import hf_hub_cache
+    from align.assets.hashing import hf_folder_sha256
+
     model = load_sentence_transformer(identifier, local_files_only=local_files_only, device=device, **kwargs)
-    return SentenceTransformerEncoder(model, f"hf:{identifier}", normalize=normalize)
+    encoder = SentenceTransformerEncoder(model, f"hf:{identifier}", normalize=normalize)
+    encoder.weights_sha256 = hf_folder_sha256(identifier, hf_hub_cache(), kwargs.get("revision"))
+    return encoder
