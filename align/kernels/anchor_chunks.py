@@ -8,7 +8,6 @@ current chunk are read, so the peak memory is one chunk whatever the shard and t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Union
