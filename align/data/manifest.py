@@ -140,6 +140,8 @@ def _parse_json_line(row: Row, text: str) -> bool:
         captions = obj.get("captions", [obj.get("caption")] if "caption" in obj else [])
         if isinstance(captions, str) or not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
             row.problem = "'captions' must be a list of strings ('caption' a string)"
+        elif not captions:
+            row.problem = "'captions' is an empty list"
         else:
             row.captions = [c.strip() for c in captions]
     if "label" in obj:
@@ -242,6 +244,9 @@ class Manifest(Dataset):
             else:
                 earlier[0].extend(row.captions)
         bad.done()
+        if not items:
+            skipped = f" ({bad.count} bad row(s) skipped)" if bad.count else ""
+            raise BadInputError(f"{self.path}: no usable rows{skipped}")
         images = list(items)
         paths = [self.path.parent / image for image in images]
         labels = None

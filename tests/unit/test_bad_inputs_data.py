@@ -403,3 +403,30 @@ def test_cli_output_under_a_file(tmp_path: Path, capsys) -> None:
     with untouched(tmp_path):
         cli_fails(capsys, ["embed", "--encoder", "toy:cnn", str(tmp_path / "imgs"), "-o",
                            str(tmp_path / "plain" / "out.safetensors")], "out.safetensors", "cannot write")
+
+
+# ---- nothing usable left ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,text,where", [
+    ("m.csv", "image,caption\n", "no usable rows"),
+    ("m.jsonl", '{"image": "cls/img0.png", "captions": []}\n{"image": "cls/img1.png", "captions": []}\n',
+     "line 1: 'captions' is an empty list"),
+])
+def test_manifest_without_usable_rows(tmp_path: Path, name: str, text: str, where: str) -> None:
+    from align.data.manifest import Manifest
+
+    images(tmp_path)
+    path = tmp_path / name
+    path.write_text(text)
+    with untouched(tmp_path):
+        fails(lambda: Manifest(path).load("all"), BadInputError, str(path), where)
+        fails(lambda: Manifest(path, skip_bad=True).load("all"), BadInputError, str(path), "no usable rows")
+
+
+def test_folder_whose_every_image_is_skipped(tmp_path: Path, small_pixel_limit: int) -> None:
+    from align.data.folder import ImageFolder
+
+    bomb(tmp_path / "data" / "cls" / "a.png")
+    with untouched(tmp_path):
+        fails(lambda: ImageFolder(tmp_path / "data", skip_bad=True).load("all"), BadInputError,
+              str(tmp_path / "data"), "no usable images")
