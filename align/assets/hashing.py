@@ -108,8 +108,11 @@ def hf_folder(identifier: str, cache_dir: str | Path | None = None, revision: st
     try:
         from huggingface_hub import snapshot_download
 
-        found = snapshot_download(identifier, cache_dir=None if cache_dir is None else str(cache_dir),
-                                  revision=revision, local_files_only=True)
+        from align.assets.offline import hub_offline
+
+        with hub_offline():
+            found = snapshot_download(identifier, cache_dir=None if cache_dir is None else str(cache_dir),
+                                      revision=revision, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached, malformed id, hub library quirks: unknown, not an error
         return None
     return Path(found)

@@ -128,14 +128,17 @@ def _load(identifier: str, *, download: bool, cache_dir: str, revision: str | No
           model_kwargs: dict[str, Any]) -> tuple[nn.Module, Any, bool]:
     from transformers import AutoImageProcessor, AutoModel
 
+    from align.assets.offline import hub_offline
+
     local = looks_like_path(identifier)
     source = str(Path(identifier).expanduser()) if local else identifier
     if local and not Path(source).is_dir():
         raise BadInputError(f"hf model directory {source!r} does not exist")
     options = dict(cache_dir=cache_dir, local_files_only=local or not download, revision=revision)
     try:
-        model, info = AutoModel.from_pretrained(source, output_loading_info=True, **options, **model_kwargs)
-        processor = AutoImageProcessor.from_pretrained(source, **options)
+        with hub_offline(options["local_files_only"]):
+            model, info = AutoModel.from_pretrained(source, output_loading_info=True, **options, **model_kwargs)
+            processor = AutoImageProcessor.from_pretrained(source, **options)
     except OSError as error:
         if local:
             raise BadInputError(f"{source!r} holds no Hugging Face vision model with an image processor: "

@@ -56,12 +56,15 @@ def load_sentence_transformer(identifier: str, *, local_files_only: bool = False
     from sentence_transformers import SentenceTransformer
 
     from align.assets import hf_hub_cache
+    from align.assets.offline import hub_offline
 
     if Path(identifier).expanduser().is_dir():
-        return SentenceTransformer(str(Path(identifier).expanduser()), device=device, **kwargs)
+        with hub_offline():
+            return SentenceTransformer(str(Path(identifier).expanduser()), device=device, **kwargs)
     try:
-        return SentenceTransformer(identifier, cache_folder=str(hf_hub_cache()), local_files_only=local_files_only,
-                                   device=device, **kwargs)
+        with hub_offline(local_files_only):
+            return SentenceTransformer(identifier, cache_folder=str(hf_hub_cache()),
+                                       local_files_only=local_files_only, device=device, **kwargs)
     except OSError as err:
         raise AssetMissingError(
             f"sentence-transformers model {identifier!r} is not in the cache {hf_hub_cache()} and could not be "

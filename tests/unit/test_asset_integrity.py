@@ -183,3 +183,15 @@ def test_no_unsafe_loading_anywhere_in_align() -> None:
 
 def test_asset_errors_are_align_errors() -> None:
     assert issubclass(AssetVerificationError, AlignError)
+
+
+def test_hub_offline_is_restored_after_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as constants
+
+    from align.assets.offline import hub_offline
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with hub_offline():
+        assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert not constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ
