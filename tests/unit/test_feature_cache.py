@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,24 @@ def test_two_weight_files_never_share_a_cache_entry(tmp_path: Path) -> None:
     b = image_features(name, toy_split(), cache=cache, encoder=second, progress=False)
     assert not torch.allclose(a, b)
     assert torch.allclose(b, second.encode_images([toy_split().load_image(i) for i in range(5)]), atol=1e-5)
+
+
+def test_text_features_are_filed_under_the_weights_really_loaded(tmp_path: Path) -> None:
+    """The key is first guessed from the registry (no model load on a hit); once an encoder is built,
+    its own record of the files it loaded decides where the features go."""
+    from align.registry import TEXT_ENCODERS
+
+    class Scaled:
+        def __init__(self, sha: str, scale: float) -> None:
+            self.inner, self.weights_sha256, self.scale = TEXT_ENCODERS.create("toy:text"), sha, scale
+
+        def encode_text(self, texts, batch_size=64):  # noqa: ANN001, ANN201
+            return self.inner.encode_text(texts, batch_size=batch_size) * self.scale
+
+    cache = FeatureCache(tmp_path)
+    args = dict(dataset="toyset", version="1", split="test", cache=cache, progress=False)
+    a = text_features("toy:text", ["a cat"], make_encoder=lambda: Scaled("a" * 64, 1.0), **args)
+    b = text_features("toy:text", ["a cat"], make_encoder=lambda: Scaled("b" * 64, 2.0), **args)
+    assert torch.allclose(b, 2 * a)
+    assert {json.loads(p.read_text())["key"]["weights_sha256"] for p in tmp_path.rglob("index.json")} == \
+        {"a" * 64, "b" * 64}
