@@ -1,4 +1,5 @@
-"""The feature cache: reuse, invalidation by key, resume after interruption, refusal of NaN."""
+"""The feature cache: reuse, invalidation by key, resume after interruption, refusal of NaN, every
+shard verified before use, and keys naming the weights really loaded."""
 
 from __future__ import annotations
 
