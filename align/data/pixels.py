@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from align.data.images import to_standard_mode
 from align.errors import BadInputError
 
 
@@ -27,7 +28,12 @@ def image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
     average), colour images composited onto white first (emoji are RGBA)."""
     if channels not in (1, 3):
         raise BadInputError(f"pixel images: channels must be 1 or 3, got {channels}")
-    small_grey = image.mode in ("L", "1") and image.width <= size and image.height <= size
+    image = to_standard_mode(image)  # 16-bit scaled by its range, palette transparency as alpha
+    if image.mode in ("LA", "RGBA"):  # composite onto white first, so hidden colours never show
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        flat = Image.alpha_composite(white, image.convert("RGBA"))
+        image = flat.convert("L" if image.mode == "LA" else "RGB")
+    small_grey = image.mode == "L" and image.width <= size and image.height <= size
     if channels == 1 or small_grey:
         grey = image.convert("L")
         w, h = grey.size
@@ -39,9 +45,7 @@ def image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
             grey = grey.resize((size, size), Image.Resampling.BOX)
         array = np.asarray(grey, dtype=np.float32)[None] / 255.0
         return array if channels == 1 else np.repeat(array, 3, axis=0)
-    rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    rgb = image.convert("RGB")
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BOX)
     return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
