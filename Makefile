@@ -14,7 +14,7 @@ TEST_ASSETS := $(BENCH_ASSETS) efficientnet_lite0.imagenet all-mpnet-base-v2 gem
                spacy-en-core-web-md mnist emoji-twitter emoji-apple emoji-facebook
 BENCH_CONFIG ?= configs/bench/default.yaml
 
-.PHONY: install apt-lists assets assets-bench test test-unit bench figures clean-venv
+.PHONY: install apt-lists assets assets-bench test test-unit bench bench-all figures clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test-unit: $(STAMP)
 
 bench: assets-bench
 	$(BIN)/align bench --config $(BENCH_CONFIG)
+
+# All seven aligners side by side (README "Every method side by side"); VLAP trains through Gemma-3-270M.
+bench-all: assets-bench
+	$(BIN)/align assets pull gemma-3-270m.q4_k_m
+	$(BIN)/align bench --config configs/bench/all_methods.yaml
 
 # The README's figures: cold/warm wall time of `make bench`, the method studies, the frozen-encoder probe table.
 # Several hours on 2 cores: VLAP trains through the frozen 270M LM, LQAE and Codebook-VLP train small models

@@ -1,4 +1,4 @@
-"""Imports every module that registers a built-in part (loaded through the ``align.plugins`` entry point)."""
+"""Imports every module that registers a built-in part (``align.registry.load_plugins`` imports it by name)."""
 
 import align.data  # noqa: F401
 import align.encoders  # noqa: F401

@@ -83,6 +83,20 @@ def _cmd_embed_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _readable_images(paths: list[Path], source: Path) -> list[Path]:
+    """``--skip-bad`` for an image folder: drop unreadable or too-large images, say how many on stderr."""
+    from align.data.badrows import image_problem
+
+    problems = {path: image_problem(path) for path in paths}
+    bad = [problem for problem in problems.values() if problem]
+    kept = [path for path, problem in problems.items() if problem is None]
+    if not kept:
+        raise AlignError(f"{source}: every image was skipped as bad ({len(bad)}); first: {bad[0]}")
+    if bad:
+        print(f"{source}: skipped {len(bad)} bad image(s); first: {bad[0]}", file=sys.stderr)
+    return kept
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from align import embed
     from align.data.images import list_images
@@ -102,8 +116,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         features = encoder.encode_text(sentences, batch_size=args.batch_size)
         meta = {"encoder": args.text_encoder, "input": str(source), "rows": sentences}
     else:
-        encoder = VISION_ENCODERS.create(args.encoder or "torchvision:mobilenet_v2.imagenet1k_v1")
         paths = list_images(source) if source.is_dir() else [source]
+        if args.skip_bad:
+            paths = _readable_images(paths, source)
+        encoder = VISION_ENCODERS.create(args.encoder or "torchvision:mobilenet_v2.imagenet1k_v1")
         result = embed.embed_images(encoder, paths, batch_size=args.batch_size)
         features = result.features
         meta = {"encoder": encoder.name, "input": str(source), "rows": [str(p) for p in paths]}
@@ -145,6 +161,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a zero batch size would loop forever or divide by zero later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,12 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed.add_argument("--dataset", help="embed a registered dataset split into the feature cache instead")
     p_embed.add_argument("--split", default="test", help="split of --dataset (e.g. train, test, test@1000)")
     p_embed.add_argument("--quiet", action="store_true", help="no progress bar")
-    p_embed.add_argument("--skip-bad", action="store_true", help="with --dataset folder:/manifest:, skip bad rows")
+    p_embed.add_argument("--skip-bad", action="store_true",
+                         help="skip (and count) bad images of a folder, or bad rows of --dataset folder:/manifest:")
     p_embed.add_argument("--encoder", help="vision encoder name (default torchvision:mobilenet_v2.imagenet1k_v1)")
     p_embed.add_argument("--text-encoder", help="text encoder name, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
     p_embed.add_argument("-o", "--output", help="output .safetensors (a .json sidecar is written beside it)")
-    p_embed.add_argument("--batch-size", type=int, default=32)
-    p_embed.add_argument("--top-k", type=int, default=5, help="classes printed for encoders with a head")
+    p_embed.add_argument("--batch-size", type=_positive_int, default=32)
+    p_embed.add_argument("--top-k", type=_positive_int, default=5, help="classes printed for encoders with a head")
     p_embed.set_defaults(func=_cmd_embed)
 
     p_bench = sub.add_parser("bench", help="run a benchmark config and print its leaderboard")

@@ -43,6 +43,14 @@ def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tenso
     return pooled, logits
 
 
+@torch.inference_mode()
+def encode_pil_tokens(encoder: Any, images: Sequence[Image.Image]) -> torch.Tensor:
+    """Spatial tokens ``[B, T, D]`` (float32) of one batch of PIL images."""
+    encoder.eval()
+    pixels = torch.stack([encoder.preprocess(image) for image in images])
+    return encoder.forward_tokens(pixels).float()
+
+
 def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:
     """Pooled features of every image file (opened one batch at a time), plus head logits if any."""
     features, logits = [], []
@@ -69,8 +77,13 @@ def save_features(path: Path, features: torch.Tensor, metadata: dict[str, Any]) 
         raise BadInputError(f"{path}: refusing to save features with NaN or inf")
     path = Path(path)
     sidecar = path.with_name(path.name + ".json")
-    with atomic_path(path) as tmp:
-        save_file({"features": features.contiguous().cpu()}, str(tmp))
-    with atomic_path(sidecar) as tmp:
-        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
+    for target in (path, sidecar):
+        if target.is_dir():
+            raise BadInputError(f"{target}: is a folder; give a file name for the output (e.g. features.safetensors)")
+    try:
+        with atomic_path(path) as tmp, atomic_path(sidecar) as tmp_sidecar:  # both written before either moves
+            save_file({"features": features.contiguous().cpu()}, str(tmp))
+            tmp_sidecar.write_text(json.dumps(metadata, indent=2) + "\n")
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot write the output ({err.strerror or type(err).__name__})") from None
     return path

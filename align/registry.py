@@ -2,8 +2,9 @@
 
 Names follow ``<source>:<identifier>[.<tag>]`` (``torchvision:mobilenet_v2.imagenet1k_v1``,
 ``timm:vit_small_patch16_224``, ``hf:sentence-transformers/all-MiniLM-L6-v2``). Parts register with a
-decorator at import time (built-ins) or through the ``align.plugins`` entry-point group (third-party
-packages), so a name works in a fresh process without the user importing anything first.
+decorator at import time: built-ins when the first lookup imports ``align.builtins``, third-party
+packages through the ``align.plugins`` entry-point group, so a name works in a fresh process without
+the user importing anything first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import fnmatch
+import importlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 PLUGIN_GROUP = "align.plugins"
+BUILTINS = "align.builtins"  # the module that imports every built-in part
 _SOURCED_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*:[^\s:][^\s]*$")
 _PLAIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
 
@@ -151,12 +154,18 @@ _plugins_loaded = False
 
 
 def load_plugins() -> None:
-    """Import built-in parts, then every ``align.plugins`` entry point, once per process."""
+    """Import built-in parts, then every ``align.plugins`` entry point, once per process.
+
+    Built-ins are imported by module name, not through their entry point, so they register from a
+    source checkout that was never installed or an install whose entry points are stale; the name
+    is a string so this module still has no static import of the layers above it."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    # align's own parts are registered through the same entry-point group as third-party ones
-    # (see pyproject.toml), so this module never imports the layers above it.
-    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name != "builtins"):
-        ep.load()
+    importlib.import_module(BUILTINS)
+    loaded = {BUILTINS}  # pyproject.toml still declares it, for tools that list a package's plugins
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
+        if ep.value not in loaded:  # also a plugin whose dist-info is on sys.path twice
+            loaded.add(ep.value)
+            ep.load()

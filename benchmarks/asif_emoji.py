@@ -20,11 +20,11 @@ no emoji with the test half. Writes three tables and a plot:
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
 
+from _common import MeanStd, emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
 from align.bench.pairs import FeatureBank
 from align.eval.metrics import retrieval_metrics
 from align.methods.asif.aligner import scores, sweep
@@ -60,15 +60,15 @@ def approximate_search(anchor_x, anchor_y, test_x, test_y) -> list[str]:  # noqa
     """Recall@50 of faiss's approximate indexes against the exact search, and ASIF's R@1 through them."""
     from align.kernels.topk import approx_recall
 
-    lines = ["Approximate anchor search (k=50) against the exact one:", "",
-             "| search | recall@50 (images) | recall@50 (names) | ASIF R@1 |", "|---|---:|---:|---:|"]
+    rows = []
     for backend in ("torch", "faiss", "faiss-ivf", "faiss-hnsw"):
         approximate = backend.startswith("faiss-")
         recall_i = approx_recall(test_x, anchor_x, 50, backend) if approximate else 1.0
         recall_t = approx_recall(test_y, anchor_y, 50, backend) if approximate else 1.0
         r1 = aligner_r1("asif", {"k": 50, "p": 8, "search": backend}, anchor_x, anchor_y, test_x, test_y)
-        lines.append(f"| {backend} | {recall_i:.3f} | {recall_t:.3f} | {r1:.3f} |")
-    return lines + [""]
+        rows.append((backend, recall_i, recall_t, r1))
+    return ["Approximate anchor search (k=50) against the exact one:", "",
+            *markdown_table(("search", "recall@50 (images)", "recall@50 (names)", "ASIF R@1"), rows), ""]
 
 
 def explanations(anchor_x, anchor_y, test_x, test_y, anchor_names, test_names, shown: int = 4) -> list[str]:  # noqa: ANN001
@@ -114,52 +114,47 @@ def main() -> None:
         ("contrastive (seed 0)", aligner_r1("contrastive", {"seed": 0}, anchor_x, anchor_y, test_x, test_y)),
         ("chance", 1.0 / n_test),
     ]
-    out += ["| method | R@1 |", "|---|---:|", *[f"| {name} | {value:.3f} |" for name, value in rows], ""]
+    out += [*markdown_table(("method", "R@1"), rows), ""]
 
     # 2. R@1 against the number of pairs (seeded shuffle, then prefixes)
     order = torch.randperm(anchor_x.shape[0], generator=torch.Generator().manual_seed(0))
     ax, ay = anchor_x[order], anchor_y[order]
     image_sweep = sweep(test_x, ax, COUNTS, [50], [8.0])
     text_sweep = sweep(test_y, ay, COUNTS, [50], [8.0])
-    curve: dict[str, list[tuple[float, float]]] = {"ASIF k=50, p=8": [], "ridge": [], "procrustes": [], "contrastive": []}
+    curve: dict[str, list[MeanStd]] = {"ASIF k=50, p=8": [], "ridge": [], "procrustes": [], "contrastive": []}
     for n in COUNTS:
         asif_r1 = r_at_1(scores(image_sweep.relative(n, 50, 8.0), text_sweep.relative(n, 50, 8.0)))
-        curve["ASIF k=50, p=8"].append((asif_r1, 0.0))
-        curve["ridge"].append((aligner_r1("ridge", {}, ax[:n], ay[:n], test_x, test_y), 0.0))
-        curve["procrustes"].append((aligner_r1("procrustes", {}, ax[:n], ay[:n], test_x, test_y), 0.0))
-        runs = [aligner_r1("contrastive", {"seed": s}, ax[:n], ay[:n], test_x, test_y) for s in (0, 1, 2)]
-        curve["contrastive"].append((statistics.fmean(runs), statistics.stdev(runs)))
+        curve["ASIF k=50, p=8"].append(mean_std([asif_r1]))
+        curve["ridge"].append(mean_std([aligner_r1("ridge", {}, ax[:n], ay[:n], test_x, test_y)]))
+        curve["procrustes"].append(mean_std([aligner_r1("procrustes", {}, ax[:n], ay[:n], test_x, test_y)]))
+        curve["contrastive"].append(mean_std(aligner_r1("contrastive", {"seed": s}, ax[:n], ay[:n], test_x, test_y)
+                                             for s in (0, 1, 2)))
     out += ["R@1 against the number of pairs (contrastive: mean ± std over seeds 0, 1, 2):", "",
-            "| pairs | " + " | ".join(curve) + " |", "|---:|" + "---:|" * len(curve)]
-    for i, n in enumerate(COUNTS):
-        cells = [f"{m:.3f}" + (f" ± {s:.3f}" if s else "") for m, s in (curve[name][i] for name in curve)]
-        out.append(f"| {n} | " + " | ".join(cells) + " |")
-    out.append("")
+            *markdown_table(("pairs", *curve), [(n, *(points[i] for points in curve.values()))
+                                                for i, n in enumerate(COUNTS)]), ""]
 
     # 3. k x p sweep at all anchors, plus the clamp ablation
     images_all = sweep(test_x, anchor_x, [anchor_x.shape[0]], KS, PS)
     texts_all = sweep(test_y, anchor_y, [anchor_x.shape[0]], KS, PS)
     n_all = anchor_x.shape[0]
+    grid = [("all" if k is None else k,
+             *(r_at_1(scores(images_all.relative(n_all, k, p), texts_all.relative(n_all, k, p))) for p in PS))
+            for k in KS]
     out += [f"ASIF R@1 for k x p at {n_all} anchors (negatives clamped before the power):", "",
-            "| k \\ p | " + " | ".join(f"{p:g}" for p in PS) + " |", "|---:|" + "---:|" * len(PS)]
-    for k in KS:
-        cells = [f"{r_at_1(scores(images_all.relative(n_all, k, p), texts_all.relative(n_all, k, p))):.3f}" for p in PS]
-        out.append(f"| {'all' if k is None else k} | " + " | ".join(cells) + " |")
+            *markdown_table(("k \\ p", *(f"{p:g}" for p in PS)), grid, align="r" * (len(PS) + 1))]
     no_clamp = aligner_r1("asif", {"k": 50, "p": 8, "clamp_negative": False}, anchor_x, anchor_y, test_x, test_y)
     no_clamp_all = aligner_r1("asif", {"k": None, "p": 8, "clamp_negative": False}, anchor_x, anchor_y, test_x, test_y)
     out += ["", f"Clamp ablation: k=50, p=8 without clamping R@1 = {no_clamp:.3f}; "
             f"k=all, p=8 without clamping R@1 = {no_clamp_all:.3f}.", ""]
     out += approximate_search(anchor_x, anchor_y, test_x, test_y)
     out += explanations(anchor_x, anchor_y, test_x, test_y, anchor_names, test_names)
+    out += ["", machine_line()]
 
-    text = "\n".join(out)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
+    emit("\n".join(out), args.output)
     plot(curve, args.figure)
 
 
-def plot(curve: dict[str, list[tuple[float, float]]], path: Path) -> None:
+def plot(curve: dict[str, list[MeanStd]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,8 +162,8 @@ def plot(curve: dict[str, list[tuple[float, float]]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for name, points in curve.items():
-        means = [m for m, _ in points]
-        stds = [s for _, s in points]
+        means = [p.mean for p in points]
+        stds = [p.std for p in points]
         ax.errorbar(COUNTS, means, yerr=stds if any(stds) else None, marker="o", capsize=3, label=name)
     ax.set_xscale("log")
     ax.set_xticks(COUNTS, [str(c) for c in COUNTS])

@@ -29,13 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py; imports neither torch nor numpy
 
 METHODS = ("matmul", "torch", "faiss", "numpy")
 
@@ -203,28 +204,27 @@ def bench_dim(dim: int, args: argparse.Namespace, work: Path) -> list[dict]:
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
-    lines = [
-        f"ASIF anchor search: {args.queries} queries x {args.anchors} anchors streamed from safetensors shards "
-        f"({args.shard_rows} rows each), k={args.k}, p=8, chunks of {args.chunk_rows} anchors, block budget "
-        f"{args.memory_mb} MB; {platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.threads or os.cpu_count()} thread(s) per method.",
-        "Time: search only (disk reads included). Peak: child ru_maxrss, which includes the `imports` floor. "
-        "Recall: top-k index sets vs the torch search.",
-        "",
-        "| d | method | wall (s) | vs matmul | peak RSS (MB) | vs matmul | recall@k vs torch |",
-        "|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    cells = []
     for dim in args.dims:
         mine = [r for r in rows if r["dim"] == dim]
         ref = next((r for r in mine if r["method"] == "matmul"), None)
         for r in mine:
-            t_ratio = f"{r['seconds'] / ref['seconds']:.2f}x" if ref and r["method"] != "imports" else ""
-            m_ratio = f"{r['peak_mb'] / ref['peak_mb']:.2f}x" if ref else ""
-            recall = "" if r["recall"] is None else f"{r['recall']:.4f}"
-            seconds = "" if r["method"] == "imports" else f"{r['seconds']:.2f}"
-            lines.append(f"| {dim} | {r['method']} | {seconds} | {t_ratio} | {r['peak_mb']:.0f} | {m_ratio} "
-                         f"| {recall} |")
-    lines.append("")
+            timed = r["method"] != "imports"
+            cells.append((dim, r["method"], r["seconds"] if timed else None,
+                          r["seconds"] / ref["seconds"] if ref and timed else None, r["peak_mb"],
+                          r["peak_mb"] / ref["peak_mb"] if ref else None, r["recall"]))
+    threads = args.threads or os.cpu_count()
+    lines = [
+        f"ASIF anchor search: {args.queries} queries x {args.anchors} anchors streamed from safetensors shards "
+        f"({args.shard_rows} rows each), k={args.k}, p=8, chunks of {args.chunk_rows} anchors, block budget "
+        f"{args.memory_mb} MB; {threads} thread(s) per method.",
+        "Time: search only (disk reads included). Peak: child ru_maxrss, which includes the `imports` floor. "
+        "Recall: top-k index sets vs the torch search.",
+        "",
+        *markdown_table(("d", "method", "wall (s)", "vs matmul", "peak RSS (MB)", "vs matmul", "recall@k vs torch"),
+                        cells, formats=("d", "", ".2f", "{:.2f}x", ".0f", "{:.2f}x", ".4f")),
+        "",
+    ]
     for dim in args.dims:
         ref = next((r for r in rows if r["dim"] == dim and r["method"] == "matmul"), None)
         mine = next((r for r in rows if r["dim"] == dim and r["method"] == "torch"), None)
@@ -233,6 +233,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             lines.append(f"- d={dim}: ASIF torch search {ratio:.2f}x the matmul time (target <= 1.5x: "
                          f"{'met' if ratio <= 1.5 else 'missed'}), peak {mine['peak_mb']:.0f} MB (target < 4096 MB: "
                          f"{'met' if mine['peak_mb'] < 4096 else 'missed'}).")
+    lines += ["", machine_line(threads, packages=("torch", "numpy", "faiss-cpu"), load=True)]
     return "\n".join(lines)
 
 
@@ -283,11 +284,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="asif-scale-") as tmp:
             rows = [row for dim in args.dims for row in bench_dim(dim, args, Path(tmp))]
-    text = table(rows, args)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n")
+    emit(table(rows, args), args.output)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 
 
 def timed_run(config: str, results: Path, features: Path) -> float:
@@ -39,19 +40,15 @@ def main() -> None:
         cold = timed_run(args.config, work / "results-cold", work / "features")
         warm = timed_run(args.config, work / "results-warm", work / "features")
         rerun = timed_run(args.config, work / "results-warm", work / "features")
-    table = "\n".join([
-        f"`align bench --config {args.config}`, {platform.machine()}, {os.cpu_count()} cores",
+    rows = [("cold feature cache", cold, 1.0), ("warm feature cache, results recomputed", warm, warm / cold),
+            ("second run, results already there", rerun, rerun / cold)]
+    emit("\n".join([
+        f"`align bench --config {args.config}`",
         "",
-        "| run | wall time (s) | vs cold |",
-        "|---|---:|---:|",
-        f"| cold feature cache | {cold:.1f} | 1.00x |",
-        f"| warm feature cache, results recomputed | {warm:.1f} | {warm / cold:.2f}x |",
-        f"| second run, results already there | {rerun:.1f} | {rerun / cold:.2f}x |",
-    ])
-    print(table)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
+        *markdown_table(("run", "wall time (s)", "vs cold"), rows, formats=("", ".1f", "{:.2f}x")),
+        "",
+        machine_line(load=True),
+    ]), args.output)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import torch
 import yaml
 
+from _common import emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
 from align.bench.pairs import fit_captions
 from align.data.base import DatasetSplit
 from align.eval.metrics import classification_metrics
@@ -126,24 +125,19 @@ def run(variants: dict[str, dict[str, Any]], seeds: list[int], epochs: int | Non
     return results, seconds, keep
 
 
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def table(results: dict[str, dict[str, list[float]]], seconds: dict[str, list[float]]) -> list[str]:
+    """Mean ± sample std over seeds per variant, and of the paired per-seed difference."""
     full, ablation = results.values()
     labels = list(results)
-    lines = [f"| metric | {labels[0]} | {labels[1]} | paired diff (full - ablation) |", "|---|---:|---:|---:|"]
+    rows = []
     for metric in full:
         if metric in ablation:
             diffs = [a - b for a, b in zip(full[metric], ablation[metric])]
-            lines.append(f"| {metric} | {mean_std(full[metric])} | {mean_std(ablation[metric])} | {mean_std(diffs)} |")
+            rows.append((metric, mean_std(full[metric]), mean_std(ablation[metric]), mean_std(diffs)))
         else:
-            lines.append(f"| {metric} | {mean_std(full[metric])} | — | — |")
-    lines.append(f"| seconds per fit | {mean_std(seconds[labels[0]])} | {mean_std(seconds[labels[1]])} | |")
-    return lines + [""]
+            rows.append((metric, mean_std(full[metric]), "—", "—"))
+    rows.append(("seconds per fit", mean_std(seconds[labels[0]]), mean_std(seconds[labels[1]]), ""))
+    return [*markdown_table(("metric", *labels, "paired diff (full - ablation)"), rows, align="lrrr"), ""]
 
 
 def code_grid(aligner: CodebookVLPAligner, tokens: torch.Tensor, split: DatasetSplit, path: Path,
@@ -248,11 +242,8 @@ def main() -> None:
         out += emoji_section(variants, seeds, epochs, tokens, anchors, test, args.figure)
     if "fashion_mnist" in args.datasets:
         out += fashion_section(variants, seeds, epochs, tokens, f_train, f_test)
-    out += [f"Total wall time: {time.perf_counter() - started:.0f} s (load average at the end: "
-            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores).", ""]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(out))
-    print("\n".join(out))
+    out += [f"Total wall time: {time.perf_counter() - started:.0f} s.", "", machine_line(load=True)]
+    emit("\n".join(out), args.output)
 
 
 if __name__ == "__main__":

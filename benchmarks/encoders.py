@@ -12,7 +12,6 @@ is chosen by 5-fold cross-validation on the training half only.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 from align.embed import encode_pil
 from align.registry import VISION_ENCODERS
 
@@ -75,22 +75,17 @@ def main() -> None:
 
     first_rate = next((r[3] for r in rows if r[3]), None)
     n_train, n_test = (len(part) for part in split(raw, labels)[2:])
+    cells = [(name, dim, acc, rate, rate / first_rate if rate and first_rate else None)
+             for name, dim, acc, rate in rows]
     lines = [
-        f"Linear probe on sklearn digits ({n_train} train / {n_test} test, seed 0), {platform.machine()}, "
-        f"{torch.get_num_threads()} threads",
+        f"Linear probe on sklearn digits ({n_train} train / {n_test} test, seed 0)",
         "",
-        "| features | dim | probe acc1 | images/s | speed vs first encoder |",
-        "|---|---:|---:|---:|---:|",
+        *markdown_table(("features", "dim", "probe acc1", "images/s", "speed vs first encoder"), cells,
+                        formats=("", "d", ".3f", ".1f", "{:.2f}x"), missing="-"),
+        "",
+        machine_line(packages=("torch", "numpy", "scikit-learn")),
     ]
-    for name, dim, acc, rate in rows:
-        speed = f"{rate:.1f}" if rate else "-"
-        ratio = f"{rate / first_rate:.2f}x" if rate and first_rate else "-"
-        lines.append(f"| {name} | {dim} | {acc:.3f} | {speed} | {ratio} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
+    emit("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ Each is trained on ``--train`` unlabelled training images for ``--epochs`` epoch
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import textwrap
 import time
@@ -42,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from _common import emit, fmt, machine_line, markdown_table  # benchmarks/_common.py
 
 VARIANTS = {"lqae": "language", "random": "random", "vqvae": "learned"}
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
@@ -145,21 +145,13 @@ def figure(data: dict[str, Any], results: dict[str, dict], path: Path) -> None:
 def report(data: dict[str, Any], results: dict[str, dict], pixel_probe: float, control: dict | None,
            times: dict[str, float], args: argparse.Namespace) -> str:
     names = list(results)
-    header = "| metric | " + " | ".join(names) + " |"
-    lines = [
-        f"LQAE vs baselines on {args.dataset} ({data['splits'][0]}: {len(data['train_x'])} training images, "
-        f"{data['splits'][1]}: {len(data['test_x'])} test images; 32 x 32, {data['channels']} channel(s)); "
-        f"{args.epochs} epochs, batch {args.batch}, seed {args.seed}, {args.threads} thread(s).",
-        "",
-        header, "|---|" + "---|" * len(names),
-    ]
+    rows: list[tuple[str, ...]] = []
 
-    def row(label: str, key: str, fmt: str = "{:.3f}") -> None:
-        cells = [fmt.format(results[n][key]) if key in results[n] else "n/a" for n in names]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    def row(label: str, key: str, spec: str = ".3f") -> None:
+        rows.append((label, *(fmt(results[n].get(key), spec, missing="n/a") for n in names)))
 
-    row("reconstruction MSE (test, no masking)", "rec", "{:.4f}")
-    row("reconstruction MSE (test, 50% masked)", "rec_masked", "{:.4f}")
+    row("reconstruction MSE (test, no masking)", "rec", ".4f")
+    row("reconstruction MSE (test, 50% masked)", "rec_masked", ".4f")
     row("linear probe acc1: mean token vector", "probe_tokens")
     row("linear probe acc1: BERT layers (mean-pooled, concatenated)", "probe_bert")
     row("linear probe acc1: encoder output (before quantization)", "probe_encoder")
@@ -170,10 +162,18 @@ def report(data: dict[str, Any], results: dict[str, dict], pixel_probe: float, c
         row(f"in-context {n}-way {k}-shot acc (Gemma-3-270M, {args.episodes} episodes, chance {1 / n:.2f})", key)
     row("token/class information I(code; class)/H(class)", "token_nmi")
     row("k-means NMI of TF-IDF code histograms", "cluster_nmi")
-    row("distinct codes used (test)", "distinct", "{:.0f}")
-    row("code perplexity (test)", "perplexity", "{:.0f}")
-    row("training time (s)", "train_s", "{:.0f}")
-    lines += ["", f"Reference: linear probe on raw pixels, acc1 {pixel_probe:.3f}."]
+    row("distinct codes used (test)", "distinct", ".0f")
+    row("code perplexity (test)", "perplexity", ".0f")
+    row("training time (s)", "train_s", ".0f")
+    lines = [
+        f"LQAE vs baselines on {args.dataset} ({data['splits'][0]}: {len(data['train_x'])} training images, "
+        f"{data['splits'][1]}: {len(data['test_x'])} test images; 32 x 32, {data['channels']} channel(s)); "
+        f"{args.epochs} epochs, batch {args.batch}, seed {args.seed}, {args.threads} thread(s).",
+        "",
+        *markdown_table(("metric", *names), rows, align="l" + "r" * len(names)),
+        "",
+        f"Reference: linear probe on raw pixels, acc1 {pixel_probe:.3f}.",
+    ]
     if getattr(args, "icl_error", None):
         lines.append(f"In-context evaluation skipped: Gemma-3-270M could not be loaded ({args.icl_error[:200]}).")
     if control is not None:
@@ -187,8 +187,7 @@ def report(data: dict[str, Any], results: dict[str, dict], pixel_probe: float, c
         for i in range(3):
             lines.append(f"- {name}, {data['class_names'][data['test_y'][i]]}: `{results[name]['strings'][i]}`")
     lines += ["", "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ".", "",
-              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-              f"Python {platform.python_version()}."]
+              machine_line(load=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -265,10 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         times["in-context (Gemma load + episodes)"] = time.perf_counter() - t0
     figure(data, results, args.figure)
     times["total"] = time.perf_counter() - start
-    text = report(data, results, pixel_probe, control, times, args)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + f"\nFigure: `{args.figure}`.\n")
+    emit(report(data, results, pixel_probe, control, times, args) + f"\nFigure: `{args.figure}`.\n", args.output)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ Target: the quantizer within 1.5x of the matmul's time.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 from align.kernels.quantizer import DEFAULT_CHUNK, nearest_codes
 
 TARGET = 1.5
@@ -107,14 +106,13 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "",
         f"Target: the quantizer within {TARGET:g}x of the float32 matmul of the same shape (time ratio <= {TARGET:g}).",
         "",
-        "| table | V x D | method | time (ms) | tokens / s | time / matmul | same ids as quantizer |",
-        "|---|---|---|---|---|---|---|",
+        *markdown_table(
+            ("table", "V x D", "method", "time (ms)", "tokens / s", "time / matmul", "same ids as quantizer"),
+            [(r["table"], f"{r['shape'][0]} x {r['shape'][1]}", r["method"], r["time"] * 1e3, r["tokens_per_s"],
+              r["ratio"], r.get("agree")) for r in rows],
+            formats=("", "", "", ".1f", ",.0f", ".2f", ".4f")),
+        "",
     ]
-    for r in rows:
-        agree = "" if "agree" not in r else f"{r['agree']:.4f}"
-        lines.append(f"| {r['table']} | {r['shape'][0]} x {r['shape'][1]} | {r['method']} | {r['time'] * 1e3:.1f} | "
-                     f"{r['tokens_per_s']:,.0f} | {r['ratio']:.2f} | {agree} |")
-    lines.append("")
     for table in dict.fromkeys(r["table"] for r in rows):
         ours = [r for r in rows if r["table"] == table and r["method"].startswith("quantizer")]
         best = min(ours, key=lambda r: r["time"])
@@ -124,8 +122,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         vs_faiss = "" if faiss is None else f"; faiss takes {faiss['time'] / default['time']:.2f}x the quantizer's time"
         lines.append(f"- {table}: quantizer (default {default['method'].split(', ')[1]}) at {default['ratio']:.2f}x "
                      f"the matmul, target <= {TARGET:g}x {verdict}{vs_faiss}.")
-    lines += ["", f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-              f"{torch.__version__}, Python {platform.python_version()}."]
+    lines += ["", machine_line(packages=("torch", "numpy", "faiss-cpu"), load=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -145,10 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     args.chunks = [int(c) for c in args.chunks.split(",")]
     torch.set_num_threads(args.threads)
     rows = [r for key in args.tables.split(",") for r in bench_table(key.strip(), args)]
-    text = report(rows, args)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    emit(report(rows, args), args.output)
 
 
 if __name__ == "__main__":

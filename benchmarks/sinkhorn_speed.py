@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import sys
 import time
 import warnings
@@ -33,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 
 SOLVERS = ("align", "pot-numpy", "pot-torch")
 TARGET = 2.0
@@ -108,31 +108,23 @@ def table(rows: list[dict], args) -> str:
         "Each solver stops at its first check below the tolerance (POT checks every 10th iteration, align "
         "every one), so iteration counts, final errors and hence plans differ slightly.",
         "",
-        "| K | solver | dtype | time (s) | iterations | ms / iter | column err | row err | plan diff vs pot-numpy | "
-        "align speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            ("K", "solver", "dtype", "time (s)", "iterations", "ms / iter", "column err", "row err",
+             "plan diff vs pot-numpy", "align speed-up"),
+            [(r["k"], r["solver"] + ("" if r["converged"] else " (not converged)"),
+              "float64" if r["solver"] == "pot-numpy" else "float32", r["time"], r["niter"],
+              1e3 * r["time"] / max(r["niter"], 1), r["col"], r["row"], r.get("diff"),
+              None if r["solver"] == "align" else r.get("speedup")) for r in rows],
+            formats=("d", "", "", ".3f", "d", ".2f", ".1e", ".1e", ".1e", "{:.1f}x")),
+        "",
     ]
-    for r in rows:
-        dtype = "float64" if r["solver"] == "pot-numpy" else "float32"
-        speed = "" if r["solver"] == "align" or "speedup" not in r else f"{r['speedup']:.1f}x"
-        diff = "" if r.get("diff") is None else f"{r['diff']:.1e}"
-        flag = "" if r["converged"] else " (not converged)"
-        lines.append(
-            f"| {r['k']} | {r['solver']}{flag} | {dtype} | {r['time']:.3f} | {r['niter']} | "
-            f"{1e3 * r['time'] / max(r['niter'], 1):.2f} | {r['col']:.1e} | {r['row']:.1e} | {diff} | {speed} |"
-        )
-    lines.append("")
     for k in sorted({r["k"] for r in rows}):
         ups = {r["solver"]: r["speedup"] for r in rows if r["k"] == k and "speedup" in r}
         if ups:
             verdict = "met" if min(ups.values()) >= TARGET else "NOT met"
             parts = ", ".join(f"vs {s}: {u:.1f}x" for s, u in ups.items())
             lines.append(f"- K = {k}: align {parts}; target >= {TARGET:g}x {verdict}.")
-    lines += [
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__} with {torch.get_num_threads()} threads, Python {platform.python_version()}.",
-    ]
+    lines += ["", machine_line(packages=("torch", "numpy", "pot"), load=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -174,11 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in results:
             del r["plan"]
         rows += results
-    text = table(rows, args)
-    print(text)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
+    emit(table(rows, args), args.output)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python benchmarks/update_readme.py [--results results]
 
-Reads ``results/default/leaderboard.md`` (from `make bench`) and the figure tables that `make figures`
+Reads ``results/default/leaderboard.md`` (from `make bench`), ``results/all-methods/leaderboard.md``
+(from `make bench-all`) and the figure tables that `make figures`
 writes (``FIGURES`` below, in that order); a missing file is left out, and with none at all the
 section is left untouched.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+
+from _common import write_atomic  # benchmarks/_common.py
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # (results file, heading, the command that writes it)
@@ -51,11 +54,14 @@ def main() -> None:
     leaderboard = args.results / "default" / "leaderboard.md"
     if leaderboard.is_file():
         text = replace_between(text, "bench", leaderboard.read_text())
+    all_methods = args.results / "all-methods" / "leaderboard.md"
+    if all_methods.is_file():
+        text = replace_between(text, "all-methods", all_methods.read_text())
     figures = [f"### {heading}\n\n`{command}`:\n\n{(args.results / name).read_text().rstrip()}"
                for name, heading, command in FIGURES if (args.results / name).is_file()]
     if figures:
         text = replace_between(text, "figures", "\n\n".join(figures))
-    README.write_text(text)
+    write_atomic(README, text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 from align.bench.config import load_config
 from align.bench.pairs import FeatureBank
 from align.bench.report import aggregate
@@ -51,11 +52,8 @@ FULL = "vlap"  # the label of the full model in the config: its nearest words ar
 def score_table(results: Path, aligners: list[str]) -> list[str]:
     rows = aggregate(read_results(results))
     cell = {(r["aligner"], r["task"], m): s["mean"] for r in rows for m, s in r["metrics"].items()}
-    lines = ["| aligner | " + " | ".join(h for _, _, h in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for name in aligners:
-        values = [cell.get((name, task, metric)) for task, metric, _ in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |")
-    return lines
+    rows = [(name, *(cell.get((name, task, metric)) for task, metric, _ in COLUMNS)) for name in aligners]
+    return markdown_table(("aligner", *(h for _, _, h in COLUMNS)), rows, align="l" + "r" * len(COLUMNS), missing="–")
 
 
 def one_word_swaps(names: list[str]) -> list[tuple[int, int, str, str]]:
@@ -125,30 +123,26 @@ def main(argv: list[str] | None = None) -> None:
         "test image, query excluded; unit vectors). Most swaps are between country flags, which need knowledge "
         "that image features of a flag do not carry, so they are also counted apart:",
         "",
-        "| aligner | swaps | count | top-1 | top-5 | top-1 without arithmetic | top-5 without arithmetic |",
-        "|---|---|---|---|---|---|---|",
     ]
     groups = {"all": swaps, "without flags": [w for w in swaps if "flag" not in test_names[w[0]].split()]}
+    hits = []
     for name in names:
         for group, members in groups.items():
             hit = arithmetic(fitted[name], images, words, members)
-            lines.append(f"| {name} | {group} | {len(members)} | {hit['top1']:.3f} | {hit['top5']:.3f} | "
-                         f"{hit['top1 without arithmetic']:.3f} | {hit['top5 without arithmetic']:.3f} |")
+            hits.append((name, group, len(members), hit["top1"], hit["top5"], hit["top1 without arithmetic"],
+                         hit["top5 without arithmetic"]))
+    lines += markdown_table(("aligner", "swaps", "count", "top-1", "top-5", "top-1 without arithmetic",
+                             "top-5 without arithmetic"), hits)
     shown = torch.linspace(0, len(test_names) - 1, SHOWN).long().tolist()
     captioners = [n for n in names if callable(getattr(fitted[n], "caption", None))]
-    lines += ["", f"Greedy captions of {SHOWN} test emoji (and the full model's nearest words):", "",
-              "| emoji name | " + " | ".join(captioners) + f" | nearest words ({FULL}) |",
-              "|---" * (len(captioners) + 2) + "|"]
     captions = {n: fitted[n].caption(images[shown], max_new_tokens=12) for n in captioners}
     nearest = fitted[FULL].nearest_words(images[shown], top=5) if FULL in fitted else []
-    for row, index in enumerate(shown):
-        cells = [captions[n][row].replace("|", "/").replace("\n", " ") for n in captioners]
-        near = ", ".join(nearest[row]) if nearest else ""
-        lines.append(f"| {test_names[index]} | " + " | ".join(cells) + f" | {near} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    examples = [(test_names[index], *(captions[n][row] for n in captioners), ", ".join(nearest[row]) if nearest else "")
+                for row, index in enumerate(shown)]
+    lines += ["", f"Greedy captions of {SHOWN} test emoji (and the full model's nearest words):", "",
+              *markdown_table(("emoji name", *captioners, f"nearest words ({FULL})"), examples),
+              "", machine_line()]
+    emit("\n".join(lines), args.output)
 
 
 if __name__ == "__main__":

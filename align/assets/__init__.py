@@ -6,6 +6,7 @@ from pathlib import Path
 
 from align.assets.catalog import CATALOG
 from align.assets.fetch import pull as _pull
+from align.assets.hashing import asset_fingerprint, file_sha256, verified_files
 from align.assets.spec import AssetSpec
 from align.assets.store import (
     align_home,
@@ -19,8 +20,8 @@ from align.assets.store import (
 from align.errors import UnknownNameError
 
 __all__ = [
-    "CATALOG", "AssetSpec", "align_home", "get_spec", "hf_hub_cache", "is_present", "pull",
-    "require", "sha256_file", "torch_hub_checkpoints", "verify",
+    "CATALOG", "AssetSpec", "align_home", "asset_fingerprint", "file_sha256", "get_spec", "hf_hub_cache",
+    "is_present", "pull", "require", "sha256_file", "torch_hub_checkpoints", "verified_files", "verify",
 ]
 
 
@@ -36,8 +37,12 @@ def get_spec(name: str) -> AssetSpec:
 
 
 def require(name: str) -> Path:
-    """Root folder of a pulled asset, or a one-line error naming the command that fetches it."""
-    return require_present(get_spec(name))
+    """Root folder of a pulled asset whose pinned files match the catalogue (hashed once per process),
+    or a one-line error naming the file and the command that fetches it again."""
+    spec = get_spec(name)
+    root = require_present(spec)
+    verified_files(spec, root)
+    return root
 
 
 def pull(name: str, *, force: bool = False) -> Path:

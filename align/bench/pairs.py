@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from align.data.base import DatasetSplit, LabelSet
+from align.data.pixels import images_tensor
 from align.errors import BadInputError
-from align.features.cache import FeatureCache, image_features, text_features
+from align.features.cache import FeatureCache, image_features, image_tokens, text_features
+from align.methods.base import ImageInput
 
 
 def fit_captions(split: DatasetSplit) -> tuple[list[str], str]:
@@ -40,14 +41,53 @@ def label_set(split: DatasetSplit, name: str | None) -> LabelSet:
     return split.extra_labels[name]
 
 
-@dataclass
-class SplitFeatures:
-    """Cached features of one split under one image encoder and one text encoder."""
+class SplitInputs:
+    """One split's image inputs under one image encoder, each kind computed on first use and kept:
+    pooled features and token grids through the feature cache, pixels decoded from the images.
 
-    split: DatasetSplit
-    images: torch.Tensor  # [N, Di]
-    captions: torch.Tensor | None = None  # [M, Dt] every caption, flattened
-    caption_image: torch.Tensor | None = None  # [M] index of the image each caption belongs to
+    A part of a split (a validation part carved from a fit split) is ``part(rows, split)``: its
+    inputs are those rows of the whole split's tensors, never a second cache entry, and ``split`` is
+    the part's own view (labels and captions of those rows, e.g. from ``subsample.select``)."""
+
+    def __init__(self, split: DatasetSplit, bank: FeatureBank, image_encoder: str, *,
+                 source: SplitInputs | None = None, rows: torch.Tensor | None = None) -> None:
+        self.split, self.bank, self.image_encoder = split, bank, image_encoder
+        self.source, self.rows = source, rows
+        self._inputs: dict[ImageInput, torch.Tensor] = {}
+
+    def part(self, rows: torch.Tensor, split: DatasetSplit) -> SplitInputs:
+        """The inputs of ``rows`` of this split; ``split`` describes them (same order, ``len(rows)`` items)."""
+        if split.num_items != len(rows):
+            raise ValueError(f"{split.dataset}/{split.split}: {split.num_items} items for {len(rows)} rows")
+        return SplitInputs(split, self.bank, self.image_encoder, source=self, rows=rows)
+
+    def __len__(self) -> int:
+        return self.split.num_items
+
+    def _whole(self, spec: ImageInput) -> torch.Tensor:
+        if self.source is not None:
+            return self.source.get(spec)[self.rows]
+        if spec.kind == "pooled":
+            return self.bank.images(self.image_encoder, self.split)
+        if spec.kind == "tokens":
+            return self.bank.tokens(self.image_encoder, self.split)
+        return self.bank.pixels(self.split, spec)
+
+    def get(self, spec: ImageInput) -> torch.Tensor:
+        """The images of this split (its ``rows``) as ``spec`` asks."""
+        if spec not in self._inputs:
+            self._inputs[spec] = self._whole(spec)
+        return self._inputs[spec]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Pooled features ``[N, D]`` (what most aligners and the older API take)."""
+        return self.get(ImageInput("pooled"))
+
+    def for_aligner(self, aligner: Any) -> torch.Tensor:
+        """The image input ``aligner`` declares (``Aligner.image_input_spec``)."""
+        spec = aligner.image_input_spec() if hasattr(aligner, "image_input_spec") else ImageInput("pooled")
+        return self.get(spec)
 
 
 class FeatureBank:
@@ -57,6 +97,7 @@ class FeatureBank:
         self.cache = cache or FeatureCache()
         self.progress = progress
         self._encoders: dict[tuple[str, str], Any] = {}
+        self._pixels: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def _encoder(self, kind: str, name: str) -> Any:
         from align.registry import TEXT_ENCODERS, VISION_ENCODERS
@@ -69,6 +110,19 @@ class FeatureBank:
     def images(self, encoder: str, split: DatasetSplit) -> torch.Tensor:
         return image_features(encoder, split, cache=self.cache, encoder=self._encoder("image", encoder),
                               progress=self.progress)
+
+    def tokens(self, encoder: str, split: DatasetSplit) -> torch.Tensor:
+        """Spatial token grids ``[N, T, D]`` (stored as float16 in the cache)."""
+        return image_tokens(encoder, split, cache=self.cache, encoder=self._encoder("image", encoder),
+                            progress=self.progress)
+
+    def pixels(self, split: DatasetSplit, spec: ImageInput) -> torch.Tensor:
+        """Images as ``[N, channels, size, size]`` floats in [0, 1], decoded once per run (cheap at
+        these sizes, so not cached on disk)."""
+        key = (split.dataset, split.version, split.split, spec.size, spec.channels)
+        if key not in self._pixels:
+            self._pixels[key] = images_tensor(split, size=spec.size, channels=spec.channels)
+        return self._pixels[key]
 
     def texts(self, encoder: str, texts: Sequence[str], split: DatasetSplit, what: str) -> torch.Tensor:
         """Features of ``texts`` (``what`` names them: captions, prompts); no model load on a cache hit."""

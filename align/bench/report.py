@@ -39,9 +39,11 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [r["metrics"][name] for r in sorted(members, key=lambda r: r.get("seed", 0)) if name in r["metrics"]]
             metrics[name] = {"mean": statistics.fmean(values),
                              "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+        reasons = {r.get("task_details", {}).get("not_applicable") for r in members} - {None}
         rows.append({"image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
                      "task": task, "eval_split": split, "label_set": label_set,
-                     "seeds": sorted(r.get("seed", 0) for r in members), "metrics": metrics})
+                     "seeds": sorted(r.get("seed", 0) for r in members), "metrics": metrics,
+                     "not_applicable": " / ".join(sorted(reasons))})
     return rows
 
 
@@ -60,8 +62,12 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     entities: list[tuple[str, str, str]] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
                                                   key=lambda e: (e[1], e[2], e[0]))
 
+    # one column per aligner when each aligner ran beside one encoder pair (e.g. VLAP beside its own
+    # LM table, the others beside a sentence encoder); else one per aligner and pair
+    by_aligner = len({e[0] for e in entities}) == len(entities)
+
     def column(entity: tuple[str, str, str]) -> str:
-        return entity[0] if len(pairs) == 1 else f"{entity[0]} ({entity[1]} + {entity[2]})"
+        return entity[0] if len(pairs) == 1 or by_aligner else f"{entity[0]} ({entity[1]} + {entity[2]})"
 
     lines_by_metric: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = defaultdict(dict)
     for row in rows:
@@ -73,6 +79,11 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = []
     if len(pairs) == 1:
         lines += [f"Encoders: image `{pairs[0][0]}`, text `{pairs[0][1]}`.", ""]
+    elif by_aligner:
+        for image_enc, text_enc in pairs:
+            names = ", ".join(e[0] for e in entities if e[1:] == (image_enc, text_enc))
+            lines.append(f"Encoders of {names}: image `{image_enc}`, text `{text_enc}`.")
+        lines.append("")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(entities)]
     for (dataset, task, metric), stats in sorted(lines_by_metric.items()):
         best = max((s["mean"] for s in stats.values() if s), default=None)
@@ -81,7 +92,19 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             cell = _cell(stats.get(entity))
             cells.append(f"**{cell}**" if stats.get(entity) and stats[entity]["mean"] == best else cell)
         lines.append("| " + " | ".join([dataset, task, _SHORT.get(metric, metric), *cells]) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _not_applicable_notes(rows))
+
+
+def _not_applicable_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per aligner and reason for the "–" cells of tasks it cannot do."""
+    tasks: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        if row.get("not_applicable"):
+            tasks[(row["aligner"], row["not_applicable"])].add(row["task"])
+    if not tasks:
+        return []
+    notes = [f"- {aligner} ({', '.join(sorted(names))}): {reason}." for (aligner, reason), names in sorted(tasks.items())]
+    return ["", "Not applicable (–):", *notes]
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
-from align.bench.pairs import FeatureBank, SplitFeatures, fit_captions
+from align.bench.pairs import FeatureBank, SplitInputs, fit_captions
 from align.bench.results import aligner_path, make_result, result_path, write_result
 from align.bench.sweep import select, selector_for
-from align.bench.tasks import TASKS, TaskContext
+from align.bench.tasks import TASKS, TaskContext, not_applicable
 from align.data.validation import carve_validation
 from align.errors import BadInputError
 
@@ -77,37 +77,58 @@ def _open_dataset(spec: DatasetSpec, skip_bad: bool) -> Any:
 
 @dataclasses.dataclass
 class AlignerPlan:
-    """What the runner knows of one config aligner before fitting it: its own text encoder, if it reads
-    caption strings (VLAP), and which tasks it can do (captioning needs a ``caption`` method)."""
+    """What the runner knows of one config aligner before fitting it: what its image and text sides
+    consume, the text encoder its results are filed under, and which tasks it cannot do (and why)."""
 
     spec: AlignerSpec
-    text_side: str | None
-    can_caption: bool
+    aligner: Any  # built with the config's hyper-parameters (cheap: nothing is loaded or fitted)
+    text_side: str | None  # the only text encoder it runs beside; None: beside every one
 
     @classmethod
-    def of(cls, spec: AlignerSpec) -> AlignerPlan:
+    def of(cls, spec: AlignerSpec, text_encoders: tuple[str, ...]) -> AlignerPlan:
         from align.registry import ALIGNERS
 
-        aligner = ALIGNERS.create(spec.name, **spec.hparams)  # cheap: hyper-parameters are only checked
-        strings = getattr(aligner, "text_input", "features") == "strings"
-        return cls(spec, aligner.text_encoder_name if strings else None, callable(getattr(aligner, "caption", None)))
+        aligner = ALIGNERS.create(spec.name, **spec.hparams)
+        text_input = getattr(aligner, "text_input", "features")
+        text_side = aligner.text_encoder_name if text_input == "strings" else None
+        if text_input in ("strings", "none") and text_side is None:
+            # its own text side (or none): one run, filed beside the config's first text encoder
+            text_side = text_encoders[0]
+        return cls(spec, aligner, text_side)
 
-    def runs_with(self, text_encoder: str) -> bool:
-        return self.text_side in (None, text_encoder)
+    @property
+    def own_text_side(self) -> str | None:
+        """How the result records a text side that is not the text encoder it is filed under."""
+        text_input = getattr(self.aligner, "text_input", "features")
+        if text_input == "none":
+            return "none (images only)"
+        if text_input == "strings" and self.aligner.text_encoder_name is None:
+            return f"its own text encoder ({self.spec.name})"
+        return None
+
+    def runs_with(self, text_encoder: str, listed: tuple[str, ...]) -> bool:
+        """Beside ``text_encoder``: its own text side, or any text encoder the config lists."""
+        return self.text_side == text_encoder or (self.text_side is None and text_encoder in listed)
 
     def tasks(self, spec: DatasetSpec) -> list[str]:
-        return [t for t in spec.tasks if t != "captioning" or self.can_caption]
+        return list(spec.tasks)
+
+    def not_applicable(self, spec: DatasetSpec) -> dict[str, str]:
+        reasons = {task: not_applicable(task, self.aligner) for task in spec.tasks}
+        return {task: reason for task, reason in reasons.items() if reason is not None}
 
 
-def _plans(config: BenchConfig) -> list[AlignerPlan]:
-    """One plan per aligner; a strings aligner's text encoder must be among the config's text encoders, so
-    its results are filed under the text space it really uses, beside baselines fitted in that space."""
-    plans = [AlignerPlan.of(spec) for spec in config.aligners]
+def _plans(config: BenchConfig) -> tuple[list[AlignerPlan], list[str]]:
+    """One plan per aligner, and every text encoder results are filed under: the config's, then the
+    text sides of strings aligners that the config does not list (VLAP's ``table:<its LM>``, whose
+    features are its own text side). List that text encoder in the config to fit the feature
+    aligners in the same space beside it."""
+    plans = [AlignerPlan.of(spec, config.text_encoders) for spec in config.aligners]
+    text_encoders = list(config.text_encoders)
     for plan in plans:
-        if plan.text_side is not None and plan.text_side not in config.text_encoders:
-            raise BadInputError(f"{config.source or 'config'}: aligner {plan.spec.display!r} reads caption strings "
-                                f"through its own language model; add {plan.text_side!r} to text_encoders")
-    return plans
+        if plan.text_side is not None and plan.text_side not in text_encoders:
+            text_encoders.append(plan.text_side)
+    return plans, text_encoders
 
 
 def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = False, progress: bool = True,
@@ -123,15 +144,17 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     bank = bank or FeatureBank(progress=progress)
     for aligner in config.aligners:  # fail on unknown names before any embedding work
         ALIGNERS.meta(aligner.name)
-    plans = _plans(config)
+    plans, text_encoders = _plans(config)
+    _check_sweeps(config, plans)
     fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
     sweeps: dict[str, dict[str, Any]] = {}  # sweep key -> its record, for this run only
     for spec in config.datasets:
         dataset = _open_dataset(spec, skip_bad)
         fit_split = dataset.load(spec.fit)
+        inputs: dict[tuple[str, str], SplitInputs] = {}  # each split's inputs, shared by the text encoders
         work: list[_PairWork] = []
         for image_encoder in config.image_encoders:
-            for text_encoder in config.text_encoders:
+            for text_encoder in text_encoders:
                 def done(plan: AlignerPlan, seed: int) -> bool:
                     saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                                          aligner=plan.spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
@@ -140,14 +163,14 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
                                     aligner=plan.spec.display, dataset=_path_name(spec), task=t, seed=seed).exists()
                         for t in plan.tasks(spec)) and (not save_aligners or saved.with_suffix(".json").exists())
 
-                eligible = [p for p in plans if p.runs_with(text_encoder)]
+                eligible = [p for p in plans if p.runs_with(text_encoder, config.text_encoders)]
                 todo = [(p, seed) for p in eligible for seed in config.seeds if not done(p, seed)]
                 summary.skipped += sum(len(p.tasks(spec)) for p in eligible) * len(config.seeds) - sum(
                     len(p.tasks(spec)) for p, _ in todo)
                 if not todo:
                     continue
                 captions, pairing = fit_captions(fit_split)
-                fit = SplitFeatures(fit_split, bank.images(image_encoder, fit_split))
+                fit = inputs.setdefault(("fit", image_encoder), SplitInputs(fit_split, bank, image_encoder))
                 fit_texts = FitTexts(captions, lambda: bank.texts(text_encoder, captions, fit_split, "fit-captions"))
                 chosen = [_sweep(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, bank, sweeps, fitted,
                                  echo) for plan, seed in todo]
@@ -156,13 +179,26 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
             continue
         eval_split = dataset.load(spec.eval)  # only now: every selection of this entry is done without it
         for pair in work:
-            evaluation = SplitFeatures(eval_split, bank.images(pair.image_encoder, eval_split))
+            evaluation = inputs.setdefault(("eval", pair.image_encoder),
+                                           SplitInputs(eval_split, bank, pair.image_encoder))
             for (plan, seed), sweep in zip(pair.todo, pair.chosen):
                 summary.written += _run_one(
                     config, spec, plan, seed, pair.image_encoder, pair.text_encoder, pair.fit, pair.fit_texts,
                     evaluation, pair.pairing, bank, results_dir, overwrite, echo, fitted, save_aligners, sweep)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:
+    """A sweep must select on a task its aligner can do on every dataset entry (before any work)."""
+    for i, plan in enumerate(plans):
+        if plan.spec.sweep is None:
+            continue
+        for j, spec in enumerate(config.datasets):
+            reason = not_applicable(selector_for(plan.spec.sweep, spec).task, plan.aligner)
+            if reason is not None:
+                raise BadInputError(f"{config.source or 'config'}: aligners[{i}].sweep: cannot select on "
+                                    f"datasets[{j}]: {reason}")
 
 
 @dataclasses.dataclass
@@ -173,7 +209,7 @@ class _PairWork:
     text_encoder: str
     todo: list[tuple[AlignerPlan, int]]
     chosen: list[dict[str, Any] | None]  # per todo item: its sweep record, or None without a sweep
-    fit: SplitFeatures
+    fit: SplitInputs
     fit_texts: FitTexts
     pairing: str
 
@@ -194,12 +230,14 @@ def _new_aligner(name: str, hparams: dict[str, Any], seed: int) -> Any:
     return aligner
 
 
-def _rows(texts: torch.Tensor | list[str], rows: Any) -> torch.Tensor | list[str]:
-    return texts[torch.as_tensor(rows)] if isinstance(texts, torch.Tensor) else [texts[int(i)] for i in rows]
+def _rows(texts: torch.Tensor | list[str] | None, rows: torch.Tensor) -> torch.Tensor | list[str] | None:
+    if texts is None or isinstance(texts, torch.Tensor):
+        return None if texts is None else texts[rows]
+    return [texts[int(i)] for i in rows]
 
 
 def _sweep(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
-           fit: SplitFeatures, fit_texts: FitTexts, bank: FeatureBank, sweeps: dict[str, dict[str, Any]],
+           fit: SplitInputs, fit_texts: FitTexts, bank: FeatureBank, sweeps: dict[str, dict[str, Any]],
            fitted: dict[str, tuple[Any, float]], echo: Callable[[str], None]) -> dict[str, Any] | None:
     """The sweep record of ``plan`` (align/bench/sweep.py), or None when it has no sweep. Grid points are fitted
     on a fit part of the fit split and scored on its validation part: rows of ``fit``, nothing else."""
@@ -214,8 +252,8 @@ def _sweep(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, 
         return sweeps[key]
     started = time.perf_counter()
     holdout = carve_validation(fit.split, sweep.validation, seed)
-    part_fit = SplitFeatures(holdout.fit_split, fit.images[torch.as_tensor(holdout.fit)])
-    part_val = SplitFeatures(holdout.validation_split, fit.images[torch.as_tensor(holdout.validation)])
+    fit_rows, validation_rows = torch.as_tensor(holdout.fit), torch.as_tensor(holdout.validation)
+    part_fit, part_val = fit.part(fit_rows, holdout.fit_split), fit.part(validation_rows, holdout.validation_split)
 
     def fit_point(point: dict[str, Any]) -> Any:
         hparams = {**base, **point}
@@ -223,7 +261,7 @@ def _sweep(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, 
         if part_key not in fitted:  # shared by entries that select on different tasks
             torch.manual_seed(seed)
             aligner = _new_aligner(name, hparams, seed)
-            aligner.fit(part_fit.images, _rows(fit_texts.for_aligner(aligner), holdout.fit))
+            aligner.fit(part_fit.for_aligner(aligner), _rows(fit_texts.for_aligner(aligner), fit_rows))
             fitted[part_key] = aligner, 0.0
         return fitted[part_key][0]
 
@@ -265,56 +303,84 @@ class FitTexts:
         self.captions = captions
         self._make, self._features = features, None
 
-    def for_aligner(self, aligner: Any) -> torch.Tensor | list[str]:
-        if getattr(aligner, "text_input", "features") == "strings":
+    def for_aligner(self, aligner: Any) -> torch.Tensor | list[str] | None:
+        text_input = getattr(aligner, "text_input", "features")
+        if text_input == "none":
+            return None
+        if text_input == "strings":
             return self.captions
         if self._features is None:
             self._features = self._make()
         return self._features
 
 
+def _fit(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
+         fit: SplitInputs, fit_texts: FitTexts, results_dir: Path, overwrite: bool, echo: Callable[[str], None],
+         fitted: dict[str, tuple[Any, float]], save_aligners: bool) -> tuple[Any, float]:
+    """The aligner fitted on ``fit`` with the inputs it declares (or the same fit of an earlier dataset
+    entry of this run, or a saved fit with the same hyper-parameters), and the seconds it took."""
+    aligner_spec = plan.spec
+    key = _fit_key(spec, image_encoder, text_encoder, aligner_spec.name, aligner_spec.hparams, seed)
+    if key in fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
+        return fitted[key]
+    torch.manual_seed(seed)
+    fit_started = time.perf_counter()
+    aligner = _new_aligner(aligner_spec.name, aligner_spec.hparams, seed)
+    saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
+                         aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
+    reused = _saved_fit(saved, aligner_spec.name, aligner.hparams) if save_aligners and not overwrite else None
+    if reused is not None:
+        aligner = reused
+        echo(f"reusing the fitted aligner {saved}")
+    else:
+        aligner.fit(fit.for_aligner(aligner), fit_texts.for_aligner(aligner))
+        if save_aligners:
+            aligner.save(saved)
+    fitted[key] = aligner, time.perf_counter() - fit_started
+    return fitted[key]
+
+
 def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str,
-             text_encoder: str, fit: SplitFeatures, fit_texts: FitTexts, evaluation: SplitFeatures,
+             text_encoder: str, fit: SplitInputs, fit_texts: FitTexts, evaluation: SplitInputs,
              pairing: str, bank: FeatureBank, results_dir: Path, overwrite: bool,
              echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool,
              sweep: dict[str, Any] | None = None) -> int:
-    """Fit (or reuse the same fit of an earlier dataset entry) and write every task's result. With a ``sweep``
-    record, the aligner is fitted with the selected hyper-parameters on the whole fit split (``sweep.REFIT_RULE``)."""
-    aligner_spec = plan.spec
+    """Fit (or reuse a fit) and write every task's result; a task the aligner cannot do gets a result
+    with no metrics that says why (the leaderboard shows "–"), and needs no fit. With a ``sweep``
+    record, the fit uses the selected hyper-parameters on the whole fit split (``sweep.REFIT_RULE``)."""
     if sweep is not None:
-        aligner_spec = dataclasses.replace(aligner_spec, hparams={**aligner_spec.hparams, **sweep["selected"]})
-    key = _fit_key(spec, image_encoder, text_encoder, aligner_spec.name, aligner_spec.hparams, seed)
-    if key not in fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
-        torch.manual_seed(seed)
-        fit_started = time.perf_counter()
-        aligner = _new_aligner(aligner_spec.name, aligner_spec.hparams, seed)
-        saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
-                             aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
-        reused = _saved_fit(saved, aligner_spec.name, aligner.hparams) if save_aligners and not overwrite else None
-        if reused is not None:
-            aligner = reused
-            echo(f"reusing the fitted aligner {saved}")
-        else:
-            aligner.fit(fit.images, fit_texts.for_aligner(aligner))
-            if save_aligners:
-                aligner.save(saved)
-        fitted[key] = aligner, time.perf_counter() - fit_started
-    aligner, fit_seconds = fitted[key]
+        plan = dataclasses.replace(plan, spec=dataclasses.replace(
+            plan.spec, hparams={**plan.spec.hparams, **sweep["selected"]}))
+    aligner_spec = plan.spec
+    reasons = plan.not_applicable(spec)
+    todo = [task for task in plan.tasks(spec) if overwrite or not result_path(
+        results_dir, image_encoder=image_encoder, text_encoder=text_encoder, aligner=aligner_spec.display,
+        dataset=_path_name(spec), task=task, seed=seed).exists()]
+    aligner, fit_seconds = plan.aligner, 0.0
+    unsaved = save_aligners and not aligner_path(
+        results_dir, image_encoder=image_encoder, text_encoder=text_encoder, aligner=aligner_spec.display,
+        dataset=spec.name, fit_split=spec.fit, seed=seed).with_suffix(".json").exists()
+    applicable = [task for task in plan.tasks(spec) if task not in reasons]
+    if any(task in applicable for task in todo) or (unsaved and applicable):
+        aligner, fit_seconds = _fit(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, results_dir,
+                                    overwrite, echo, fitted, save_aligners)
     ctx = TaskContext(spec, aligner, bank, text_encoder, fit, evaluation, seed)
     written = 0
-    for task in plan.tasks(spec):
+    for task in todo:
         path = result_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                            aligner=aligner_spec.display, dataset=_path_name(spec), task=task, seed=seed)
-        if path.exists() and not overwrite:
-            continue
         task_started = time.perf_counter()
-        metrics, details = TASKS[task](ctx)
+        if task in reasons:
+            metrics, details = {}, {"not_applicable": reasons[task]}
+        else:
+            metrics, details = TASKS[task](ctx)
         result = make_result(
             dataset=spec.name, aligner=aligner_spec.display, image_encoder=image_encoder, text_encoder=text_encoder,
             task=task, metrics=metrics,
             aligner_name=aligner_spec.name, hparams=getattr(aligner, "hparams", aligner_spec.hparams), seed=seed,
+            image_input=dataclasses.asdict(aligner.image_input_spec()), text_side=plan.own_text_side or text_encoder,
             fit_split=spec.fit, eval_split=spec.eval, label_set=spec.label_set, fit_pairs=pairing,
-            num_fit_pairs=int(fit.images.shape[0]), num_eval=int(evaluation.images.shape[0]),
+            num_fit_pairs=len(fit), num_eval=len(evaluation),
             dataset_version=evaluation.split.version, dataset_hashes=_dataset_fingerprint(spec.name),
             skipped_rows={"fit": fit.split.skipped, "eval": evaluation.split.skipped},
             weights_sha256={"image": _weights("image", image_encoder), "text": _weights("text", text_encoder)},
@@ -323,6 +389,6 @@ def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: in
         )
         write_result(path, result)
         written += 1
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:4])
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:4]) or f"– ({reasons.get(task, '')})"
         echo(f"{spec.name:<14} {task:<24} {aligner_spec.display:<12} seed {seed}: {shown}")
     return written

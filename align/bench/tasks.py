@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from align.bench.config import DatasetSpec
-from align.bench.pairs import FeatureBank, SplitFeatures, flat_captions, label_set
+from align.bench.pairs import FeatureBank, SplitInputs, flat_captions, label_set
 from align.errors import BadInputError
 
 
@@ -26,9 +26,13 @@ class TaskContext:
     aligner: Any
     bank: FeatureBank
     text_encoder: str
-    fit: SplitFeatures
-    eval: SplitFeatures
+    fit: SplitInputs
+    eval: SplitInputs
     seed: int
+
+    def embed_images(self, part: SplitInputs) -> torch.Tensor:
+        """``part``'s images in the shared space, from the input kind the aligner declares."""
+        return self.aligner.encode_image(part.for_aligner(self.aligner))
 
     def texts(self, strings: list[str], what: str) -> torch.Tensor | list[str]:
         """What the aligner's ``encode_text`` takes for these eval-split texts: cached features, or strings."""
@@ -44,7 +48,7 @@ def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[st
     labels = label_set(ctx.eval.split, ctx.spec.label_set)
     prompts = class_prompts(labels.class_names, labels.templates)
     prompt_features = ctx.texts(prompts, f"prompts-{ctx.spec.label_set or 'main'}")
-    logits = zeroshot_logits(ctx.aligner.encode_image(ctx.eval.images), ctx.aligner.encode_text(prompt_features),
+    logits = zeroshot_logits(ctx.embed_images(ctx.eval), ctx.aligner.encode_text(prompt_features),
                              num_classes=len(labels.class_names), reducer=ctx.spec.reducer)
     metrics = classification_metrics(logits, torch.as_tensor(labels.labels))
     return metrics, {"reducer": ctx.spec.reducer, "num_classes": len(labels.class_names),
@@ -55,9 +59,9 @@ def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, An
     from align.eval.retrieval import evaluate_retrieval
 
     captions, owner = flat_captions(ctx.eval.split)
-    metrics = evaluate_retrieval(ctx.aligner.encode_image(ctx.eval.images),
+    metrics = evaluate_retrieval(ctx.embed_images(ctx.eval),
                                  ctx.aligner.encode_text(ctx.texts(captions, "captions")), owner, ks=ctx.spec.recall_k)
-    return metrics, {"num_images": int(ctx.eval.images.shape[0]), "num_captions": len(captions)}
+    return metrics, {"num_images": len(ctx.eval), "num_captions": len(captions)}
 
 
 def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
@@ -65,8 +69,8 @@ def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
 
     train = label_set(ctx.fit.split, ctx.spec.label_set)
     test = label_set(ctx.eval.split, ctx.spec.label_set)
-    result = probe(ctx.aligner.encode_image(ctx.fit.images), train.labels,
-                   ctx.aligner.encode_image(ctx.eval.images), test.labels, seed=ctx.seed)
+    result = probe(ctx.embed_images(ctx.fit), train.labels,
+                   ctx.embed_images(ctx.eval), test.labels, seed=ctx.seed)
     return result.metrics, {"C": result.C}
 
 
@@ -75,8 +79,8 @@ def fewshot(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
 
     train = label_set(ctx.fit.split, ctx.spec.label_set)
     test = label_set(ctx.eval.split, ctx.spec.label_set)
-    metrics = few(ctx.aligner.encode_image(ctx.fit.images), train.labels,
-                  ctx.aligner.encode_image(ctx.eval.images), test.labels, k=ctx.spec.fewshot_k, seed=ctx.seed)
+    metrics = few(ctx.embed_images(ctx.fit), train.labels,
+                  ctx.embed_images(ctx.eval), test.labels, k=ctx.spec.fewshot_k, seed=ctx.seed)
     return metrics, {"k": ctx.spec.fewshot_k}
 
 
@@ -88,11 +92,22 @@ def captioning(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
         raise BadInputError(f"captioning: aligner {ctx.aligner.name!r} cannot generate captions (no language model)")
     if ctx.eval.split.captions is None:
         raise BadInputError(f"{ctx.eval.split.dataset}/{ctx.eval.split.split}: has no reference captions")
-    generated = ctx.aligner.caption(ctx.eval.images)
+    generated = ctx.aligner.caption(ctx.eval.for_aligner(ctx.aligner))
     metrics = caption_metrics(generated, ctx.eval.split.captions)
     examples = [{"image": i, "generated": generated[i], "references": list(ctx.eval.split.captions[i])}
                 for i in range(min(20, len(generated)))]
     return metrics, {"num_images": len(generated), "examples": examples}
+
+
+def not_applicable(task: str, aligner: Any) -> str | None:
+    """Why ``aligner`` cannot do ``task`` (the leaderboard shows "–" and the result file says this),
+    or None when it can."""
+    name = getattr(aligner, "name", type(aligner).__name__)
+    if task in ("zeroshot_classification", "zeroshot_retrieval") and getattr(aligner, "text_input", "") == "none":
+        return f"{name} has no text side (it learns from images alone), so it cannot score text against images"
+    if task == "captioning" and not callable(getattr(aligner, "caption", None)):
+        return f"{name} has no language model to generate captions"
+    return None
 
 
 TASKS: dict[str, Callable[[TaskContext], tuple[dict[str, float], dict[str, Any]]]] = {

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from align.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -34,14 +32,9 @@ class BadRows:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why ``path`` is not a usable image (missing, unreadable, truncated), or ``None``.
+    """Why ``path`` is not a usable image (missing, unreadable, truncated, over the pixel limit), or ``None``.
 
     Decodes the whole image: ``verify()`` alone misses truncated JPEGs."""
-    if not path.is_file():
-        return f"no such image {path}"
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{path}: not a readable image ({type(err).__name__})"
-    return None
+    from align.data.images import image_problem_of
+
+    return image_problem_of(path)[1]

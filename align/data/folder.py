@@ -81,6 +81,8 @@ class ImageFolder(Dataset):
             else:
                 bad.flag(problem)
         bad.done()
+        if not kept:
+            raise BadInputError(f"{self.root}: no usable images ({bad.count} bad image(s) skipped)")
         paths = [p for p, _ in kept]
 
         def load_image(i: int) -> Image.Image:

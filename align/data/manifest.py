@@ -44,6 +44,7 @@ from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.data.folder import file_list_digest
 from align.data.options import resolve_classes, resolve_templates
 from align.data.subsample import select, stratified_halves
+from align.data.textfile import read_text, split_lines
 from align.errors import BadInputError
 from align.registry import DATASETS
 
@@ -70,12 +71,23 @@ class Parsed:
     has_labels: bool
 
 
+def _csv_lines(path: Path) -> list[str]:
+    """The file's lines, each ending in ``\n``, cut at ``\n`` only (see :mod:`align.data.textfile`)."""
+    return [line + "\n" for line in split_lines(read_text(path, "manifest"))]
+
+
 def parse_csv(path: Path) -> Parsed:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
+    """Rows of a CSV manifest. A record may not span lines: captions hold no line breaks, so a quoted
+    field running past its line is an unclosed quote, which would swallow the rows after it."""
+    lines = _csv_lines(path)
+    reader = csv.reader(lines, strict=True)
+    first = 1  # line where the record being read starts
+    try:
         header = next(reader, None)
         if header is None:
             raise BadInputError(f"{path}: empty manifest (expected a header such as image,caption,label)")
+        if reader.line_num > 1:
+            raise BadInputError(f"{path}, line 1: unclosed quote in the header (it runs to line {reader.line_num})")
         columns = [c.strip().lower() for c in header]
         unknown = [c for c in columns if c not in CSV_COLUMNS]
         if unknown or len(set(columns)) != len(columns) or "image" not in columns or len(columns) < 2:
@@ -83,8 +95,13 @@ def parse_csv(path: Path) -> Parsed:
                 f"{path}, line 1: header {','.join(header)!r} must name 'image' and 'caption' and/or 'label', "
                 f"each once" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
         rows = []
+        first = reader.line_num + 1
         for record in reader:
-            row = Row(reader.line_num)
+            if reader.line_num > first:
+                raise BadInputError(
+                    f"{path}, line {first}: unclosed quote (the quoted field runs on to line {reader.line_num}); "
+                    "close it, or double a quote inside a quoted field (\"\")")
+            row, first = Row(reader.line_num), reader.line_num + 1
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue  # blank line
             if len(record) != len(columns):
@@ -96,6 +113,11 @@ def parse_csv(path: Path) -> Parsed:
                     row.captions = [values["caption"].strip()]
                 row.label = values["label"].strip() if "label" in values else None
             rows.append(row)
+    except csv.Error as err:
+        if reader.line_num > first or "unexpected end of data" in str(err):
+            end = "the end of the file" if reader.line_num >= len(lines) else f"line {reader.line_num}"
+            raise BadInputError(f"{path}, line {first}: unclosed quote (the quoted field runs on to {end})") from None
+        raise BadInputError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from None
     return Parsed(rows, "caption" in columns, "label" in columns)
 
 
@@ -118,6 +140,8 @@ def _parse_json_line(row: Row, text: str) -> bool:
         captions = obj.get("captions", [obj.get("caption")] if "caption" in obj else [])
         if isinstance(captions, str) or not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
             row.problem = "'captions' must be a list of strings ('caption' a string)"
+        elif not captions:
+            row.problem = "'captions' is an empty list"
         else:
             row.captions = [c.strip() for c in captions]
     if "label" in obj:
@@ -131,14 +155,13 @@ def _parse_json_line(row: Row, text: str) -> bool:
 
 def parse_jsonl(path: Path) -> Parsed:
     rows, has_captions, has_labels = [], False, False
-    with path.open(encoding="utf-8-sig") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            row = Row(number)
-            has_captions |= _parse_json_line(row, text)
-            has_labels |= row.label is not None
-            rows.append(row)
+    for number, text in enumerate(split_lines(read_text(path, "manifest")), start=1):
+        if not text.strip():
+            continue
+        row = Row(number)
+        has_captions |= _parse_json_line(row, text)
+        has_labels |= row.label is not None
+        rows.append(row)
     if has_labels:  # a line without "label" in a labelled manifest is a bad row, not an unlabelled one
         for row in rows:
             if row.label is None and row.problem is None:
@@ -221,6 +244,9 @@ class Manifest(Dataset):
             else:
                 earlier[0].extend(row.captions)
         bad.done()
+        if not items:
+            skipped = f" ({bad.count} bad row(s) skipped)" if bad.count else ""
+            raise BadInputError(f"{self.path}: no usable rows{skipped}")
         images = list(items)
         paths = [self.path.parent / image for image in images]
         labels = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from align.data.arrays import DIGIT_NAMES, array_split
 from align.data.base import Dataset, DatasetSplit
 from align.data.prompts import load_templates
+from align.data.safe_pickle import load_arrays
 from align.errors import BadInputError
 from align.registry import DATASETS
 
@@ -26,16 +26,32 @@ VERSION = "mnist-pkl+r1"
 SPLITS = ("train", "val", "test")
 
 
-@functools.lru_cache(maxsize=1)
 def read_pickle(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{split: (images [N, 28, 28] uint8, labels [N] int64)}`` from the classic pickle."""
+    """``{split: (images [N, 28, 28] uint8, labels [N] int64)}`` from the classic pickle, read with
+    :mod:`align.data.safe_pickle` (numeric arrays only: nothing in the file is executed); the
+    packaged asset is checked against the catalogue's sha256 before (``align.assets.require``)."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot read the MNIST pickle ({err.strerror or err})") from None
+    return _read(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _read(path: str, size: int, mtime_ns: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     try:
         with gzip.open(path, "rb") as f:
-            parts = pickle.load(f, encoding="latin1")
-    except (OSError, EOFError, pickle.UnpicklingError) as err:
+            data = f.read()
+    except (OSError, EOFError) as err:
         raise BadInputError(f"{path}: cannot read the MNIST pickle ({err})") from None
+    parts = load_arrays(data, path)
+    if not isinstance(parts, tuple) or len(parts) != len(SPLITS) or any(
+            not isinstance(p, tuple) or len(p) != 2 for p in parts):
+        raise BadInputError(f"{path}: expected (train, val, test) pairs of (images, labels)")
     out = {}
     for name, (x, y) in zip(SPLITS, parts):
+        if x.ndim != 2 or x.shape[1] != 784 or y.shape != (x.shape[0],):
+            raise BadInputError(f"{path}: {name} images {x.shape} and labels {y.shape} are not [N, 784] and [N]")
         images = np.rint(np.asarray(x, dtype=np.float32) * 256.0).clip(0, 255).astype(np.uint8)
         images = images.reshape(-1, 28, 28)
         images.setflags(write=False)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from align.data.prompts import load_templates, parse_templates, read_templates
+from align.data.textfile import read_lines
 from align.errors import BadInputError
 
 
@@ -26,7 +27,7 @@ def resolve_classes(classes: str | Path | Sequence[str] | None) -> tuple[str, ..
         path = Path(classes)
         if not path.is_file():
             raise BadInputError(f"{path}: no such classes file (one class name per line)")
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in read_lines(path, "classes file") if line.strip()]
         source = str(path)
     else:
         names = [str(c).strip() for c in classes]

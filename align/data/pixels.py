@@ -1,4 +1,4 @@
-"""Pixels for LQAE: a dataset split as one float tensor ``[N, C, S, S]`` in [0, 1].
+"""Pixels for methods that train their own image encoder (LQAE): a split as ``[N, C, S, S]`` in [0, 1].
 
 LQAE trains its encoder and decoder on raw pixels, not on a frozen encoder's features, so it needs the
 images themselves at one small size. Greyscale images (Fashion-MNIST, MNIST) stay one channel and are
@@ -15,12 +15,26 @@ import numpy as np
 import torch
 from PIL import Image
 
+from align.data.images import to_standard_mode
 from align.errors import BadInputError
 
 
 def image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
-    """``[channels, size, size]`` float32 in [0, 1] for one PIL image."""
-    if channels == 1:
+    """``[channels, size, size]`` float32 in [0, 1] for one PIL image.
+
+    A greyscale image no larger than ``size`` is zero-padded, centred (28 -> 32 adds a black border,
+    the background of Fashion-MNIST and MNIST, and keeps every pixel as it is), then repeated over
+    three channels if ``channels`` is 3; anything else is resized with Pillow's box filter (an area
+    average), colour images composited onto white first (emoji are RGBA)."""
+    if channels not in (1, 3):
+        raise BadInputError(f"pixel images: channels must be 1 or 3, got {channels}")
+    image = to_standard_mode(image)  # 16-bit scaled by its range, palette transparency as alpha
+    if image.mode in ("LA", "RGBA"):  # composite onto white first, so hidden colours never show
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        flat = Image.alpha_composite(white, image.convert("RGBA"))
+        image = flat.convert("L" if image.mode == "LA" else "RGB")
+    small_grey = image.mode == "L" and image.width <= size and image.height <= size
+    if channels == 1 or small_grey:
         grey = image.convert("L")
         w, h = grey.size
         if w <= size and h <= size:  # pad, centred, with black
@@ -29,15 +43,12 @@ def image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
             grey = canvas
         else:
             grey = grey.resize((size, size), Image.Resampling.BOX)
-        return np.asarray(grey, dtype=np.float32)[None] / 255.0
-    if channels == 3:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(white, rgba).convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BOX)
-        return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    raise BadInputError(f"lqae images: channels must be 1 or 3, got {channels}")
+        array = np.asarray(grey, dtype=np.float32)[None] / 255.0
+        return array if channels == 1 else np.repeat(array, 3, axis=0)
+    rgb = image.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 def images_tensor(split: object, size: int = 32, channels: int = 1, rows: Sequence[int] | None = None) -> torch.Tensor:

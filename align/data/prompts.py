@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
+from align.data.textfile import read_text, split_lines
 from align.errors import BadInputError, UnknownNameError
 
 
 def parse_templates(text: str, source: str) -> tuple[str, ...]:
     """Templates from the text of a template file; each must contain ``{c}``."""
     templates = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -42,6 +43,4 @@ def read_templates(path: str) -> tuple[str, ...]:
     from pathlib import Path
 
     file = Path(path)
-    if not file.is_file():
-        raise BadInputError(f"{file}: no such templates file")
-    return parse_templates(file.read_text(encoding="utf-8"), str(file))
+    return parse_templates(read_text(file, "templates file"), str(file))

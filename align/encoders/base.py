@@ -40,6 +40,9 @@ class VisionEncoder(nn.Module):
     embed_dim: int
     data_config: DataConfig
     class_names: Sequence[str] | None = None  # set when the weights come with a classifier head
+    # sha256 of the weight file(s) this instance really loaded (set by its loader); None: no weight
+    # file (seeded toy models) or not known, and the registry's asset is hashed instead (feature keys).
+    weights_sha256: str | None = None
     # True when ``pool(forward_tokens(x))`` equals ``forward(x)``; False for class-token ViTs, where
     # ``pool`` falls back to the grid mean and only ``encode``/``forward`` give the weights' embedding.
     pool_from_tokens: bool = True

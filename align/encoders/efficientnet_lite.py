@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from align.assets import get_spec, require
+from align.assets import file_sha256, get_spec, require
 from align.encoders.base import DataConfig, VisionEncoder
+from align.features.weights import RANDOM_INIT
 from align.registry import VISION_ENCODERS
 
 
@@ -60,13 +61,16 @@ def build_lite(name: str, variant: LiteVariant, *, pretrained: bool = True) -> E
     """``pretrained=False`` gives a random initialisation (shape tests without the asset)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    from align.encoders.torchvision_models import imagenet_categories
+    from align.encoders.torchvision_models import imagenet_categories, load_checkpoint
 
     model = EfficientNet.from_name(variant.arch)
+    sha256 = RANDOM_INIT
     if pretrained:
-        path = require(variant.asset) / variant.filename
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        path = require(variant.asset) / variant.filename  # checked against the catalogue's sha256
+        model.load_state_dict(load_checkpoint(path))
+        sha256 = file_sha256(path)
     encoder = EfficientNetLiteEncoder(name, model, variant, imagenet_categories())
+    encoder.weights_sha256 = sha256
     return encoder.freeze()  # type: ignore[return-value]
 
 

@@ -128,14 +128,17 @@ def _load(identifier: str, *, download: bool, cache_dir: str, revision: str | No
           model_kwargs: dict[str, Any]) -> tuple[nn.Module, Any, bool]:
     from transformers import AutoImageProcessor, AutoModel
 
+    from align.assets.offline import hub_offline
+
     local = looks_like_path(identifier)
     source = str(Path(identifier).expanduser()) if local else identifier
     if local and not Path(source).is_dir():
         raise BadInputError(f"hf model directory {source!r} does not exist")
     options = dict(cache_dir=cache_dir, local_files_only=local or not download, revision=revision)
     try:
-        model, info = AutoModel.from_pretrained(source, output_loading_info=True, **options, **model_kwargs)
-        processor = AutoImageProcessor.from_pretrained(source, **options)
+        with hub_offline(options["local_files_only"]):
+            model, info = AutoModel.from_pretrained(source, output_loading_info=True, **options, **model_kwargs)
+            processor = AutoImageProcessor.from_pretrained(source, **options)
     except OSError as error:
         if local:
             raise BadInputError(f"{source!r} holds no Hugging Face vision model with an image processor: "
@@ -156,9 +159,12 @@ def _load(identifier: str, *, download: bool, cache_dir: str, revision: str | No
 def hf_encoder(identifier: str, *, download: bool = False, cache_dir: str | None = None,
                revision: str | None = None, **model_kwargs: Any) -> HFVisionEncoder:
     from align.assets import hf_hub_cache
+    from align.assets.hashing import hf_folder_sha256
 
+    cache_dir = cache_dir or str(hf_hub_cache())
     model, processor, pooler_ok = _load(identifier, download=download, revision=revision,
-                                        cache_dir=cache_dir or str(hf_hub_cache()), model_kwargs=model_kwargs)
+                                        cache_dir=cache_dir, model_kwargs=model_kwargs)
     vision = getattr(model, "vision_model", model)
     encoder = HFVisionEncoder(f"hf:{identifier}", vision, processor, use_pooler=pooler_ok)
+    encoder.weights_sha256 = hf_folder_sha256(identifier, cache_dir, revision)  # the folder just loaded
     return encoder.freeze()  # type: ignore[return-value]

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from align.assets.hashing import file_sha256
 from align.encoders._common import existing_file, seeded, unknown
 from align.encoders.base import DataConfig, VisionEncoder
 from align.errors import AssetMissingError, BadInputError
@@ -125,6 +126,10 @@ def _load_open_clip(arch_tag: str, pretrained: str | None, download: bool,
             )
     with seeded(0 if weights is None else None):
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, **options)
+    if weights is not None and not os.path.isfile(weights):  # a tag open_clip just downloaded
+        weights = _cached_tag_file(open_clip.get_pretrained_cfg(arch, tag), cache_dir) if tag else None
+    # what the features came from: the file loaded (None: seeded random init, or not found after a download)
+    model.align_weights_sha256 = file_sha256(weights) if weights is not None else None
     tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
     return model.eval(), preprocess, tokenizer
 
@@ -196,4 +201,5 @@ def open_clip_encoder(identifier: str, *, pretrained: str | None = None, checkpo
         weights = str(existing_file(weights, "open_clip weights file"))
     model, preprocess, _ = load_open_clip(identifier, weights, download=download, cache_dir=cache_dir)
     encoder = OpenCLIPVisionEncoder(f"open_clip:{identifier}", model, preprocess, normalize)
+    encoder.weights_sha256 = getattr(model, "align_weights_sha256", None)
     return encoder.freeze()  # type: ignore[return-value]

@@ -206,7 +206,53 @@ def create_timm(identifier: str, *, pretrained: bool = False, checkpoint_path: s
                               **model_kwargs)
     if class_names is None and (pretrained or checkpoint_path) and getattr(model, "num_classes", 0):
         class_names = _imagenet_names(model)
-    return TimmEncoder(f"timm:{identifier}", model, class_names).freeze()  # type: ignore[return-value]
+    encoder = TimmEncoder(f"timm:{identifier}", model, class_names)
+    encoder.weights_sha256 = _weights_sha256(model, pretrained, checkpoint_path, overlay.get("file"))
+    return encoder.freeze()  # type: ignore[return-value]
+
+
+def _weights_sha256(model: nn.Module, pretrained: bool, checkpoint_path: str | None,
+                    overlay_file: str | None) -> str | None:
+    """sha256 of the files timm loaded: the checkpoint (over the pretrained weights, if any), the
+    overlay file, or the hub-cache file of ``pretrained=True``; ``random-init`` without weights, None
+    when the file timm read cannot be found."""
+    from align.assets.hashing import combined_sha256, file_sha256
+    from align.features.weights import RANDOM_INIT
+
+    files: dict[str, str] = {}
+    if pretrained:
+        found = overlay_file or _hub_file(getattr(model, "pretrained_cfg", None) or {})
+        if found is None:
+            return None
+        files["pretrained"] = file_sha256(found)
+    if checkpoint_path is not None:
+        files["checkpoint"] = file_sha256(checkpoint_path)
+    if not files:
+        return RANDOM_INIT
+    return next(iter(files.values())) if len(files) == 1 else combined_sha256(files)
+
+
+def _hub_file(cfg: dict[str, Any]) -> str | None:
+    """Where timm's ``pretrained=True`` found its weights (hub cache or torch hub folder), if local."""
+    import os
+
+    if cfg.get("file") and os.path.isfile(cfg["file"]):
+        return str(cfg["file"])
+    if cfg.get("hf_hub_id"):
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in (cfg.get("hf_hub_filename"), "model.safetensors", "open_clip_model.safetensors",
+                         "pytorch_model.bin"):
+            found = filename and try_to_load_from_cache(cfg["hf_hub_id"], filename)
+            if isinstance(found, str):
+                return found
+    if cfg.get("url"):
+        from torch.hub import get_dir
+
+        path = os.path.join(get_dir(), "checkpoints", os.path.basename(cfg["url"]))
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 @VISION_ENCODERS.register_source(

@@ -16,9 +16,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from align.assets import get_spec, require, torch_hub_checkpoints
+from align.assets import file_sha256, get_spec, require, torch_hub_checkpoints, verified_files
 from align.encoders.base import DataConfig, VisionEncoder
-from align.errors import AssetMissingError
+from align.errors import AssetMissingError, BadInputError
+from align.features.weights import RANDOM_INIT
 from align.registry import VISION_ENCODERS
 
 _TORCHVISION_LICENSE = "BSD-3-Clause (torchvision weights)"
@@ -45,21 +46,38 @@ def data_config_of(weights: Any) -> DataConfig:
     )
 
 
-def load_weights(weights: Any, asset: str | None, *, download: bool = False) -> dict[str, torch.Tensor]:
-    """State dict of a torchvision weights enum from the align cache; fetched only with ``download``.
+def load_weights(weights: Any, asset: str | None, *, download: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """State dict of a torchvision weights enum from the align cache, and the sha256 of the file read;
+    fetched only with ``download``.
 
-    Offline with the file absent this raises the asset's own ``AssetMissingError`` (naming the
-    ``align assets pull`` command)."""
+    A packaged file is checked against the catalogue first (a damaged one is a one-line error naming
+    it and ``align assets pull``); offline with the file absent this raises the asset's own
+    ``AssetMissingError``."""
     folder = torch_hub_checkpoints()
     path = folder / Path(urlparse(weights.url).path).name
     if not path.is_file() and not download:
         if asset is not None:
             require(asset)  # raises with the pull command
         raise AssetMissingError(f"{path} is missing; pass download=True to fetch it from {weights.url}")
-    return torch.hub.load_state_dict_from_url(
-        weights.url, model_dir=str(folder), map_location="cpu", check_hash=True, progress=False,
-        weights_only=True,
-    )
+    if not path.is_file():
+        from torch.hub import HASH_REGEX
+
+        found = HASH_REGEX.search(path.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=found.group(1) if found else None,
+                                       progress=False)
+    if asset is not None:
+        verified_files(get_spec(asset), folder)  # the file matches the catalogue's sha256, or a one-line error
+    return load_checkpoint(path), file_sha256(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` of a local checkpoint, or a one-line error naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        reason = str(err).split("\n", 1)[0][:200] or type(err).__name__
+        raise BadInputError(f"{path}: not a readable weights file ({reason})") from None
 
 
 class TorchvisionEncoder(VisionEncoder):
@@ -91,12 +109,15 @@ def build_torchvision(name: str, builder: str, weights_name: str, *, asset: str 
 
     weights = get_weight(weights_name)
     model = get_model_builder(builder)(weights=None)
+    sha256 = RANDOM_INIT
     if pretrained:
-        model.load_state_dict(load_weights(weights, asset, download=download))
+        state, sha256 = load_weights(weights, asset, download=download)
+        model.load_state_dict(state)
     encoder = TorchvisionEncoder(
         name, model, trunk=trunk, head=head, embed_dim=embed_dim, data_config=data_config_of(weights),
         class_names=list(weights.meta["categories"]), transform=weights.transforms(),
     )
+    encoder.weights_sha256 = sha256
     return encoder.freeze()  # type: ignore[return-value]
 
 

@@ -21,9 +21,14 @@ _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """RGB copy of any PIL image; transparency is composited onto ``background`` (emoji are RGBA)."""
-    keyed = image.mode in ("P", "L", "RGB") and "transparency" in image.info  # one colour is transparent
-    if image.mode in ("RGBA", "LA", "PA") or keyed:
+    """RGB copy of any PIL image; transparency is composited onto ``background`` (emoji are RGBA).
+
+    Other modes go through :func:`align.data.images.to_standard_mode` first, so 16-bit greyscale is
+    scaled by its real range rather than clipped, and palette transparency becomes alpha."""
+    from align.data.images import to_standard_mode
+
+    image = to_standard_mode(image)
+    if image.mode in ("RGBA", "LA"):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")

@@ -1,9 +1,12 @@
 """Features of a dataset split, computed once and stored as safetensors shards with a JSON index.
 
-The key hashes everything that changes the numbers: encoder name, weights sha256, preprocessing,
-dataset name, version and split, and the exact texts for text features. A cache written under
-another key is never read. Shards are written atomically one by one, so an interrupted run resumes
-at the first missing shard; the index (``index.json``) is written last and marks the entry complete.
+The key hashes everything that changes the numbers: encoder name, the sha256 of the weight files
+really loaded (:mod:`align.features.weights`), preprocessing, dataset name, version and split, and
+the exact texts for text features. A cache written under another key is never read. Shards are
+written atomically one by one, each with its checksums (:mod:`align.features.shards`), so an
+interrupted run resumes at the first missing shard after checking the ones it finds; the index
+(``index.json``, with every shard's sha256) is written last and marks the entry complete. A
+damaged shard or index is logged in one line and recomputed: it is a cache.
 
 Layout: ``$ALIGN_HOME/features/<encoder>/<dataset>/<split>/<modality>-<key12>/`` (the root can be
 moved with ``ALIGN_FEATURE_CACHE``).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -25,11 +29,18 @@ from typing import Any
 import torch
 
 from align.assets.store import align_home
-from align.atomic import atomic_path, write_json_atomic
+from align.atomic import write_json_atomic
 from align.data.base import DatasetSplit
 from align.errors import AlignError, BadInputError
+from align.features.shards import DamagedShard, read_index, read_shard, write_shard
+from align.features.weights import weights_fingerprint
 
-FORMAT_VERSION = 1
+__all__ = ["FeatureCache", "FeatureKey", "image_features", "image_tokens", "text_features", "weights_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: every shard carries its checksums (index.json and the shard's own header)
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -74,9 +85,11 @@ def default_root() -> Path:
 
 
 class FeatureCache:
-    """Sharded, resumable storage of ``[N, D]`` float32 features under one key."""
+    """Sharded, resumable, verified storage of ``[N, D]`` features under one key."""
 
     def __init__(self, root: Path | None = None, shard_size: int = 512) -> None:
+        if shard_size < 1:
+            raise BadInputError(f"feature cache: shard_size must be >= 1, got {shard_size}")
         self.root = Path(root) if root is not None else default_root()
         self.shard_size = shard_size
 
@@ -84,21 +97,42 @@ class FeatureCache:
         return folder / f"shard-{index:05d}.safetensors"
 
     def load(self, key: FeatureKey) -> torch.Tensor | None:
-        """The cached features, or None if the entry is absent or incomplete."""
-        from safetensors.torch import load_file
-
+        """The cached features, or None if the entry is absent, incomplete or damaged (a damaged one
+        is logged in one line and recomputed by :meth:`compute`)."""
         folder = key.folder(self.root)
         index_path = folder / "index.json"
         if not index_path.is_file():
             return None
-        index = json.loads(index_path.read_text())
-        if index.get("key") != dataclasses.asdict(key):
-            return None  # a digest-prefix collision or a hand-edited folder: never reuse
-        shards = [load_file(str(folder / name))["features"] for name in index["shards"]]
-        features = torch.cat(shards) if shards else torch.empty(0, index["dim"])
-        if features.shape != (index["num_items"], index["dim"]):
-            raise AlignError(f"feature cache {folder} is inconsistent; delete it and run again")
+        try:
+            index = read_index(index_path)
+            if index.get("key") != dataclasses.asdict(key):
+                return None  # a digest-prefix collision or a hand-edited folder: never reuse
+            dtype = _DTYPES.get(index.get("dtype", "float32"))
+            if dtype is None:
+                raise DamagedShard(f"{index_path}: unknown dtype {index.get('dtype')!r}")
+            shards = [read_shard(folder / name, sha256=index["sha256"][name], dtype=dtype) for name in index["shards"]]
+            features = torch.cat(shards) if shards else torch.empty(0, index["dim"], dtype=dtype)
+            if features.shape != (index["num_items"], index["dim"]):
+                raise DamagedShard(f"{folder}: shards hold {tuple(features.shape)}, index.json says "
+                                   f"({index['num_items']}, {index['dim']})")
+            if not torch.isfinite(features).all():
+                raise DamagedShard(f"{folder}: features contain NaN or inf")
+        except DamagedShard as err:
+            log.warning("feature cache: %s; recomputing this entry", err)
+            return None
         return features
+
+    def _resumed(self, path: Path, header: dict[str, str], dtype: torch.dtype) -> torch.Tensor | None:
+        """A shard left by an earlier run if it verifies against its own header, else None (rewritten)."""
+        if not path.is_file():
+            return None
+        try:
+            shard = read_shard(path, header=header, dtype=dtype)
+        except DamagedShard as err:
+            log.warning("feature cache: %s; recomputing it", err)
+            return None
+        rows = int(header["stop"]) - int(header["start"])
+        return shard if shard.shape[0] == rows and torch.isfinite(shard).all() else None
 
     def compute(
         self,
@@ -109,34 +143,46 @@ class FeatureCache:
         batch_size: int = 32,
         progress: bool = True,
         description: str = "",
+        dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """Load ``key`` or compute it with ``embed_batch(start, stop) -> [stop-start, D]``, resuming
-        at the first missing shard of an interrupted run."""
+        at the first missing shard of an interrupted run. ``dtype`` is the stored precision (float16
+        halves the size of token grids; the key must say so, e.g. in its modality).
+
+        Every shard is checked before it is used: against ``index.json`` for a complete entry, against
+        its own header for one left by an interrupted run; a shard that fails is computed again."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise BadInputError(f"{key.encoder} on {key.dataset}/{key.split}: batch_size must be a positive "
+                                f"integer, got {batch_size!r}")
+        if dtype not in _DTYPES.values():
+            raise BadInputError(f"feature cache: dtype must be torch.float32 or torch.float16, got {dtype}")
         cached = self.load(key)
         if cached is not None:
             return cached
-        from safetensors.torch import load_file, save_file
         from tqdm.auto import tqdm
 
         folder = key.folder(self.root)
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / "index.json").unlink(missing_ok=True)  # stale or damaged: rewritten once complete
         num_shards = max(1, -(-num_items // self.shard_size))
-        shards, names = [], []
+        shards, names, hashes = [], [], {}
         bar = tqdm(total=num_items, unit="item", desc=description or key.split, disable=not progress,
                    dynamic_ncols=True, leave=False)
         started = time.perf_counter()
+        entry = key.digest()
         for s in range(num_shards):
             path = self._shard(folder, s)
             start, stop = s * self.shard_size, min(num_items, (s + 1) * self.shard_size)
-            if path.is_file():  # written by an earlier, interrupted run
-                shard = load_file(str(path))["features"]
-            else:
+            header = {"entry": entry, "start": str(start), "stop": str(stop)}
+            shard = self._resumed(path, header, dtype)
+            if shard is None:
                 parts = [embed_batch(b, min(stop, b + batch_size)) for b in range(start, stop, batch_size)]
-                shard = torch.cat(parts).float().contiguous() if parts else torch.empty(0, 0)
+                shard = torch.cat(parts).to(dtype).contiguous() if parts else torch.empty(0, 0, dtype=dtype)
                 if not torch.isfinite(shard).all():
                     raise BadInputError(f"{key.encoder} on {key.dataset}/{key.split}: features contain NaN or inf")
-                with atomic_path(path) as tmp:
-                    save_file({"features": shard}, str(tmp))
+                hashes[path.name] = write_shard(path, shard, header)
+            else:
+                hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
             shards.append(shard)
             names.append(path.name)
             bar.update(stop - start)
@@ -144,21 +190,10 @@ class FeatureCache:
         features = torch.cat(shards)
         write_json_atomic(folder / "index.json", {
             "key": dataclasses.asdict(key), "num_items": num_items, "dim": int(features.shape[1]),
-            "shards": names, "seconds": round(time.perf_counter() - started, 3),
+            "shards": names, "sha256": hashes, "seconds": round(time.perf_counter() - started, 3),
+            "dtype": str(dtype).removeprefix("torch."),
         })
         return features
-
-
-def weights_fingerprint(registry: Any, name: str, encoder: Any | None = None) -> str | None:
-    """sha256 of the weights: the encoder's own, the registry's, or a digest of its asset's pinned files."""
-    from align.assets import CATALOG
-
-    meta = registry.meta(name)
-    found = getattr(encoder, "weights_sha256", None) or meta.weights_sha256
-    if found is None and meta.weights in CATALOG:
-        pinned = json.dumps(sorted(CATALOG[meta.weights].sha256.items()))
-        found = hashlib.sha256(pinned.encode()).hexdigest()
-    return found
 
 
 def _encoder_fingerprint(registry: Any, name: str, encoder: Any | None) -> tuple[str | None, str]:
@@ -193,6 +228,46 @@ def image_features(
                          description=f"{encoder_name} {split.dataset}/{split.split}")
 
 
+TOKEN_STORAGE = torch.float16
+
+
+def image_tokens(
+    encoder_name: str,
+    split: DatasetSplit,
+    *,
+    cache: FeatureCache | None = None,
+    encoder: Any | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Spatial tokens ``[N, T, D]`` of every item of ``split`` (a CNN's feature map, a ViT's patch
+    tokens), from the cache when possible. Stored as float16 (half the disk and memory of a 7x7x1280
+    grid per image); ``benchmarks/token_storage.py`` measures what that changes downstream."""
+    from align.embed import encode_pil_tokens
+    from align.registry import VISION_ENCODERS
+
+    cache = cache or FeatureCache()
+    encoder = encoder or VISION_ENCODERS.create(encoder_name)
+    weights, preprocessing = _encoder_fingerprint(VISION_ENCODERS, encoder_name, encoder)
+    modality = f"image-tokens-{str(TOKEN_STORAGE).removeprefix('torch.')}"
+    key = FeatureKey(encoder_name, weights, preprocessing, split.dataset, split.version, split.split, modality)
+    grid: list[int] = []
+
+    def embed_batch(start: int, stop: int) -> torch.Tensor:
+        tokens = encode_pil_tokens(encoder, [split.load_image(i) for i in range(start, stop)])
+        grid[:] = tokens.shape[1:]
+        return tokens.flatten(1)
+
+    flat = cache.compute(key, split.num_items, embed_batch, batch_size=batch_size, progress=progress,
+                         description=f"{encoder_name} tokens {split.dataset}/{split.split}", dtype=TOKEN_STORAGE)
+    if not grid:  # from the cache: the grid's shape comes from one image
+        grid[:] = encode_pil_tokens(encoder, [split.load_image(0)]).shape[1:]
+    if flat.shape[1] != grid[0] * grid[1]:
+        raise AlignError(f"feature cache for {encoder_name} tokens on {split.dataset}/{split.split} does not hold "
+                         f"{grid[0]}x{grid[1]} grids; delete {key.folder(cache.root)} and run again")
+    return flat.view(len(flat), grid[0], grid[1])
+
+
 def text_features(
     encoder_name: str,
     texts: Sequence[str],
@@ -217,6 +292,9 @@ def text_features(
     if cached is not None:
         return cached
     encoder = make_encoder() if make_encoder else TEXT_ENCODERS.create(encoder_name)
+    loaded = weights_fingerprint(TEXT_ENCODERS, encoder_name, encoder)
+    if loaded != weights:  # the files really loaded differ from what the registry pointed at: file under them
+        key = dataclasses.replace(key, weights_sha256=loaded)
     texts = list(texts)
 
     def embed_batch(start: int, stop: int) -> torch.Tensor:

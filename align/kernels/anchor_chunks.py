@@ -8,7 +8,6 @@ current chunk are read, so the peak memory is one chunk whatever the shard and t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Union
@@ -22,14 +21,18 @@ AnchorSource = Union[torch.Tensor, str, Path]
 
 
 def read_index(folder: Path) -> dict[str, Any]:
-    """The ``index.json`` of a feature-cache folder, checked for the fields a reader needs."""
+    """The ``index.json`` of a feature-cache folder, checked for the fields a reader needs (shard
+    names and their sha256 included), or a one-line error naming it."""
+    from align.features.shards import DamagedShard
+    from align.features.shards import read_index as read_checked
+
     path = Path(folder) / "index.json"
     if not path.is_file():
         raise BadInputError(f"{folder}: no index.json; not a complete feature-cache folder")
-    index = json.loads(path.read_text())
-    if not all(field in index for field in ("num_items", "dim", "shards")):
-        raise BadInputError(f"{path}: needs num_items, dim and shards")
-    return index
+    try:
+        return read_checked(path)
+    except DamagedShard as err:
+        raise BadInputError(f"{err}; write the folder again") from None
 
 
 def source_shape(source: AnchorSource) -> tuple[int, int]:
@@ -49,6 +52,21 @@ def iter_tensor_chunks(features: torch.Tensor, chunk_rows: int, limit: int | Non
         yield features[start:min(stop, start + chunk_rows)]
 
 
+def _check_shard(path: Path, expected: str) -> None:
+    """Hash a shard before reading slices of it: a damaged one is a one-line error naming it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if digest.hexdigest() != expected:
+        raise AlignError(f"{path}: sha256 does not match the one in index.json (damaged); write the folder again")
+
+
 def iter_shard_chunks(folder: Path, chunk_rows: int, limit: int | None = None) -> Iterator[torch.Tensor]:
     """``[chunk_rows, D]`` float32 tensors (the last one shorter) of a feature-cache folder's first
     ``limit`` rows, read shard slice by shard slice: chunks may straddle shards."""
@@ -62,6 +80,7 @@ def iter_shard_chunks(folder: Path, chunk_rows: int, limit: int | None = None) -
     for name in index["shards"]:
         if seen >= total:
             break
+        _check_shard(folder / name, index["sha256"][name])
         with safe_open(str(folder / name), framework="pt") as shard:
             part = shard.get_slice("features")
             rows, start = part.get_shape()[0], 0
@@ -94,22 +113,21 @@ def write_shards(folder: Path, chunks: Iterable[torch.Tensor], key: dict[str, An
     """Write ``chunks`` as one shard each, in the feature-cache layout, index last; returns ``folder``.
 
     Used to stream synthetic anchor sets to disk (benchmarks, tests) without holding them whole."""
-    from safetensors.torch import save_file
-
-    from align.atomic import atomic_path, write_json_atomic
+    from align.atomic import write_json_atomic
+    from align.features.shards import write_shard
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names, rows, dim = [], 0, None
+    names, hashes, rows, dim = [], {}, 0, None
     for i, chunk in enumerate(chunks):
         if chunk.ndim != 2 or (dim is not None and chunk.shape[1] != dim):
             raise BadInputError(f"write_shards: chunk {i} has shape {tuple(chunk.shape)}")
         dim, name = int(chunk.shape[1]), f"shard-{i:05d}.safetensors"
-        with atomic_path(folder / name) as tmp:
-            save_file({"features": chunk.float().contiguous()}, str(tmp))
+        hashes[name] = write_shard(folder / name, chunk.float(), {"start": str(rows), "stop": str(rows + len(chunk))})
         names.append(name)
         rows += int(chunk.shape[0])
     if dim is None:
         raise BadInputError("write_shards: no chunks to write")
-    write_json_atomic(folder / "index.json", {"key": key, "num_items": rows, "dim": dim, "shards": names})
+    write_json_atomic(folder / "index.json", {"key": key, "num_items": rows, "dim": dim, "shards": names,
+                                              "sha256": hashes})
     return folder

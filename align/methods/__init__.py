@@ -2,7 +2,9 @@
 
 One subpackage per method of the papers (``asif/``, ``vlap/``, ``lqae/``, ``codebook_vlp/``), each
 holding its aligner and its own parts; the baselines are single files (``ridge.py``,
-``procrustes.py``, ``contrastive.py``); ``base.py`` is the interface every aligner implements.
+``procrustes.py``, ``contrastive.py``); ``base.py`` is the interface every aligner implements,
+``hparams.py`` how each declares its hyper-parameters, and ``trained.py`` (with ``lightning_utils.py``)
+the base of the aligners trained by gradient descent: contrastive, VLAP, LQAE and Codebook-VLP.
 """
 
 import align.methods.asif  # noqa: F401

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from align.errors import BadInputError
+from align.methods.hparams import HParams
 
 
 def is_int(value: Any) -> bool:
@@ -75,18 +77,60 @@ def caption_strings(texts: Any, what: str, why: str) -> list[str]:
     raise BadInputError(f"{what} needs caption strings, not text-encoder features ({why})")
 
 
+IMAGE_INPUTS = ("pooled", "tokens", "pixels")
+TEXT_INPUTS = ("features", "strings", "none")
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """What an aligner's image side consumes, so the runner can hand every aligner its own input.
+
+    ``"pooled"``: an encoder's pooled features ``[N, D]``; ``"tokens"``: its spatial token grid
+    ``[N, T, D]`` (MobileNetV2's 7x7 map, a ViT's patch tokens); ``"pixels"``: the images themselves,
+    ``[N, channels, size, size]`` floats in [0, 1] (for methods that train their own image encoder)."""
+
+    kind: str = "pooled"
+    size: int | None = None  # pixels only
+    channels: int | None = None  # pixels only
+
+    def __post_init__(self) -> None:
+        if self.kind not in IMAGE_INPUTS:
+            raise ValueError(f"image input kind {self.kind!r} is not one of {', '.join(IMAGE_INPUTS)}")
+        if (self.kind == "pixels") != (self.size is not None and self.channels is not None):
+            raise ValueError("pixel inputs (and only they) need size and channels")
+
+
 class Aligner:
     """Fit on paired features, then embed either modality into the shared space.
 
-    ``text_input`` says what the text side takes: ``"features"`` (another encoder's sentence features,
-    the default) or ``"strings"`` (raw captions, for methods that read text through their own language
-    model, such as VLAP). A strings aligner names the text encoder whose features equal its own text
-    side in ``text_encoder_name``, so benchmark results record what was really compared."""
+    What each side consumes is declared, so the benchmark runner can serve it:
+
+    - ``image_input``: ``"pooled"`` features (default), an encoder's spatial ``"tokens"``, or
+      ``"pixels"`` (see :class:`ImageInput`; pixel aligners say their size in :meth:`image_input_spec`).
+    - ``text_input``: ``"features"`` (another encoder's sentence features, the default), ``"strings"``
+      (raw captions, for methods that read text through their own language model, such as VLAP), or
+      ``"none"`` (image-only methods such as LQAE: no zero-shot tasks).
+
+    A strings aligner whose text side equals a registered text encoder's features names it in
+    ``text_encoder_name``, so benchmark results record what was really compared.
+
+    ``config_class`` declares the hyper-parameters (:mod:`align.methods.hparams`): the constructor
+    resolves and checks them into ``self.config``, and ``self.hparams`` is the same as a plain dict.
+    An aligner without one (e.g. a plugin written before it existed) keeps whatever it is given."""
 
     name: ClassVar[str]
+    image_input: ClassVar[str] = "pooled"
     text_input: ClassVar[str] = "features"
+    config_class: ClassVar[type[HParams] | None] = None
+
+    def image_input_spec(self) -> ImageInput:
+        """The image input this aligner (with its hyper-parameters) consumes."""
+        return ImageInput(self.image_input)
 
     def __init__(self, **hparams: Any) -> None:
+        if self.config_class is not None:
+            self.config = self.config_class.resolve(self.name, hparams)
+            hparams = self.config.as_dict()
         self.hparams = hparams
         self.image_dim: int | None = None
         self.text_dim: int | None = None

@@ -22,9 +22,10 @@ rows) before its head. This is a reparametrisation of an affine head that makes 
 suit encoders whose features differ in offset and scale by orders of magnitude (MobileNetV2's
 post-ReLU features vs unit-norm sentence embeddings); the statistics are saved with the weights.
 
-Training runs through Lightning (``align.methods.lightning_utils``): optional checkpoints in
-``checkpoint_dir``, resumed exactly with ``fit(..., ckpt_path=...)``; two fits with the same seed give
-identical weights, and a fit leaves the caller's RNG state as it was. ``val_fraction`` holds out a
+Training runs through Lightning (``align.methods.trained``): optional checkpoints in
+``checkpoint_dir``, from which a later fit on the same pairs resumes exactly (or ``fit(...,
+ckpt_path=...)``); two fits with the same seed give identical weights, and a fit leaves the caller's
+RNG state as it was. ``val_fraction`` holds out a
 seeded part of the pairs to record a validation loss per epoch; ``patience`` adds early stopping on it
 (returning the best epoch's weights).
 
@@ -43,6 +44,7 @@ on the unseen emoji subcategory prompts, as the argument above predicts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,9 @@ import torch
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, check_features, check_pairs, is_int, is_number
+from align.methods.base import check_features, check_pairs
+from align.methods.hparams import param
+from align.methods.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS
 
 HEADS = ("image", "both", "text")
@@ -128,129 +132,66 @@ class ContrastiveHeads(nn.Module):
         self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
 
-def _check_hparams(hp: dict[str, Any]) -> None:
-    def bad(key: str, want: str) -> BadInputError:
-        return BadInputError(f"contrastive: {key} must be {want}, got {hp[key]!r}")
+@dataclass(frozen=True)
+class ContrastiveHParams(TrainedHParams):
+    heads: str = param("image", choices=HEADS)
+    dim: int | None = param(None, low=1, want="a positive integer or None")  # shared width, heads="both" only
+    weight_decay: float = param(0.1, low=0)
+    batch_size: int = param(256, low=2, why="InfoNCE needs negatives")
+    max_epochs: int = param(30, low=0)
+    val_fraction: float = param(0.0, low=0, below=1)  # held-out pairs for a validation loss per epoch
+    patience: int | None = param(None, low=1)  # early stopping on the validation loss (epochs without gain)
 
-    if hp["heads"] not in HEADS:
-        raise bad("heads", f"one of {', '.join(HEADS)}")
-    if hp["dim"] is not None and not (is_int(hp["dim"]) and hp["dim"] >= 1):
-        raise bad("dim", "a positive integer or None")
-    if not (is_number(hp["lr"]) and hp["lr"] > 0):
-        raise bad("lr", "a number > 0")
-    if not (is_number(hp["weight_decay"]) and hp["weight_decay"] >= 0):
-        raise bad("weight_decay", "a number >= 0")
-    if not (is_int(hp["batch_size"]) and hp["batch_size"] >= 2):
-        raise bad("batch_size", "an integer >= 2 (InfoNCE needs negatives)")
-    if not (is_int(hp["max_epochs"]) and hp["max_epochs"] >= 0):
-        raise bad("max_epochs", "an integer >= 0")
-    if hp["patience"] is not None and not (is_int(hp["patience"]) and hp["patience"] >= 1):
-        raise bad("patience", "an integer >= 1 or None")
-    if not is_int(hp["seed"]):
-        raise bad("seed", "an integer")
-    if not (is_number(hp["val_fraction"]) and 0 <= hp["val_fraction"] < 1):
-        raise bad("val_fraction", "a number in [0, 1)")
-    if hp["patience"] is not None and hp["val_fraction"] == 0:
-        raise bad("patience", "None when val_fraction is 0 (early stopping watches the validation loss)")
-    if hp["checkpoint_dir"] is not None and not isinstance(hp["checkpoint_dir"], (str, Path)):
-        raise bad("checkpoint_dir", "a directory path or None")
-    for key in ("deterministic", "progress"):
-        if not isinstance(hp[key], bool):
-            raise bad(key, "true or false")
+    def check(self, aligner: str) -> ContrastiveHParams:
+        if self.patience is not None and self.val_fraction == 0:
+            raise self.bad(aligner, "patience", "None when val_fraction is 0 (early stopping watches the validation loss)")
+        return self
 
 
-class ContrastiveAligner(Aligner):
+class ContrastiveAligner(TrainedAligner):
     """Linear heads trained with symmetric InfoNCE (CLIP / LiT-style baselines on the same pairs)."""
 
     name = "contrastive"
-
-    def __init__(
-        self,
-        heads: str = "image",
-        dim: int | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.1,
-        batch_size: int = 256,
-        max_epochs: int = 30,
-        val_fraction: float = 0.0,
-        patience: int | None = None,
-        seed: int = 0,
-        checkpoint_dir: str | None = None,
-        deterministic: bool = True,
-        progress: bool = False,
-    ) -> None:
-        if isinstance(checkpoint_dir, Path):
-            checkpoint_dir = str(checkpoint_dir)  # hparams are saved as JSON
-        super().__init__(heads=heads, dim=dim, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                         max_epochs=max_epochs, val_fraction=val_fraction, patience=patience, seed=seed,
-                         checkpoint_dir=checkpoint_dir, deterministic=deterministic, progress=progress)
-        _check_hparams(self.hparams)
-        self.module: Any = None  # the CoreModule (a LightningModule) wrapping ContrastiveHeads
-        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-
-    # ------------------------------------------------------------------ training
-
-    def _build(self, image_dim: int, text_dim: int) -> Any:
-        from align.methods.lightning_utils import CoreModule
-
-        hp = self.hparams
-        return CoreModule(CORE, dict(image_dim=image_dim, text_dim=text_dim, heads=hp["heads"], dim=hp["dim"]),
-                          lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
+    config_class = ContrastiveHParams
+    core_class = CORE
 
     def fit(self, image_features: torch.Tensor, text_features: torch.Tensor,
             ckpt_path: str | Path | None = None) -> ContrastiveAligner:
         """Train the heads on N pairs; ``ckpt_path`` resumes from a Lightning checkpoint of this fit."""
-        from align.methods.lightning_utils import (
-            BestWeights, FeatureDataModule, make_trainer, quiet, seeded, split_sizes,
-        )
+        from align.methods.lightning_utils import split_sizes
 
         hp = self.hparams
         need = 4 if hp["val_fraction"] > 0 else 2  # InfoNCE needs 2 rows to train on (and 2 held out)
         x, y = check_pairs(image_features, text_features, "contrastive.fit", min_pairs=need)
-        n_train, n_val = split_sizes(len(x), hp["val_fraction"])
+        n_train, _ = split_sizes(len(x), hp["val_fraction"])
         if n_train < 2:
             raise BadInputError(f"contrastive.fit: val_fraction={hp['val_fraction']} leaves {n_train} training "
                                 f"pair(s) of {len(x)}; InfoNCE needs at least 2")
         shared_dim(x.shape[1], y.shape[1], hp["heads"], hp["dim"])  # a bad dim fails before training
-        with seeded(hp["seed"]), quiet(not hp["progress"]):
-            data = FeatureDataModule(x, y, batch_size=hp["batch_size"], val_fraction=hp["val_fraction"],
-                                     seed=hp["seed"])
-            module = self._build(x.shape[1], y.shape[1])
-            module.core.set_standardisation(x[data.train_rows], y[data.train_rows])
-            callbacks: list[Any] = []
-            if hp["patience"] is not None:
-                from pytorch_lightning.callbacks import EarlyStopping
 
-                callbacks = [EarlyStopping("val_loss", patience=hp["patience"]), BestWeights("val_loss")]
-            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                   checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
-                                   callbacks=callbacks, **({} if n_val else {"limit_val_batches": 0}))
-            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
-        self._adopt(module)
-        return self
+        def standardise(core: ContrastiveHeads, data: Any) -> None:
+            core.set_standardisation(x[data.train_rows], y[data.train_rows])
 
-    def _adopt(self, module: Any) -> None:
-        module.eval()
-        self.module = module
-        self.history = {k: list(v) for k, v in module.history.items()}
+        return self._train("contrastive.fit", (x, y), dict(image_dim=x.shape[1], text_dim=y.shape[1]),
+                           prepare=standardise, val_fraction=hp["val_fraction"], ckpt_path=ckpt_path)
+
+    def _callbacks(self) -> list[Any]:
+        if self.hparams["patience"] is None:
+            return []
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        from align.methods.lightning_utils import BestWeights
+
+        return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
+
+    def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.hparams.core_args["text_dim"]
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path) -> ContrastiveAligner:
-        """The aligner saved in a Lightning checkpoint of ``fit`` (hyper-parameters and weights)."""
-        from align.methods.lightning_utils import CoreModule
-
-        module = CoreModule.load_from_checkpoint(str(path), map_location="cpu")
-        aligner = cls(**module.hparams.extra)
-        aligner._adopt(module)
-        return aligner
+    def _load_shape(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        image_dim, text_dim = self._require_fitted()
+        return dict(image_dim=image_dim, text_dim=text_dim)
 
     # ------------------------------------------------------------------ embedding
-
-    @property
-    def core(self) -> ContrastiveHeads:
-        self._require_fitted()
-        return self.module.core
 
     @torch.no_grad()
     def encode_image(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -263,19 +204,6 @@ class ContrastiveAligner(Aligner):
         """L2-normalised ``[M, dim]`` embeddings (with heads="image": the text features, normalised)."""
         _, text_dim = self._require_fitted()
         return self.core.encode_text(check_features(text_features, "contrastive.encode_text", text_dim))
-
-    # ------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Head weights and biases, standardisation statistics and the logit scale."""
-        return {k: v.detach().contiguous() for k, v in self.core.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Needs ``image_dim``/``text_dim`` set first (``Aligner.load`` does this)."""
-        from align.methods.lightning_utils import restore_core
-
-        image_dim, text_dim = self._require_fitted()
-        self._adopt(restore_core(lambda: self._build(image_dim, text_dim), state))
 
 
 @ALIGNERS.register(

@@ -14,6 +14,7 @@ of the image space and is unchanged by any rotation of either encoder's space.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from scipy.linalg import orthogonal_procrustes
 
 from align.errors import BadInputError
 from align.methods.base import Aligner, check_features, check_pairs
+from align.methods.hparams import HParams, param
 from align.registry import ALIGNERS
 
 
@@ -30,15 +32,19 @@ def pca_basis(centred: torch.Tensor, dim: int) -> torch.Tensor:
     return vh[:dim].T
 
 
+@dataclass(frozen=True)
+class ProcrustesHParams(HParams):
+    dim: int | None = param(None, low=1, want="a positive integer or None")  # None: min(Di, Dt, N - 1)
+
+
 class ProcrustesAligner(Aligner):
     """PCA on each side, then the orthogonal map image -> text; shared space = PCA text space."""
 
     name = "procrustes"
+    config_class = ProcrustesHParams
 
-    def __init__(self, dim: int | None = None) -> None:
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-            raise BadInputError(f"procrustes: dim must be a positive integer or None, got {dim!r}")
-        super().__init__(dim=dim)
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
         self.image_mean: torch.Tensor | None = None  # [Di]
         self.image_weight: torch.Tensor | None = None  # [Di, d] = Px R
         self.text_mean: torch.Tensor | None = None  # [Dt]

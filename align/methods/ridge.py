@@ -20,6 +20,7 @@ solution equivariant to rotations of the image space, which per-feature standard
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from align.errors import BadInputError
 from align.methods.base import Aligner, check_features, check_pairs
+from align.methods.hparams import HParams, param
 from align.registry import ALIGNERS
 
 AUTO_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 3, 15))
@@ -59,15 +61,19 @@ def choose_alpha(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = AUT
     return float(search.alpha_) / n
 
 
+@dataclass(frozen=True)
+class RidgeHParams(HParams):
+    alpha: float | str = param(1.0, low=0, choices=("auto",), want="a number >= 0 or 'auto'")
+
+
 class RidgeAligner(Aligner):
     """Closed-form ridge map image -> text; shared space = the text encoder's space."""
 
     name = "ridge"
+    config_class = RidgeHParams
 
-    def __init__(self, alpha: float | str = 1.0) -> None:
-        if alpha != "auto" and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0):
-            raise BadInputError(f"ridge: alpha must be a number >= 0 or 'auto', got {alpha!r}")
-        super().__init__(alpha=alpha)
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
         self.alpha_: float | None = None  # the alpha actually used (differs from hparams when "auto")
         self.weight: torch.Tensor | None = None  # [Di, Dt], scale folded in
         self.bias: torch.Tensor | None = None  # [Dt]

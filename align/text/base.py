@@ -46,6 +46,7 @@ class TextEncoder(nn.Module):
 
     name: str
     embed_dim: int
+    weights_sha256: str | None = None  # of the weight files really loaded; see VisionEncoder.weights_sha256
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         raise NotImplementedError

@@ -10,12 +10,15 @@ leading space); ``special_ids`` are every row whose ``tokenizer.ggml.token_type`
 control tokens (<pad>, <bos>, <unusedN>, ...), user-defined ones (whitespace runs, HTML tags,
 <start_of_image>) and byte fallbacks (<0x00>...). The tokenizer (~20 s for Gemma's 262k pieces) and
 the causal LM (~45 s on 2 cores: transformers dequantises every tensor) are built on first use, and
-the converted forms are kept in ``$ALIGN_HOME/gguf/converted`` (keyed by the file's size and mtime),
-so later processes load them in seconds.
+the converted forms are kept in ``$ALIGN_HOME/gguf/converted`` (keyed by the file's size and mtime;
+each file's sha256 recorded and checked before it is loaded again), so later processes load them in
+seconds.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -28,6 +31,8 @@ from torch import nn
 from align.errors import BadInputError
 from align.registry import EMBEDDING_TABLES
 from align.text.base import EmbeddingTable
+
+log = logging.getLogger(__name__)
 
 _GEMMA_CITATION = "Gemma Team, Gemma 3 Technical Report, arXiv:2503.19786, 2025"
 
@@ -61,16 +66,43 @@ def converted_dir(path: Path) -> Path:
     return align_home() / "gguf" / "converted" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
 
 
+def _checksums(folder: Path) -> dict[str, str]:
+    from align.assets.hashing import file_sha256
+
+    return {p.relative_to(folder).as_posix(): file_sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".complete"}
+
+
+def _intact(folder: Path) -> bool:
+    """Whether a finished conversion's files are exactly those recorded in its ``.complete`` (same
+    sha256, nothing added: a dropped-in pickle is never loaded)."""
+    try:
+        recorded = json.loads((folder / ".complete").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and bool(recorded) and _checksums(folder) == recorded
+
+
 def load_or_convert(folder: Path, convert: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
-    """``load(folder)`` if a finished conversion is there; else ``convert()`` and save it (renamed into
-    place when complete, so an interrupted save is never read). A cache that cannot be written is skipped."""
+    """``load(folder)`` if a finished conversion is there and verifies; else ``convert()`` and save it
+    with the sha256 of every file in its ``.complete`` (renamed into place when complete, so an
+    interrupted save is never read). A damaged conversion is logged and redone; a cache that cannot
+    be written is skipped."""
     if (folder / ".complete").is_file():
-        return load(folder)
+        if _intact(folder):
+            return load(folder)
+        log.warning("%s: converted files do not match their recorded sha256; converting again", folder)
+        stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
+        try:
+            folder.replace(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
     converted = convert()
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     try:
         converted.save_pretrained(str(partial))
-        (partial / ".complete").touch()
+        (partial / ".complete").write_text(json.dumps(_checksums(partial), sort_keys=True))
         partial.replace(folder)
     except (OSError, ValueError):  # read-only cache, another process finished first, or not serialisable
         shutil.rmtree(partial, ignore_errors=True)
@@ -104,7 +136,8 @@ def gguf_table(path: Path, name: str) -> EmbeddingTable:
         from transformers import AutoModelForCausalLM
 
         return load_or_convert(converted_dir(path) / "lm", convert_lm,
-                               lambda folder: AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32))
+                               lambda folder: AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32,
+                                                                                   use_safetensors=True))
 
     return EmbeddingTable(name=name, weight=weight, tokens=tokens, special_ids=special, lm_kind="causal",
                           tokenizer_loader=tokenizer, lm_loader=lm)

@@ -68,4 +68,6 @@ def open_clip_text(identifier: str, *, pretrained: str | None = None, checkpoint
             raise BadInputError(f"open_clip weights file {weights!r} does not exist or is not a file")
         weights = str(Path(weights).expanduser())
     model, _preprocess, tokenizer = load_open_clip(identifier, weights, download=download, cache_dir=cache_dir)
-    return OpenClipTextEncoder(model, tokenizer, f"open_clip:{identifier}", normalize=normalize)
+    encoder = OpenClipTextEncoder(model, tokenizer, f"open_clip:{identifier}", normalize=normalize)
+    encoder.weights_sha256 = getattr(model, "align_weights_sha256", None)
+    return encoder

@@ -56,12 +56,15 @@ def load_sentence_transformer(identifier: str, *, local_files_only: bool = False
     from sentence_transformers import SentenceTransformer
 
     from align.assets import hf_hub_cache
+    from align.assets.offline import hub_offline
 
     if Path(identifier).expanduser().is_dir():
-        return SentenceTransformer(str(Path(identifier).expanduser()), device=device, **kwargs)
+        with hub_offline():
+            return SentenceTransformer(str(Path(identifier).expanduser()), device=device, **kwargs)
     try:
-        return SentenceTransformer(identifier, cache_folder=str(hf_hub_cache()), local_files_only=local_files_only,
-                                   device=device, **kwargs)
+        with hub_offline(local_files_only):
+            return SentenceTransformer(identifier, cache_folder=str(hf_hub_cache()),
+                                       local_files_only=local_files_only, device=device, **kwargs)
     except OSError as err:
         raise AssetMissingError(
             f"sentence-transformers model {identifier!r} is not in the cache {hf_hub_cache()} and could not be "
@@ -72,9 +75,13 @@ def load_sentence_transformer(identifier: str, *, local_files_only: bool = False
 def _packaged(asset: str, repo: str, normalize: bool, device: str | None) -> SentenceTransformerEncoder:
     from align.assets import require
 
-    require(asset)  # one-line AssetMissingError naming `align assets pull` when absent
+    from align.assets import asset_fingerprint, get_spec
+
+    root = require(asset)  # one-line error naming `align assets pull` when absent or damaged
     model = load_sentence_transformer(repo, local_files_only=True, device=device)
-    return SentenceTransformerEncoder(model, f"hf:{repo}", normalize=normalize)
+    encoder = SentenceTransformerEncoder(model, f"hf:{repo}", normalize=normalize)
+    encoder.weights_sha256 = asset_fingerprint(get_spec(asset), root)
+    return encoder
 
 
 @TEXT_ENCODERS.register(
@@ -107,5 +114,10 @@ def all_mpnet_base_v2(normalize: bool = True, device: str | None = None) -> Sent
 )
 def hf_sentence_encoder(identifier: str, normalize: bool = True, device: str | None = None,
                         local_files_only: bool = False, **kwargs: Any) -> SentenceTransformerEncoder:
+    from align.assets import hf_hub_cache
+    from align.assets.hashing import hf_folder_sha256
+
     model = load_sentence_transformer(identifier, local_files_only=local_files_only, device=device, **kwargs)
-    return SentenceTransformerEncoder(model, f"hf:{identifier}", normalize=normalize)
+    encoder = SentenceTransformerEncoder(model, f"hf:{identifier}", normalize=normalize)
+    encoder.weights_sha256 = hf_folder_sha256(identifier, hf_hub_cache(), kwargs.get("revision"))
+    return encoder

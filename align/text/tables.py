@@ -72,9 +72,12 @@ def load_hf_lm(identifier: str, lm_kind: str, seed: int = 0, **load_kw: Any) -> 
     """``AutoModelFor{MaskedLM,CausalLM}`` in float32; warns when the checkpoint lacks head weights."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
+    from align.assets.offline import hub_offline
+
     cls = AutoModelForMaskedLM if lm_kind == "masked" else AutoModelForCausalLM
-    lm, info = seeded(seed, lambda: cls.from_pretrained(identifier, dtype=torch.float32,
-                                                         output_loading_info=True, **load_kw))
+    with hub_offline(bool(load_kw.get("local_files_only")) or Path(identifier).is_dir()):
+        lm, info = seeded(seed, lambda: cls.from_pretrained(identifier, dtype=torch.float32,
+                                                             output_loading_info=True, **load_kw))
     missing = sorted(info.get("missing_keys", ()))
     if missing:
         log.warning(
@@ -91,9 +94,12 @@ def hf_table(identifier: str, *, name: str | None = None, lm_kind: str | None = 
     """Table, tokenizer and (lazy) LM of a Hugging Face model; ``load_kw`` go to every ``from_pretrained``."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(identifier, **load_kw)
-    tokenizer = AutoTokenizer.from_pretrained(identifier, **load_kw)
-    base = AutoModel.from_pretrained(identifier, dtype=torch.float32, **load_kw)
+    from align.assets.offline import hub_offline
+
+    with hub_offline(bool(load_kw.get("local_files_only")) or Path(identifier).is_dir()):
+        config = AutoConfig.from_pretrained(identifier, **load_kw)
+        tokenizer = AutoTokenizer.from_pretrained(identifier, **load_kw)
+        base = AutoModel.from_pretrained(identifier, dtype=torch.float32, **load_kw)
     weight = base.get_input_embeddings().weight.detach().float().clone()
     del base
     kind = infer_lm_kind(config) if lm_kind == "auto" else lm_kind

@@ -144,3 +144,27 @@ def test_gemma_causal_lm_generates(gemma_table) -> None:
     new = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     assert out.shape[1] > batch["input_ids"].shape[1] and any(c.isalpha() for c in new), new
     assert loss.item() < 6.0, loss.item()  # a real model; uniform guessing would be ln(262144) = 12.5
+
+
+def test_packaged_encoder_makes_no_hub_lookup_even_without_the_offline_variable() -> None:
+    """``local_files_only`` alone still resolved huggingface.co; the code path must go offline itself."""
+    import os
+    import subprocess
+    import sys
+
+    need_asset("all-minilm-l6-v2")
+    code = (
+        "import socket\n"
+        "calls = []\n"
+        "def spy(host, *a, **k):\n"
+        "    calls.append(host)\n"
+        "    raise OSError('no network')\n"
+        "socket.getaddrinfo = spy\n"
+        "from align.registry import TEXT_ENCODERS\n"
+        f"encoder = TEXT_ENCODERS.create({MINILM!r})\n"
+        "encoder.encode_text(['a cat'])\n"
+        "print('LOOKUPS', calls)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert "LOOKUPS []" in out.stdout, out.stdout + out.stderr[-2000:]

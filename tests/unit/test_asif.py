@@ -234,7 +234,7 @@ def test_k_above_anchor_count_warns_and_clips() -> None:
 @pytest.mark.parametrize("hparams, message", [
     ({"k": 0}, "k must be"), ({"k": -3}, "k must be"), ({"k": 2.5}, "k must be"), ({"k": True}, "k must be"),
     ({"p": 0}, "p must be"), ({"p": -1.0}, "p must be"), ({"p": float("nan")}, "p must be"),
-    ({"p": 1.5, "clamp_negative": False}, "integer"), ({"search": "annoy"}, "unknown search"),
+    ({"p": 1.5, "clamp_negative": False}, "integer"), ({"search": "annoy"}, "search must be one of torch"),
     ({"chunk_size": 0}, "chunk_size"),
 ])
 def test_bad_hyper_parameters_are_one_line_errors(hparams: dict, message: str) -> None:

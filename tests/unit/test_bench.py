@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from align.bench.config import load_config
@@ -177,19 +178,27 @@ def test_strings_aligner_runs_in_its_own_text_space_and_only_it_captions(tmp_pat
     summary = run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None)
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
     found = sorted((r["model"], r["pretrained"].split("+")[1], r["task"]) for r in records)
-    ridge = [("ridge", enc, t) for enc in ("table:toy:table-causal", "toy:text")
-             for t in ("zeroshot_classification", "zeroshot_retrieval")]
-    vlap = [("vlap", "table:toy:table-causal", t) for t in ("captioning", "zeroshot_classification",
-                                                           "zeroshot_retrieval")]
-    assert found == sorted(ridge + vlap) and summary.written == 7
-    caption = next(r for r in records if r["task"] == "captioning")
+    tasks = ("captioning", "zeroshot_classification", "zeroshot_retrieval")
+    ridge = [("ridge", enc, t) for enc in ("table:toy:table-causal", "toy:text") for t in tasks]
+    vlap = [("vlap", "table:toy:table-causal", t) for t in tasks]
+    assert found == sorted(ridge + vlap) and summary.written == 9
+    caption = next(r for r in records if r["task"] == "captioning" and r["model"] == "vlap")
     assert {"Bleu_4", "ROUGE_L", "CIDEr"} <= set(caption["metrics"])
     assert len(caption["task_details"]["examples"]) == 20
-    assert run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None).skipped == 7
+    # ridge cannot caption: a result with no metrics says why, and the leaderboard shows "–"
+    for record in (r for r in records if r["task"] == "captioning" and r["model"] == "ridge"):
+        assert record["metrics"] == {} and "no language model" in record["task_details"]["not_applicable"]
+    board = write_report(tmp_path / "results")
+    assert "| captioning | CIDEr | – |" in board and "- ridge (captioning): ridge has no language model" in board
+    assert run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None).skipped == 9
 
+    # without its table among the text encoders, VLAP still runs once, filed under its own text side,
+    # and ridge runs only beside the listed text encoder
     missing = STRINGS_CONFIG.replace(', "table:toy:table-causal"', "")
-    with pytest.raises(BadInputError, match="add 'table:toy:table-causal' to text_encoders"):
-        run_benchmark(load_config(write(tmp_path, missing)), tmp_path / "r2", bank=bank, echo=lambda _: None)
+    run_benchmark(load_config(write(tmp_path, missing)), tmp_path / "r2", bank=bank, echo=lambda _: None)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r2").rglob("*.json")]
+    found = sorted((r["model"], r["pretrained"].split("+")[1]) for r in records)
+    assert found == [("ridge", "toy:text")] * 3 + [("vlap", "table:toy:table-causal")] * 3
 
 
 def test_saved_aligners_are_reused_only_with_the_same_hparams(tmp_path: Path) -> None:
@@ -225,3 +234,47 @@ def test_save_aligners_fits_again_when_only_the_fitted_file_is_missing(tmp_path:
     assert not list(results.rglob("fitted/*"))
     summary = run_benchmark(config, results, bank=bank, echo=lambda _: None, save_aligners=True)
     assert summary.written == 0 and len(list(results.rglob("fitted/*.safetensors"))) == 2
+
+
+INPUT_KINDS_CONFIG = """
+name: kinds
+seeds: [0]
+image_encoders: [toy:cnn]
+text_encoders: [toy:text]
+aligners:
+  - ridge
+  - {name: codebook_vlp, hparams: {table: "toy:table-masked", image_width: 16, image_heads: 2, embed_dim: 16,
+                                   num_codes: 8, code_dim: 8, queue_size: 16, batch_size: 8, max_epochs: 1}}
+  - {name: lqae, hparams: {table: "toy:table-masked", image_size: 16, patch_size: 4, in_chans: 3, encoder_width: 32,
+                           encoder_depth: 1, encoder_heads: 2, decoder_width: 32, decoder_depth: 1, decoder_heads: 2,
+                           batch_size: 8, max_epochs: 1}}
+datasets:
+  - {name: test-colours, fit: train, eval: test,
+     tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe, fewshot], fewshot_k: 2}
+"""
+
+
+def test_every_input_kind_runs_and_tasks_an_aligner_cannot_do_say_why(tmp_path: Path) -> None:
+    """Pooled features (ridge), token grids (Codebook-VLP, with its own text encoder) and pixels (LQAE,
+    images only) from one config: each aligner gets the input it declares, LQAE's zero-shot tasks are
+    "–" with a reason, and the token grids come from the feature cache in float16."""
+    config = load_config(write(tmp_path, INPUT_KINDS_CONFIG))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None)
+    records = {(r["model"], r["task"]): r for r in map(json.loads, map(Path.read_text, (tmp_path / "results").rglob("*.json")))}
+    assert len(records) == 12
+    assert records[("codebook_vlp", "zeroshot_retrieval")]["image_input"]["kind"] == "tokens"
+    assert "own text encoder" in records[("codebook_vlp", "zeroshot_retrieval")]["text_side"]
+    assert records[("lqae", "linear_probe")]["image_input"] == {"kind": "pixels", "size": 16, "channels": 3}
+    for task in ("zeroshot_classification", "zeroshot_retrieval"):
+        assert records[("lqae", task)]["metrics"] == {}
+        assert "no text side" in records[("lqae", task)]["task_details"]["not_applicable"]
+        assert 0 <= records[("codebook_vlp", task)]["metrics"][
+            "acc1" if task == "zeroshot_classification" else "image_retrieval_recall@1"] <= 1
+    for task in ("linear_probe", "fewshot"):
+        assert 0 <= records[("lqae", task)]["metrics"]["acc1"] <= 1
+    tokens = bank.tokens("toy:cnn", ColourSquares().load("test"))
+    assert tokens.dtype == torch.float16 and tokens.shape == (24, 16, 32)
+    board = write_report(tmp_path / "results")
+    assert "| dataset | task | metric | codebook_vlp | lqae | ridge |" in board
+    assert "lqae has no text side" in board

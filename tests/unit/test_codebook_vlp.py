@@ -258,5 +258,6 @@ def test_bad_inputs_get_one_line_errors() -> None:
     aligner.fit_captions(x, caps)
     with pytest.raises(BadInputError, match=r"expects \[N, 16, 8\]"):
         aligner.encode_image(x[:, :10])
-    with pytest.raises(BadInputError, match="encode_text_strings"):
+    with pytest.raises(BadInputError, match="caption strings"):
         aligner.encode_text(torch.randn(2, 16))
+    assert torch.equal(aligner.encode_text(caps[:3]), aligner.encode_text_strings(caps[:3]))

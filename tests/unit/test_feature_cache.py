@@ -1,8 +1,10 @@
-"""The feature cache: reuse, invalidation by key, resume after interruption, refusal of NaN."""
+"""The feature cache: reuse, invalidation by key, resume after interruption, refusal of NaN, every
+shard verified before use, and keys naming the weights really loaded."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,136 @@ def test_text_features_are_keyed_by_content(tmp_path: Path) -> None:
                       cache=cache, progress=False)
     assert a.shape == b.shape and torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
     assert len(list(tmp_path.rglob("index.json"))) == 2
+
+
+# ---- verification: every shard is checked before it is used --------------------------------------
+
+def shards_of(root: Path) -> list[Path]:
+    return sorted(root.rglob("shard-*.safetensors"))
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40  # inside the tensor data: the file still parses
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_a_shard_are_recomputed_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = FeatureCache(tmp_path, shard_size=4)
+    genuine = cache.compute(key(), 10, Counter(), progress=False)
+    flip_last_byte(shards_of(tmp_path)[1])
+    again = Counter()
+    with caplog.at_level("WARNING"):
+        features = cache.compute(key(), 10, again, progress=False)
+    assert torch.equal(features, genuine)  # not the flipped value
+    assert again.rows == [4, 5, 6, 7]  # only the damaged shard was computed again
+    warnings = [r.getMessage() for r in caplog.records if "shard-00001" in r.getMessage()]
+    assert warnings and all("\n" not in w for w in warnings)
+    assert torch.equal(cache.load(key()), genuine)  # and the entry is whole again
+
+
+def test_truncated_shard_is_a_recompute_not_a_traceback(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, shard_size=4)
+    genuine = cache.compute(key(), 10, Counter(), progress=False)
+    shard = shards_of(tmp_path)[0]
+    shard.write_bytes(shard.read_bytes()[:40])
+    assert cache.load(key()) is None
+    assert torch.equal(cache.compute(key(), 10, Counter(), progress=False), genuine)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{not json", b"[]", b'{"shards": ["../../x"], "sha256": {}}'])
+def test_garbage_index_is_a_recompute(tmp_path: Path, garbage: bytes) -> None:
+    cache = FeatureCache(tmp_path, shard_size=4)
+    genuine = cache.compute(key(), 10, Counter(), progress=False)
+    next(tmp_path.rglob("index.json")).write_bytes(garbage)
+    assert cache.load(key()) is None
+    again = Counter()
+    assert torch.equal(cache.compute(key(), 10, again, progress=False), genuine)
+    assert again.rows == []  # the shards verified against their own headers: nothing recomputed
+
+
+def test_lost_index_does_not_reindex_a_damaged_shard(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, shard_size=4)
+    genuine = cache.compute(key(), 10, Counter(), progress=False)
+    next(tmp_path.rglob("index.json")).unlink()
+    flip_last_byte(shards_of(tmp_path)[0])
+    resumed = Counter()
+    features = cache.compute(key(), 10, resumed, progress=False)
+    assert torch.equal(features, genuine)
+    assert resumed.rows == [0, 1, 2, 3]
+
+
+def test_a_shard_from_another_entry_is_not_reused_on_resume(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, shard_size=4)
+    cache.compute(key(), 4, Counter(), progress=False)
+    other = key(split="train")
+    folder = other.folder(tmp_path)
+    folder.mkdir(parents=True)
+    shards_of(tmp_path)[0].rename(folder / "shard-00000.safetensors")  # moved, not written for this key
+    resumed = Counter(dim=4)
+    cache.compute(other, 4, resumed, progress=False)
+    assert resumed.rows == [0, 1, 2, 3]
+
+
+def test_float16_storage_is_verified_too(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, shard_size=4)
+    genuine = cache.compute(key(modality="image-tokens-float16"), 6, Counter(), progress=False, dtype=torch.float16)
+    assert genuine.dtype == torch.float16
+    flip_last_byte(shards_of(tmp_path)[1])
+    again = cache.compute(key(modality="image-tokens-float16"), 6, Counter(), progress=False, dtype=torch.float16)
+    assert torch.equal(again, genuine) and again.dtype == torch.float16
+
+
+def test_index_records_the_sha256_of_every_shard(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    cache = FeatureCache(tmp_path, shard_size=4)
+    cache.compute(key(), 10, Counter(), progress=False)
+    index = json.loads(next(tmp_path.rglob("index.json")).read_text())
+    assert index["sha256"] == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards_of(tmp_path)}
+
+
+# ---- weights: the key names the files really loaded ----------------------------------------------
+
+def tiny_clip_weights(path: Path, scale: float) -> Path:
+    from align.encoders.open_clip_models import load_open_clip
+
+    model, _, _ = load_open_clip("align-tiny-clip")
+    torch.save({k: v * scale for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def test_two_weight_files_never_share_a_cache_entry(tmp_path: Path) -> None:
+    """Features from one weight file must never be served for another under the same encoder name."""
+    from align.registry import VISION_ENCODERS
+
+    cache = FeatureCache(tmp_path / "cache")
+    name = "open_clip:align-tiny-clip"
+    first = VISION_ENCODERS.create(name, pretrained=str(tiny_clip_weights(tmp_path / "a.pt", 1.0)))
+    second = VISION_ENCODERS.create(name, pretrained=str(tiny_clip_weights(tmp_path / "b.pt", 0.5)))
+    a = image_features(name, toy_split(), cache=cache, encoder=first, progress=False)
+    b = image_features(name, toy_split(), cache=cache, encoder=second, progress=False)
+    assert not torch.allclose(a, b)
+    assert torch.allclose(b, second.encode_images([toy_split().load_image(i) for i in range(5)]), atol=1e-5)
+
+
+def test_text_features_are_filed_under_the_weights_really_loaded(tmp_path: Path) -> None:
+    """The key is first guessed from the registry (no model load on a hit); once an encoder is built,
+    its own record of the files it loaded decides where the features go."""
+    from align.registry import TEXT_ENCODERS
+
+    class Scaled:
+        def __init__(self, sha: str, scale: float) -> None:
+            self.inner, self.weights_sha256, self.scale = TEXT_ENCODERS.create("toy:text"), sha, scale
+
+        def encode_text(self, texts, batch_size=64):  # noqa: ANN001, ANN201
+            return self.inner.encode_text(texts, batch_size=batch_size) * self.scale
+
+    cache = FeatureCache(tmp_path)
+    args = dict(dataset="toyset", version="1", split="test", cache=cache, progress=False)
+    a = text_features("toy:text", ["a cat"], make_encoder=lambda: Scaled("a" * 64, 1.0), **args)
+    b = text_features("toy:text", ["a cat"], make_encoder=lambda: Scaled("b" * 64, 2.0), **args)
+    assert torch.allclose(b, 2 * a)
+    assert {json.loads(p.read_text())["key"]["weights_sha256"] for p in tmp_path.rglob("index.json")} == \
+        {"a" * 64, "b" * 64}

@@ -63,3 +63,24 @@ def test_folder_changes_when_the_file_is_rewritten(tmp_path: Path, monkeypatch: 
     before = converted_dir(gguf)
     gguf.write_bytes(b"ab")
     assert converted_dir(gguf) != before and before.parent == tmp_path / "home" / "gguf" / "converted"
+
+
+def test_a_damaged_conversion_is_converted_again(tmp_path: Path) -> None:
+    load_or_convert(tmp_path / "lm", _tiny_lm, _load)
+    weights = next((tmp_path / "lm").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    calls = []
+    load_or_convert(tmp_path / "lm", lambda: calls.append(1) or _tiny_lm(), _load)
+    assert calls == [1]
+    load_or_convert(tmp_path / "lm", lambda: calls.append(1) or _tiny_lm(), _load)
+    assert calls == [1]  # the fresh conversion verifies
+
+
+def test_a_file_dropped_into_a_conversion_is_never_loaded(tmp_path: Path) -> None:
+    load_or_convert(tmp_path / "lm", _tiny_lm, _load)
+    (tmp_path / "lm" / "pytorch_model.bin").write_bytes(b"anything at all")
+    calls = []
+    load_or_convert(tmp_path / "lm", lambda: calls.append(1) or _tiny_lm(), _load)
+    assert calls == [1] and not (tmp_path / "lm" / "pytorch_model.bin").exists()

@@ -51,3 +51,25 @@ def test_imports_point_down(path: Path) -> None:
     assert own is not None, f"{module} is not assigned to a layer in {__file__}"
     upward = sorted(name for name in imported(path) if (layer_of(name) or 0) > own)
     assert not upward, f"{module} (layer {own}) imports from a higher layer: {upward}"
+
+
+METHODS_OF_THE_PAPERS = ("asif", "vlap", "lqae", "codebook_vlp")
+BASELINES = ("ridge", "procrustes", "contrastive")
+
+
+def test_each_method_lives_in_a_folder_named_after_it() -> None:
+    """A method of the papers is a subpackage ``align/methods/<name>/`` holding its aligner and parts;
+    a baseline is one file ``align/methods/<name>.py``; the stand-alone kernels import no method."""
+    from align.registry import ALIGNERS
+
+    for name in METHODS_OF_THE_PAPERS:
+        module = ALIGNERS._entry(name).factory.__module__
+        assert module.startswith(f"align.methods.{name}."), (name, module)
+        assert (PACKAGE / "methods" / name / "__init__.py").is_file()
+    for name in BASELINES:
+        assert ALIGNERS._entry(name).factory.__module__ == f"align.methods.{name}"
+    for path in (PACKAGE / "kernels").glob("*.py"):
+        assert not {n for n in imported(path) if n.startswith("align.methods")}, path
+    shared = {"__init__", "base", "lightning_utils", "trained", "hparams"}  # the interface and training plumbing
+    loose = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - shared - set(BASELINES)
+    assert not loose, f"files in align/methods/ that belong to no method folder: {sorted(loose)}"

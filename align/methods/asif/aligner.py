@@ -36,7 +36,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from align.errors import BadInputError
 from align.kernels.anchor_chunks import AnchorSource, source_shape
 from align.methods.base import Aligner, check_features, check_pairs
+from align.methods.hparams import HParams, param
 from align.kernels.topk import (
     APPROX_BACKENDS, BACKENDS, DEFAULT_CHUNK_ROWS, DEFAULT_MEMORY_MB, TopK, approx_topk, build_approx_index,
     streamed_topk,
@@ -157,34 +158,32 @@ def relative_represent(
     return relative_from_topk(top, n, p, clamp_negative)
 
 
+@dataclass(frozen=True)
+class ASIFHParams(HParams):
+    k: int | None = param(800, low=1, want="a positive integer (or None for all anchors)")
+    p: float = param(8, above=0, want="a finite number > 0")
+    clamp_negative: bool = True
+    search: str = param("torch", choices=BACKENDS)
+    chunk_size: int = param(DEFAULT_CHUNK_ROWS, low=1)
+    memory_mb: float = param(DEFAULT_MEMORY_MB, above=0)
+    nlist: int | None = param(None, low=1)  # faiss-ivf lists (None: default_nlist of the anchor count)
+    nprobe: int = param(16, low=1)
+    hnsw_m: int = param(32, low=1)
+    ef_search: int = param(128, low=1)
+
+    def check(self, aligner: str) -> ASIFHParams:
+        check_k_p(self.k, self.p, self.clamp_negative, aligner)
+        return replace(self, p=int(self.p) if float(self.p) == int(self.p) else float(self.p))  # 8.0 -> 8 in JSON
+
+
 class ASIFAligner(Aligner):
     """Relative representations against stored anchor pairs; shared space = anchor-id space."""
 
     name = "asif"
+    config_class = ASIFHParams
 
-    def __init__(
-        self,
-        k: int | None = 800,
-        p: float = 8,
-        clamp_negative: bool = True,
-        search: str = "torch",
-        chunk_size: int = DEFAULT_CHUNK_ROWS,
-        memory_mb: float = DEFAULT_MEMORY_MB,
-        nlist: int | None = None,
-        nprobe: int = 16,
-        hnsw_m: int = 32,
-        ef_search: int = 128,
-    ) -> None:
-        check_k_p(k, p, clamp_negative)
-        if search not in BACKENDS:
-            raise BadInputError(f"asif: unknown search {search!r}; choose one of {', '.join(BACKENDS)}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise BadInputError(f"asif: chunk_size must be a positive integer, got {chunk_size!r}")
-        if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or not memory_mb > 0:
-            raise BadInputError(f"asif: memory_mb must be a number > 0, got {memory_mb!r}")
-        k, p = (None if k is None else int(k)), (int(p) if float(p) == int(p) else float(p))  # JSON-safe
-        super().__init__(k=k, p=p, clamp_negative=clamp_negative, search=search, chunk_size=chunk_size,
-                         memory_mb=memory_mb, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
         self.anchors_image: torch.Tensor | None = None  # [n, Di], rows L2-normalised
         self.anchors_text: torch.Tensor | None = None  # [n, Dt]
         self._indexes: dict[str, Any] = {}  # approximate faiss indexes, built on first use, not saved

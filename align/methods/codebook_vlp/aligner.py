@@ -63,6 +63,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, caption_strings, is_int, is_number
+from align.methods.base import caption_strings, is_number
+from align.methods.hparams import param
+from align.methods.trained import TrainedAligner, TrainedHParams
 from align.methods.codebook_vlp.layers import (
     FusionEncoder, MLMHead, TextEncoder, TokenImageEncoder, bert_layers, bert_shape,
 )
@@ -341,87 +344,69 @@ class CodebookVLPCore(nn.Module):
         return sum(self.weights[key] * value for key, value in losses.items() if on[key])
 
 
-_CORE_KEYS = ("table", "image_width", "image_heads", "image_layers", "text_layers", "fusion_layers", "embed_dim",
-              "itc", "itm", "mlm", "codebook", "mim", "momentum", "queue_size", "momentum_decay", "distill_alpha",
-              "temperature", "num_codes", "code_dim", "codebook_update", "commitment", "codebook_decay",
-              "restart_threshold", "mlm_ratio", "mim_ratio", "weights", "pretrained_text", "freeze_word_embeddings",
-              "pooling")
+@dataclass(frozen=True)
+class CodebookVLPHParams(TrainedHParams):
+    table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # the masked LM the text side starts from
+    image_width: int = param(128, low=1)
+    image_heads: int = param(4, low=1)
+    image_layers: int = param(1, low=0)
+    text_layers: int = param(1, low=0)  # the LM's first layers, copied
+    fusion_layers: int = param(1, low=1)  # the LM's next layers, with fresh cross-attention
+    embed_dim: int = param(128, low=1)  # the ITC space
+    itc: bool = True
+    itm: bool = True
+    mlm: bool = True
+    codebook: bool = True  # the visual codebook and its VQ loss
+    mim: bool = True  # masked image modeling of code indices (needs the codebook)
+    momentum: bool = True  # ALBEF's momentum encoders and distillation
+    queue_size: int = param(256, low=0)
+    momentum_decay: float = param(0.995, low=0, below=1)
+    distill_alpha: float = param(0.4, low=0, below=1)
+    temperature: float = param(0.07, above=0)
+    num_codes: int = param(64, low=2)
+    code_dim: int = param(32, low=1)
+    codebook_update: str = param("ema", choices=UPDATES)
+    commitment: float = param(0.25, low=0)
+    codebook_decay: float = param(0.99, low=0, below=1)
+    restart_threshold: float = param(1.0, low=0)  # dead-code restarts below this usage
+    mlm_ratio: float = param(0.15, low=0, below=1)
+    mim_ratio: float = param(0.4, low=0, below=1)
+    weights: dict[str, float] | None = param(None, want=f"a mapping from {', '.join(OBJECTIVES)} to numbers >= 0")
+    pretrained_text: bool = True
+    freeze_word_embeddings: bool = True
+    pooling: str = param("mean", choices=POOLINGS)
+    weight_decay: float = param(0.02, low=0)
+    batch_size: int = param(64, low=2)
+    max_epochs: int = param(5, low=0)
+    max_text_tokens: int = param(32, low=3)
+
+    def check(self, aligner: str) -> CodebookVLPHParams:
+        if self.mim and not self.codebook:
+            raise BadInputError(f"{aligner}: mim=true needs codebook=true (MIM predicts the codebook's indices)")
+        if not (self.itc or self.itm or self.mlm or self.codebook):
+            raise BadInputError(f"{aligner}: every objective is switched off; nothing would be trained")
+        if self.image_width % self.image_heads:
+            raise self.bad(aligner, "image_width", f"divisible by image_heads={self.image_heads}")
+        if any(k not in OBJECTIVES or not (is_number(v) and v >= 0) for k, v in (self.weights or {}).items()):
+            raise self.bad(aligner, "weights", f"a mapping from {', '.join(OBJECTIVES)} to numbers >= 0")
+        return self
 
 
-def _check_hparams(hp: dict[str, Any]) -> None:
-    def bad(key: str, want: str) -> BadInputError:
-        return BadInputError(f"codebook_vlp: {key} must be {want}, got {hp[key]!r}")
-
-    if not isinstance(hp["table"], str):
-        raise bad("table", "an embedding-table name")
-    for key in ("itc", "itm", "mlm", "codebook", "mim", "momentum", "pretrained_text", "freeze_word_embeddings",
-                "deterministic", "progress"):
-        if not isinstance(hp[key], bool):
-            raise bad(key, "true or false")
-    if hp["mim"] and not hp["codebook"]:
-        raise BadInputError("codebook_vlp: mim=true needs codebook=true (MIM predicts the codebook's indices)")
-    if not any(hp[k] for k in ("itc", "itm", "mlm", "codebook")):
-        raise BadInputError("codebook_vlp: every objective is switched off; nothing would be trained")
-    for key, low in (("image_width", 1), ("image_heads", 1), ("image_layers", 0), ("text_layers", 0),
-                     ("fusion_layers", 1), ("embed_dim", 1), ("queue_size", 0), ("num_codes", 2), ("code_dim", 1),
-                     ("batch_size", 2), ("max_epochs", 0), ("max_text_tokens", 3)):
-        if not (is_int(hp[key]) and hp[key] >= low):
-            raise bad(key, f"an integer >= {low}")
-    if hp["image_width"] % hp["image_heads"]:
-        raise bad("image_width", f"divisible by image_heads={hp['image_heads']}")
-    for key in ("momentum_decay", "mlm_ratio", "mim_ratio", "codebook_decay", "distill_alpha"):
-        if not (is_number(hp[key]) and 0 <= hp[key] < 1):
-            raise bad(key, "a number in [0, 1)")
-    for key in ("temperature", "lr"):
-        if not (is_number(hp[key]) and hp[key] > 0):
-            raise bad(key, "a number > 0")
-    for key in ("commitment", "restart_threshold", "weight_decay"):
-        if not (is_number(hp[key]) and hp[key] >= 0):
-            raise bad(key, "a number >= 0")
-    if hp["pooling"] not in POOLINGS:
-        raise bad("pooling", f"one of {', '.join(POOLINGS)}")
-    if hp["codebook_update"] not in UPDATES:
-        raise bad("codebook_update", f"one of {', '.join(UPDATES)}")
-    weights = hp["weights"] or {}
-    if not isinstance(weights, dict) or any(k not in OBJECTIVES or not (is_number(v) and v >= 0)
-                                            for k, v in weights.items()):
-        raise bad("weights", f"a mapping from {', '.join(OBJECTIVES)} to numbers >= 0")
-    if not is_int(hp["seed"]):
-        raise bad("seed", "an integer")
-
-
-class CodebookVLPAligner(Aligner):
+class CodebookVLPAligner(TrainedAligner):
     """Codebook-VLP trained on frozen spatial tokens and caption strings.
 
     Shared space = the ITC space: ``encode_image(tokens)`` and ``encode_text_strings(captions)`` give
     L2-normalised ``[M, embed_dim]`` embeddings to compare by cosine."""
 
     name = "codebook_vlp"
+    image_input = "tokens"
+    text_input = "strings"  # its own text encoder, trained from the table's word embeddings
+    config_class = CodebookVLPHParams
+    core_class = CORE
 
-    def __init__(self, table: str = DEFAULT_TABLE, image_width: int = 128, image_heads: int = 4,
-                 image_layers: int = 1, text_layers: int = 1, fusion_layers: int = 1, embed_dim: int = 128,
-                 itc: bool = True, itm: bool = True, mlm: bool = True, codebook: bool = True, mim: bool = True,
-                 momentum: bool = True, queue_size: int = 256, momentum_decay: float = 0.995,
-                 distill_alpha: float = 0.4, temperature: float = 0.07, num_codes: int = 64, code_dim: int = 32,
-                 codebook_update: str = "ema", commitment: float = 0.25, codebook_decay: float = 0.99,
-                 restart_threshold: float = 1.0, mlm_ratio: float = 0.15, mim_ratio: float = 0.4,
-                 weights: dict[str, float] | None = None, pretrained_text: bool = True,
-                 freeze_word_embeddings: bool = True, pooling: str = "mean", lr: float = 1e-3, weight_decay: float = 0.02,
-                 batch_size: int = 64, max_epochs: int = 5, max_text_tokens: int = 32, seed: int = 0,
-                 deterministic: bool = True, progress: bool = False) -> None:
-        hp = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        super().__init__(**hp)
-        _check_hparams(self.hparams)
-        self.module: Any = None
-        self.history: dict[str, list[float]] = {}
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
         self.num_tokens: int | None = None
-
-    def _build(self, image_dim: int, num_tokens: int) -> Any:
-        hp = self.hparams
-        args = dict(image_dim=image_dim, num_tokens=num_tokens, **{k: hp[k] for k in _CORE_KEYS})
-        from align.methods.lightning_utils import CoreModule
-
-        return CoreModule(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
 
     # ------------------------------------------------------------------ training
 
@@ -432,9 +417,8 @@ class CodebookVLPAligner(Aligner):
 
     def fit_captions(self, image_tokens: torch.Tensor, captions: Sequence[str],
                      ckpt_path: str | Path | None = None) -> CodebookVLPAligner:
-        """Pretrain on N images (``[N, T, D]`` frozen spatial tokens) and their N captions."""
-        from align.methods.lightning_utils import FeatureDataModule, make_trainer, quiet, seeded
-
+        """Pretrain on N images (``[N, T, D]`` frozen spatial tokens) and their N captions; with
+        ``checkpoint_dir`` set, a later fit of the same pairs resumes from its ``last.ckpt``."""
         hp = self.hparams
         x = check_tokens(image_tokens, "codebook_vlp.fit_captions: image tokens")
         captions = check_texts(captions)
@@ -443,29 +427,20 @@ class CodebookVLPAligner(Aligner):
         if len(x) < 2:
             raise BadInputError(f"codebook_vlp.fit_captions: needs at least 2 pairs, got {len(x)}")
         ids, mask = tokenize(load_table(hp["table"]), captions, hp["max_text_tokens"])
-        with seeded(hp["seed"]), quiet(not hp["progress"]):
-            data = FeatureDataModule(x, ids, mask, batch_size=hp["batch_size"], seed=hp["seed"])
-            module = self._build(x.shape[2], x.shape[1])
-            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                   limit_val_batches=0)
-            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
-        self._adopt(module)
-        return self
+        return self._train("codebook_vlp.fit_captions", (x, ids, mask),
+                           dict(image_dim=x.shape[2], num_tokens=x.shape[1]), ckpt_path=ckpt_path)
 
-    def _adopt(self, module: Any) -> None:
-        module.eval()
-        self.module = module
-        self.history = {k: list(v) for k, v in module.history.items()}
+    def _set_dims(self, module: Any) -> None:
         args = module.hparams.core_args
         self.image_dim, self.num_tokens = args["image_dim"], args["num_tokens"]
         self.text_dim = module.core.text_proj.out_features
 
-    # ------------------------------------------------------------------ embedding
+    def _load_shape(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """``image_dim`` (set first, as ``Aligner.load`` does) and ``num_tokens``, read from the state's positions."""
+        image_dim, _ = self._require_fitted()
+        return dict(image_dim=image_dim, num_tokens=int(state["image_encoder.pos"].shape[1]) - 1)
 
-    @property
-    def core(self) -> CodebookVLPCore:
-        self._require_fitted()
-        return self.module.core
+    # ------------------------------------------------------------------ embedding
 
     def _tokens(self, tokens: Any, what: str) -> torch.Tensor:
         image_dim, _ = self._require_fitted()
@@ -479,9 +454,10 @@ class CodebookVLPAligner(Aligner):
         """L2-normalised ITC embeddings ``[M, embed_dim]`` of ``[M, T, D]`` spatial tokens."""
         return self._batched(self.core.encode_image, self._tokens(image_features, "encode_image"))
 
-    def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
-        raise BadInputError("codebook_vlp: encode_text takes no text-encoder features (the model has its own text "
-                            "encoder); use encode_text_strings(captions)")
+    def encode_text(self, text_features: Sequence[str]) -> torch.Tensor:
+        """Caption strings through the model's own text encoder (``encode_text_strings``)."""
+        why = "the model has its own text encoder"
+        return self.encode_text_strings(caption_strings(text_features, "codebook_vlp.encode_text", why))
 
     @torch.no_grad()
     def encode_text_strings(self, captions: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -512,19 +488,6 @@ class CodebookVLPAligner(Aligner):
         if len(ids) != len(x):
             raise BadInputError(f"codebook_vlp.itm_scores: {len(x)} images but {len(ids)} captions")
         return core.itm_logit(core.text_encoder(ids, mask), mask, core.image_states(x))
-
-    # ------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().contiguous() for k, v in self.core.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Needs ``image_dim`` and ``num_tokens`` (``num_tokens`` is read from the state's positions)."""
-        from align.methods.lightning_utils import restore_core
-
-        image_dim, _ = self._require_fitted()
-        num_tokens = int(state["image_encoder.pos"].shape[1]) - 1
-        self._adopt(restore_core(lambda: self._build(image_dim, num_tokens), state))
 
 
 @ALIGNERS.register(

@@ -61,6 +61,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, is_int, is_number
+from align.methods.base import ImageInput
+from align.methods.hparams import param
+from align.methods.trained import TrainedAligner, TrainedHParams
 from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
@@ -298,51 +301,42 @@ def __getattr__(name: str) -> Any:  # ``LQAEModule`` importable by name (for che
     raise AttributeError(name)
 
 
-def _check_hparams(hp: dict[str, Any]) -> None:
-    def bad(key: str, want: str) -> BadInputError:
-        return BadInputError(f"lqae: {key} must be {want}, got {hp[key]!r}")
+@dataclass(frozen=True)
+class LQAEHParams(TrainedHParams):
+    table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # a masked LM's table: codebook and denoiser
+    codebook: str = param("language", choices=CODEBOOKS)  # the table, a random table (baseline) or learned (VQ-VAE)
+    image_size: int = param(32, low=2)
+    patch_size: int = param(8, low=1)
+    in_chans: int = param(1, choices=(1, 3), want="1 or 3")
+    encoder_width: int = param(128, low=1)
+    encoder_depth: int = param(4, low=0)
+    encoder_heads: int = param(4, low=1)
+    decoder_width: int = param(128, low=1)
+    decoder_depth: int = param(4, low=0)
+    decoder_heads: int = param(4, low=1)
+    mask_ratio: float = param(0.5, low=0, below=1)  # Bernoulli masking of the tokens BERT reads
+    commitment: float = param(0.005, low=0)
+    bert_weight: float = param(1e-4, low=0)
+    vq_beta: float = param(0.25, low=0)  # codebook="learned" only
+    exclude_special: bool = True  # special tokens are never codes
+    mlm_head: str = param("train", choices=MLM_HEADS)
+    l2_normalize: bool = True  # nearest code by cosine
+    table_seed: int = 0  # of codebook="random"
+    weight_decay: float = param(5e-4, low=0)
+    warmup_fraction: float = param(0.05, low=0, below=1)
+    batch_size: int = param(64, low=1)
+    max_epochs: int = param(5, low=0)
 
-    if not isinstance(hp["table"], str):
-        raise bad("table", "an embedding-table name")
-    if hp["codebook"] not in CODEBOOKS:
-        raise bad("codebook", f"one of {', '.join(CODEBOOKS)}")
-    if hp["mlm_head"] not in MLM_HEADS:
-        raise bad("mlm_head", f"one of {', '.join(MLM_HEADS)}")
-    if hp["in_chans"] not in (1, 3):
-        raise bad("in_chans", "1 or 3")
-    for key, low in (("image_size", 2), ("patch_size", 1), ("encoder_width", 1), ("encoder_depth", 0),
-                     ("encoder_heads", 1), ("decoder_width", 1), ("decoder_depth", 0), ("decoder_heads", 1),
-                     ("batch_size", 1), ("max_epochs", 0)):
-        if not (is_int(hp[key]) and hp[key] >= low):
-            raise bad(key, f"an integer >= {low}")
-    if hp["image_size"] % hp["patch_size"]:
-        raise bad("patch_size", f"a divisor of image_size={hp['image_size']}")
-    for key in ("encoder", "decoder"):
-        if hp[f"{key}_width"] % hp[f"{key}_heads"]:
-            raise bad(f"{key}_heads", f"a divisor of {key}_width={hp[f'{key}_width']}")
-    if not (is_number(hp["mask_ratio"]) and 0 <= hp["mask_ratio"] < 1):
-        raise bad("mask_ratio", "a number in [0, 1)")
-    for key in ("commitment", "bert_weight", "vq_beta", "weight_decay"):
-        if not (is_number(hp[key]) and hp[key] >= 0):
-            raise bad(key, "a number >= 0")
-    if not (is_number(hp["lr"]) and hp["lr"] > 0):
-        raise bad("lr", "a number > 0")
-    if not (is_number(hp["warmup_fraction"]) and 0 <= hp["warmup_fraction"] < 1):
-        raise bad("warmup_fraction", "a number in [0, 1)")
-    for key in ("seed", "table_seed"):
-        if not is_int(hp[key]):
-            raise bad(key, "an integer")
-    for key in ("exclude_special", "l2_normalize", "deterministic", "progress"):
-        if not isinstance(hp[key], bool):
-            raise bad(key, "true or false")
+    def check(self, aligner: str) -> LQAEHParams:
+        if self.image_size % self.patch_size:
+            raise self.bad(aligner, "patch_size", f"a divisor of image_size={self.image_size}")
+        for part in ("encoder", "decoder"):
+            if getattr(self, f"{part}_width") % getattr(self, f"{part}_heads"):
+                raise self.bad(aligner, f"{part}_heads", f"a divisor of {part}_width={getattr(self, f'{part}_width')}")
+        return self
 
 
-CORE_KEYS = ("table", "codebook", "image_size", "patch_size", "in_chans", "encoder_width", "encoder_depth",
-             "encoder_heads", "decoder_width", "decoder_depth", "decoder_heads", "mask_ratio", "commitment",
-             "bert_weight", "vq_beta", "exclude_special", "mlm_head", "l2_normalize", "table_seed")
-
-
-class LQAE(Aligner):
+class LQAE(TrainedAligner):
     """Language-quantized autoencoder trained on images alone; images become strings of table tokens.
 
     ``fit_images(images)`` trains on ``[N, C, S, S]`` pixels in [0, 1]; then ``codes`` / ``token_strings``
@@ -350,68 +344,41 @@ class LQAE(Aligner):
     ``encode_image`` returns the BERT features (token features for ``codebook="learned"``)."""
 
     name = "lqae"
+    config_class = LQAEHParams
+    core_class = CORE
+    image_input = "pixels"
+    text_input = "none"
 
-    def __init__(self, table: str = DEFAULT_TABLE, codebook: str = "language", image_size: int = 32,
-                 patch_size: int = 8, in_chans: int = 1, encoder_width: int = 128, encoder_depth: int = 4,
-                 encoder_heads: int = 4, decoder_width: int = 128, decoder_depth: int = 4, decoder_heads: int = 4,
-                 mask_ratio: float = 0.5, commitment: float = 0.005, bert_weight: float = 1e-4,
-                 vq_beta: float = 0.25, exclude_special: bool = True, mlm_head: str = "train",
-                 l2_normalize: bool = True, table_seed: int = 0, lr: float = 1e-3, weight_decay: float = 5e-4,
-                 warmup_fraction: float = 0.05, batch_size: int = 64, max_epochs: int = 5, seed: int = 0,
-                 deterministic: bool = True, progress: bool = False) -> None:
-        super().__init__(table=table, codebook=codebook, image_size=image_size, patch_size=patch_size,
-                         in_chans=in_chans, encoder_width=encoder_width, encoder_depth=encoder_depth,
-                         encoder_heads=encoder_heads, decoder_width=decoder_width, decoder_depth=decoder_depth,
-                         decoder_heads=decoder_heads, mask_ratio=mask_ratio, commitment=commitment,
-                         bert_weight=bert_weight, vq_beta=vq_beta, exclude_special=exclude_special,
-                         mlm_head=mlm_head, l2_normalize=l2_normalize, table_seed=table_seed, lr=lr,
-                         weight_decay=weight_decay, warmup_fraction=warmup_fraction, batch_size=batch_size,
-                         max_epochs=max_epochs, seed=seed, deterministic=deterministic, progress=progress)
-        _check_hparams(self.hparams)
-        self.module: Any = None
-        self.history: dict[str, list[float]] = {}
+    def image_input_spec(self) -> ImageInput:
+        return ImageInput("pixels", size=self.hparams["image_size"], channels=self.hparams["in_chans"])
 
-    def build(self) -> Any:
+    def build(self, shape: Any = None) -> Any:
         """A fresh ``LQAEModule`` (the Lightning module) with these hyper-parameters."""
         hp = self.hparams
-        return _module_class()(CORE, {k: hp[k] for k in CORE_KEYS}, lr=hp["lr"], weight_decay=hp["weight_decay"],
+        return _module_class()(CORE, self.core_args({}), lr=hp["lr"], weight_decay=hp["weight_decay"],
                                extra=dict(hp), warmup_fraction=hp["warmup_fraction"])
 
     # ------------------------------------------------------------------ training
 
     def fit(self, image_features: torch.Tensor, text_features: Any = None) -> LQAE:
-        raise BadInputError("lqae: learns from pixels alone, without text or a frozen image encoder; "
-                            "call fit_images(images) with images [N, C, S, S] in [0, 1]")
+        """Train on pixels ``[N, C, S, S]`` in [0, 1] (``image_input`` is ``"pixels"``); any text given
+        beside them is ignored: LQAE learns from images alone."""
+        return self.fit_images(image_features)
 
     def fit_images(self, images: torch.Tensor, ckpt_path: str | Path | None = None) -> LQAE:
-        """Train encoder, decoder (and MLM head / learned codebook) on unlabelled images."""
-        from align.methods.lightning_utils import FeatureDataModule, make_trainer, quiet, seeded
+        """Train encoder, decoder (and MLM head / learned codebook) on unlabelled images; with
+        ``checkpoint_dir`` set, a later fit of the same images resumes from its ``last.ckpt``."""
+        return self._train("lqae.fit_images", (self._check(images, "lqae.fit_images"),), {}, ckpt_path=ckpt_path)
 
-        hp = self.hparams
-        x = self._check(images, "lqae.fit_images")
-        with seeded(hp["seed"]), quiet(not hp["progress"]):
-            data = FeatureDataModule(x, batch_size=hp["batch_size"], seed=hp["seed"])
-            module = self.build()
-            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                   limit_val_batches=0)
-            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
-        self._adopt(module)
-        return self
-
-    def _adopt(self, module: Any) -> None:
-        module.eval()
-        self.module = module
-        self.history = {k: list(v) for k, v in module.history.items()}
+    def _set_dims(self, module: Any) -> None:
         self.image_dim = self.hparams["in_chans"] * self.hparams["image_size"] ** 2
         self.text_dim = module.core.table.embed_dim
 
+    def _load_shape(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {}
+
     def _check(self, images: torch.Tensor, what: str) -> torch.Tensor:
         return check_images(images, what, self.hparams["in_chans"], self.hparams["image_size"])
-
-    @property
-    def core(self) -> LQAECore:
-        self._require_fitted()
-        return self.module.core
 
     def _batches(self, images: torch.Tensor, what: str, batch_size: int = 256) -> list[torch.Tensor]:
         x = self._check(images, what).to(self.core.to_codebook.weight.device)
@@ -454,18 +421,6 @@ class LQAE(Aligner):
 
     def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
         raise BadInputError("lqae: has no text side; images become table tokens (token_strings) instead")
-
-    # ------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Trained weights only (encoder, decoder, MLM head or learned codebook); the frozen table and
-        LM are rebuilt from the table name."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.core.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        from align.methods.lightning_utils import restore_core
-
-        self._adopt(restore_core(self.build, state))
 
 
 @ALIGNERS.register(

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.vlap.assignment import AssignmentLoss
-from align.methods.base import Aligner, caption_strings, check_features, is_int, is_number
+from align.methods.base import caption_strings, check_features
+from align.methods.hparams import param
+from align.methods.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
@@ -225,37 +228,32 @@ class VLAPCore(nn.Module):
         return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
 
 
-def _check_hparams(hp: dict[str, Any]) -> None:
-    def bad(key: str, want: str) -> BadInputError:
-        return BadInputError(f"vlap: {key} must be {want}, got {hp[key]!r}")
+@dataclass(frozen=True)
+class VLAPHParams(TrainedHParams):
+    table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # a causal LM's table
+    w_cap: float = param(1.0, low=0)  # weight of the captioning loss L_cap
+    w_map: float = param(0.1, low=0)  # weight of the assignment loss L_map
+    tau: float = param(0.01, above=0)  # softmax temperature of the assignment prediction
+    eps: float = param(0.01, above=0)  # Sinkhorn's entropic regularisation
+    sinkhorn_iters: int = param(3, low=1)
+    prior: str = param("uniform", choices=PRIORS)  # OT marginal over the vocabulary
+    vocab_subset: int | None = param(None, low=2)  # assign to the N most frequent words (None: all)
+    weight_decay: float = param(0.0, low=0)
+    batch_size: int = param(64, low=2)
+    max_epochs: int = param(10, low=0)
+    num_prefix_tokens: int = param(1, low=1)  # visual tokens per image
+    max_caption_tokens: int = param(64, low=1)
+    prompt: str = param(PROMPT, want="a non-empty string")
 
-    if not isinstance(hp["table"], str):
-        raise bad("table", "an embedding-table name")
-    for key in ("w_cap", "w_map", "weight_decay"):
-        if not (is_number(hp[key]) and hp[key] >= 0):
-            raise bad(key, "a number >= 0")
-    if hp["w_cap"] == 0 and hp["w_map"] == 0:
-        raise BadInputError("vlap: w_cap and w_map are both 0; nothing would be trained")
-    for key in ("tau", "eps", "lr"):
-        if not (is_number(hp[key]) and hp[key] > 0):
-            raise bad(key, "a number > 0")
-    for key, low in (("sinkhorn_iters", 1), ("batch_size", 2), ("num_prefix_tokens", 1), ("max_caption_tokens", 1),
-                     ("max_epochs", 0)):
-        if not (is_int(hp[key]) and hp[key] >= low):
-            raise bad(key, f"an integer >= {low}")
-    if hp["prior"] not in PRIORS:
-        raise bad("prior", f"one of {', '.join(PRIORS)}")
-    if hp["vocab_subset"] is not None and not (is_int(hp["vocab_subset"]) and hp["vocab_subset"] >= 2):
-        raise bad("vocab_subset", "an integer >= 2 or None")
-    if not is_int(hp["seed"]):
-        raise bad("seed", "an integer")
-    if not (isinstance(hp["prompt"], str) and hp["prompt"].strip()):
-        raise bad("prompt", "a non-empty string")
-    if hp["checkpoint_dir"] is not None and not isinstance(hp["checkpoint_dir"], str):
-        raise bad("checkpoint_dir", "a directory path or None")
+    def check(self, aligner: str) -> VLAPHParams:
+        if self.w_cap == 0 and self.w_map == 0:
+            raise BadInputError(f"{aligner}: w_cap and w_map are both 0; nothing would be trained")
+        if not self.prompt.strip():
+            raise self.bad(aligner, "prompt", "a non-empty string")
+        return self
 
 
-class VLAPAligner(Aligner):
+class VLAPAligner(TrainedAligner):
     """Linear map from image features into a frozen causal LM's word-embedding space (VLAP).
 
     Shared space = the LM's raw word-embedding space: ``encode_image`` gives ``v̄`` (mean projected
@@ -264,32 +262,8 @@ class VLAPAligner(Aligner):
 
     name = "vlap"
     text_input = "strings"
-
-    def __init__(self, table: str = DEFAULT_TABLE, w_cap: float = 1.0, w_map: float = 0.1, tau: float = 0.01,
-                 eps: float = 0.01, sinkhorn_iters: int = 3, prior: str = "uniform", vocab_subset: int | None = None,
-                 lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64, max_epochs: int = 10,
-                 seed: int = 0, num_prefix_tokens: int = 1, max_caption_tokens: int = 64, prompt: str = PROMPT,
-                 checkpoint_dir: str | None = None, deterministic: bool = True, progress: bool = False) -> None:
-        if isinstance(checkpoint_dir, Path):
-            checkpoint_dir = str(checkpoint_dir)  # hparams are saved as JSON
-        super().__init__(table=table, w_cap=w_cap, w_map=w_map, tau=tau, eps=eps, sinkhorn_iters=sinkhorn_iters,
-                         prior=prior, vocab_subset=vocab_subset, lr=lr, weight_decay=weight_decay,
-                         batch_size=batch_size, max_epochs=max_epochs, seed=seed,
-                         num_prefix_tokens=num_prefix_tokens, max_caption_tokens=max_caption_tokens, prompt=prompt,
-                         checkpoint_dir=checkpoint_dir, deterministic=deterministic, progress=progress)
-        _check_hparams(self.hparams)
-        self.module: Any = None
-        self.history: dict[str, list[float]] = {}
-
-    def _build(self, image_dim: int) -> Any:
-        hp = self.hparams
-        args = dict(image_dim=image_dim, table=hp["table"], num_prefix_tokens=hp["num_prefix_tokens"],
-                    w_cap=hp["w_cap"], w_map=hp["w_map"], tau=hp["tau"], eps=hp["eps"],
-                    sinkhorn_iters=hp["sinkhorn_iters"], prior=hp["prior"], vocab_subset=hp["vocab_subset"],
-                    prompt=hp["prompt"])
-        from align.methods.lightning_utils import CoreModule
-
-        return CoreModule(CORE, args, lr=hp["lr"], weight_decay=hp["weight_decay"], extra=dict(hp))
+    config_class = VLAPHParams
+    core_class = CORE
 
     # ------------------------------------------------------------------ training
 
@@ -300,10 +274,8 @@ class VLAPAligner(Aligner):
 
     def fit_captions(self, image_features: torch.Tensor, captions: Sequence[str],
                      ckpt_path: str | Path | None = None) -> VLAPAligner:
-        """Train ``g`` on N images and their N captions; with ``checkpoint_dir`` set, Lightning keeps
-        ``last.ckpt`` there and ``ckpt_path=`` resumes an interrupted fit exactly."""
-        from align.methods.lightning_utils import FeatureDataModule, make_trainer, quiet, seeded
-
+        """Train ``g`` on N images and their N captions; with ``checkpoint_dir`` set, ``last.ckpt`` is kept
+        there and a later fit of the same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
         hp = self.hparams
         x = check_features(image_features, "vlap.fit_captions: image features")
         captions = check_texts(captions)
@@ -311,30 +283,18 @@ class VLAPAligner(Aligner):
             raise BadInputError(f"vlap.fit_captions: {len(x)} images but {len(captions)} captions")
         if len(x) < 2:
             raise BadInputError(f"vlap.fit_captions: needs at least 2 pairs, got {len(x)}")
-        table = load_table(hp["table"])
-        ids, mask = tokenize_captions(table, captions, hp["max_caption_tokens"])
-        with seeded(hp["seed"]), quiet(not hp["progress"]):
-            data = FeatureDataModule(x, ids, mask, batch_size=hp["batch_size"], seed=hp["seed"])
-            module = self._build(x.shape[1])
-            module.core.calibrate(x)  # a resumed fit overwrites this with the checkpoint's state
-            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                   checkpoint_dir=hp["checkpoint_dir"], limit_val_batches=0)
-            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path is not None else None)
-        self._adopt(module)
-        return self
+        ids, mask = tokenize_captions(load_table(hp["table"]), captions, hp["max_caption_tokens"])
+        return self._train("vlap.fit_captions", (x, ids, mask), dict(image_dim=x.shape[1]),
+                           prepare=lambda core, data: core.calibrate(x), ckpt_path=ckpt_path)
 
-    def _adopt(self, module: Any) -> None:
-        module.eval()
-        self.module = module
-        self.history = {k: list(v) for k, v in module.history.items()}
+    def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.core.embed_dim
 
-    # ------------------------------------------------------------------ embedding
+    def _load_shape(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        image_dim, _ = self._require_fitted()
+        return dict(image_dim=image_dim)
 
-    @property
-    def core(self) -> VLAPCore:
-        self._require_fitted()
-        return self.module.core
+    # ------------------------------------------------------------------ embedding
 
     def _images(self, image_features: torch.Tensor, what: str) -> torch.Tensor:
         image_dim, _ = self._require_fitted()
@@ -384,20 +344,6 @@ class VLAPAligner(Aligner):
         best = (v @ core.assignment.unit_words.T).topk(top, dim=-1).indices
         tokens = load_table(self.hparams["table"]).tokens
         return [[tokens[int(core.vocab_ids[j])] for j in row] for row in best.cpu()]
-
-    # ------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """``g``'s weight and bias and the input standardisation (the frozen parts are rebuilt from the
-        table name)."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.core.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Needs ``image_dim`` set first (``Aligner.load`` does this)."""
-        from align.methods.lightning_utils import restore_core
-
-        image_dim, _ = self._require_fitted()
-        self._adopt(restore_core(lambda: self._build(image_dim), state))
 
 
 @ALIGNERS.register(

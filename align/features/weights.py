@@ -1,0 +1,43 @@
+"""Which weights produced a feature matrix: the sha256 that goes into every feature-cache key.
+
+The hash is always of the files really loaded, never a catalogue's word for them: an encoder built by
+align records ``weights_sha256`` from the files it read (see the loaders in ``align.encoders`` and
+``align.text``), and without an encoder a packaged asset's files are hashed (and checked against the
+catalogue's pins) on disk. So features computed from a damaged or replaced weight file cannot sit
+under the genuine key; a damaged packaged file is a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Encoders with randomly initialised, unseeded weights: distinct from every real checkpoint.
+RANDOM_INIT = "random-init"
+
+
+def registry_fingerprint(registry: Any, name: str) -> str | None:
+    """Weights hash of ``name`` as the registry would build it, without building it (no model load)."""
+    from align.assets import CATALOG, asset_fingerprint, is_present, require
+    from align.assets.hashing import combined_sha256, hf_folder_sha256
+
+    meta = registry.meta(name)
+    if meta.weights in CATALOG:
+        spec = CATALOG[meta.weights]
+        if not is_present(spec):  # nothing to hash; features cached under this key came from verified files
+            return next(iter(spec.sha256.values())) if len(spec.sha256) == 1 else combined_sha256(dict(spec.sha256))
+        return asset_fingerprint(spec, require(spec.name))
+    if meta.weights_sha256:
+        return meta.weights_sha256
+    source, _, identifier = name.partition(":")
+    if source == "hf" and identifier:
+        from align.assets import hf_hub_cache
+
+        return hf_folder_sha256(identifier, hf_hub_cache())
+    return None
+
+
+def weights_fingerprint(registry: Any, name: str, encoder: Any | None = None) -> str | None:
+    """sha256 of the weights behind ``name``: the built encoder's own record of the files it loaded,
+    else the registry's asset hashed on disk (verified against its pins), else None (no weights)."""
+    found = getattr(encoder, "weights_sha256", None) if encoder is not None else None
+    return found or registry_fingerprint(registry, name)

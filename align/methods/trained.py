@@ -1,0 +1,205 @@
+"""One base for the aligners trained by gradient descent through Lightning (contrastive, VLAP, LQAE,
+Codebook-VLP).
+
+Seeding, the trainer, checkpoints with exact resume, the fitted module, state save and load and the
+training history live here once; a method says only what it trains (``core_class``, an ``nn.Module``
+whose ``forward`` is the loss), on which tensors, and what its dimensions are.
+
+Resume: with ``checkpoint_dir`` set, ``last.ckpt`` is written there (atomically) after every epoch. It
+holds the weights, optimiser and scheduler states, Lightning's loop counters and callback states, the
+history, the RNG states and a fingerprint of the fit (the data and every hyper-parameter but
+``max_epochs``, ``progress`` and ``checkpoint_dir``). A later ``fit`` on the same data with the same
+hyper-parameters finds it and resumes; the result equals an uninterrupted fit's bit for bit (the unit
+tests kill a fit with SIGKILL to show it). A ``last.ckpt`` of another fit is refused, not overwritten.
+``max_epochs`` may grow between the two (train further); LQAE's learning-rate schedule is then the one
+of the new length.
+
+Checkpoints are torch pickles written by this code; they are read with ``torch.load(...,
+weights_only=True)``, which rebuilds tensors and plain containers only. Fitted aligners themselves are
+saved with safetensors (``Aligner.save``), never pickled.
+
+Lightning is imported inside the methods that need it, so importing an aligner stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from align.errors import BadInputError
+from align.methods.base import Aligner
+from align.methods.hparams import HParams, param
+
+# hyper-parameters that may differ between an interrupted fit and the fit that resumes it
+RESUMABLE_CHANGES = ("max_epochs", "progress", "checkpoint_dir")
+
+
+@dataclass(frozen=True)
+class TrainedHParams(HParams):
+    """What every trained aligner takes besides its own (which include ``batch_size``, ``max_epochs``
+    and ``weight_decay``, whose defaults differ by method)."""
+
+    lr: float = param(1e-3, above=0)
+    seed: int = 0
+    checkpoint_dir: str | None = param(None, path=True, want="a directory path or None")
+    deterministic: bool = True
+    progress: bool = False
+
+
+def fingerprint(name: str, hparams: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> str:
+    """sha256 of an aligner's name, its hyper-parameters (but ``RESUMABLE_CHANGES``) and training tensors."""
+    digest = hashlib.sha256()
+    fixed = {k: v for k, v in hparams.items() if k not in RESUMABLE_CHANGES}
+    digest.update(json.dumps([name, fixed], sort_keys=True, default=str).encode())
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+class TrainedAligner(Aligner):
+    """An aligner whose fit trains ``core_class`` with ``CoreModule`` (AdamW, per-epoch loss history).
+
+    Subclasses set ``core_class`` and ``config_class`` (a ``TrainedHParams``), call :meth:`_train` from
+    their fit method, and implement ``_set_dims`` (dimensions from a fitted module) and
+    ``_load_shape`` (the data-dependent core arguments, from a saved state). The core's other
+    constructor arguments are the hyper-parameters of the same names."""
+
+    core_class: ClassVar[str]  # "package.module:Class", as Lightning checkpoints record it
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        self.module: Any = None  # the fitted CoreModule (a LightningModule), in eval mode
+        self.history: dict[str, list[float]] = {}  # per-epoch means: train_loss, val_loss, the core's parts
+
+    # ------------------------------------------------------------------ building
+
+    def core_args(self, shape: Mapping[str, Any]) -> dict[str, Any]:
+        """The core's constructor arguments: ``shape`` (what the data fixes) and the hyper-parameters
+        named like its other parameters."""
+        from align.methods.lightning_utils import import_object
+
+        wanted = inspect.signature(import_object(self.core_class)).parameters
+        return {**shape, **{k: v for k, v in self.hparams.items() if k in wanted and k not in shape}}
+
+    def build(self, shape: Mapping[str, Any] | None = None) -> Any:
+        """A fresh Lightning module around a new core."""
+        from align.methods.lightning_utils import CoreModule
+
+        hp = self.hparams
+        return CoreModule(self.core_class, self.core_args(shape or {}), lr=hp["lr"], weight_decay=hp["weight_decay"],
+                          extra=dict(hp))
+
+    def _callbacks(self) -> list[Any]:
+        """Extra Lightning callbacks of a fit (e.g. early stopping)."""
+        return []
+
+    # ------------------------------------------------------------------ training
+
+    def _train(self, what: str, tensors: Sequence[torch.Tensor], shape: Mapping[str, Any], *,
+              prepare: Callable[[Any, Any], None] | None = None, val_fraction: float = 0.0,
+              ckpt_path: str | Path | None = None) -> TrainedAligner:
+        """Fit on row-aligned ``tensors`` (batched together, seeded shuffling, ``val_fraction`` held out).
+
+        ``prepare(core, data)`` runs on the fresh core before training (fit-time initialisation; a
+        resumed fit then overwrites it with the checkpoint). ``ckpt_path`` resumes from a given
+        checkpoint; without it a ``last.ckpt`` of this fit in ``checkpoint_dir`` is resumed."""
+        from align.methods.lightning_utils import FeatureDataModule, FitState, make_trainer, quiet, seeded, split_sizes
+
+        hp = self.hparams
+        _, n_val = split_sizes(len(tensors[0]), val_fraction)
+        keep = hp["checkpoint_dir"] is not None or ckpt_path is not None
+        stamp = fingerprint(self.name, hp, tensors) if keep else None
+        resume = self._resume_path(what, stamp, ckpt_path)
+        with seeded(hp["seed"]), quiet(not hp["progress"]):
+            data = FeatureDataModule(*tensors, batch_size=hp["batch_size"], val_fraction=val_fraction, seed=hp["seed"])
+            module = self.build(shape)
+            if prepare is not None:
+                prepare(module.core, data)
+            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
+                                   checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
+                                   callbacks=[*self._callbacks(), FitState(stamp)],
+                                   **({} if n_val else {"limit_val_batches": 0}))
+            trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True
+        self._adopt(module)
+        return self
+
+    def _resume_path(self, what: str, stamp: str | None, ckpt_path: str | Path | None) -> str | None:
+        """The checkpoint to resume from, if any, after checking it belongs to this fit."""
+        from align.methods.lightning_utils import saved_fingerprint
+
+        if ckpt_path is not None:
+            path, explicit = Path(ckpt_path), True
+            if not path.is_file():
+                raise BadInputError(f"{what}: no checkpoint at {path}")
+        elif self.hparams["checkpoint_dir"] is not None:
+            path, explicit = Path(self.hparams["checkpoint_dir"]) / "last.ckpt", False
+            if not path.is_file():
+                return None
+        else:
+            return None
+        saved = saved_fingerprint(path)
+        # a checkpoint written before fingerprints existed is resumed only when named explicitly
+        if saved != stamp and not (explicit and saved is None):
+            raise BadInputError(f"{what}: {path} is a checkpoint of another fit (other data or hyper-parameters); "
+                                "delete it or choose another checkpoint_dir")
+        return str(path)
+
+    def _adopt(self, module: Any) -> None:
+        """Keep a trained (or restored) module in eval mode, with its history and dimensions."""
+        module.eval()
+        self.module = module
+        self.history = {k: list(v) for k, v in module.history.items()}
+        self._set_dims(module)
+
+    def _set_dims(self, module: Any) -> None:
+        raise NotImplementedError
+
+    def _load_shape(self, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """The data-dependent core arguments of a saved state (``image_dim``/``text_dim`` are set)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> TrainedAligner:
+        """The aligner in a Lightning checkpoint of ``fit`` (its hyper-parameters and weights)."""
+        from align.methods.lightning_utils import load_checkpoint, restore_core
+
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint["hyper_parameters"]
+        aligner = cls(**saved["extra"])
+        state = {k.removeprefix("core."): v for k, v in checkpoint["state_dict"].items()}
+        module = restore_core(lambda: aligner.build(cls._checkpoint_shape(saved["core_args"])), state)
+        module.history = {k: list(v) for k, v in checkpoint.get("history", {}).items()}
+        aligner._adopt(module)
+        return aligner
+
+    @staticmethod
+    def _checkpoint_shape(core_args: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: core_args[k] for k in ("image_dim", "text_dim", "num_tokens") if k in core_args}
+
+    # ------------------------------------------------------------------ fitted state
+
+    @property
+    def core(self) -> Any:
+        """The trained ``nn.Module``."""
+        self._require_fitted()
+        return self.module.core
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The core's weights and buffers (frozen parts such as a language model are rebuilt from names)."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.core.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Needs the dimensions set first (``Aligner.load`` does this)."""
+        from align.methods.lightning_utils import restore_core
+
+        shape = self._load_shape(state)
+        self._adopt(restore_core(lambda: self.build(shape), state))

@@ -1,0 +1,74 @@
+"""Aligners saved by an earlier version (commit 9251d8e, before the one-subpackage-per-method layout
+and the shared trained-aligner base) still load, with the same hyper-parameters and outputs.
+
+The fixtures were written by ``tests/fixtures/legacy_aligners/make_fixtures.py`` run against that
+commit: one tiny fitted aligner of each of the seven kinds, the outputs it gave on fixed probes, and
+that version's default hyper-parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from align.methods.base import load_aligner
+from align.registry import ALIGNERS
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_aligners"
+NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook_vlp")
+# hyper-parameters added since that version (with defaults that keep its behaviour)
+ADDED = {"lqae": {"checkpoint_dir": None}, "codebook_vlp": {"checkpoint_dir": None}}
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(FIXTURES / "expected.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def meta() -> dict:
+    return json.loads((FIXTURES / "expected.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def close(actual: torch.Tensor, wanted: torch.Tensor) -> bool:
+    """Equal up to float32 rounding: the outputs were computed once, on one machine; another CPU's BLAS
+    kernels may order the same sums differently (a last-bit difference, never a changed model)."""
+    return actual.shape == wanted.shape and torch.allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saved_aligner_loads_and_reproduces_its_outputs(name: str, expected: dict, meta: dict) -> None:
+    from safetensors.torch import load_file
+
+    saved = json.loads((FIXTURES / f"{name}.json").read_text())
+    aligner = load_aligner(FIXTURES / name)
+    assert aligner.name == name and type(aligner) is type(ALIGNERS.create(name))
+    assert aligner.hparams == saved["hparams"] | ADDED.get(name, {})
+    assert (aligner.image_dim, aligner.text_dim) == (saved["image_dim"], saved["text_dim"])
+    state = load_file(str(FIXTURES / f"{name}.safetensors"))
+    reloaded = aligner.state_dict()
+    assert reloaded.keys() == state.keys() and all(torch.equal(reloaded[k], v) for k, v in state.items())
+    assert close(aligner.encode_image(expected[f"{name}.image_input"]), expected[f"{name}.image"])
+    if f"{name}.text_input" in expected:
+        assert close(aligner.encode_text(expected[f"{name}.text_input"]), expected[f"{name}.text"])
+    elif name in meta["caption_inputs"]:
+        encode = getattr(aligner, "encode_text_strings", aligner.encode_text)
+        assert close(encode(meta["caption_inputs"][name]), expected[f"{name}.text"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_hyper_parameters_are_those_of_the_earlier_version(name: str, meta: dict) -> None:
+    """Saved results and configs name hyper-parameters: none renamed, dropped or given another default."""
+    assert ALIGNERS.create(name).hparams == meta["defaults"][name] | ADDED.get(name, {})
