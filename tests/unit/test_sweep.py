@@ -332,6 +332,26 @@ datasets:
     assert "\n" not in str(info.value)
 
 
+class ImagesOnly(WrongOnOne):
+    """An aligner with no text side (as LQAE): it cannot be selected on a zero-shot task."""
+
+    name = "test-images-only"
+    text_input = "none"
+
+
+if ImagesOnly.name not in ALIGNERS:
+    ALIGNERS.add(ImagesOnly.name, ImagesOnly)
+
+
+def test_a_sweep_on_a_task_its_aligner_cannot_do_fails_before_any_work(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HAND_CONFIG.replace("test-wrong-on-one", ImagesOnly.name)))
+    LOG.clear()
+    with pytest.raises(BadInputError, match=r"aligners\[0\].sweep: cannot select on datasets\[0\]: .*no text side"):
+        run_benchmark(config, tmp_path / "results", bank=OneHotBank(FeatureCache(tmp_path / "f"), progress=False),
+                      echo=lambda _: None)
+    assert LOG == []  # no split was loaded
+
+
 def test_dataset_entry_selector_is_checked(tmp_path: Path) -> None:
     text = HAND_CONFIG.replace("tasks: [zeroshot_classification]}",
                                "tasks: [zeroshot_classification], select: {task: fewshot, metric: acc1}}")
