@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from align.errors import BadInputError
+from align.bench.sweep import Selector, SweepSpec, is_metric, selector_for, task_metrics
+from align.errors import AlignError, BadInputError
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning")
 
@@ -22,6 +23,7 @@ class AlignerSpec:
     name: str
     hparams: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    sweep: SweepSpec | None = None  # a grid chosen on a validation part of each fit split (align/bench/sweep.py)
 
     @property
     def display(self) -> str:
@@ -39,6 +41,7 @@ class DatasetSpec:
     fewshot_k: int = 5
     recall_k: tuple[int, ...] = (1, 5, 10)
     options: dict[str, Any] = field(default_factory=dict)  # dataset factory arguments (e.g. skip_bad)
+    select: Selector | None = None  # what sweeps select on here, unless the sweep names it itself
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,68 @@ def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
         return AlignerSpec(entry)
     if not isinstance(entry, dict) or "name" not in entry:
         raise _fail(source, where, "expected a name or a mapping with 'name'")
-    _take(entry, {"name", "hparams", "label"}, source, where)
+    _take(entry, {"name", "hparams", "label", "sweep"}, source, where)
     hparams = entry.get("hparams") or {}
     if not isinstance(hparams, dict):
         raise _fail(source, f"{where}.hparams", "expected a mapping")
-    return AlignerSpec(str(entry["name"]), dict(hparams), str(entry.get("label") or ""))
+    sweep = None
+    if entry.get("sweep") is not None:
+        sweep = _sweep(entry["sweep"], str(entry["name"]), dict(hparams), source, f"{where}.sweep")
+    return AlignerSpec(str(entry["name"]), dict(hparams), str(entry.get("label") or ""), sweep)
+
+
+def _sweep(entry: Any, name: str, hparams: dict[str, Any], source: str, where: str) -> SweepSpec:
+    """``{grid: {hparam: [values]}, select: {task, metric}, validation: fraction}``; every grid point is
+    passed through the aligner's constructor now, so a bad value fails here and not mid-run."""
+    if not isinstance(entry, dict):
+        raise _fail(source, where, "expected a mapping with 'grid' (and optionally 'select', 'validation')")
+    _take(entry, {"grid", "select", "validation"}, source, where)
+    grid = entry.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise _fail(source, f"{where}.grid", "expected a non-empty mapping of hyper-parameter: [values]")
+    known = _aligner_hparams(name, hparams, source, where)
+    for key, values in grid.items():
+        if key not in known:
+            raise _fail(source, f"{where}.grid.{key}",
+                        f"{name} has no hyper-parameter {key!r} (has: {', '.join(sorted(known))})")
+        if not isinstance(values, list) or not values:
+            raise _fail(source, f"{where}.grid.{key}", "expected a non-empty list of values")
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in values):
+            raise _fail(source, f"{where}.grid.{key}", "values must be numbers, strings, booleans or null")
+        if len({repr(v) for v in values}) != len(values):
+            raise _fail(source, f"{where}.grid.{key}", "repeats a value")
+    validation = entry.get("validation", 0.2)
+    if isinstance(validation, bool) or not isinstance(validation, (int, float)) or not 0 < validation < 1:
+        raise _fail(source, f"{where}.validation", f"expected a fraction strictly between 0 and 1, got {validation!r}")
+    select = None if entry.get("select") is None else _selector(entry["select"], None, source, f"{where}.select")
+    sweep = SweepSpec(tuple((str(k), tuple(v)) for k, v in grid.items()), float(validation), select)
+    for point in sweep.points():
+        _aligner_hparams(name, {**hparams, **point}, source, f"{where}.grid")
+    return sweep
+
+
+def _aligner_hparams(name: str, hparams: dict[str, Any], source: str, where: str) -> set[str]:
+    """The hyper-parameter names aligner ``name`` records, building it with ``hparams`` (cheap: only checked)."""
+    from align.registry import ALIGNERS
+
+    try:
+        return set(ALIGNERS.create(name, **hparams).hparams)
+    except (AlignError, TypeError, ValueError) as err:
+        shown = ", ".join(f"{k}={v!r}" for k, v in hparams.items())
+        raise _fail(source, where, f"{name}({shown}): {err}") from None
+
+
+def _selector(entry: Any, recall_k: tuple[int, ...] | None, source: str, where: str) -> Selector:
+    """``{task, metric}``; ``recall_k`` None accepts any ``@k`` (a sweep's selector, checked per dataset later)."""
+    if not isinstance(entry, dict) or set(entry) != {"task", "metric"}:
+        raise _fail(source, where, "expected a mapping with exactly 'task' and 'metric'")
+    task, metric = entry["task"], entry["metric"]
+    if task not in TASKS:
+        raise _fail(source, f"{where}.task", f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    known = task_metrics(task, recall_k or (1, 5, 10))
+    if not isinstance(metric, str) or not (metric in known if recall_k else is_metric(task, metric)):
+        raise _fail(source, f"{where}.metric", f"{task} reports no metric {metric!r} (reports: {', '.join(known)})")
+    return Selector(task, metric)
 
 
 def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
@@ -102,8 +162,8 @@ def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
 def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise _fail(source, where, "expected a mapping with name, fit, eval and tasks")
-    _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k", "options"},
-          source, where)
+    _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k", "options",
+                  "select"}, source, where)
     for required in ("name", "fit", "eval", "tasks"):
         if required not in entry:
             raise _fail(source, where, f"missing {required!r}")
@@ -116,12 +176,30 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     reducer = entry.get("reducer", "mean")
     if reducer not in ("mean", "max"):
         raise _fail(source, f"{where}.reducer", f"{reducer!r} is not 'mean' or 'max'")
+    recall_k = tuple(int(k) for k in entry.get("recall_k", (1, 5, 10)))
+    select = None
+    if entry.get("select") is not None:
+        select = _selector(entry["select"], recall_k, source, f"{where}.select")
+        if select.task not in tasks:
+            raise _fail(source, f"{where}.select.task", f"{select.task!r} is not among this entry's tasks")
     return DatasetSpec(
         name=str(entry["name"]), fit=str(entry["fit"]), eval=str(entry["eval"]), tasks=tasks,
         label_set=entry.get("label_set"), reducer=reducer, fewshot_k=int(entry.get("fewshot_k", 5)),
-        recall_k=tuple(int(k) for k in entry.get("recall_k", (1, 5, 10))),
-        options=_options(entry.get("options"), source, f"{where}.options"),
+        recall_k=recall_k, options=_options(entry.get("options"), source, f"{where}.options"), select=select,
     )
+
+
+def _check_selectors(aligners: tuple[AlignerSpec, ...], datasets: tuple[DatasetSpec, ...], source: str) -> None:
+    """A sweep's own selector must make sense on every dataset entry (else give the entries one each)."""
+    for i, aligner in enumerate(aligners):
+        if aligner.sweep is None or aligner.sweep.select is None:
+            continue
+        for j, spec in enumerate(datasets):
+            selector = selector_for(aligner.sweep, spec)
+            if selector.task not in spec.tasks or selector.metric not in task_metrics(selector.task, spec.recall_k):
+                raise _fail(source, f"aligners[{i}].sweep.select",
+                            f"{selector.task} {selector.metric} is not scored by datasets[{j}] "
+                            f"(tasks: {', '.join(spec.tasks)}); give each dataset entry its own 'select' instead")
 
 
 def _options(value: Any, source: str, where: str) -> dict[str, Any]:
@@ -155,12 +233,15 @@ def load_config(path: str | Path) -> BenchConfig:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
         raise _fail(source, "seeds", "expected a non-empty list of integers")
+    aligners = tuple(_aligner(a, source, f"aligners[{i}]") for i, a in enumerate(raw["aligners"]))
+    datasets = tuple(_dataset(d, source, f"datasets[{i}]") for i, d in enumerate(raw["datasets"]))
+    _check_selectors(aligners, datasets, source)
     return BenchConfig(
         name=str(raw.get("name") or path.stem),
         image_encoders=_str_list(raw["image_encoders"], source, "image_encoders"),
         text_encoders=_str_list(raw["text_encoders"], source, "text_encoders"),
-        aligners=tuple(_aligner(a, source, f"aligners[{i}]") for i, a in enumerate(raw["aligners"])),
-        datasets=tuple(_dataset(d, source, f"datasets[{i}]") for i, d in enumerate(raw["datasets"])),
+        aligners=aligners,
+        datasets=datasets,
         seeds=tuple(seeds),
         source=source,
         raw=raw,

@@ -122,10 +122,18 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_report(results_dir: Path) -> str:
-    """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``results_dir``; return the Markdown."""
-    rows = aggregate(read_results(results_dir))
+    """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``results_dir`` (and ``sweeps.md`` when some
+    aligner was swept, :mod:`align.bench.sweep_report`); return the leaderboard's Markdown."""
+    from align.bench.sweep_report import sweep_markdown
+
+    results = read_results(results_dir)
+    rows = aggregate(results)
     text = markdown(rows)
-    for name, content in (("leaderboard.md", text + "\n"), ("leaderboard.csv", csv_text(rows))):
+    outputs = [("leaderboard.md", text + "\n"), ("leaderboard.csv", csv_text(rows))]
+    sweeps = sweep_markdown(results)
+    if sweeps:
+        outputs.append(("sweeps.md", sweeps + "\n"))
+    for name, content in outputs:
         with atomic_path(Path(results_dir) / name) as tmp:
             tmp.write_text(content)
     return text

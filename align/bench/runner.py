@@ -5,6 +5,10 @@ Features come from the cache (computed once per encoder and split); an aligner i
 label set, and scored on every task. Finished results are
 skipped unless ``overwrite``; each result is written atomically as soon as it exists, so an
 interrupted run resumes where it stopped.
+
+An aligner with a ``sweep`` first has its grid point chosen on a validation part of the fit split
+(:func:`_sweep`, :mod:`align.bench.sweep`). A dataset entry's test split is loaded only after every
+selection of that entry is done, so no selection can read it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import torch
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
 from align.bench.pairs import FeatureBank, SplitInputs, fit_captions
 from align.bench.results import aligner_path, make_result, result_path, write_result
+from align.bench.sweep import select, selector_for
 from align.bench.tasks import TASKS, TaskContext, not_applicable
+from align.data.validation import carve_validation
 from align.errors import BadInputError
 
 USER_DATA_SOURCES = ("folder", "manifest")
@@ -139,11 +145,14 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     for aligner in config.aligners:  # fail on unknown names before any embedding work
         ALIGNERS.meta(aligner.name)
     plans, text_encoders = _plans(config)
+    _check_sweeps(config, plans)
     fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
+    sweeps: dict[str, dict[str, Any]] = {}  # sweep key -> its record, for this run only
     for spec in config.datasets:
         dataset = _open_dataset(spec, skip_bad)
-        fit_split, eval_split = dataset.load(spec.fit), dataset.load(spec.eval)
+        fit_split = dataset.load(spec.fit)
         inputs: dict[tuple[str, str], SplitInputs] = {}  # each split's inputs, shared by the text encoders
+        work: list[_PairWork] = []
         for image_encoder in config.image_encoders:
             for text_encoder in text_encoders:
                 def done(plan: AlignerPlan, seed: int) -> bool:
@@ -163,13 +172,108 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
                 captions, pairing = fit_captions(fit_split)
                 fit = inputs.setdefault(("fit", image_encoder), SplitInputs(fit_split, bank, image_encoder))
                 fit_texts = FitTexts(captions, lambda: bank.texts(text_encoder, captions, fit_split, "fit-captions"))
-                evaluation = inputs.setdefault(("eval", image_encoder), SplitInputs(eval_split, bank, image_encoder))
-                for plan, seed in todo:
-                    summary.written += _run_one(
-                        config, spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, evaluation,
-                        pairing, bank, results_dir, overwrite, echo, fitted, save_aligners)
+                chosen = [_sweep(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, bank, sweeps, fitted,
+                                 echo) for plan, seed in todo]
+                work.append(_PairWork(image_encoder, text_encoder, todo, chosen, fit, fit_texts, pairing))
+        if not work:
+            continue
+        eval_split = dataset.load(spec.eval)  # only now: every selection of this entry is done without it
+        for pair in work:
+            evaluation = inputs.setdefault(("eval", pair.image_encoder),
+                                           SplitInputs(eval_split, bank, pair.image_encoder))
+            for (plan, seed), sweep in zip(pair.todo, pair.chosen):
+                summary.written += _run_one(
+                    config, spec, plan, seed, pair.image_encoder, pair.text_encoder, pair.fit, pair.fit_texts,
+                    evaluation, pair.pairing, bank, results_dir, overwrite, echo, fitted, save_aligners, sweep)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:
+    """A sweep must select on a task its aligner can do on every dataset entry (before any work)."""
+    for i, plan in enumerate(plans):
+        if plan.spec.sweep is None:
+            continue
+        for j, spec in enumerate(config.datasets):
+            reason = not_applicable(selector_for(plan.spec.sweep, spec).task, plan.aligner)
+            if reason is not None:
+                raise BadInputError(f"{config.source or 'config'}: aligners[{i}].sweep: cannot select on "
+                                    f"datasets[{j}]: {reason}")
+
+
+@dataclasses.dataclass
+class _PairWork:
+    """One encoder pair's pending work on a dataset entry, with its sweeps already chosen."""
+
+    image_encoder: str
+    text_encoder: str
+    todo: list[tuple[AlignerPlan, int]]
+    chosen: list[dict[str, Any] | None]  # per todo item: its sweep record, or None without a sweep
+    fit: SplitInputs
+    fit_texts: FitTexts
+    pairing: str
+
+
+def _fit_key(spec: DatasetSpec, image_encoder: str, text_encoder: str, name: str, hparams: dict[str, Any],
+             seed: int, *extra: Any) -> str:
+    return json.dumps([spec.name, spec.fit, spec.options, image_encoder, text_encoder, name, hparams, seed, *extra],
+                      sort_keys=True, default=str)
+
+
+def _new_aligner(name: str, hparams: dict[str, Any], seed: int) -> Any:
+    """A fresh aligner. Trained aligners seed themselves: they get the benchmark's seed unless the config fixes one."""
+    from align.registry import ALIGNERS
+
+    aligner = ALIGNERS.create(name, **hparams)
+    if "seed" in getattr(aligner, "hparams", {}) and "seed" not in hparams:
+        aligner = ALIGNERS.create(name, **{**hparams, "seed": seed})
+    return aligner
+
+
+def _rows(texts: torch.Tensor | list[str] | None, rows: torch.Tensor) -> torch.Tensor | list[str] | None:
+    if texts is None or isinstance(texts, torch.Tensor):
+        return None if texts is None else texts[rows]
+    return [texts[int(i)] for i in rows]
+
+
+def _sweep(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
+           fit: SplitInputs, fit_texts: FitTexts, bank: FeatureBank, sweeps: dict[str, dict[str, Any]],
+           fitted: dict[str, tuple[Any, float]], echo: Callable[[str], None]) -> dict[str, Any] | None:
+    """The sweep record of ``plan`` (align/bench/sweep.py), or None when it has no sweep. Grid points are fitted
+    on a fit part of the fit split and scored on its validation part: rows of ``fit``, nothing else."""
+    sweep = plan.spec.sweep
+    if sweep is None:
+        return None
+    selector = selector_for(sweep, spec)
+    name, base = plan.spec.name, plan.spec.hparams
+    key = _fit_key(spec, image_encoder, text_encoder, name, base, seed, sweep.grid_dict(), sweep.validation,
+                   selector.as_dict())
+    if key in sweeps:  # e.g. two entries on the same fit split selecting on the same metric
+        return sweeps[key]
+    started = time.perf_counter()
+    holdout = carve_validation(fit.split, sweep.validation, seed)
+    fit_rows, validation_rows = torch.as_tensor(holdout.fit), torch.as_tensor(holdout.validation)
+    part_fit, part_val = fit.part(fit_rows, holdout.fit_split), fit.part(validation_rows, holdout.validation_split)
+
+    def fit_point(point: dict[str, Any]) -> Any:
+        hparams = {**base, **point}
+        part_key = _fit_key(spec, image_encoder, text_encoder, name, hparams, seed, "fit part", sweep.validation)
+        if part_key not in fitted:  # shared by entries that select on different tasks
+            torch.manual_seed(seed)
+            aligner = _new_aligner(name, hparams, seed)
+            aligner.fit(part_fit.for_aligner(aligner), _rows(fit_texts.for_aligner(aligner), fit_rows))
+            fitted[part_key] = aligner, 0.0
+        return fitted[part_key][0]
+
+    def score(aligner: Any) -> dict[str, float]:
+        return TASKS[selector.task](TaskContext(spec, aligner, bank, text_encoder, part_fit, part_val, seed))[0]
+
+    selection = select(sweep.points(), fit_point, score, selector.metric)
+    sweeps[key] = {**selection.record(sweep, selector, holdout.describe()),
+                   "wall_time_s": round(time.perf_counter() - started, 4)}
+    echo(f"{spec.name:<14} sweep {plan.spec.display:<12} seed {seed}: {selection.selected} "
+         f"({selector.metric} {selection.score:.3f} on {len(holdout.validation)} validation items)")
+    return sweeps[key]
 
 
 def _saved_fit(path: Path, name: str, hparams: dict[str, Any]) -> Any:
@@ -215,19 +319,13 @@ def _fit(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, te
          fitted: dict[str, tuple[Any, float]], save_aligners: bool) -> tuple[Any, float]:
     """The aligner fitted on ``fit`` with the inputs it declares (or the same fit of an earlier dataset
     entry of this run, or a saved fit with the same hyper-parameters), and the seconds it took."""
-    from align.registry import ALIGNERS
-
     aligner_spec = plan.spec
-    key = json.dumps([spec.name, spec.fit, spec.options, image_encoder, text_encoder, aligner_spec.name,
-                      aligner_spec.hparams, seed], sort_keys=True, default=str)
+    key = _fit_key(spec, image_encoder, text_encoder, aligner_spec.name, aligner_spec.hparams, seed)
     if key in fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
         return fitted[key]
     torch.manual_seed(seed)
     fit_started = time.perf_counter()
-    aligner = ALIGNERS.create(aligner_spec.name, **aligner_spec.hparams)
-    if "seed" in getattr(aligner, "hparams", {}) and "seed" not in aligner_spec.hparams:
-        # trained aligners seed themselves: give them the benchmark's seed unless the config fixes one
-        aligner = ALIGNERS.create(aligner_spec.name, **{**aligner_spec.hparams, "seed": seed})
+    aligner = _new_aligner(aligner_spec.name, aligner_spec.hparams, seed)
     saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
                          aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
     reused = _saved_fit(saved, aligner_spec.name, aligner.hparams) if save_aligners and not overwrite else None
@@ -245,9 +343,14 @@ def _fit(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, te
 def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str,
              text_encoder: str, fit: SplitInputs, fit_texts: FitTexts, evaluation: SplitInputs,
              pairing: str, bank: FeatureBank, results_dir: Path, overwrite: bool,
-             echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool) -> int:
+             echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool,
+             sweep: dict[str, Any] | None = None) -> int:
     """Fit (or reuse a fit) and write every task's result; a task the aligner cannot do gets a result
-    with no metrics that says why (the leaderboard shows "–"), and needs no fit."""
+    with no metrics that says why (the leaderboard shows "–"), and needs no fit. With a ``sweep``
+    record, the fit uses the selected hyper-parameters on the whole fit split (``sweep.REFIT_RULE``)."""
+    if sweep is not None:
+        plan = dataclasses.replace(plan, spec=dataclasses.replace(
+            plan.spec, hparams={**plan.spec.hparams, **sweep["selected"]}))
     aligner_spec = plan.spec
     reasons = plan.not_applicable(spec)
     todo = [task for task in plan.tasks(spec) if overwrite or not result_path(
@@ -281,7 +384,7 @@ def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: in
             dataset_version=evaluation.split.version, dataset_hashes=_dataset_fingerprint(spec.name),
             skipped_rows={"fit": fit.split.skipped, "eval": evaluation.split.skipped},
             weights_sha256={"image": _weights("image", image_encoder), "text": _weights("text", text_encoder)},
-            task_details=details, config=config.raw, config_path=config.source,
+            task_details=details, sweep=sweep, config=config.raw, config_path=config.source,
             wall_time_s={"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - task_started, 4)},
         )
         write_result(path, result)

@@ -68,3 +68,18 @@ def test_emoji_styles_share_the_halves(style: str) -> None:
     assert all((code in google_anchors) == (code in other_anchors)
                for code in (other_anchors | other_test) & google_all)
     assert other.load("all").load_image(0).mode == "RGBA"
+
+
+def test_emoji_validation_part_is_concept_disjoint_and_stratified() -> None:
+    """The sweeps' validation part of the real emoji anchors: no emoji code in both parts, 20% of each category."""
+    from align.data.validation import carve_validation
+
+    need_asset("emoji-google")
+    anchors = DATASETS.create("emoji").load("anchors")
+    holdout = carve_validation(anchors, 0.2, seed=0)
+    fit_ids, validation_ids = set(holdout.fit_split.item_ids), set(holdout.validation_split.item_ids)
+    assert len(validation_ids) == round(0.2 * len(anchors)) and len(fit_ids) + len(validation_ids) == len(anchors)
+    assert not fit_ids & validation_ids
+    categories = np.bincount(anchors.labels.labels, minlength=10)
+    held = np.bincount(holdout.validation_split.labels.labels, minlength=10)
+    assert np.all(np.abs(held - 0.2 * categories) < 1)
