@@ -171,7 +171,9 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
                     continue
                 captions, pairing = fit_captions(fit_split)
                 fit = inputs.setdefault(("fit", image_encoder), SplitInputs(fit_split, bank, image_encoder))
-                fit_texts = FitTexts(captions, lambda: bank.texts(text_encoder, captions, fit_split, "fit-captions"))
+                # bound now: the fits run after this loop, when `text_encoder` names another encoder
+                fit_texts = FitTexts(captions, lambda encoder=text_encoder, captions=captions: bank.texts(
+                    encoder, captions, fit_split, "fit-captions"))
                 chosen = [_sweep(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, bank, sweeps, fitted,
                                  echo) for plan, seed in todo]
                 work.append(_PairWork(image_encoder, text_encoder, todo, chosen, fit, fit_texts, pairing))

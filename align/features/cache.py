@@ -203,6 +203,18 @@ def _encoder_fingerprint(registry: Any, name: str, encoder: Any | None) -> tuple
     return weights, preprocessing
 
 
+def _image_entry(encoder_name: str, split: DatasetSplit, cache: FeatureCache | None, encoder: Any | None,
+                 modality: str) -> tuple[FeatureCache, Any, FeatureKey]:
+    """The cache, the built encoder and the key of one split's image inputs of one kind."""
+    from align.registry import VISION_ENCODERS
+
+    cache = cache or FeatureCache()
+    encoder = encoder or VISION_ENCODERS.create(encoder_name)
+    weights, preprocessing = _encoder_fingerprint(VISION_ENCODERS, encoder_name, encoder)
+    return cache, encoder, FeatureKey(encoder_name, weights, preprocessing, split.dataset, split.version,
+                                      split.split, modality)
+
+
 def image_features(
     encoder_name: str,
     split: DatasetSplit,
@@ -214,12 +226,8 @@ def image_features(
 ) -> torch.Tensor:
     """Pooled image features ``[N, D]`` of every item of ``split``, from the cache when possible."""
     from align.embed import encode_pil
-    from align.registry import VISION_ENCODERS
 
-    cache = cache or FeatureCache()
-    encoder = encoder or VISION_ENCODERS.create(encoder_name)
-    weights, preprocessing = _encoder_fingerprint(VISION_ENCODERS, encoder_name, encoder)
-    key = FeatureKey(encoder_name, weights, preprocessing, split.dataset, split.version, split.split, "image")
+    cache, encoder, key = _image_entry(encoder_name, split, cache, encoder, "image")
 
     def embed_batch(start: int, stop: int) -> torch.Tensor:
         return encode_pil(encoder, [split.load_image(i) for i in range(start, stop)])[0]
@@ -244,13 +252,9 @@ def image_tokens(
     tokens), from the cache when possible. Stored as float16 (half the disk and memory of a 7x7x1280
     grid per image); ``benchmarks/token_storage.py`` measures what that changes downstream."""
     from align.embed import encode_pil_tokens
-    from align.registry import VISION_ENCODERS
 
-    cache = cache or FeatureCache()
-    encoder = encoder or VISION_ENCODERS.create(encoder_name)
-    weights, preprocessing = _encoder_fingerprint(VISION_ENCODERS, encoder_name, encoder)
     modality = f"image-tokens-{str(TOKEN_STORAGE).removeprefix('torch.')}"
-    key = FeatureKey(encoder_name, weights, preprocessing, split.dataset, split.version, split.split, modality)
+    cache, encoder, key = _image_entry(encoder_name, split, cache, encoder, modality)
     grid: list[int] = []
 
     def embed_batch(start: int, stop: int) -> torch.Tensor:

@@ -69,6 +69,18 @@ def check_pairs(
     return image_features, text_features
 
 
+def check_caption_pairs(count: int, captions: Any, what: str) -> list[str]:
+    """``captions`` checked as N >= 2 caption strings, one per image of ``count`` (a one-line error otherwise)."""
+    from align.text.base import check_texts
+
+    captions = check_texts(captions)
+    if len(captions) != count:
+        raise BadInputError(f"{what}: {count} images but {len(captions)} captions")
+    if count < 2:
+        raise BadInputError(f"{what}: needs at least 2 pairs, got {count}")
+    return captions
+
+
 def caption_strings(texts: Any, what: str, why: str) -> list[str]:
     """``texts`` as a list of caption strings, or a one-line error saying why ``what`` needs strings
     (aligners that read captions through their own language model refuse another encoder's features)."""

@@ -278,3 +278,22 @@ def test_every_input_kind_runs_and_tasks_an_aligner_cannot_do_say_why(tmp_path: 
     board = write_report(tmp_path / "results")
     assert "| dataset | task | metric | codebook_vlp | lqae | ridge |" in board
     assert "lqae has no text side" in board
+
+
+def test_each_text_encoder_fits_on_its_own_features(tmp_path: Path) -> None:
+    """With two text encoders of the same width, ridge beside each must be fitted on that encoder's
+    caption features: its scores equal those of a config that lists that encoder alone."""
+    two = STRINGS_CONFIG.replace("aligners: [ridge, {name: vlap, hparams: {table: toy:table-causal, max_epochs: 2, "
+                                 "batch_size: 8}}]", "aligners: [ridge]")
+    assert two != STRINGS_CONFIG
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    run_benchmark(load_config(write(tmp_path, two)), tmp_path / "both", bank=bank, echo=lambda _: None)
+    for encoder in ("toy:text", "table:toy:table-causal"):
+        alone = two.replace('text_encoders: [toy:text, "table:toy:table-causal"]', f'text_encoders: ["{encoder}"]')
+        run_benchmark(load_config(write(tmp_path, alone)), tmp_path / encoder.replace(":", "_"), bank=bank,
+                      echo=lambda _: None)
+        for task in ("zeroshot_classification", "zeroshot_retrieval"):
+            def metrics(root: Path) -> dict[str, float]:
+                return next(json.loads(p.read_text())["metrics"] for p in root.rglob(f"*__{task}__seed0.json")
+                            if json.loads(p.read_text())["text_encoder"] == encoder)
+            assert metrics(tmp_path / "both") == metrics(tmp_path / encoder.replace(":", "_")), (encoder, task)

@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import caption_strings, is_number
+from align.methods.base import caption_strings, check_caption_pairs, is_number
 from align.methods.hparams import param
 from align.methods.trained import TrainedAligner, TrainedHParams
 from align.methods.codebook_vlp.layers import (
@@ -421,11 +421,7 @@ class CodebookVLPAligner(TrainedAligner):
         ``checkpoint_dir`` set, a later fit of the same pairs resumes from its ``last.ckpt``."""
         hp = self.hparams
         x = check_tokens(image_tokens, "codebook_vlp.fit_captions: image tokens")
-        captions = check_texts(captions)
-        if len(captions) != len(x):
-            raise BadInputError(f"codebook_vlp.fit_captions: {len(x)} images but {len(captions)} captions")
-        if len(x) < 2:
-            raise BadInputError(f"codebook_vlp.fit_captions: needs at least 2 pairs, got {len(x)}")
+        captions = check_caption_pairs(len(x), captions, "codebook_vlp.fit_captions")
         ids, mask = tokenize(load_table(hp["table"]), captions, hp["max_text_tokens"])
         return self._train("codebook_vlp.fit_captions", (x, ids, mask),
                            dict(image_dim=x.shape[2], num_tokens=x.shape[1]), ckpt_path=ckpt_path)

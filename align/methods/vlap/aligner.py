@@ -49,7 +49,7 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.vlap.assignment import AssignmentLoss
-from align.methods.base import caption_strings, check_features
+from align.methods.base import caption_strings, check_caption_pairs, check_features
 from align.methods.hparams import param
 from align.methods.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS, EMBEDDING_TABLES
@@ -278,11 +278,7 @@ class VLAPAligner(TrainedAligner):
         there and a later fit of the same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
         hp = self.hparams
         x = check_features(image_features, "vlap.fit_captions: image features")
-        captions = check_texts(captions)
-        if len(captions) != len(x):
-            raise BadInputError(f"vlap.fit_captions: {len(x)} images but {len(captions)} captions")
-        if len(x) < 2:
-            raise BadInputError(f"vlap.fit_captions: needs at least 2 pairs, got {len(x)}")
+        captions = check_caption_pairs(len(x), captions, "vlap.fit_captions")
         ids, mask = tokenize_captions(load_table(hp["table"]), captions, hp["max_caption_tokens"])
         return self._train("vlap.fit_captions", (x, ids, mask), dict(image_dim=x.shape[1]),
                            prepare=lambda core, data: core.calibrate(x), ckpt_path=ckpt_path)
