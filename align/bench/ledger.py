@@ -39,7 +39,6 @@ class Ledger:
         self.summary, self.overwrite = summary, overwrite
         self._written: dict[Path, str] = {}  # path -> identity sha256, written by this run
         self._counted: set[Path] = set()
-        self.problems: list[str] = []  # why files were recomputed, one line each
 
     def current(self, path: Path, identity: str) -> bool:
         """Whether ``path`` holds this identity's result already (written by this run, or found
@@ -54,12 +53,10 @@ class Ledger:
             self._counted.add(path)
             self.summary.skipped += 1
 
-    def before_write(self, path: Path, identity: str) -> str:
-        """The state of ``path`` just before this run writes it (counted when :meth:`wrote` follows)."""
-        found, why = status(path, identity)
-        if found in ("stale", "unreadable") and why:
-            self.problems.append(why)
-        return found
+    def before_write(self, path: Path, identity: str) -> tuple[str, str]:
+        """The state of ``path`` just before this run writes it, and why it is recomputed (counted when
+        :meth:`wrote` follows)."""
+        return status(path, identity)
 
     def wrote(self, path: Path, identity: str, found: str) -> None:
         self._written[path] = identity

@@ -395,7 +395,9 @@ class _Run:
             if self.ledger.current(target.path, target.sha256):
                 self.ledger.keep(target.path)
                 continue
-            found = self.ledger.before_write(target.path, target.sha256)
+            found, why = self.ledger.before_write(target.path, target.sha256)
+            if found == "unreadable":
+                self.echo(f"{why}; recomputing it")
             self._score(target, facts, plan, seed, pair, evaluation, ctx, aligner, reasons, fit_seconds, sweep)
             self.ledger.wrote(target.path, target.sha256, found)
 
