@@ -139,25 +139,27 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from align.bench.config import load_config
     from align.bench.report import write_report
+    from align.bench.results import check_folder, path_part
     from align.bench.runner import run_benchmark
 
     config = load_config(args.config)
-    results = Path(args.results or Path("results") / config.name)
+    # the config's name is a user string: one path component under results/, never a path of its own
+    results = check_folder(Path(args.results) if args.results else Path("results") / path_part(config.name))
     summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet,
                             skip_bad=args.skip_bad, save_aligners=args.save_aligners)
-    print(f"\n{summary.written} results written, {summary.skipped} already there, {summary.seconds:.1f} s; "
-          f"files in {results}\n")
+    print(f"\n{summary.line()}, {summary.seconds:.1f} s; files in {results}\n")
     print(write_report(results))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from align.bench.report import write_report
+    from align.bench.results import check_folder
 
     results = Path(args.results)
-    if not results.is_dir():
+    if "\0" not in args.results and not results.exists():
         raise AlignError(f"{results}: no such results folder")
-    print(write_report(results))
+    print(write_report(check_folder(results)))
     return 0
 
 
@@ -245,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except AlignError as err:
-        print(f"align: error: {err}", file=sys.stderr)
+        for line in getattr(err, "lines", None) or [str(err)]:  # e.g. one line per unreadable result file
+            print(f"align: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("align: interrupted", file=sys.stderr)

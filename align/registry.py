@@ -118,6 +118,10 @@ class Registry(Generic[T]):
         """Build the part registered under ``name``; keyword arguments go to its factory."""
         return self._entry(name).factory(**kwargs)
 
+    def factory(self, name: str) -> Callable[..., T]:
+        """The callable ``create(name, **kwargs)`` calls (e.g. to check ``kwargs`` against its signature)."""
+        return self._entry(name).factory
+
     def meta(self, name: str) -> EntryMeta:
         return self._entry(name).meta
 

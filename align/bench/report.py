@@ -12,6 +12,7 @@ from typing import Any
 
 from align.atomic import atomic_path
 from align.bench.results import read_results
+from align.errors import AlignError
 
 # The headline metric of each task in the leaderboard (all metrics stay in the CSV).
 MAIN_METRICS = {
@@ -126,7 +127,7 @@ def write_report(results_dir: Path) -> str:
     aligner was swept, :mod:`align.bench.sweep_report`); return the leaderboard's Markdown."""
     from align.bench.sweep_report import sweep_markdown
 
-    results = read_results(results_dir)
+    results = read_results(results_dir)  # every result file verified; any that is not is an error naming it
     rows = aggregate(results)
     text = markdown(rows)
     outputs = [("leaderboard.md", text + "\n"), ("leaderboard.csv", csv_text(rows))]
@@ -134,6 +135,10 @@ def write_report(results_dir: Path) -> str:
     if sweeps:
         outputs.append(("sweeps.md", sweeps + "\n"))
     for name, content in outputs:
-        with atomic_path(Path(results_dir) / name) as tmp:
-            tmp.write_text(content)
+        target = Path(results_dir) / name
+        try:
+            with atomic_path(target) as tmp:
+                tmp.write_text(content)
+        except OSError as err:
+            raise AlignError(f"{target}: cannot write the leaderboard ({err.strerror or err})") from None
     return text

@@ -2,12 +2,14 @@
 
 Features come from the cache (computed once per encoder and split); an aligner is fit once per
 (encoder pair, dataset, fit split, seed), shared by dataset entries that differ only in their tasks or
-label set, and scored on every task. Finished results are
-skipped unless ``overwrite``; each result is written atomically as soon as it exists, so an
-interrupted run resumes where it stopped.
+label set, and scored on every task. A result already there is kept (unless ``overwrite``) only when
+it verifies and its identity, everything that produced it (:mod:`align.bench.identity`), is the one
+the config gives now; a stale or unreadable one is recomputed and counted (:mod:`align.bench.ledger`).
+Each result is written atomically, with its checksum, as soon as it exists, so an interrupted run
+resumes where it stopped.
 
 An aligner with a ``sweep`` first has its grid point chosen on a validation part of the fit split
-(:func:`_sweep`, :mod:`align.bench.sweep`). A dataset entry's test split is loaded only after every
+(:meth:`_Run.sweep`, :mod:`align.bench.sweep`). A dataset entry's test split is loaded only after every
 selection of that entry is done, so no selection can read it.
 """
 
@@ -23,26 +25,19 @@ from typing import Any
 import torch
 
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
+from align.bench.fits import FitTexts, divergence, fit_or_reuse, saved_state
+from align.bench.ledger import Ledger, RunSummary
 from align.bench.pairs import FeatureBank, SplitInputs, fit_captions
-from align.bench.results import aligner_path, make_result, result_path, write_result
+from align.bench.results import make_result, write_result
 from align.bench.sweep import select, selector_for
+from align.bench.targets import EntryFacts, Target, check_collisions, fit_identity, fit_path, targets
 from align.bench.tasks import TASKS, TaskContext, not_applicable
 from align.data.validation import carve_validation
 from align.errors import BadInputError
 
+__all__ = ["RunSummary", "run_benchmark"]
+
 USER_DATA_SOURCES = ("folder", "manifest")
-
-
-@dataclasses.dataclass
-class RunSummary:
-    written: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-
-
-def _path_name(spec: DatasetSpec) -> str:
-    """Dataset part of a result's file name; the label set keeps e.g. emoji categories and subcategories apart."""
-    return spec.name + (f"-{spec.label_set}" if spec.label_set else "")
 
 
 def _dataset_fingerprint(name: str) -> dict[str, Any]:
@@ -65,14 +60,20 @@ def _weights(kind: str, name: str) -> str | None:
     return weights_fingerprint(VISION_ENCODERS if kind == "image" else TEXT_ENCODERS, name)
 
 
-def _open_dataset(spec: DatasetSpec, skip_bad: bool) -> Any:
-    """The dataset of ``spec``; ``skip_bad`` reaches the loaders of user data (folder:, manifest:) only."""
-    from align.registry import DATASETS
-
+def _options(spec: DatasetSpec, skip_bad: bool) -> dict[str, Any]:
+    """The dataset factory's arguments: the entry's options, and ``skip_bad`` for user data (folder:,
+    manifest:) under ``--skip-bad``."""
     options = dict(spec.options)
     if skip_bad and spec.name.split(":", 1)[0] in USER_DATA_SOURCES:
         options.setdefault("skip_bad", True)
-    return DATASETS.create(spec.name, **options)
+    return options
+
+
+def _open_dataset(spec: DatasetSpec, skip_bad: bool) -> Any:
+    """The dataset of ``spec`` (options checked against its factory when the config was read)."""
+    from align.registry import DATASETS
+
+    return DATASETS.create(spec.name, **_options(spec, skip_bad))
 
 
 @dataclasses.dataclass
@@ -134,61 +135,48 @@ def _plans(config: BenchConfig) -> tuple[list[AlignerPlan], list[str]]:
 def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = False, progress: bool = True,
                   bank: FeatureBank | None = None, echo: Callable[[str], None] = print,
                   skip_bad: bool = False, save_aligners: bool = False) -> RunSummary:
-    """Write every missing result of ``config`` under ``results_dir``. ``save_aligners`` also saves each
-    fitted aligner beside its results (``results.aligner_path``) and reuses it on a later run with the
-    same hyper-parameters, so an interrupted run of slow aligners (VLAP) does not train them again."""
-    from align.registry import ALIGNERS
-
-    summary = RunSummary()
+    """Write every result of ``config`` under ``results_dir`` that is missing, stale (produced by other
+    settings: :mod:`align.bench.identity`) or unreadable. ``save_aligners`` also saves each fitted aligner
+    beside its results (``results.aligner_path``) and reuses it on a later run when it verifies and is
+    the same fit, so an interrupted run of slow aligners (VLAP) does not train them again."""
     started = time.perf_counter()
-    bank = bank or FeatureBank(progress=progress)
-    for aligner in config.aligners:  # fail on unknown names before any embedding work
-        ALIGNERS.meta(aligner.name)
     plans, text_encoders = _plans(config)
     _check_sweeps(config, plans)
-    fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
-    sweeps: dict[str, dict[str, Any]] = {}  # sweep key -> its record, for this run only
+    check_collisions(config, plans, text_encoders, save_aligners)
+    run = _Run(config, Path(results_dir), bank or FeatureBank(progress=progress), echo, overwrite, save_aligners)
     for spec in config.datasets:
         dataset = _open_dataset(spec, skip_bad)
         fit_split = dataset.load(spec.fit)
+        facts = EntryFacts(spec, _options(spec, skip_bad), str(getattr(dataset, "version", fit_split.version)),
+                           fit_split.version, _dataset_fingerprint(spec.name))
         inputs: dict[tuple[str, str], SplitInputs] = {}  # each split's inputs, shared by the text encoders
         work: list[_PairWork] = []
         for image_encoder in config.image_encoders:
             for text_encoder in text_encoders:
-                def done(plan: AlignerPlan, seed: int) -> bool:
-                    saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
-                                         aligner=plan.spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
-                    return not overwrite and all(
-                        result_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
-                                    aligner=plan.spec.display, dataset=_path_name(spec), task=t, seed=seed).exists()
-                        for t in plan.tasks(spec)) and (not save_aligners or saved.with_suffix(".json").exists())
-
                 eligible = [p for p in plans if p.runs_with(text_encoder, config.text_encoders)]
-                todo = [(p, seed) for p in eligible for seed in config.seeds if not done(p, seed)]
-                summary.skipped += sum(len(p.tasks(spec)) for p in eligible) * len(config.seeds) - sum(
-                    len(p.tasks(spec)) for p, _ in todo)
+                todo = [item for p in eligible for seed in config.seeds
+                        if (item := run.pending(facts, p, seed, image_encoder, text_encoder)) is not None]
                 if not todo:
                     continue
                 captions, pairing = fit_captions(fit_split)
-                fit = inputs.setdefault(("fit", image_encoder), SplitInputs(fit_split, bank, image_encoder))
-                # bound now: the fits run after this loop, when `text_encoder` names another encoder
-                fit_texts = FitTexts(captions, lambda encoder=text_encoder, captions=captions: bank.texts(
-                    encoder, captions, fit_split, "fit-captions"))
-                chosen = [_sweep(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, bank, sweeps, fitted,
-                                 echo) for plan, seed in todo]
+                fit = inputs.setdefault(("fit", image_encoder), SplitInputs(fit_split, bank=run.bank,
+                                                                           image_encoder=image_encoder))
+                # bound now: the features are made later, after this loop has moved on to the next text encoder
+                fit_texts = FitTexts(captions, lambda t=text_encoder, c=captions, s=fit_split: run.bank.texts(
+                    t, c, s, "fit-captions"))
+                chosen = [run.sweep(spec, item.plan, item.seed, image_encoder, text_encoder, fit, fit_texts)
+                          for item in todo]
                 work.append(_PairWork(image_encoder, text_encoder, todo, chosen, fit, fit_texts, pairing))
         if not work:
             continue
         eval_split = dataset.load(spec.eval)  # only now: every selection of this entry is done without it
         for pair in work:
             evaluation = inputs.setdefault(("eval", pair.image_encoder),
-                                           SplitInputs(eval_split, bank, pair.image_encoder))
-            for (plan, seed), sweep in zip(pair.todo, pair.chosen):
-                summary.written += _run_one(
-                    config, spec, plan, seed, pair.image_encoder, pair.text_encoder, pair.fit, pair.fit_texts,
-                    evaluation, pair.pairing, bank, results_dir, overwrite, echo, fitted, save_aligners, sweep)
-    summary.seconds = time.perf_counter() - started
-    return summary
+                                           SplitInputs(eval_split, bank=run.bank, image_encoder=pair.image_encoder))
+            for item, sweep in zip(pair.todo, pair.chosen):
+                run.run_one(facts, item, pair, evaluation, sweep)
+    run.summary.seconds = time.perf_counter() - started
+    return run.summary
 
 
 def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:
@@ -204,12 +192,21 @@ def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:
 
 
 @dataclasses.dataclass
+class _Item:
+    """One aligner and seed with something left to do on an encoder pair, and its result files."""
+
+    plan: AlignerPlan
+    seed: int
+    targets: list[Target]
+
+
+@dataclasses.dataclass
 class _PairWork:
     """One encoder pair's pending work on a dataset entry, with its sweeps already chosen."""
 
     image_encoder: str
     text_encoder: str
-    todo: list[tuple[AlignerPlan, int]]
+    todo: list[_Item]
     chosen: list[dict[str, Any] | None]  # per todo item: its sweep record, or None without a sweep
     fit: SplitInputs
     fit_texts: FitTexts
@@ -238,159 +235,197 @@ def _rows(texts: torch.Tensor | list[str] | None, rows: torch.Tensor) -> torch.T
     return [texts[int(i)] for i in rows]
 
 
-def _sweep(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
-           fit: SplitInputs, fit_texts: FitTexts, bank: FeatureBank, sweeps: dict[str, dict[str, Any]],
-           fitted: dict[str, tuple[Any, float]], echo: Callable[[str], None]) -> dict[str, Any] | None:
-    """The sweep record of ``plan`` (align/bench/sweep.py), or None when it has no sweep. Grid points are fitted
-    on a fit part of the fit split and scored on its validation part: rows of ``fit``, nothing else."""
-    sweep = plan.spec.sweep
-    if sweep is None:
+def _recorded_choice(plan: AlignerPlan, found: list[Target]) -> dict[str, Any] | None:
+    """A sweep's choice as the (verified, current) results of ``plan`` record it; None without a sweep,
+    ``{}`` when no result says."""
+    from align.bench.result_files import ResultProblem, read_result
+
+    if plan.spec.sweep is None:
         return None
-    selector = selector_for(sweep, spec)
-    name, base = plan.spec.name, plan.spec.hparams
-    key = _fit_key(spec, image_encoder, text_encoder, name, base, seed, sweep.grid_dict(), sweep.validation,
-                   selector.as_dict())
-    if key in sweeps:  # e.g. two entries on the same fit split selecting on the same metric
-        return sweeps[key]
-    started = time.perf_counter()
-    holdout = carve_validation(fit.split, sweep.validation, seed)
-    fit_rows, validation_rows = torch.as_tensor(holdout.fit), torch.as_tensor(holdout.validation)
-    part_fit, part_val = fit.part(fit_rows, holdout.fit_split), fit.part(validation_rows, holdout.validation_split)
-
-    def fit_point(point: dict[str, Any]) -> Any:
-        hparams = {**base, **point}
-        part_key = _fit_key(spec, image_encoder, text_encoder, name, hparams, seed, "fit part", sweep.validation)
-        if part_key not in fitted:  # shared by entries that select on different tasks
-            torch.manual_seed(seed)
-            aligner = _new_aligner(name, hparams, seed)
-            aligner.fit(part_fit.for_aligner(aligner), _rows(fit_texts.for_aligner(aligner), fit_rows))
-            fitted[part_key] = aligner, 0.0
-        return fitted[part_key][0]
-
-    def score(aligner: Any) -> dict[str, float]:
-        return TASKS[selector.task](TaskContext(spec, aligner, bank, text_encoder, part_fit, part_val, seed))[0]
-
-    selection = select(sweep.points(), fit_point, score, selector.metric)
-    sweeps[key] = {**selection.record(sweep, selector, holdout.describe()),
-                   "wall_time_s": round(time.perf_counter() - started, 4)}
-    echo(f"{spec.name:<14} sweep {plan.spec.display:<12} seed {seed}: {selection.selected} "
-         f"({selector.metric} {selection.score:.3f} on {len(holdout.validation)} validation items)")
-    return sweeps[key]
-
-
-def _saved_fit(path: Path, name: str, hparams: dict[str, Any]) -> Any:
-    """The aligner saved at ``path`` if it was fitted with ``hparams``, else None. The saved
-    hyper-parameters are passed through the aligner's constructor first, so a parameter added since
-    (with a default) does not make an older fit look different."""
-    from align.methods.base import load_aligner
-    from align.registry import ALIGNERS
-
-    meta = path.with_suffix(".json")
-    if not (meta.exists() and path.with_suffix(".safetensors").exists()):
-        return None
-    saved = json.loads(meta.read_text())
     try:
-        completed = ALIGNERS.create(name, **saved.get("hparams", {})).hparams
-    except (TypeError, BadInputError):
-        return None
-    if saved.get("aligner") != name or json.loads(json.dumps(completed)) != json.loads(json.dumps(hparams)):
-        return None
-    return load_aligner(path)
+        selected = read_result(found[0].path).get("sweep", {}).get("selected") if found else None
+    except ResultProblem:
+        return {}
+    return selected if isinstance(selected, dict) else {}
 
 
-class FitTexts:
-    """The fit captions, as strings and (computed on first use, from the cache) as text-encoder features."""
+class _Run:
+    """One call of :func:`run_benchmark`: what it shares across dataset entries (fits and sweeps made in
+    this run, weights hashes, the ledger of result files) and the steps of each entry."""
 
-    def __init__(self, captions: list[str], features: Callable[[], torch.Tensor]) -> None:
-        self.captions = captions
-        self._make, self._features = features, None
+    def __init__(self, config: BenchConfig, root: Path, bank: FeatureBank, echo: Callable[[str], None],
+                 overwrite: bool, save_aligners: bool) -> None:
+        self.config, self.root, self.bank, self.echo = config, root, bank, echo
+        self.overwrite, self.save_aligners = overwrite, save_aligners
+        self.summary = RunSummary()
+        self.ledger = Ledger(self.summary, overwrite)
+        self.fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
+        self.sweeps: dict[str, dict[str, Any]] = {}  # sweep key -> its record, for this run only
+        self._weights: dict[tuple[str, str], str | None] = {}
 
-    def for_aligner(self, aligner: Any) -> torch.Tensor | list[str] | None:
-        text_input = getattr(aligner, "text_input", "features")
-        if text_input == "none":
+    def weights(self, kind: str, name: str) -> str | None:
+        if (kind, name) not in self._weights:
+            self._weights[(kind, name)] = _weights(kind, name)
+        return self._weights[(kind, name)]
+
+    # ------------------------------------------------------------------ what is left to do
+
+    def pending(self, facts: EntryFacts, plan: AlignerPlan, seed: int, image_encoder: str,
+                text_encoder: str) -> _Item | None:
+        """The work of ``plan`` and ``seed`` on this pair, or None when every result is there, verified and
+        of the same identity (and, under ``--save-aligners``, its fit is saved and verifies); those
+        results are counted as already there."""
+        aligner = _new_aligner(plan.spec.name, plan.spec.hparams, seed)
+        found = targets(self.root, facts, plan, seed, image_encoder, text_encoder, aligner, self.weights)
+        if all(self.ledger.current(t.path, t.sha256) for t in found) and self._fit_saved(
+                facts, plan, seed, image_encoder, text_encoder, _recorded_choice(plan, found)):
+            for target in found:
+                self.ledger.keep(target.path)
             return None
-        if text_input == "strings":
-            return self.captions
-        if self._features is None:
-            self._features = self._make()
-        return self._features
+        return _Item(plan, seed, found)
 
+    def _fit_saved(self, facts: EntryFacts, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
+                   selected: dict[str, Any] | None) -> bool:
+        """Whether the fit behind the results needs no saving: not asked for, nothing to fit, or saved and
+        verified with the identity of the fit (``selected``: a sweep's choice; ``{}`` when it is unknown)."""
+        if not self.save_aligners or all(t in plan.not_applicable(facts.spec) for t in plan.tasks(facts.spec)):
+            return True
+        if plan.spec.sweep is not None and not selected:
+            return False
+        aligner = _new_aligner(plan.spec.name, {**plan.spec.hparams, **(selected or {})}, seed)
+        path = fit_path(self.root, facts, plan, seed, image_encoder, text_encoder, selected)
+        identity = fit_identity(facts, plan, seed, image_encoder, text_encoder, aligner, self.weights)
+        return saved_state(path, identity["sha256"])[0] == "ok"
 
-def _fit(spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
-         fit: SplitInputs, fit_texts: FitTexts, results_dir: Path, overwrite: bool, echo: Callable[[str], None],
-         fitted: dict[str, tuple[Any, float]], save_aligners: bool) -> tuple[Any, float]:
-    """The aligner fitted on ``fit`` with the inputs it declares (or the same fit of an earlier dataset
-    entry of this run, or a saved fit with the same hyper-parameters), and the seconds it took."""
-    aligner_spec = plan.spec
-    key = _fit_key(spec, image_encoder, text_encoder, aligner_spec.name, aligner_spec.hparams, seed)
-    if key in fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
-        return fitted[key]
-    torch.manual_seed(seed)
-    fit_started = time.perf_counter()
-    aligner = _new_aligner(aligner_spec.name, aligner_spec.hparams, seed)
-    saved = aligner_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
-                         aligner=aligner_spec.display, dataset=spec.name, fit_split=spec.fit, seed=seed)
-    reused = _saved_fit(saved, aligner_spec.name, aligner.hparams) if save_aligners and not overwrite else None
-    if reused is not None:
-        aligner = reused
-        echo(f"reusing the fitted aligner {saved}")
-    else:
-        aligner.fit(fit.for_aligner(aligner), fit_texts.for_aligner(aligner))
-        if save_aligners:
-            aligner.save(saved)
-    fitted[key] = aligner, time.perf_counter() - fit_started
-    return fitted[key]
+    # ------------------------------------------------------------------ sweeps
 
+    def sweep(self, spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str, text_encoder: str,
+              fit: SplitInputs, fit_texts: FitTexts) -> dict[str, Any] | None:
+        """The sweep record of ``plan`` (align/bench/sweep.py), or None when it has no sweep. Grid points are
+        fitted on a fit part of the fit split and scored on its validation part: rows of ``fit``, nothing else.
+        A point whose fit diverges scores NaN (never chosen)."""
+        sweep = plan.spec.sweep
+        if sweep is None:
+            return None
+        selector = selector_for(sweep, spec)
+        name, base = plan.spec.name, plan.spec.hparams
+        key = _fit_key(spec, image_encoder, text_encoder, name, base, seed, sweep.grid_dict(), sweep.validation,
+                       selector.as_dict())
+        if key in self.sweeps:  # e.g. two entries on the same fit split selecting on the same metric
+            return self.sweeps[key]
+        started = time.perf_counter()
+        holdout = carve_validation(fit.split, sweep.validation, seed)
+        fit_rows, validation_rows = torch.as_tensor(holdout.fit), torch.as_tensor(holdout.validation)
+        part_fit, part_val = fit.part(fit_rows, holdout.fit_split), fit.part(validation_rows, holdout.validation_split)
 
-def _run_one(config: BenchConfig, spec: DatasetSpec, plan: AlignerPlan, seed: int, image_encoder: str,
-             text_encoder: str, fit: SplitInputs, fit_texts: FitTexts, evaluation: SplitInputs,
-             pairing: str, bank: FeatureBank, results_dir: Path, overwrite: bool,
-             echo: Callable[[str], None], fitted: dict[str, tuple[Any, float]], save_aligners: bool,
-             sweep: dict[str, Any] | None = None) -> int:
-    """Fit (or reuse a fit) and write every task's result; a task the aligner cannot do gets a result
-    with no metrics that says why (the leaderboard shows "–"), and needs no fit. With a ``sweep``
-    record, the fit uses the selected hyper-parameters on the whole fit split (``sweep.REFIT_RULE``)."""
-    if sweep is not None:
-        plan = dataclasses.replace(plan, spec=dataclasses.replace(
-            plan.spec, hparams={**plan.spec.hparams, **sweep["selected"]}))
-    aligner_spec = plan.spec
-    reasons = plan.not_applicable(spec)
-    todo = [task for task in plan.tasks(spec) if overwrite or not result_path(
-        results_dir, image_encoder=image_encoder, text_encoder=text_encoder, aligner=aligner_spec.display,
-        dataset=_path_name(spec), task=task, seed=seed).exists()]
-    aligner, fit_seconds = plan.aligner, 0.0
-    unsaved = save_aligners and not aligner_path(
-        results_dir, image_encoder=image_encoder, text_encoder=text_encoder, aligner=aligner_spec.display,
-        dataset=spec.name, fit_split=spec.fit, seed=seed).with_suffix(".json").exists()
-    applicable = [task for task in plan.tasks(spec) if task not in reasons]
-    if any(task in applicable for task in todo) or (unsaved and applicable):
-        aligner, fit_seconds = _fit(spec, plan, seed, image_encoder, text_encoder, fit, fit_texts, results_dir,
-                                    overwrite, echo, fitted, save_aligners)
-    ctx = TaskContext(spec, aligner, bank, text_encoder, fit, evaluation, seed)
-    written = 0
-    for task in todo:
-        path = result_path(results_dir, image_encoder=image_encoder, text_encoder=text_encoder,
-                           aligner=aligner_spec.display, dataset=_path_name(spec), task=task, seed=seed)
-        task_started = time.perf_counter()
+        def fit_point(point: dict[str, Any]) -> Any:
+            hparams = {**base, **point}
+            part_key = _fit_key(spec, image_encoder, text_encoder, name, hparams, seed, "fit part", sweep.validation)
+            if part_key not in self.fitted:  # shared by entries that select on different tasks
+                torch.manual_seed(seed)
+                aligner = _new_aligner(name, hparams, seed)
+                aligner.fit(part_fit.for_aligner(aligner), _rows(fit_texts.for_aligner(aligner), fit_rows))
+                self.fitted[part_key] = aligner, 0.0
+            return self.fitted[part_key][0]
+
+        def score(aligner: Any) -> dict[str, float]:
+            if divergence(aligner) is not None:
+                return {selector.metric: float("nan")}
+            return TASKS[selector.task](TaskContext(spec, aligner, self.bank, text_encoder, part_fit, part_val, seed))[0]
+
+        try:
+            selection = select(sweep.points(), fit_point, score, selector.metric)
+        except BadInputError as err:
+            raise BadInputError(f"sweep of {plan.spec.display} on {spec.name}/{spec.fit} (seed {seed}): {err}") from None
+        self.sweeps[key] = {**selection.record(sweep, selector, holdout.describe()),
+                            "wall_time_s": round(time.perf_counter() - started, 4)}
+        self.echo(f"{spec.name:<14} sweep {plan.spec.display:<12} seed {seed}: {selection.selected} "
+                  f"({selector.metric} {selection.score:.3f} on {len(holdout.validation)} validation items)")
+        return self.sweeps[key]
+
+    # ------------------------------------------------------------------ fitting and scoring
+
+    def _fit(self, facts: EntryFacts, plan: AlignerPlan, seed: int, pair: _PairWork,
+             selected: dict[str, Any] | None) -> tuple[Any, float]:
+        """The aligner fitted on the pair's fit split with the inputs it declares (or the same fit of an earlier
+        dataset entry of this run, or a verified saved fit of the same identity), and the seconds it took."""
+        spec = facts.spec
+        key = _fit_key(spec, pair.image_encoder, pair.text_encoder, plan.spec.name, plan.spec.hparams, seed)
+        if key in self.fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
+            return self.fitted[key]
+        torch.manual_seed(seed)
+        started = time.perf_counter()
+        aligner = _new_aligner(plan.spec.name, plan.spec.hparams, seed)
+        identity = fit_identity(facts, plan, seed, pair.image_encoder, pair.text_encoder, aligner, self.weights)
+        path = fit_path(self.root, facts, plan, seed, pair.image_encoder, pair.text_encoder, selected)
+        aligner = fit_or_reuse(
+            aligner, lambda a: (pair.fit.for_aligner(a), pair.fit_texts.for_aligner(a)),
+            path=path if self.save_aligners else None, reuse=not self.overwrite, identity=identity,
+            display=plan.spec.display, where=f"{spec.name}/{spec.fit}", seed=seed, echo=self.echo)
+        self.fitted[key] = aligner, time.perf_counter() - started
+        return self.fitted[key]
+
+    def run_one(self, facts: EntryFacts, item: _Item, pair: _PairWork, evaluation: SplitInputs,
+                sweep: dict[str, Any] | None) -> None:
+        """Fit (or reuse a fit) and write every task's result that is not there yet; a task the aligner cannot
+        do gets a result with no metrics that says why (the leaderboard shows "–"), and needs no fit. With
+        a ``sweep`` record, the fit uses the selected hyper-parameters on the whole fit split
+        (``sweep.REFIT_RULE``). Each file is checked again just before it is computed: another run sharing
+        the folder may have written it meanwhile."""
+        spec, plan, seed = facts.spec, item.plan, item.seed
+        selected = sweep["selected"] if sweep is not None else None
+        if selected is not None:
+            plan = dataclasses.replace(plan, spec=dataclasses.replace(
+                plan.spec, hparams={**plan.spec.hparams, **selected}))
+        reasons = plan.not_applicable(spec)
+        todo = []
+        for target in item.targets:
+            if self.ledger.current(target.path, target.sha256):
+                self.ledger.keep(target.path)
+            else:
+                todo.append(target)
+        applicable = [task for task in plan.tasks(spec) if task not in reasons]
+        aligner, fit_seconds = plan.aligner, 0.0
+        needs_fit = any(t.task in applicable for t in todo) or not self._fit_saved(
+            facts, item.plan, seed, pair.image_encoder, pair.text_encoder, selected)
+        if needs_fit:
+            aligner, fit_seconds = self._fit(facts, plan, seed, pair, selected)
+        ctx = TaskContext(spec, aligner, self.bank, pair.text_encoder, pair.fit, evaluation, seed)
+        for target in todo:
+            if self.ledger.current(target.path, target.sha256):
+                self.ledger.keep(target.path)
+                continue
+            found, why = self.ledger.before_write(target.path, target.sha256)
+            if found == "unreadable":
+                self.echo(f"{why}; recomputing it")
+            self._score(target, facts, plan, seed, pair, evaluation, ctx, aligner, reasons, fit_seconds, sweep)
+            self.ledger.wrote(target.path, target.sha256, found)
+
+    def _score(self, target: Target, facts: EntryFacts, plan: AlignerPlan, seed: int, pair: _PairWork,
+               evaluation: SplitInputs, ctx: TaskContext, aligner: Any, reasons: dict[str, str],
+               fit_seconds: float, sweep: dict[str, Any] | None) -> None:
+        spec, task = facts.spec, target.task
+        started = time.perf_counter()
         if task in reasons:
             metrics, details = {}, {"not_applicable": reasons[task]}
         else:
             metrics, details = TASKS[task](ctx)
         result = make_result(
-            dataset=spec.name, aligner=aligner_spec.display, image_encoder=image_encoder, text_encoder=text_encoder,
-            task=task, metrics=metrics,
-            aligner_name=aligner_spec.name, hparams=getattr(aligner, "hparams", aligner_spec.hparams), seed=seed,
-            image_input=dataclasses.asdict(aligner.image_input_spec()), text_side=plan.own_text_side or text_encoder,
-            fit_split=spec.fit, eval_split=spec.eval, label_set=spec.label_set, fit_pairs=pairing,
-            num_fit_pairs=len(fit), num_eval=len(evaluation),
-            dataset_version=evaluation.split.version, dataset_hashes=_dataset_fingerprint(spec.name),
-            skipped_rows={"fit": fit.split.skipped, "eval": evaluation.split.skipped},
-            weights_sha256={"image": _weights("image", image_encoder), "text": _weights("text", text_encoder)},
-            task_details=details, sweep=sweep, config=config.raw, config_path=config.source,
-            wall_time_s={"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - task_started, 4)},
+            dataset=spec.name, aligner=plan.spec.display, image_encoder=pair.image_encoder,
+            text_encoder=pair.text_encoder, task=task, metrics=metrics,
+            aligner_name=plan.spec.name, hparams=getattr(aligner, "hparams", plan.spec.hparams), seed=seed,
+            image_input=dataclasses.asdict(aligner.image_input_spec()),
+            text_side=plan.own_text_side or pair.text_encoder,
+            fit_split=spec.fit, eval_split=spec.eval, label_set=spec.label_set, fit_pairs=pair.pairing,
+            num_fit_pairs=len(pair.fit), num_eval=len(evaluation),
+            dataset_version=evaluation.split.version, dataset_hashes=facts.assets,
+            skipped_rows={"fit": pair.fit.split.skipped, "eval": evaluation.split.skipped},
+            weights_sha256={"image": self.weights("image", pair.image_encoder),
+                            "text": self.weights("text", pair.text_encoder)},
+            task_details=details, sweep=sweep, config=self.config.raw, config_path=self.config.source,
+            wall_time_s={"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - started, 4)},
+            identity=target.identity,
         )
-        write_result(path, result)
-        written += 1
+        write_result(target.path, result)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:4]) or f"– ({reasons.get(task, '')})"
-        echo(f"{spec.name:<14} {task:<24} {aligner_spec.display:<12} seed {seed}: {shown}")
-    return written
+        self.echo(f"{spec.name:<14} {task:<24} {plan.spec.display:<12} seed {seed}: {shown}")

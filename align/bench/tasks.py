@@ -19,6 +19,16 @@ from align.bench.config import DatasetSpec
 from align.bench.pairs import FeatureBank, SplitInputs, flat_captions, label_set
 from align.errors import BadInputError
 
+EVAL_VERSION = "1"  # part of every result's identity: bump it when a change here or in align/eval moves a score
+# the dataset entry's options each task reads (also part of the identity of that task's results)
+TASK_OPTIONS = {"zeroshot_classification": ("reducer",), "zeroshot_retrieval": ("recall_k",),
+                "fewshot": ("fewshot_k",)}
+
+
+def task_options(task: str, spec: DatasetSpec) -> dict[str, Any]:
+    """The options of ``spec`` that ``task`` reads, e.g. ``{"fewshot_k": 5}``."""
+    return {name: getattr(spec, name) for name in TASK_OPTIONS.get(task, ())}
+
 
 @dataclass
 class TaskContext:

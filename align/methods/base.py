@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
-from align.errors import BadInputError
+from align.errors import AlignError, BadInputError
 from align.methods.hparams import HParams
 
 
@@ -134,6 +135,9 @@ class Aligner:
     image_input: ClassVar[str] = "pooled"
     text_input: ClassVar[str] = "features"
     config_class: ClassVar[type[HParams] | None] = None
+    # code version, part of every result's identity (align.bench.identity): bump it when a change to the
+    # method changes its numbers, so results and fits saved by the older code are recomputed
+    version: ClassVar[str] = "1"
 
     def image_input_spec(self) -> ImageInput:
         """The image input this aligner (with its hyper-parameters) consumes."""
@@ -178,36 +182,104 @@ class Aligner:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def save(self, path: Path) -> None:
-        """``path``.safetensors (tensors) and ``path``.json (name, hyper-parameters, dims), atomically."""
+    def save(self, path: Path, provenance: dict[str, Any] | None = None) -> None:
+        """``path``.safetensors (tensors) and ``path``.json (name, code version, hyper-parameters, dims, the
+        tensors' sha256 and ``provenance``, e.g. what the fit was of), each atomically; the JSON is sealed
+        with its own checksum (:mod:`align.checksum`), so :func:`load_aligner` finds any changed byte."""
         from safetensors.torch import save_file
 
         from align.atomic import atomic_path, write_json_atomic
+        from align.checksum import file_sha256, seal
 
         path = Path(path)
         with atomic_path(path.with_suffix(".safetensors")) as tmp:
             save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        write_json_atomic(path.with_suffix(".json"), {
-            "aligner": self.name, "hparams": self.hparams, "image_dim": self.image_dim, "text_dim": self.text_dim,
-        })
+            tensors_sha256 = file_sha256(tmp)
+        meta = {"aligner": self.name, "version": type(self).version, "hparams": self.hparams,
+                "image_dim": self.image_dim, "text_dim": self.text_dim, "safetensors_sha256": tensors_sha256}
+        write_json_atomic(path.with_suffix(".json"), seal({**meta, **({"provenance": provenance} if provenance else {})}))
 
     @classmethod
     def load(cls, path: Path) -> "Aligner":
+        """The aligner saved at ``path`` (verified first: :func:`saved_meta`); a file that cannot be
+        loaded is a one-line error naming it."""
+        return cls._from_saved(Path(path), saved_meta(path))
+
+    @classmethod
+    def _from_saved(cls, path: Path, meta: dict[str, Any]) -> "Aligner":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        aligner = cls(**meta["hparams"])
+        tensors = path.with_suffix(".safetensors")
+        try:
+            aligner = cls(**meta["hparams"])
+        except AlignError as err:
+            raise BadInputError(f"{path.with_suffix('.json')}: {err}") from None
         aligner.image_dim, aligner.text_dim = meta["image_dim"], meta["text_dim"]
-        aligner.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
+        try:
+            state = load_file(str(tensors))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise BadInputError(f"{tensors}: not a readable safetensors file ({err})") from None
+        try:
+            aligner.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as err:
+            raise BadInputError(f"{tensors}: does not hold a fitted {meta['aligner']} aligner "
+                                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
         return aligner
 
 
+_SAVED_KEYS = {"aligner": str, "hparams": dict, "image_dim": (int, type(None)), "text_dim": (int, type(None))}
+
+
+def saved_meta(path: Path) -> dict[str, Any]:
+    """The verified ``path``.json of a saved aligner: it parses, has every key, its checksum matches and the
+    ``.safetensors`` beside it is the file it names. Files saved before checksums existed load with a
+    warning (nothing to verify them against); anything else wrong is a one-line error naming the file."""
+    from align.checksum import file_sha256
+    from align.checksum import problem as checksum_problem
+
+    meta_path, tensors = Path(path).with_suffix(".json"), Path(path).with_suffix(".safetensors")
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{meta_path}: no saved aligner there (Aligner.save writes .json and .safetensors)") from None
+    except OSError as err:
+        raise BadInputError(f"{meta_path}: cannot read ({err.strerror or err})") from None
+    except (UnicodeDecodeError, ValueError):
+        raise BadInputError(f"{meta_path}: not a saved aligner (not valid JSON; truncated or damaged?)") from None
+    if not isinstance(meta, dict):
+        raise BadInputError(f"{meta_path}: not a saved aligner (a JSON {type(meta).__name__}, not an object)")
+    for key, kind in _SAVED_KEYS.items():
+        if key not in meta:
+            raise BadInputError(f"{meta_path}: not a saved aligner (no {key!r})")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise BadInputError(f"{meta_path}: {key!r} has the wrong type ({type(meta[key]).__name__})")
+    sealed = "checksum" in meta or "safetensors_sha256" in meta
+    if sealed:
+        why = checksum_problem(meta)
+        if why is None and not isinstance(meta.get("safetensors_sha256"), str):
+            why = "no 'safetensors_sha256'"
+        if why is not None:
+            raise BadInputError(f"{meta_path}: {why}")
+    if not tensors.is_file():
+        raise BadInputError(f"{tensors}: missing (a saved aligner is a .json and a .safetensors)")
+    if sealed and file_sha256(tensors) != meta["safetensors_sha256"]:
+        raise BadInputError(f"{tensors}: sha256 does not match {meta_path.name} (changed or damaged after saving)")
+    if not sealed:
+        warnings.warn(f"{meta_path}: saved without checksums (by an older align); loaded unverified", stacklevel=3)
+    return meta
+
+
 def load_aligner(path: Path) -> Aligner:
-    """Reload any saved aligner: the class comes from the ``aligner`` name in ``path``.json."""
+    """Reload any saved aligner: the class comes from the ``aligner`` name in ``path``.json. Everything
+    is verified first (:func:`saved_meta`); a damaged, truncated or incomplete file is a one-line
+    :class:`BadInputError` naming it, never a traceback or an aligner with altered numbers."""
     from align.registry import ALIGNERS
 
     path = Path(path)
-    name = json.loads(path.with_suffix(".json").read_text())["aligner"]
-    cls = type(ALIGNERS.create(name))
-    return cls.load(path)
+    meta = saved_meta(path)
+    try:
+        cls = type(ALIGNERS.create(meta["aligner"]))
+    except AlignError as err:
+        raise BadInputError(f"{path.with_suffix('.json')}: {err}") from None
+    return cls._from_saved(path, meta)

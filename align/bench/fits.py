@@ -1,0 +1,101 @@
+"""Fitting an aligner for the runner: reuse a saved fit only when it verifies and is the same fit, and
+name a fit that diverged instead of letting its NaN surface later as "scores contain NaN".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align.errors import AlignError, BadInputError
+
+
+class FitTexts:
+    """The fit captions, as strings and (computed on first use, from the cache) as text-encoder features."""
+
+    def __init__(self, captions: list[str], features: Callable[[], torch.Tensor]) -> None:
+        self.captions = captions
+        self._make, self._features = features, None
+
+    def for_aligner(self, aligner: Any) -> torch.Tensor | list[str] | None:
+        text_input = getattr(aligner, "text_input", "features")
+        if text_input == "none":
+            return None
+        if text_input == "strings":
+            return self.captions
+        if self._features is None:
+            self._features = self._make()
+        return self._features
+
+
+def divergence(aligner: Any) -> str | None:
+    """Why a fitted ``aligner`` is unusable (a non-finite training loss, NaN in its fitted tensors), or None."""
+    losses = getattr(aligner, "history", {}).get("train_loss", [])
+    for epoch, loss in enumerate(losses, 1):
+        if not math.isfinite(loss):
+            return f"loss {loss} at epoch {epoch}"
+    try:
+        state = aligner.state_dict()
+    except NotImplementedError:
+        return None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and torch.isnan(tensor).any():
+            return f"NaN in its fitted {name!r}"
+    return None
+
+
+def check_fit(aligner: Any, display: str, where: str, seed: int) -> None:
+    """A one-line error naming the aligner and the data if its fit diverged."""
+    why = divergence(aligner)
+    if why is not None:
+        raise BadInputError(f"fit of {display} on {where} (seed {seed}) diverged ({why}); "
+                            "lower its learning rate or change its hyper-parameters")
+
+
+def saved_state(path: Path, identity: str) -> tuple[str, str]:
+    """``("ok" | "missing" | "stale" | "damaged", why)`` of the fit saved at ``path`` for a fit of
+    identity sha256 ``identity`` (checked on the verified JSON; tensors hashed against it)."""
+    from align.methods.base import saved_meta
+
+    if not path.with_suffix(".json").exists() and not path.with_suffix(".safetensors").exists():
+        return "missing", ""
+    try:
+        meta = saved_meta(path)
+    except AlignError as err:
+        return "damaged", str(err)
+    found = meta.get("provenance", {}).get("identity", {}).get("sha256") if isinstance(
+        meta.get("provenance"), dict) and isinstance(meta["provenance"].get("identity"), dict) else None
+    if found != identity:
+        return "stale", f"{path}: the saved fit is of other settings or data"
+    return "ok", ""
+
+
+def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, path: Path | None, reuse: bool,
+                 identity: dict[str, Any], display: str, where: str, seed: int,
+                 echo: Callable[[str], None]) -> Any:
+    """``aligner`` fitted on ``fit_inputs(aligner)``, or (``reuse``) the verified fit of the same identity
+    saved at ``path`` (``None``: neither reused nor saved). A fit made here is checked for divergence and
+    saved with its identity when ``path`` is given."""
+    from align.methods.base import load_aligner
+
+    if path is not None and reuse:
+        state, why = saved_state(path, identity["sha256"])
+        if state == "ok":
+            try:
+                reused = load_aligner(path)
+            except AlignError as err:
+                state, why = "damaged", str(err)
+            else:
+                echo(f"reusing the fitted aligner {path}")
+                return reused
+        if why:
+            echo(f"{why}; fitting again")
+    aligner.fit(*fit_inputs(aligner))
+    check_fit(aligner, display, where, seed)
+    if path is not None:
+        aligner.save(path, provenance={"identity": identity})
+    return aligner
