@@ -19,10 +19,10 @@ from align.registry import ALIGNERS
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_aligners"
 NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook_vlp")
 # hyper-parameters added since that version (with defaults that keep its behaviour)
-ADDED = {"lqae": {"checkpoint_dir": None}, "codebook_vlp": {"checkpoint_dir": None},
-         # defaults re-chosen on validation parts since (README "How the defaults were chosen");
-         # a saved fit keeps the values it was fitted with, so loading it is unaffected
-         "contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10}}
+ADDED = {"lqae": {"checkpoint_dir": None}, "codebook_vlp": {"checkpoint_dir": None}}
+# defaults re-chosen on validation parts since (README "How the defaults were chosen"); a saved fit
+# keeps the values it was fitted with, so loading it is unaffected
+RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10}}
 
 
 @pytest.fixture(scope="module")
@@ -74,5 +74,6 @@ def test_saved_aligner_loads_and_reproduces_its_outputs(name: str, expected: dic
 
 @pytest.mark.parametrize("name", NAMES)
 def test_default_hyper_parameters_are_those_of_the_earlier_version(name: str, meta: dict) -> None:
-    """Saved results and configs name hyper-parameters: none renamed, dropped or given another default."""
-    assert ALIGNERS.create(name).hparams == meta["defaults"][name] | ADDED.get(name, {})
+    """Saved results and configs name hyper-parameters: none renamed or dropped, and no default changed
+    except those re-chosen on validation (``RECHOSEN``)."""
+    assert ALIGNERS.create(name).hparams == meta["defaults"][name] | ADDED.get(name, {}) | RECHOSEN.get(name, {})
