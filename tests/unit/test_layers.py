@@ -15,7 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "align"
 
 # Lower number = lower layer. A module may import from its own layer or any lower one.
 LAYERS = {
-    "align.errors": 0, "align.atomic": 0, "align.registry": 0, "align.assets": 0, "align.kernels": 0,
+    "align.errors": 0, "align.atomic": 0, "align.checksum": 0, "align.registry": 0, "align.assets": 0,
+    # kernels sit beside the data layer (ASIF's anchor reader streams verified feature-cache shards)
+    # and below every method: they can be tested and timed without one
+    "align.kernels": 1,
     "align.encoders": 1, "align.text": 1, "align.data": 1, "align.embed": 1, "align.features": 1,
     "align.methods": 2,
     "align.eval": 3,
