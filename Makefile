@@ -63,6 +63,7 @@ figures: assets-bench
 	$(BIN)/python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0
 	$(BIN)/python benchmarks/quantizer_speed.py
 	$(BIN)/python benchmarks/codebook_vlp_compare.py
+	$(BIN)/python benchmarks/token_storage.py --output results/token_storage.md
 	$(BIN)/python benchmarks/update_readme.py
 
 clean-venv:

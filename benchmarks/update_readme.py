@@ -36,6 +36,7 @@ FIGURES = (
      "python benchmarks/quantizer_speed.py"),
     ("codebook_vlp_compare.md", "Codebook-VLP with and without its codebook and MIM (figure: "
      "docs/figures/codebook_vlp_codes.png)", "python benchmarks/codebook_vlp_compare.py"),
+    ("token_storage.md", "Token grids stored in float16 against float32", "python benchmarks/token_storage.py"),
 )
 
 
