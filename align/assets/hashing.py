@@ -106,12 +106,12 @@ def hf_folder(identifier: str, cache_dir: str | Path | None = None, revision: st
     if folder.is_dir():
         return folder
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # offline-ok: local_files_only, under hub_offline
 
         from align.assets.offline import hub_offline
 
         with hub_offline():
-            found = snapshot_download(identifier, cache_dir=None if cache_dir is None else str(cache_dir),
+            found = snapshot_download(identifier, cache_dir=None if cache_dir is None else str(cache_dir),  # offline-ok
                                       revision=revision, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached, malformed id, hub library quirks: unknown, not an error
         return None
