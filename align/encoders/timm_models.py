@@ -214,7 +214,7 @@ def create_timm(identifier: str, *, pretrained: bool = False, checkpoint_path: s
 def _weights_sha256(model: nn.Module, pretrained: bool, checkpoint_path: str | None,
                     overlay_file: str | None) -> str | None:
     """sha256 of the files timm loaded: the checkpoint (over the pretrained weights, if any), the
-    overlay file, or the hub-cache file of ``pretrained=True``; ``random-init`` without weights, None
+    overlay file, or the hub-cache file of a ``pretrained`` load; ``random-init`` without weights, None
     when the file timm read cannot be found."""
     from align.assets.hashing import combined_sha256, file_sha256
     from align.features.weights import RANDOM_INIT
@@ -233,7 +233,7 @@ def _weights_sha256(model: nn.Module, pretrained: bool, checkpoint_path: str | N
 
 
 def _hub_file(cfg: dict[str, Any]) -> str | None:
-    """Where timm's ``pretrained=True`` found its weights (hub cache or torch hub folder), if local."""
+    """Where timm's ``pretrained`` load found its weights (hub cache or torch hub folder), if local."""
     import os
 
     if cfg.get("file") and os.path.isfile(cfg["file"]):

@@ -308,8 +308,8 @@ class BestWeights(pl.Callback):
 
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written through a temporary file moved into place (a reader, or a fit
-    killed while writing, never sees a partial ``last.ckpt``) and read with ``torch.load(...,
-    weights_only=True)``: only tensors and plain containers are rebuilt, no pickled code runs. Everything
+    killed while writing, never sees a partial ``last.ckpt``) and read by torch's loader in
+    ``weights_only`` mode: only tensors and plain containers are rebuilt, no pickled code runs. Everything
     our modules and callbacks put in a checkpoint is of that kind."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:

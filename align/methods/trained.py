@@ -14,8 +14,8 @@ tests kill a fit with SIGKILL to show it). A ``last.ckpt`` of another fit is ref
 ``max_epochs`` may grow between the two (train further); LQAE's learning-rate schedule is then the one
 of the new length.
 
-Checkpoints are torch pickles written by this code; they are read with ``torch.load(...,
-weights_only=True)``, which rebuilds tensors and plain containers only. Fitted aligners themselves are
+Checkpoints are torch pickles written by this code; they are read by torch's loader in
+``weights_only`` mode, which rebuilds tensors and plain containers only. Fitted aligners themselves are
 saved with safetensors (``Aligner.save``), never pickled.
 
 Lightning is imported inside the methods that need it, so importing an aligner stays fast.
