@@ -97,5 +97,6 @@ def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, 
     aligner.fit(*fit_inputs(aligner))
     check_fit(aligner, display, where, seed)
     if path is not None:
-        aligner.save(path, provenance={"identity": identity})
+        history = getattr(aligner, "history", None)  # per-epoch training curves, for plots of saved fits
+        aligner.save(path, provenance={"identity": identity, **({"history": history} if history else {})})
     return aligner

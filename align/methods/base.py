@@ -54,6 +54,27 @@ def check_features(features: torch.Tensor, what: str, dim: int | None = None) ->
     return features.float()
 
 
+def check_tokens(tokens: Any, what: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Float32 ``[N, T, D]`` spatial tokens without NaN/inf (and of ``(T, D)`` if given), or a one-line error."""
+    if not isinstance(tokens, torch.Tensor):
+        try:
+            tokens = torch.as_tensor(tokens)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise BadInputError(f"{what}: expected [N, T, D] spatial tokens, got {type(tokens).__name__}") from err
+    if tokens.ndim != 3:
+        raise BadInputError(f"{what}: expected [N, T, D] spatial tokens (a frozen encoder's grid), "
+                            f"got shape {tuple(tokens.shape)}")
+    if tokens.is_complex() or tokens.dtype == torch.bool:
+        raise BadInputError(f"{what}: expected real-valued tokens, got dtype {tokens.dtype}")
+    if shape is not None and tuple(tokens.shape[1:]) != shape:
+        raise BadInputError(f"{what}: tokens have shape [N, {tokens.shape[1]}, {tokens.shape[2]}], "
+                            f"the model expects [N, {shape[0]}, {shape[1]}]")
+    if not torch.isfinite(tokens).all():
+        bad = int((~torch.isfinite(tokens)).flatten(1).any(1).nonzero()[0, 0])
+        raise BadInputError(f"{what}: image {bad} has NaN or inf tokens")
+    return tokens.float()
+
+
 def check_pairs(
     image_features: torch.Tensor, text_features: torch.Tensor, what: str, min_pairs: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,6 +159,9 @@ class Aligner:
     # code version, part of every result's identity (align.bench.identity): bump it when a change to the
     # method changes its numbers, so results and fits saved by the older code are recomputed
     version: ClassVar[str] = "1"
+    # values of hyper-parameters added after earlier versions saved fits, which reproduce those fits'
+    # behaviour; a saved file without a key gets this value instead of the (possibly newer) default
+    legacy_hparams: ClassVar[dict[str, Any]] = {}
 
     def image_input_spec(self) -> ImageInput:
         """The image input this aligner (with its hyper-parameters) consumes."""
@@ -212,7 +236,7 @@ class Aligner:
 
         tensors = path.with_suffix(".safetensors")
         try:
-            aligner = cls(**meta["hparams"])
+            aligner = cls(**{**cls.legacy_hparams, **meta["hparams"]})
         except AlignError as err:
             raise BadInputError(f"{path.with_suffix('.json')}: {err}") from None
         aligner.image_dim, aligner.text_dim = meta["image_dim"], meta["text_dim"]

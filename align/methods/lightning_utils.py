@@ -19,6 +19,7 @@ inside ``fit``: ``import align.methods`` (and so every CLI call) stays fast.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import logging
 import math
@@ -211,10 +212,17 @@ class CoreModule(pl.LightningModule):
     clamp a temperature). Mean train/val loss per epoch go to ``history`` (kept in checkpoints), and
     so do the per-epoch means of the floats a core leaves in ``core.parts`` after each training
     forward (its separate loss terms, e.g. VLAP's ``l_cap`` and ``l_map``).
-    ``extra`` is stored untouched, for the caller to rebuild its own object from a checkpoint."""
+    ``extra`` is stored untouched, for the caller to rebuild its own object from a checkpoint.
+
+    ``warmup_fraction`` > 0 ramps the learning rate up linearly over that fraction of all steps;
+    ``schedule="cosine"`` then decays it to 0 by the last step (per step; the total is Lightning's
+    estimate for ``max_epochs``). A core may also score whole validation epochs: ``validation_update(*batch)``
+    after each validation batch and ``validation_compute() -> dict[str, float]`` at the epoch's end, whose
+    values are logged and go to ``history`` (e.g. VLAP's validation R@1, which needs every row at once)."""
 
     def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, warmup_fraction: float = 0.0,
+                 schedule: str = "constant") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.core = import_object(core)(**core_args)
@@ -239,7 +247,11 @@ class CoreModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val_loss")
+        loss = self._step(batch, "val_loss")
+        update = getattr(self.core, "validation_update", None)
+        if callable(update):
+            update(*batch)
+        return loss
 
     def _close(self, key: str) -> None:
         total, rows = self._sums[key]
@@ -249,6 +261,11 @@ class CoreModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._close("val_loss")
+        compute = getattr(self.core, "validation_compute", None)
+        if callable(compute):
+            for key, value in compute().items():
+                self.log(key, value)
+                self.history.setdefault(key, []).append(float(value))
 
     def on_train_epoch_end(self) -> None:
         for key in [k for k in self._sums if k != "val_loss"]:
@@ -267,13 +284,32 @@ class CoreModule(pl.LightningModule):
         ]
         # fused: one kernel per step; the per-tensor loop spends most of a small model's step in
         # thread start-up for each elementwise op when CPU cores are shared
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr, fused=True)
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr, fused=True)
+        warmup_fraction = self.hparams.get("warmup_fraction", 0.0)
+        schedule = self.hparams.get("schedule", "constant")
+        if warmup_fraction <= 0 and schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = functools.partial(warmup_cosine, total=total, warmup=round(warmup_fraction * total),
+                                   cosine=schedule == "cosine")
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = copy.deepcopy(self.history)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = copy.deepcopy(checkpoint.get("history", self.history))
+
+
+def warmup_cosine(step: int, *, total: int, warmup: int, cosine: bool) -> float:
+    """The learning-rate factor at ``step`` of ``total``: linear warm-up over the first ``warmup`` steps,
+    then 1 (``cosine=False``) or a cosine decay that reaches 0 at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not cosine:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 class BestWeights(pl.Callback):

@@ -95,8 +95,9 @@ class TrainedAligner(Aligner):
         from align.methods.lightning_utils import CoreModule
 
         hp = self.hparams
+        schedule = {k: hp[k] for k in ("warmup_fraction", "schedule") if k in hp}  # aligners that declare one
         return CoreModule(self.core_class, self.core_args(shape or {}), lr=hp["lr"], weight_decay=hp["weight_decay"],
-                          extra=dict(hp))
+                          extra=dict(hp), **schedule)
 
     def _callbacks(self) -> list[Any]:
         """Extra Lightning callbacks of a fit (e.g. early stopping)."""

@@ -19,10 +19,15 @@ from align.registry import ALIGNERS
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_aligners"
 NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook_vlp")
 # hyper-parameters added since that version (with defaults that keep its behaviour)
-ADDED = {"lqae": {"checkpoint_dir": None}, "codebook_vlp": {"checkpoint_dir": None}}
+ADDED = {"lqae": {"checkpoint_dir": None}, "codebook_vlp": {"checkpoint_dir": None},
+         "vlap": {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
+                  "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
+                  "lm_precision": "float32"}}
 # defaults re-chosen on validation parts since (README "How the defaults were chosen"); a saved fit
 # keeps the values it was fitted with, so loading it is unaffected
-RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10}}
+RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10},
+            "vlap": {"prior": "captions", "vocab": "captions", "vocab_subset": 2000, "ot_columns": "all", "lr": 1e-2,
+                     "warmup_fraction": 0.1, "schedule": "cosine", "max_epochs": 20}}
 
 
 @pytest.fixture(scope="module")

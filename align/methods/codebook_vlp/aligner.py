@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import caption_strings, check_caption_pairs, is_number
+from align.methods.base import caption_strings, check_caption_pairs, check_tokens, is_number
 from align.methods.hparams import param
 from align.methods.trained import TrainedAligner, TrainedHParams
 from align.methods.codebook_vlp.layers import (
@@ -105,27 +105,6 @@ def tokenize(table: EmbeddingTable, captions: Sequence[str], max_tokens: int) ->
     """``(ids [N, L], mask [N, L])``: [CLS] caption [SEP], truncated to ``max_tokens``, right-padded."""
     out = table.tokenizer(list(captions), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
     return out["input_ids"].long(), out["attention_mask"].long()
-
-
-def check_tokens(tokens: Any, what: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """Float32 ``[N, T, D]`` spatial tokens without NaN/inf (and of ``(T, D)`` if given), or a one-line error."""
-    if not isinstance(tokens, torch.Tensor):
-        try:
-            tokens = torch.as_tensor(tokens)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise BadInputError(f"{what}: expected [N, T, D] spatial tokens, got {type(tokens).__name__}") from err
-    if tokens.ndim != 3:
-        raise BadInputError(f"{what}: expected [N, T, D] spatial tokens (a frozen encoder's grid), "
-                            f"got shape {tuple(tokens.shape)}")
-    if tokens.is_complex() or tokens.dtype == torch.bool:
-        raise BadInputError(f"{what}: expected real-valued tokens, got dtype {tokens.dtype}")
-    if shape is not None and tuple(tokens.shape[1:]) != shape:
-        raise BadInputError(f"{what}: tokens have shape [N, {tokens.shape[1]}, {tokens.shape[2]}], "
-                            f"the model expects [N, {shape[0]}, {shape[1]}]")
-    if not torch.isfinite(tokens).all():
-        bad = int((~torch.isfinite(tokens)).flatten(1).any(1).nonzero()[0, 0])
-        raise BadInputError(f"{what}: image {bad} has NaN or inf tokens")
-    return tokens.float()
 
 
 class CodebookVLPCore(nn.Module):

@@ -3,7 +3,8 @@ optimal-transport assignment prediction plus captioning through the frozen LM.
 
 - ``aligner.py``: the prefix map, its Lightning core and the registered aligner.
 - ``assignment.py``: the swapped assignment-prediction loss over the vocabulary.
-- ``word_prior.py``: the word-frequency prior and vocabulary subsets.
+- ``vocabulary.py``: which word rows the assignment uses, and their marginal (from the fit captions or not).
+- ``word_prior.py``: word frequencies (wordfreq) and frequent-word subsets.
 The Sinkhorn solver it runs on lives in :mod:`align.kernels.sinkhorn`.
 """
 

@@ -1,4 +1,4 @@
-"""VLAP: one linear layer from visual features into a frozen causal LM's word-embedding space
+"""VLAP: one linear layer from a frozen image encoder into a frozen causal LM's word-embedding space
 (Park et al., ICLR 2024; papers.md §3, §7.3).
 
 Trained objective, with gradients reaching only the linear layer ``g``:
@@ -6,30 +6,36 @@ Trained objective, with gradients reaching only the linear layer ``g``:
     L = w_cap · L_cap + w_map · L_map          (defaults 1.0 and 0.1, as the draft code)
 
 * ``L_map`` (:mod:`align.methods.vlap.assignment`): the mean projected visual token ``v̄`` and the caption's
-  text feature ``t`` are both assigned to the frozen word embeddings by entropic OT, and each
-  predicts the other's assignment (τ = ε = 0.01, 3 Sinkhorn iterations, prior uniform or wordfreq).
+  text feature ``t`` are both assigned to the frozen word embeddings by entropic OT, and each predicts the
+  other's assignment. Which words, with what marginal, and over how many captions at once
+  (:mod:`align.methods.vlap.vocabulary`, ``ot_columns``) decide whether the targets mean anything.
 * ``L_cap``: mean negative log-likelihood of the caption tokens (and a closing ``<eos>``) under the
-  frozen LM, whose input is ``[<bos>] + g(x) as inputs_embeds + embeddings("A picture of") + caption``;
-  only the caption positions are scored (logits computed there only), and right padding is masked out.
+  frozen LM, whose input is ``[<bos>] + visual prefix (inputs_embeds) + embeddings("A picture of") +
+  caption``; only positions where a caption token comes next get logits, right padding is masked out.
 
-Setting ``w_map=0`` gives the caption-only (LiMBeR-style) baseline, ``w_cap=0`` assignment only; the
-switched-off term is not computed (the LM is then not even loaded) and is reported as 0.
+``w_map=0`` is the caption-only (LiMBeR-style) baseline, ``w_cap=0`` assignment only; the switched-off
+term is not computed (the LM is then not even loaded) and is reported as 0.
 
 Design decisions (deviations from the draft code, and why):
 
 * **Text feature.** ``t`` = mean of the frozen LM's *input word embeddings* (raw table rows) of the
   caption's non-special tokens. The draft averages T5-*encoder* hidden states; a causal LM has no
-  encoder, and its hidden states live in a different space from the table the OT scores against,
-  whereas word embeddings are exactly that space.
-* **Prefix length.** The :class:`Aligner` interface feeds pooled ``[N, d_img]`` features, so each image
-  is ``num_prefix_tokens`` visual tokens: ``g = Linear(d_img, P·D)`` and its output is reshaped to
-  ``[N, P, D]`` (LiMBeR's recipe for pooled features). With P = 1 (default) this is VLAP's layer
-  exactly; token grids ``[N, T, d_img]`` are not supported yet.
+  encoder, and its hidden states live in a different space from the table the OT scores against.
+* **Visual prefix.** ``prefix_source="grid"``: the image encoder's spatial token grid (MobileNetV2's
+  7x7 map) average-pooled to ``num_prefix_tokens`` = P = p² tokens, each mapped by the same
+  ``g = Linear(d_img, D)``: VLAP's layer on visual tokens (P = 49 keeps every token). ``"pooled"``: a
+  pooled feature mapped by ``Linear(d_img, P·D)`` and reshaped to P tokens (LiMBeR's recipe; with P = 1
+  the same function class as the grid with P = 1, since the pooled feature is the grid's mean).
+* **OT columns.** The text side is frozen, so with ``ot_columns="all"`` its assignment is solved once
+  over every fit caption (the targets are then those of full-batch OT); the draft assigns per batch
+  (``"batch"``), which dilutes the targets when the vocabulary is much larger than the batch.
 * **Embedding scale.** ``g`` maps into the *raw* table space (where ``W`` and ``L_map`` live). Gemma
-  multiplies embeddings by ``sqrt(D)`` inside its embedding module (transformers'
-  ``Gemma3TextScaledWordEmbedding.forward``), and ``inputs_embeds`` bypasses that module, so the
-  prompt and caption are embedded through ``lm.get_input_embeddings()`` (scaled) and the visual prefix
-  is multiplied by the same factor, measured once from the module (1 for Llama/OPT).
+  multiplies embeddings by ``sqrt(D)`` inside its embedding module, and ``inputs_embeds`` bypasses that
+  module, so the prompt and caption are embedded through ``lm.get_input_embeddings()`` (scaled) and the
+  visual prefix is multiplied by the same factor, measured once from the module (1 for Llama/OPT).
+* **Precision.** ``lm_precision="bfloat16"`` runs the frozen LM's forward and backward under bfloat16
+  autocast (AMX on these CPUs); ``g`` and ``L_map`` stay float32 (``benchmarks/vlap_emoji.py`` measures
+  the speed and the effect on the loss).
 * **Fit API.** VLAP needs caption strings (for ``L_cap`` and ``t``), not another encoder's sentence
   features: :meth:`VLAPAligner.fit_captions` takes them; ``fit`` accepts a list of strings too, and
   refuses feature tensors with a :class:`BadInputError` saying so.
@@ -37,7 +43,9 @@ Design decisions (deviations from the draft code, and why):
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,18 +56,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.vlap.assignment import AssignmentLoss
-from align.methods.base import caption_strings, check_caption_pairs, check_features
+from align.kernels.sinkhorn import assign
+from align.methods.base import ImageInput, caption_strings, check_caption_pairs, check_features, check_tokens
 from align.methods.hparams import param
 from align.methods.trained import TrainedAligner, TrainedHParams
+from align.methods.vlap.assignment import AssignmentLoss
+from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
 
 CORE = "align.methods.vlap.aligner:VLAPCore"
 PROMPT = "A picture of"
-PRIORS = ("uniform", "frequency")
 DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
+PREFIX_SOURCES = ("pooled", "grid")
+OT_COLUMNS = ("batch", "all")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,27 +83,6 @@ def load_table(name: str) -> EmbeddingTable:
     if table.tokenizer is None:
         raise BadInputError(f"vlap: table {name!r} has no tokenizer")
     return table
-
-
-def vocabulary(table: EmbeddingTable, vocab_subset: int | None) -> torch.Tensor:
-    """Row ids the OT assigns to: every non-special row, or the ``vocab_subset`` most frequent words."""
-    if vocab_subset is None:
-        return torch.tensor(table.word_ids, dtype=torch.long)
-    from align.methods.vlap.word_prior import frequent_subset
-
-    ids = frequent_subset(table.tokens, vocab_subset, special_ids=table.special_ids)
-    if len(ids) < 2:
-        raise BadInputError(f"vlap: the table {table.name!r} has fewer than 2 frequent words")
-    return ids
-
-
-def word_prior(table: EmbeddingTable, ids: torch.Tensor, prior: str) -> torch.Tensor:
-    """OT row marginal over the vocabulary ``ids``: uniform, or wordfreq's plain frequency."""
-    from align.methods.vlap.word_prior import frequency_prior, uniform_prior
-
-    if prior == "uniform":
-        return uniform_prior(len(ids))
-    return frequency_prior([table.tokens[i] for i in ids.tolist()])
 
 
 def tokenize_captions(table: EmbeddingTable, captions: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,31 +98,60 @@ def tokenize_captions(table: EmbeddingTable, captions: Sequence[str], max_tokens
     return pad_rows([r + [eos] if eos is not None else r for r in rows], pad)
 
 
+def pool_grid(tokens: torch.Tensor, count: int) -> torch.Tensor:
+    """``[N, T, d]`` tokens of a square grid average-pooled to ``count`` = p² tokens ``[N, count, d]``
+    (a non-square grid is treated as a line; ``count`` = T keeps every token)."""
+    n, t, d = tokens.shape
+    if count == t:
+        return tokens
+    side, out = math.isqrt(t), math.isqrt(count)
+    if side * side == t and out * out == count:
+        grid = tokens.transpose(1, 2).reshape(n, d, side, side)
+        return F.adaptive_avg_pool2d(grid, out).flatten(2).transpose(1, 2)
+    return F.adaptive_avg_pool1d(tokens.transpose(1, 2), count).transpose(1, 2)
+
+
 class VLAPCore(nn.Module):
     """The trainable linear layer ``g`` (its only parameters) plus the frozen parts needed for the loss.
 
     The frozen LM is held outside the module tree (not in ``state_dict``, not moved or switched to
     train mode by Lightning) and loaded only when ``L_cap`` or generation needs it.
-    ``forward(x, ids, mask)`` returns the weighted loss and leaves the terms in ``self.parts``."""
+    ``forward(x, ids, mask, rows)`` returns the weighted loss and leaves the terms in ``self.parts``;
+    ``rows`` are the batch's row numbers in the fit data (for the text targets of ``ot_columns="all"``).
+
+    ``vocab_ids`` / ``prior_weights``: the assignment vocabulary and its marginal when they were chosen
+    from the fit captions (saved with the weights); without them both follow from the hyper-parameters."""
 
     def __init__(self, image_dim: int, table: str, num_prefix_tokens: int = 1, w_cap: float = 1.0,
                  w_map: float = 0.1, tau: float = 0.01, eps: float = 0.01, sinkhorn_iters: int = 3,
-                 prior: str = "uniform", vocab_subset: int | None = None, prompt: str = PROMPT) -> None:
+                 prior: str = "uniform", vocab_subset: int | None = None, prompt: str = PROMPT,
+                 prefix_source: str = "pooled", ot_columns: str = "batch", init_scale: float = 1.0,
+                 lm_precision: str = "float32", vocab_ids: list[int] | None = None,
+                 prior_weights: list[float] | None = None) -> None:
         super().__init__()
         self.table_name, self.prompt = table, prompt
         self.num_prefix_tokens, self.w_cap, self.w_map = num_prefix_tokens, w_cap, w_map
+        self.prefix_source, self.ot_columns, self.init_scale = prefix_source, ot_columns, init_scale
+        self.lm_precision = lm_precision
+        self.sinkhorn = (eps, sinkhorn_iters)
         tab = load_table(table)
         self.embed_dim = tab.embed_dim
-        self.g = nn.Linear(image_dim, num_prefix_tokens * tab.embed_dim)
+        width = tab.embed_dim if prefix_source == "grid" else num_prefix_tokens * tab.embed_dim
+        self.g = nn.Linear(image_dim, width)
         self.register_buffer("x_mean", torch.zeros(image_dim))  # input standardisation, set by calibrate()
         self.register_buffer("x_scale", torch.ones(()))
-        ids = vocabulary(tab, vocab_subset)
+        stored = vocab_ids is not None  # chosen from the fit data: kept in the state
+        ids = torch.tensor(vocab_ids, dtype=torch.long) if stored else vocabulary(tab, "frequent", vocab_subset)
+        prior_t = torch.tensor(prior_weights, dtype=torch.float64) if prior_weights is not None else row_prior(tab, ids, prior)
+        self.register_buffer("vocab_ids", ids, persistent=stored)
+        self.register_buffer("word_prior", prior_t.float(), persistent=stored)
         self.word_norm = float(tab.weight[ids].norm(dim=1).mean())  # the scale calibrate() gives g's output
-        self.register_buffer("vocab_ids", ids, persistent=False)
-        self.assignment = AssignmentLoss(tab.weight[ids], word_prior(tab, ids, prior), tau, eps, sinkhorn_iters)
+        self.assignment = AssignmentLoss(tab.weight[ids], prior_t, tau, eps, sinkhorn_iters)
         self.register_buffer("words", tab.weight, persistent=False)  # raw table, for text features
         self.register_buffer("special", special_mask(tab), persistent=False)
+        self.register_buffer("text_targets", torch.empty(0), persistent=False)  # [N, K], ot_columns="all"
         self.parts: dict[str, float] = {}
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ frozen LM
 
@@ -150,27 +170,49 @@ class VLAPCore(nn.Module):
         probe = torch.tensor([self.table.word_ids[0]], device=emb.weight.device)
         return float(emb(probe).norm() / emb.weight[probe].norm().clamp_min(1e-12))
 
+    def lm_autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast around the frozen LM when ``lm_precision`` asks for it."""
+        if self.lm_precision == "bfloat16":
+            return torch.autocast(self.g.weight.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     # ------------------------------------------------------------------ features
 
+    def visual_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``g`` maps: the pooled-grid tokens ``[N, P, d]`` (grid) or the pooled features ``[N, d]``."""
+        return pool_grid(x, self.num_prefix_tokens) if self.prefix_source == "grid" else x
+
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
-        """Fit-time conditioning of ``g`` (the function class is unchanged: still one affine layer).
+    def calibrate(self, x: torch.Tensor, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
+        """Fit-time conditioning of ``g`` (the function class is unchanged: still one affine layer), and,
+        with ``ot_columns="all"``, the text side's OT targets over every fit caption ``(ids, mask)``.
 
         Frozen image features are far from the word-embedding scale (MobileNetV2: mean norm 24, of which
         a shared mean vector of norm 19; Gemma's raw rows: norm 1.03), so the default ``nn.Linear`` init
         puts every prefix ~10x off the table's scale and nearly on one direction: the frozen LM sees an
         out-of-distribution token and the images start collapsed. So the input is centred and scaled to
         unit mean norm (a fixed affine map, saved with ``g``), and ``g``'s weight is drawn so that a
-        prefix token has the mean norm of the assignment vocabulary's rows (bias 0)."""
-        mean = x.mean(0)
+        prefix token has ``init_scale`` times the mean norm of the vocabulary's rows (bias 0)."""
+        tokens = self.visual_tokens(x).reshape(-1, x.shape[-1])
+        mean = tokens.mean(0)
         self.x_mean.copy_(mean)
-        self.x_scale.copy_((x - mean).norm(dim=1).mean().clamp_min(1e-12))
-        nn.init.normal_(self.g.weight, std=self.word_norm / self.embed_dim**0.5)
+        self.x_scale.copy_((tokens - mean).norm(dim=1).mean().clamp_min(1e-12))
+        nn.init.normal_(self.g.weight, std=self.init_scale * self.word_norm / self.embed_dim**0.5)
         nn.init.zeros_(self.g.bias)
+        if self.ot_columns == "all" and ids is not None:
+            self.set_text_targets(ids, mask)
+
+    @torch.no_grad()
+    def set_text_targets(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        """``q^t`` of every fit caption from one OT over all of them (the text side is frozen)."""
+        unit = self.assignment.unit_words
+        scores = F.normalize(self.text_feature(ids, mask).float(), dim=-1) @ unit.T  # [N, K]
+        self.text_targets = assign(scores.T, self.assignment.prior, *self.sinkhorn).T.contiguous()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``[N, P, D]`` in the raw word-embedding space."""
-        return self.g((x - self.x_mean) / self.x_scale).view(len(x), self.num_prefix_tokens, self.embed_dim)
+        out = self.g((self.visual_tokens(x) - self.x_mean) / self.x_scale)
+        return out.view(len(x), self.num_prefix_tokens, self.embed_dim)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """``v̄``: the mean projected visual token ``[N, D]``."""
@@ -205,16 +247,41 @@ class VLAPCore(nn.Module):
         attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
         predicts_caption = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
         predicts_caption[:, context.shape[1] - 1:-1] = mask.bool()  # position i predicts token i + 1
-        logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts_caption).logits
+        with self.lm_autocast():
+            logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts_caption).logits
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[mask.bool()])
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def map_loss(self, visual: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                 rows: torch.Tensor | None) -> torch.Tensor:
+        """``L_map``; with ``ot_columns="all"`` the text targets are the precomputed full-batch ones."""
+        text = self.text_feature(ids, mask)
+        targets = self.text_targets[rows] if self.ot_columns == "all" and rows is not None and len(self.text_targets) else None
+        return self.assignment(visual, text, text_targets=targets).loss
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
         prefix = self.project(x)
         zero = prefix.new_zeros(())
         l_cap = self.caption_loss(prefix, ids, mask) if self.w_cap > 0 else zero
-        l_map = self.assignment(prefix.mean(1), self.text_feature(ids, mask)).loss if self.w_map > 0 else zero
+        l_map = self.map_loss(prefix.mean(1), ids, mask, rows) if self.w_map > 0 else zero
         self.parts = {"l_cap": float(l_cap.detach()), "l_map": float(l_map.detach())}
         return self.w_cap * l_cap + self.w_map * l_map
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validation_update(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *rest: Any) -> None:
+        self._val.append((self.encode_image(x), self.text_feature(ids, mask)))
+
+    @torch.no_grad()
+    def validation_compute(self) -> dict[str, float]:
+        """``val_r1``: image-to-caption R@1 among the validation pairs (cosine of ``v̄`` and ``t``)."""
+        if not self._val:
+            return {}
+        v = F.normalize(torch.cat([a for a, _ in self._val]).float(), dim=-1)
+        t = F.normalize(torch.cat([b for _, b in self._val]).float(), dim=-1)
+        self._val = []
+        return {"val_r1": float(((v @ t.T).argmax(1) == torch.arange(len(v), device=v.device)).float().mean())}
 
     @torch.no_grad()
     def generate(self, x: torch.Tensor, max_new_tokens: int) -> list[str]:
@@ -222,34 +289,51 @@ class VLAPCore(nn.Module):
         lm = self.lm()
         context = self._context(lm, self.project(x))
         tok = self.table.tokenizer
-        out = lm.generate(inputs_embeds=context, attention_mask=torch.ones(context.shape[:2], dtype=torch.long,
-                          device=context.device), max_new_tokens=max_new_tokens, do_sample=False,
-                          pad_token_id=getattr(tok, "pad_token_id", None) or 0)
+        with self.lm_autocast():
+            out = lm.generate(inputs_embeds=context, attention_mask=torch.ones(context.shape[:2], dtype=torch.long,
+                              device=context.device), max_new_tokens=max_new_tokens, do_sample=False,
+                              pad_token_id=getattr(tok, "pad_token_id", None) or 0)
         return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
 
 
 @dataclass(frozen=True)
 class VLAPHParams(TrainedHParams):
+    """Defaults chosen on a validation part of the emoji fit split (README "How the defaults were chosen")."""
+
     table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # a causal LM's table
     w_cap: float = param(1.0, low=0)  # weight of the captioning loss L_cap
     w_map: float = param(0.1, low=0)  # weight of the assignment loss L_map
     tau: float = param(0.01, above=0)  # softmax temperature of the assignment prediction
     eps: float = param(0.01, above=0)  # Sinkhorn's entropic regularisation
     sinkhorn_iters: int = param(3, low=1)
-    prior: str = param("uniform", choices=PRIORS)  # OT marginal over the vocabulary
-    vocab_subset: int | None = param(None, low=2)  # assign to the N most frequent words (None: all)
+    prior: str = param("captions", choices=PRIORS)  # OT marginal over the vocabulary
+    vocab: str = param("captions", choices=VOCABULARIES)  # frequent words, or those joined by the captions' words
+    vocab_subset: int | None = param(2000, low=2)  # the N most frequent words (None: every word row)
+    ot_columns: str = param("all", choices=OT_COLUMNS)  # text targets from OT over the batch or all fit captions
+    lr: float = param(1e-2, above=0)
     weight_decay: float = param(0.0, low=0)
+    warmup_fraction: float = param(0.1, low=0, below=1)  # linear warm-up over this fraction of the steps
+    schedule: str = param("cosine", choices=("constant", "cosine"))  # after the warm-up
+    init_scale: float = param(1.0, above=0)  # prefix norm at init, in units of the vocabulary's row norm
     batch_size: int = param(64, low=2)
-    max_epochs: int = param(10, low=0)
-    num_prefix_tokens: int = param(1, low=1)  # visual tokens per image
+    max_epochs: int = param(20, low=0)
+    val_fraction: float = param(0.0, low=0, below=0.5)  # fit pairs held out for val_loss / val_r1 per epoch
+    patience: int | None = param(None, low=1)  # early stopping on val_loss (needs val_fraction > 0)
+    prefix_source: str = param("pooled", choices=PREFIX_SOURCES)  # pooled features, or the encoder's token grid
+    num_prefix_tokens: int = param(1, low=1)  # visual tokens per image (grid: a square number, or the grid's size)
     max_caption_tokens: int = param(64, low=1)
     prompt: str = param(PROMPT, want="a non-empty string")
+    lm_precision: str = param("float32", choices=PRECISIONS)  # the frozen LM's forward/backward
 
     def check(self, aligner: str) -> VLAPHParams:
         if self.w_cap == 0 and self.w_map == 0:
             raise BadInputError(f"{aligner}: w_cap and w_map are both 0; nothing would be trained")
         if not self.prompt.strip():
             raise self.bad(aligner, "prompt", "a non-empty string")
+        if self.patience is not None and self.val_fraction == 0:
+            raise BadInputError(f"{aligner}: patience={self.patience} needs val_fraction > 0 to stop on")
+        if self.prefix_source == "grid" and math.isqrt(self.num_prefix_tokens) ** 2 != self.num_prefix_tokens:
+            raise self.bad(aligner, "num_prefix_tokens", "a square number (p x p pooled grid tokens) with prefix_source='grid'")
         return self
 
 
@@ -258,12 +342,21 @@ class VLAPAligner(TrainedAligner):
 
     Shared space = the LM's raw word-embedding space: ``encode_image`` gives ``v̄`` (mean projected
     visual token), ``encode_text_strings`` the mean word embedding ``t`` of a caption; compare them
-    (and table rows) by cosine."""
+    (and table rows) by cosine. With ``prefix_source="grid"`` every image input is an encoder's token
+    grid ``[N, T, d]`` (``image_input_spec`` tells the runner)."""
 
     name = "vlap"
+    version = "2"  # vocabulary from the captions, full-batch OT, schedule, grid prefixes
     text_input = "strings"
     config_class = VLAPHParams
     core_class = CORE
+    legacy_hparams = {"prior": "uniform", "vocab": "frequent", "vocab_subset": None, "ot_columns": "batch",
+                      "lr": 1e-3, "warmup_fraction": 0.0, "schedule": "constant", "init_scale": 1.0,
+                      "max_epochs": 10, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
+                      "lm_precision": "float32"}
+
+    def image_input_spec(self) -> ImageInput:
+        return ImageInput("tokens" if self.hparams["prefix_source"] == "grid" else "pooled")
 
     # ------------------------------------------------------------------ training
 
@@ -272,29 +365,70 @@ class VLAPAligner(TrainedAligner):
         why = "VLAP trains through the frozen LM's captioning loss and its word embeddings"
         return self.fit_captions(image_features, caption_strings(text_features, "vlap.fit", why))
 
+    def _check_images(self, images: Any, what: str, dim: int | None = None) -> torch.Tensor:
+        """Pooled features ``[N, d]``, or token grids ``[N, T, d]`` with ``prefix_source="grid"``."""
+        if self.hparams["prefix_source"] == "grid":
+            return check_tokens(images, what)
+        return check_features(images, what, dim)
+
     def fit_captions(self, image_features: torch.Tensor, captions: Sequence[str],
                      ckpt_path: str | Path | None = None) -> VLAPAligner:
-        """Train ``g`` on N images and their N captions; with ``checkpoint_dir`` set, ``last.ckpt`` is kept
-        there and a later fit of the same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
+        """Train ``g`` on N images (pooled features, or token grids with ``prefix_source="grid"``) and
+        their N captions; with ``checkpoint_dir`` set, ``last.ckpt`` is kept there and a later fit of the
+        same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
+        from align.methods.lightning_utils import split_sizes
+
         hp = self.hparams
-        x = check_features(image_features, "vlap.fit_captions: image features")
+        x = self._check_images(image_features, "vlap.fit_captions: images")
         captions = check_caption_pairs(len(x), captions, "vlap.fit_captions")
-        ids, mask = tokenize_captions(load_table(hp["table"]), captions, hp["max_caption_tokens"])
-        return self._train("vlap.fit_captions", (x, ids, mask), dict(image_dim=x.shape[1]),
-                           prepare=lambda core, data: core.calibrate(x), ckpt_path=ckpt_path)
+        n_train, _ = split_sizes(len(x), hp["val_fraction"])
+        if n_train < 2:
+            raise BadInputError(f"vlap.fit_captions: val_fraction={hp['val_fraction']} leaves {n_train} training "
+                                f"pair(s) of {len(x)}")
+        if hp["prefix_source"] == "grid" and hp["num_prefix_tokens"] > x.shape[1]:
+            raise BadInputError(f"vlap.fit_captions: num_prefix_tokens={hp['num_prefix_tokens']} is more than the "
+                                f"{x.shape[1]} tokens of each image")
+        table = load_table(hp["table"])
+        ids, mask = tokenize_captions(table, captions, hp["max_caption_tokens"])
+        shape: dict[str, Any] = dict(image_dim=x.shape[-1])
+        if hp["vocab"] == "captions" or hp["prior"] == "captions":  # chosen from the data: saved with g
+            words = caption_tokens(ids, mask, special_mask(table))
+            vocab = vocabulary(table, hp["vocab"], hp["vocab_subset"], words)
+            shape.update(vocab_ids=vocab.tolist(), prior_weights=row_prior(table, vocab, hp["prior"], words).tolist())
+        rows = torch.arange(len(x))
+        return self._train("vlap.fit_captions", (x, ids, mask, rows), shape,
+                           prepare=lambda core, data: core.calibrate(x, ids, mask), val_fraction=hp["val_fraction"],
+                           ckpt_path=ckpt_path)
+
+    def _callbacks(self) -> list[Any]:
+        if self.hparams["patience"] is None:
+            return []
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        from align.methods.lightning_utils import BestWeights
+
+        return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
 
     def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.core.embed_dim
 
     def _load_shape(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
         image_dim, _ = self._require_fitted()
-        return dict(image_dim=image_dim)
+        shape: dict[str, Any] = dict(image_dim=image_dim)
+        if "vocab_ids" in state:
+            shape.update(vocab_ids=state["vocab_ids"].tolist(), prior_weights=state["word_prior"].double().tolist())
+        return shape
 
     # ------------------------------------------------------------------ embedding
 
     def _images(self, image_features: torch.Tensor, what: str) -> torch.Tensor:
         image_dim, _ = self._require_fitted()
-        x = check_features(image_features, f"vlap.{what}", image_dim)
+        x = self._check_images(image_features, f"vlap.{what}", image_dim)
+        if x.ndim == 3 and x.shape[-1] != image_dim:
+            raise BadInputError(f"vlap.{what}: tokens have dimension {x.shape[-1]}, the aligner expects {image_dim}")
+        if x.ndim == 3 and x.shape[1] < self.hparams["num_prefix_tokens"]:
+            raise BadInputError(f"vlap.{what}: {x.shape[1]} tokens per image, fewer than num_prefix_tokens="
+                                f"{self.hparams['num_prefix_tokens']}")
         return x.to(self.core.g.weight.device)
 
     @torch.no_grad()

@@ -75,13 +75,15 @@ def assignment_loss(
     eps: float = 0.01,
     n_iter: int = 3,
     words_normalized: bool = False,
+    text_targets: torch.Tensor | None = None,
 ) -> AssignmentOutput:
     """L_map for projected visual features ``visual [B, D]`` (differentiable) and frozen ``text [B, D]``.
 
     ``words [K, D]`` are the frozen word embeddings (pass :func:`normalize_words`'s output with
     ``words_normalized=True`` to skip re-normalising a big table every step), ``prior [K]`` the OT
     row marginal (sums to 1), ``tau`` the softmax temperature, ``eps`` and ``n_iter`` the Sinkhorn
-    regularisation and iterations (VLAP's defaults: 0.01, 0.01, 3)."""
+    regularisation and iterations (VLAP's defaults: 0.01, 0.01, 3). ``text_targets [B, K]`` replaces
+    the batch's text-side OT by targets solved over more columns (e.g. every fit caption at once)."""
     if visual.ndim != 2 or text.shape != visual.shape:
         raise BadInputError(
             f"assignment loss: visual and text features must both be [B, D], got {tuple(visual.shape)} "
@@ -102,7 +104,13 @@ def assignment_loss(
         with torch.no_grad():
             scores_t = F.normalize(text.detach().float(), dim=-1) @ unit_words.T  # [B, K], frozen
             prior = prior.detach()
-            q_t = assign(scores_t.T, prior, eps, n_iter).T  # [B, K], rows sum to 1
+            if text_targets is None:
+                q_t = assign(scores_t.T, prior, eps, n_iter).T  # [B, K], rows sum to 1
+            elif text_targets.shape != scores_t.shape:
+                raise BadInputError(f"assignment loss: text targets must be {tuple(scores_t.shape)}, "
+                                    f"got {tuple(text_targets.shape)}")
+            else:
+                q_t = text_targets.detach().float()
             q_v = assign(scores_v.detach().T, prior, eps, n_iter).T
             loss_text = -(q_v * torch.log_softmax(scores_t / tau, dim=-1)).sum() / (2 * batch)
             del scores_t
@@ -139,10 +147,9 @@ class AssignmentLoss(nn.Module):
         self.register_buffer("prior", prior, persistent=False)
         self.tau, self.eps, self.n_iter = tau, eps, n_iter
 
-    def forward(self, visual: torch.Tensor, text: torch.Tensor) -> AssignmentOutput:
-        return assignment_loss(
-            visual, text, self.unit_words, self.prior, self.tau, self.eps, self.n_iter, words_normalized=True
-        )
+    def forward(self, visual: torch.Tensor, text: torch.Tensor, text_targets: torch.Tensor | None = None) -> AssignmentOutput:
+        return assignment_loss(visual, text, self.unit_words, self.prior, self.tau, self.eps, self.n_iter,
+                               words_normalized=True, text_targets=text_targets)
 
     def extra_repr(self) -> str:
         return f"words={tuple(self.unit_words.shape)}, tau={self.tau}, eps={self.eps}, n_iter={self.n_iter}"
