@@ -57,7 +57,9 @@ figures: assets-bench
 	$(BIN)/python benchmarks/asif_emoji.py --output results/asif_emoji.md --figure docs/figures/asif_anchors.png
 	$(BIN)/python benchmarks/asif_scale.py --output results/asif_scale.md
 	$(BIN)/python benchmarks/encoders.py --output results/encoders.md
+	$(BIN)/align bench --config configs/bench/vlap_select.yaml --results results/vlap-select
 	$(BIN)/python benchmarks/vlap_emoji.py --output results/vlap_emoji.md
+	$(BIN)/python benchmarks/vlap_lm_speed.py --output results/vlap_lm_speed.md
 	$(BIN)/python benchmarks/sinkhorn_speed.py --output results/sinkhorn_speed.md
 	$(BIN)/python benchmarks/lqae_compare.py
 	$(BIN)/python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0

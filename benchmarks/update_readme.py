@@ -4,8 +4,8 @@
 
 Reads ``results/default/leaderboard.md`` (from `make bench`), ``results/all-methods/leaderboard.md``
 (from `make bench-all`) and the figure tables that `make figures`
-writes (``FIGURES`` below, in that order); a missing file is left out, and with none at all the
-section is left untouched.
+writes (``FIGURES`` below, in that order). A figure whose results file is missing keeps the text the
+README has for it now, so one study can be re-run and copied in without re-running all of them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ FIGURES = (
      "python benchmarks/asif_emoji.py"),
     ("asif_scale.md", "ASIF's anchor search at scale", "python benchmarks/asif_scale.py"),
     ("encoders.md", "Frozen encoders, linear probe on digits", "python benchmarks/encoders.py"),
-    ("vlap_emoji.md", "VLAP against caption-only, assignment-only and ridge on unseen emoji",
-     "python benchmarks/vlap_emoji.py"),
+    ("vlap_emoji.md", "VLAP against its ablations and ridge on unseen emoji, 3 seeds (curves: "
+     "docs/figures/vlap_curves.png)", "python benchmarks/vlap_emoji.py"),
+    ("vlap_lm_speed.md", "VLAP's training step through the frozen LM: float32 against bfloat16",
+     "python benchmarks/vlap_lm_speed.py"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
     ("lqae_compare.md", "LQAE against a random table and a VQ-VAE: Fashion-MNIST "
@@ -47,6 +49,18 @@ def replace_between(text: str, marker: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
+def current_figures(text: str) -> dict[str, str]:
+    """The README's figure blocks now, by the command line that opens each (headings may be renamed)."""
+    section = re.search(r"<!-- figures:start -->\n(.*?)<!-- figures:end -->", text, re.S)
+    blocks = re.split(r"\n(?=### )", section.group(1).strip()) if section else []
+    found = {}
+    for block in blocks:
+        command = re.search(r"^`([^`]+)`:$", block, re.M)
+        if command:
+            found[command.group(1)] = block.rstrip()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
@@ -58,10 +72,12 @@ def main() -> None:
     all_methods = args.results / "all-methods" / "leaderboard.md"
     if all_methods.is_file():
         text = replace_between(text, "all-methods", all_methods.read_text())
+    current = current_figures(text)
     figures = [f"### {heading}\n\n`{command}`:\n\n{(args.results / name).read_text().rstrip()}"
-               for name, heading, command in FIGURES if (args.results / name).is_file()]
-    if figures:
-        text = replace_between(text, "figures", "\n\n".join(figures))
+               if (args.results / name).is_file() else current.get(command, "")
+               for name, heading, command in FIGURES]
+    if any((args.results / name).is_file() for name, _, _ in FIGURES):
+        text = replace_between(text, "figures", "\n\n".join(f for f in figures if f))
     write_atomic(README, text)
 
 
