@@ -4,7 +4,7 @@ over three seeds, with the paper's two claims tested by paired differences.
 Every method maps MobileNetV2 image features into Gemma-3 270M's raw word-embedding space; texts are
 the mean word embedding of their tokens (VLAP's own text feature, registered as the text encoder
 ``table:gguf:gemma-3-270m.q4_k_m``, so ridge is fitted into exactly that space). Fit on the 955
-image-name pairs of the anchor half, scored on the 956 unseen test emoji (captioning on 200 of them).
+image-name pairs of the anchor half, scored on the 956 unseen test emoji (captioning on 100 of them).
 Settings come from ``configs/bench/vlap_emoji.yaml`` (chosen on validation by
 ``configs/bench/vlap_select.yaml``). Writes:
 
@@ -76,10 +76,17 @@ def per_seed(results: Path) -> dict[tuple[str, str, str], list[float]]:
     return {(r["aligner"], r["task"], m): s["values"] for r in rows for m, s in r["metrics"].items()}
 
 
-def score_table(values: dict[tuple[str, str, str], list[float]], aligners: list[str]) -> list[str]:
-    rows = [(name, *(mean_std(values[key]) if (key := (name, task, metric)) in values else None
-                     for task, metric, _ in COLUMNS)) for name in aligners]
-    return markdown_table(("aligner", *(h for _, _, h in COLUMNS)), rows, align="l" + "r" * len(COLUMNS), missing="–")
+def score_table(values: dict[tuple[str, str, str], list[float]], aligners: list[str],
+                histories: dict[str, list[dict[str, list[float]]]]) -> list[str]:
+    """Test scores, and first the validation R@1 of each fit's last epoch (held-out fit pairs, not test)."""
+    rows = []
+    for name in aligners:
+        val = [run["val_r1"][-1] for run in histories.get(name, []) if run.get("val_r1")]
+        rows.append((name, mean_std(val) if val else None,
+                     *(mean_std(values[key]) if (key := (name, task, metric)) in values else None
+                       for task, metric, _ in COLUMNS)))
+    header = ("aligner", "validation image→name R@1", *(h for _, _, h in COLUMNS))
+    return markdown_table(header, rows, align="l" + "r" * (len(COLUMNS) + 1), missing="–")
 
 
 def claim_table(values: dict[tuple[str, str, str], list[float]]) -> list[str]:
@@ -195,10 +202,11 @@ def main(argv: list[str] | None = None) -> None:
         f"texts and words in {text_encoder} (Gemma-3 270M raw word embeddings). Seeds {seeds} (mean ± std); "
         f"config `{args.config.name}`.",
         "",
-        *score_table(values, names),
+        *score_table(values, names, histories),
         "",
-        f"Chance: retrieval R@1 1/{len(test_names)}; subcategory accuracy depends on the class sizes. Ridge has "
-        "no language model, so no captions.",
+        f"Chance: retrieval R@1 1/{len(test_names)} on test, about 1/96 on the validation pairs (10% of the fit "
+        "pairs, held out of every trained variant's fit; ridge has none); subcategory accuracy depends on the class "
+        "sizes. Ridge has no language model, so no captions.",
         "",
         "Paired differences over the seeds (variant − baseline, same seed, same data, same steps):",
         "",

@@ -298,7 +298,10 @@ class VLAPCore(nn.Module):
 
 @dataclass(frozen=True)
 class VLAPHParams(TrainedHParams):
-    """Defaults chosen on a validation part of the emoji fit split (README "How the defaults were chosen")."""
+    """``lr`` was chosen on a validation part of the emoji fit split (configs/bench/vlap_select.yaml); the
+    vocabulary, prior, OT columns and schedule defaults undo the target dilution described in
+    :mod:`align.methods.vlap.vocabulary`, each ablated in benchmarks/vlap_emoji.py (README "How the
+    defaults were chosen")."""
 
     table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # a causal LM's table
     w_cap: float = param(1.0, low=0)  # weight of the captioning loss L_cap
@@ -310,13 +313,13 @@ class VLAPHParams(TrainedHParams):
     vocab: str = param("captions", choices=VOCABULARIES)  # frequent words, or those joined by the captions' words
     vocab_subset: int | None = param(2000, low=2)  # the N most frequent words (None: every word row)
     ot_columns: str = param("all", choices=OT_COLUMNS)  # text targets from OT over the batch or all fit captions
-    lr: float = param(1e-2, above=0)
+    lr: float = param(3e-3, above=0)
     weight_decay: float = param(0.0, low=0)
     warmup_fraction: float = param(0.1, low=0, below=1)  # linear warm-up over this fraction of the steps
     schedule: str = param("cosine", choices=("constant", "cosine"))  # after the warm-up
     init_scale: float = param(1.0, above=0)  # prefix norm at init, in units of the vocabulary's row norm
     batch_size: int = param(64, low=2)
-    max_epochs: int = param(20, low=0)
+    max_epochs: int = param(10, low=0)
     val_fraction: float = param(0.0, low=0, below=0.5)  # fit pairs held out for val_loss / val_r1 per epoch
     patience: int | None = param(None, low=1)  # early stopping on val_loss (needs val_fraction > 0)
     prefix_source: str = param("pooled", choices=PREFIX_SOURCES)  # pooled features, or the encoder's token grid
@@ -350,9 +353,9 @@ class VLAPAligner(TrainedAligner):
     text_input = "strings"
     config_class = VLAPHParams
     core_class = CORE
-    legacy_hparams = {"prior": "uniform", "vocab": "frequent", "vocab_subset": None, "ot_columns": "batch",
-                      "lr": 1e-3, "warmup_fraction": 0.0, "schedule": "constant", "init_scale": 1.0,
-                      "max_epochs": 10, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
+    # hyper-parameters added in version 2, at the values that reproduce a version-1 fit
+    legacy_hparams = {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
+                      "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
                       "lm_precision": "float32"}
 
     def image_input_spec(self) -> ImageInput:
