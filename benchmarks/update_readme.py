@@ -24,10 +24,12 @@ FIGURES = (
      "python benchmarks/asif_emoji.py"),
     ("asif_scale.md", "ASIF's anchor search at scale", "python benchmarks/asif_scale.py"),
     ("encoders.md", "Frozen encoders, linear probe on digits", "python benchmarks/encoders.py"),
-    ("vlap_emoji.md", "VLAP against its ablations and ridge on unseen emoji, 3 seeds (curves: "
-     "docs/figures/vlap_curves.png)", "python benchmarks/vlap_emoji.py"),
+    ("vlap_assignment.md", "VLAP's assignment-only variant, its priors and fixes, against ridge on unseen emoji, 3 seeds "
+     "(curves: docs/figures/vlap_curves.png)",
+     "python benchmarks/vlap_emoji.py --config configs/bench/vlap_assignment.yaml --results results/vlap-assignment "
+     "--output results/vlap_assignment.md"),
     ("vlap_lm_speed.md", "VLAP's training step through the frozen LM: float32 against bfloat16",
-     "python benchmarks/vlap_lm_speed.py"),
+     "python benchmarks/vlap_lm_speed.py --steps 2"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
     ("lqae_compare.md", "LQAE against a random table and a VQ-VAE: Fashion-MNIST "

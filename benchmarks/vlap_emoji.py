@@ -229,16 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     seed = config.seeds[0]
     shown = torch.linspace(0, len(test_names) - 1, SHOWN).long().tolist()
     fitted = {name: load_aligner(paths[(name, seed)]) for name in names}
-    captioners = [n for n in names if callable(getattr(fitted[n], "caption", None)) and fitted[n].hparams["w_cap"] > 0]
-    captions = {n: fitted[n].caption(inputs[fitted[n].image_input_spec().kind][shown], max_new_tokens=12)
-                for n in captioners}
-    nearest = []
-    if FULL in fitted:
-        nearest = fitted[FULL].nearest_words(inputs[fitted[FULL].image_input_spec().kind][shown], top=5)
+    vlaps = [n for n in names if callable(getattr(fitted[n], "nearest_words", None))]
+    captioners = [n for n in vlaps if fitted[n].hparams["w_cap"] > 0]
+    shown_inputs = {n: inputs[fitted[n].image_input_spec().kind][shown] for n in vlaps}
+    captions = {n: fitted[n].caption(shown_inputs[n], max_new_tokens=12) for n in captioners}
+    full = FULL if FULL in vlaps else (vlaps[0] if vlaps else None)
+    nearest = fitted[full].nearest_words(shown_inputs[full], top=5) if full else []
     examples = [(test_names[index], *(captions[n][row] for n in captioners), ", ".join(nearest[row]) if nearest else "")
                 for row, index in enumerate(shown)]
-    lines += ["", f"Greedy captions of {SHOWN} test emoji (seed {seed}; and the full model's nearest words):", "",
-              *markdown_table(("emoji name", *captioners, f"nearest words ({FULL})"), examples),
+    what = "greedy captions and nearest words" if captioners else "nearest words"
+    lines += ["", f"{SHOWN} test emoji, seed {seed}: {what} ({full})", "",
+              *markdown_table(("emoji name", *captioners, f"nearest words ({full})"), examples),
               "", machine_line()]
     emit("\n".join(lines), args.output)
 
