@@ -173,15 +173,6 @@ class ContrastiveAligner(TrainedAligner):
         return self._train("contrastive.fit", (x, y), dict(image_dim=x.shape[1], text_dim=y.shape[1]),
                            prepare=standardise, val_fraction=hp["val_fraction"], ckpt_path=ckpt_path)
 
-    def _callbacks(self) -> list[Any]:
-        if self.hparams["patience"] is None:
-            return []
-        from pytorch_lightning.callbacks import EarlyStopping
-
-        from align.methods.lightning_utils import BestWeights
-
-        return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
-
     def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.hparams.core_args["text_dim"]
 

@@ -100,8 +100,15 @@ class TrainedAligner(Aligner):
                           extra=dict(hp), **schedule)
 
     def _callbacks(self) -> list[Any]:
-        """Extra Lightning callbacks of a fit (e.g. early stopping)."""
-        return []
+        """Extra Lightning callbacks of a fit: for an aligner that declares ``patience`` (and holds out
+        ``val_fraction`` of the pairs), early stopping on the validation loss, keeping the best epoch."""
+        if self.hparams.get("patience") is None:
+            return []
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        from align.methods.lightning_utils import BestWeights
+
+        return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
 
     # ------------------------------------------------------------------ training
 

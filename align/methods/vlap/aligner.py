@@ -403,15 +403,6 @@ class VLAPAligner(TrainedAligner):
                            prepare=lambda core, data: core.calibrate(x, ids, mask), val_fraction=hp["val_fraction"],
                            ckpt_path=ckpt_path)
 
-    def _callbacks(self) -> list[Any]:
-        if self.hparams["patience"] is None:
-            return []
-        from pytorch_lightning.callbacks import EarlyStopping
-
-        from align.methods.lightning_utils import BestWeights
-
-        return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
-
     def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.core.embed_dim
 
