@@ -135,3 +135,44 @@ def toy_table_causal(hidden_size: int = 32, vocab_size: int = 1000, seed: int = 
     lm = seeded(seed, lambda: LlamaForCausalLM(config))
     lm.generation_config.pad_token_id = 0
     return table_from_lm("toy:table-causal", lm, tokenizer, "causal")
+
+
+def toy_sentencepiece_tokenizer(specials: Sequence[str], size: int) -> Any:
+    """An in-memory Gemma-style tokenizer: SentencePiece pieces ("▁" marks a word start), Unigram model.
+
+    Pieces: ``specials``, "▁" + each caption word and syllable (whole words), then bare syllables and
+    characters (word continuations), cut or padded with "▁" + two-syllable words to ``size``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    syllables = [c + v for c, v in itertools.product(_CONSONANTS, _VOWELS)]
+    pieces = [*specials, *("▁" + w for w in _WORDS), *("▁" + s for s in syllables), *syllables,
+              *"abcdefghijklmnopqrstuvwxyz", *("▁" + a + b for a, b in itertools.product(syllables, syllables))]
+    vocab = list(dict.fromkeys(pieces))[:size]
+    if len(vocab) < size:
+        raise ValueError(f"toy SentencePiece vocabulary has only {len(vocab)} pieces")
+    unk = vocab.index("<unk>")
+    tok = Tokenizer(models.Unigram([(p, -1.0) for p in vocab], unk_id=unk))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>", mask_token="<mask>")
+
+
+def toy_gemma_table(name: str = "toy:table-gemma", hidden_size: int = 32, vocab_size: int = 2048,
+                    seed: int = 0) -> EmbeddingTable:
+    """A tiny random ``Gemma3ForCausalLM`` (2 layers, tied head, embeddings scaled by sqrt(hidden)) with a
+    Gemma-style vocabulary (``<pad> <eos> <bos> <unk> <mask>`` first, "▁" word starts).
+
+    Not registered (the registered toys have a 1000-row WordPiece vocabulary that tests rely on); tests
+    that need a Gemma-shaped causal LM register it under a name of their own."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *(f"<unused{i}>" for i in range(3))]
+    tokenizer = toy_sentencepiece_tokenizer(specials, vocab_size)
+    config = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                              max_position_embeddings=128, sliding_window=64, pad_token_id=0, eos_token_id=1,
+                              bos_token_id=2, tie_word_embeddings=True)
+    lm = seeded(seed, lambda: Gemma3ForCausalLM(config))
+    return table_from_lm(name, lm, tokenizer, "causal")
