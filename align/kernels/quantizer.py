@@ -10,7 +10,8 @@ breaks the backward pass). Here a frozen codebook is a *buffer*, so no optimiser
   vectors, hand on the *raw* row (pitfall 1), straight-through estimator, commitment loss
   ``mean ||z - sg(q)||^2``; the caller weights it (LQAE: 2 x 0.005, pitfall 2).
 - :class:`LearnedCodebookQuantizer`: the VQ-VAE baseline, a trainable codebook with the usual
-  codebook + commitment loss ``||sg(z) - e||^2 + beta ||z - sg(e)||^2``.
+  codebook + commitment loss ``||sg(z) - e||^2 + beta ||z - sg(e)||^2``, taken on l2-normalised
+  vectors when the search is by cosine (so search and loss use one distance).
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ class LearnedCodebookQuantizer(nn.Module):
 
     Search is the same cosine nearest neighbour as the frozen quantizer (so the two differ only in
     where the codebook comes from); the loss is van den Oord et al.'s ``||sg(z) - e||^2 + beta ||z -
-    sg(e)||^2`` (beta 0.25, LQAE's ``vqae.py`` default)."""
+    sg(e)||^2`` (beta 0.25, LQAE's ``vqae.py`` default), on l2-normalised ``z`` and ``e`` when
+    ``l2_normalize`` (the distance the search uses: a raw-vector loss would pull codes and encodings
+    together in a distance the assignment ignores). The raw row is passed on either way."""
 
     def __init__(self, num_codes: int, dim: int, *, beta: float = 0.25, init_std: float = 1.0,
                  l2_normalize: bool = True, chunk: int = DEFAULT_CHUNK) -> None:
@@ -133,7 +136,8 @@ class LearnedCodebookQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> Quantized:
         codes = self.search(z)
         q = self.codebook[codes]
-        loss = F.mse_loss(q, z.detach()) + self.beta * F.mse_loss(z, q.detach())
+        zl, ql = (F.normalize(z, dim=-1), F.normalize(q, dim=-1)) if self.l2_normalize else (z, q)
+        loss = F.mse_loss(ql, zl.detach()) + self.beta * F.mse_loss(zl, ql.detach())
         return Quantized(st=z + (q - z).detach(), codes=codes, loss=loss, raw=q.detach())
 
 

@@ -82,3 +82,21 @@ def test_learned_codebook_gets_the_codebook_loss_gradient() -> None:
 def test_shape_mismatch_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="must be"):
         nearest_codes(torch.zeros(3, 4), torch.zeros(5, 6))
+
+
+def test_learned_codebook_loss_uses_the_search_distance() -> None:
+    """With cosine search the VQ loss is taken on l2-normalised vectors: rescaling a code or an encoding
+    changes neither the code chosen nor the loss; without normalisation it is the raw-vector loss."""
+    quantizer = LearnedCodebookQuantizer(40, 8, beta=0.25)
+    z = gaussian(6, 8, seed=12)
+    out = quantizer(z)
+    unit_z, unit_q = F.normalize(z, dim=-1), F.normalize(quantizer.codebook[out.codes], dim=-1)
+    assert torch.allclose(out.loss, 1.25 * F.mse_loss(unit_q, unit_z))
+    with torch.no_grad():
+        quantizer.codebook.mul_(7.0)
+    scaled = quantizer(3 * z)
+    assert torch.equal(scaled.codes, out.codes) and torch.allclose(scaled.loss, out.loss, atol=1e-6)
+    assert torch.equal(scaled.raw, quantizer.codebook[out.codes])  # the raw row is still passed on
+    raw = LearnedCodebookQuantizer(40, 8, beta=0.25, l2_normalize=False)
+    out = raw(z)
+    assert torch.allclose(out.loss, 1.25 * F.mse_loss(raw.codebook[out.codes], z))
