@@ -162,6 +162,8 @@ class Aligner:
     # values of hyper-parameters added after earlier versions saved fits, which reproduce those fits'
     # behaviour; a saved file without a key gets this value instead of the (possibly newer) default
     legacy_hparams: ClassVar[dict[str, Any]] = {}
+    # hyper-parameters renamed since earlier versions saved fits: old name -> new name
+    renamed_hparams: ClassVar[dict[str, str]] = {}
 
     def image_input_spec(self) -> ImageInput:
         """The image input this aligner (with its hyper-parameters) consumes."""
@@ -224,6 +226,13 @@ class Aligner:
         write_json_atomic(path.with_suffix(".json"), seal({**meta, **({"provenance": provenance} if provenance else {})}))
 
     @classmethod
+    def saved_hparams(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters saved by any version, in this version's names: renamed keys moved to their
+        new names, and keys added since filled with the values that keep the saved behaviour."""
+        renamed = {cls.renamed_hparams.get(k, k): v for k, v in saved.items()}
+        return {**cls.legacy_hparams, **renamed}
+
+    @classmethod
     def load(cls, path: Path) -> "Aligner":
         """The aligner saved at ``path`` (verified first: :func:`saved_meta`); a file that cannot be
         loaded is a one-line error naming it."""
@@ -236,7 +245,7 @@ class Aligner:
 
         tensors = path.with_suffix(".safetensors")
         try:
-            aligner = cls(**{**cls.legacy_hparams, **meta["hparams"]})
+            aligner = cls(**cls.saved_hparams(meta["hparams"]))
         except AlignError as err:
             raise BadInputError(f"{path.with_suffix('.json')}: {err}") from None
         aligner.image_dim, aligner.text_dim = meta["image_dim"], meta["text_dim"]

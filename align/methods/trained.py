@@ -182,7 +182,7 @@ class TrainedAligner(Aligner):
 
         checkpoint = load_checkpoint(path)
         saved = checkpoint["hyper_parameters"]
-        aligner = cls(**saved["extra"])
+        aligner = cls(**cls.saved_hparams(saved["extra"]))
         state = {k.removeprefix("core."): v for k, v in checkpoint["state_dict"].items()}
         module = restore_core(lambda: aligner.build(cls._checkpoint_shape(saved["core_args"])), state)
         module.history = {k: list(v) for k, v in checkpoint.get("history", {}).items()}

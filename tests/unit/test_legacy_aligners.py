@@ -19,10 +19,17 @@ from align.registry import ALIGNERS
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_aligners"
 NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook_vlp")
 # hyper-parameters added since that version (with defaults that keep its behaviour)
-ADDED = {"lqae": {"checkpoint_dir": None}, "codebook_vlp": {"checkpoint_dir": None},
+ADDED = {"lqae": {"checkpoint_dir": None, "codebook_rows": "all", "codebook_size": None, "tokens_per_image": None,
+                 "augment": False, "crop_min_scale": 0.2},
+         "codebook_vlp": {"checkpoint_dir": None},
          "vlap": {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                   "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
                   "lm_precision": "float32"}}
+# hyper-parameters renamed since (old name -> new name; Aligner.renamed_hparams moves a saved value)
+RENAMED = {"lqae": {"bert_weight": "lm_weight"}}
+# defaults changed with a version bump (LQAE 2, issue 14: the LM weight matters, the VQ-VAE has the paper's
+# 1024 codes); a saved fit keeps its values (legacy_hparams fills the added ones, as in ADDED)
+CHANGED = {"lqae": {"lm_weight": 1.0, "codebook_size": 1024}}
 # defaults re-chosen on validation parts since (README "How the defaults were chosen"); a saved fit
 # keeps the values it was fitted with, so loading it is unaffected
 RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10},
@@ -50,6 +57,10 @@ def one_thread() -> None:
     torch.set_num_threads(threads)
 
 
+def renamed(name: str, hparams: dict) -> dict:
+    return {RENAMED.get(name, {}).get(k, k): v for k, v in hparams.items()}
+
+
 def close(actual: torch.Tensor, wanted: torch.Tensor) -> bool:
     """Equal up to float32 rounding: the outputs were computed once, on one machine; another CPU's BLAS
     kernels may order the same sums differently (a last-bit difference, never a changed model)."""
@@ -64,7 +75,7 @@ def test_saved_aligner_loads_and_reproduces_its_outputs(name: str, expected: dic
     with pytest.warns(UserWarning, match="saved without checksums"):  # nothing to verify them against
         aligner = load_aligner(FIXTURES / name)
     assert aligner.name == name and type(aligner) is type(ALIGNERS.create(name))
-    assert aligner.hparams == saved["hparams"] | ADDED.get(name, {})
+    assert aligner.hparams == renamed(name, saved["hparams"]) | ADDED.get(name, {})
     assert (aligner.image_dim, aligner.text_dim) == (saved["image_dim"], saved["text_dim"])
     state = load_file(str(FIXTURES / f"{name}.safetensors"))
     reloaded = aligner.state_dict()
@@ -79,6 +90,8 @@ def test_saved_aligner_loads_and_reproduces_its_outputs(name: str, expected: dic
 
 @pytest.mark.parametrize("name", NAMES)
 def test_default_hyper_parameters_are_those_of_the_earlier_version(name: str, meta: dict) -> None:
-    """Saved results and configs name hyper-parameters: none renamed or dropped, and no default changed
-    except those re-chosen on validation (``RECHOSEN``)."""
-    assert ALIGNERS.create(name).hparams == meta["defaults"][name] | ADDED.get(name, {}) | RECHOSEN.get(name, {})
+    """Saved results and configs name hyper-parameters: none dropped, none renamed but those in ``RENAMED``
+    (saved fits load through ``renamed_hparams``), and no default changed except those re-chosen on
+    validation (``RECHOSEN``) or changed with a version bump (``CHANGED``)."""
+    expected = renamed(name, meta["defaults"][name]) | ADDED.get(name, {})
+    assert ALIGNERS.create(name).hparams == expected | CHANGED.get(name, {}) | RECHOSEN.get(name, {})

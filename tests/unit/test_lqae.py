@@ -15,7 +15,8 @@ from align.methods.lqae.aligner import LQAE, LQAECore, load_table, random_table
 from align.registry import ALIGNERS
 
 TINY = dict(table="toy:table-masked", image_size=16, patch_size=4, in_chans=1, encoder_width=32, encoder_depth=1,
-            encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2)
+            encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
+            codebook_size=256)  # the toy table has fewer than the default 1024 rows for learned codes
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,7 @@ def test_special_tokens_are_codes_only_when_not_excluded() -> None:
 
 
 def test_gradients_reach_the_encoder_through_the_straight_through_path_only() -> None:
-    model = core(commitment=0.0, bert_weight=0.0)  # reconstruction alone: its only way back is the STE
+    model = core(commitment=0.0, lm_weight=0.0)  # reconstruction alone: its only way back is the STE
     lm = model.table.load_lm()
     model(toy_images(8)).backward()
     encoder_grads = [p.grad for p in model.encoder.parameters()]
@@ -77,15 +78,15 @@ def test_gradients_reach_the_encoder_through_the_straight_through_path_only() ->
     assert all(p.grad is None for p in model.mlm_transform.parameters())  # L_bert off: the head is untouched
 
 
-def test_bert_loss_trains_the_mlm_head_and_reaches_the_encoder() -> None:
-    model = core(commitment=0.0, bert_weight=1.0)
+def test_lm_loss_trains_the_mlm_head_and_reaches_the_encoder() -> None:
+    model = core(commitment=0.0, lm_weight=1.0)
     model.decoder.requires_grad_(False)
     images = toy_images(8)
     torch.manual_seed(1)
     model(images).backward()
     assert model.mlm_transform.dense.weight.grad.abs().sum() > 0 and model.mlm_bias.grad.abs().sum() > 0
     assert model.to_codebook.weight.grad.abs().sum() > 0
-    frozen = core(commitment=0.0, bert_weight=1.0, mlm_head="frozen")
+    frozen = core(commitment=0.0, lm_weight=1.0, mlm_head="frozen")
     assert not any(p.requires_grad for p in frozen.mlm_transform.parameters()) and not frozen.mlm_bias.requires_grad
 
 

@@ -2,7 +2,11 @@
 embeddings, masked and denoised by the frozen LM, decoded back to pixels.
 
 - ``aligner.py``: the autoencoder core (encoder, quantizer, frozen LM, pixel decoder), its baselines
-  (random table, VQ-VAE) and the registered aligner.
+  (random table, VQ-VAE) and the registered aligner;
+- ``denoiser.py``: the frozen LM's pass, masked (BERT) or causal (Gemma-3, pretrained tied head);
+- ``codebook.py``: the searchable rows (all, or frequent whole words) and the random table;
+- ``augment.py``: seeded random resized crop + flip; ``decoder.py``: the pixel decoder;
+  ``optim.py``: the Lightning module with the official optimiser and schedule.
 The nearest-code quantizer lives in :mod:`align.kernels.quantizer`; pixels come from
 :mod:`align.data.pixels`.
 """

@@ -4,56 +4,70 @@
 Forward pass and loss (``codebook="language"``, papers.md §4.3, README hyper-parameters):
 
 1. ``z = E(x)``: a small timm ViT (no class token) turns an image into a grid of ``T`` vectors of the
-   table's width ``D`` (e.g. 32x32 px, patch 8 -> 16 tokens).
-2. Each ``z_i`` is replaced by the nearest row of the frozen word-embedding table (cosine on
-   l2-normalised vectors; special tokens excluded by default), the *raw* row is passed on, with a
+   table's width ``D`` (``tokens_per_image``: 32x32 px, patch 8 -> 16 tokens; patch 4 -> 64).
+2. Each ``z_i`` is replaced by the nearest searchable row of the frozen word-embedding table (cosine on
+   l2-normalised vectors; ``codebook_rows``: every non-special row, or the ``codebook_size`` most
+   frequent whole words, :mod:`align.methods.lqae.codebook`), the *raw* row is passed on, with a
    straight-through gradient (:mod:`align.kernels.quantizer`).
-3. A Bernoulli(``mask_ratio`` = 0.5) subset of positions is replaced by the table's ``[MASK]`` row
-   and the frozen masked LM (MiniLM's 6-layer BERT by default) reads the sequence as input embeddings.
-4. ``L = L_rec + 2 * 0.005 * L_commit + 1e-4 * L_bert``: ``L_rec`` the pixel MSE of a small ViT decoder
-   reading BERT's last hidden states, ``L_commit = mean ||z - sg(q)||^2`` (doubled, as the official
-   code effectively does), ``L_bert`` the MLM cross-entropy at masked positions with the image's own
-   codes as targets (per-image mean over masked positions, then batch mean).
+3. A Bernoulli(``mask_ratio`` = 0.5) subset of positions is replaced by the table's mask row and the
+   frozen LM reads the sequence as input embeddings (:mod:`align.methods.lqae.denoiser`): a masked
+   LM (BERT) as in the paper, or a causal LM (Gemma-3), which follows from the table's ``lm_kind``.
+4. ``L = L_rec + 2 * commitment * L_commit + lm_weight * L_lm``: ``L_rec`` the pixel MSE of a small ViT
+   decoder reading the LM's last hidden states, ``L_commit = mean ||z - sg(q)||^2`` (doubled, as the
+   official code effectively does), ``L_lm`` the cross-entropy of the LM's prediction of each masked
+   position's own code over the searchable rows (per-image mean over masked positions, then batch mean).
+
+The causal LM (a deviation from the paper, whose denoiser is RoBERTa): Gemma has no [MASK] that its
+LM was trained on; masked positions get its ``<mask>`` control token's row (``<unk>``'s for a causal
+tokenizer without one), ``<bos>`` is put first, token vectors are scaled by sqrt(D) as Gemma's
+embedding module does, and code ``i`` is predicted from the logits at position ``i - 1`` (next-token
+prediction; a causal LM cannot see the position it fills). The decoder reads the state at each token's
+own position. Details in :mod:`align.methods.lqae.denoiser`.
+
+The LM's prediction head:
+
+- **Causal LM (Gemma-3 270M, ``table="gguf:gemma-3-270m.q4_k_m"``):** its *pretrained* output layer,
+  tied to the embedding table, restricted to the searchable rows; nothing trained. ``L_lm`` then
+  scores the codes with a real language prior: how predictable each code is from the codes before it.
+- **Masked LM (MiniLM, the default table):** MiniLM's checkpoint has no MLM head (shared/assets.md §4):
+  the transform (dense + GELU + LayerNorm) and the output bias are random, the decoder is tied to the
+  table. With ``mlm_head="train"`` (default) the transform and bias are trained from the image codes
+  (the tied rows stay frozen); ``"frozen"`` keeps the random head. Either way this head is *not*
+  pretrained, so here ``L_lm`` carries no language prior; the LM shapes the codes through the
+  reconstruction that must pass through BERT.
+
+``lm_weight`` defaults to 1.0 (the paper's 1e-4 was set for RoBERTa's pretrained head at ImageNet
+scale, where it barely moves the encoder); its value is for a validation sweep to choose.
 
 Baselines, switched by ``codebook``:
 
 - ``"random"``: everything as LQAE, but the table is replaced by a frozen Gaussian table of the same
-  shape (per-dimension mean and std of the real one, seeded): what is left when language structure
-  is removed from the codebook (the BERT and its position embeddings stay).
-- ``"learned"``: a VQ-VAE: a trainable codebook with as many rows as the searchable table, the usual
-  VQ loss (beta 0.25), and the decoder reading the quantized tokens directly (no masking, no LM), as
-  LQAE's ``vqae.py``. Code ``k`` is written as the table token of the ``k``-th searchable row, so its
-  token strings have the same vocabulary and no meaning.
+  shape (per-dimension mean and std of the real one, or of the searchable rows when they are
+  restricted; seeded), in the input and in a tied head: what is left when language structure is
+  removed from the codebook (the LM and its position embeddings stay).
+- ``"learned"``: a VQ-VAE: a trainable codebook of ``codebook_size`` codes (1024 as the paper's
+  VQ-VAE; ``None``: as many as the searchable rows, which collapses), nearest code by the same cosine
+  as LQAE's and a VQ loss on l2-normalised vectors (beta 0.25), the decoder reading the quantized
+  tokens directly (no masking, no LM), as LQAE's ``vqae.py``. Code ``k`` is written as the token of
+  the ``k``-th searchable row, so its token strings have the table's vocabulary and no meaning.
 
 Design decisions, and why:
 
-- **The MLM head.** MiniLM's checkpoint has no MLM head (shared/assets.md §4): the transform (dense +
-  GELU + LayerNorm) and the output bias are random, the decoder is tied to the table. With
-  ``mlm_head="train"`` (default) the transform and bias are the only trained part on the language
-  side (the tied decoder rows stay frozen), so ``L_bert`` scores a head that has actually learned to
-  read BERT's states; ``"frozen"`` keeps the random head, as the checkpoint gives it. Either way the
-  weight is the paper's 1e-4, so ``L_bert`` barely moves the encoder; the LM shapes the codes mainly
-  through the reconstruction that must pass through BERT.
 - **Pixels** are scaled to [-1, 1] inside the model (the paper uses ImageNet-normalised pixels, of
-  similar variance; the 0.005 and 1e-4 weights were set on that scale). Reported reconstruction
-  errors are MSE in [0, 1] pixel units.
+  similar variance; the 0.005 commitment was set on that scale). Reported reconstruction errors are
+  MSE in [0, 1] pixel units.
+- **Augmentation** (``augment``): random resized crop (area from ``crop_min_scale``) + horizontal flip,
+  per image, seeded (:mod:`align.methods.lqae.augment`), in training only; off by default.
 - **Sizes.** Encoder and decoder default to width 128, depth 4, which trains on 2 CPU cores in
   minutes; ``encoder_width``/``depth``/``heads`` and the decoder's allow a bigger ViT on a GPU.
 - **Optimiser.** AdamW (betas 0.9, 0.95; weight decay 5e-4 on all matrices) with linear warm-up and
   cosine decay, as the official run, at lr 1e-3 (the paper's 3e-4 is for batch 512 and ViT-base).
-- **No [CLS]/[SEP].** The official code feeds the token embeddings alone; so does this one.
+- **No [CLS]/[SEP].** The official code feeds the token embeddings alone; so does the masked path.
 
-Measured (``benchmarks/lqae_compare.py``, Fashion-MNIST, 3000 training / 1000 test images, 5 epochs,
-one seed, 1 thread): LQAE's tokens carry more class information than the random table's and the VQ-VAE's
-(linear probe on the mean token vector 0.631 vs 0.562 / 0.553; token/class information 0.255 vs 0.166
-/ 0.061; LQAE also uses more distinct codes, 193 vs 120 / 17), its BERT features probe at 0.669 (random
-table 0.656), and the VQ-VAE reconstructs best (MSE 0.026 vs 0.031 / 0.034). Raw pixels probe at 0.812,
-above every variant at this training length. Gemma-3-270M's in-context accuracy on the token strings
-is at chance for all three, as is its control with class names as the items: at this size the LM does
-not bind labels in context, so that column cannot rank tokenizers. On emoji (955 training images,
-subcategory labels, 10 epochs) the order flips: the random table probes better than LQAE (mean token
-vector 0.286 vs 0.236, BERT layers 0.323 vs 0.315) and reconstructs better (0.054 vs 0.064). One seed
-each: the language codebook's advantage is not established at this scale.
+Version 2 (issue 14): causal LMs, ``lm_weight`` (was ``bert_weight``, default 1e-4 -> 1.0), the LM loss
+over the searchable rows only, ``codebook_rows``/``codebook_size``, the VQ-VAE's 1024 codes and cosine
+loss, ``augment``, ``tokens_per_image``. Fits saved by version 1 load with their behaviour
+(``legacy_hparams``, ``renamed_hparams``).
 """
 
 from __future__ import annotations
@@ -61,9 +75,9 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +86,23 @@ from torch import nn
 from align.errors import BadInputError
 from align.methods.base import ImageInput
 from align.methods.hparams import param
+from align.methods.lqae import denoiser
+from align.methods.lqae.augment import augment as augment_images
+from align.methods.lqae.codebook import CODEBOOK_ROWS, random_codebook, random_table, searchable_ids
+from align.methods.lqae.decoder import PixelDecoder
+from align.methods.lqae.denoiser import LMRun, mask_token_id
+from align.methods.lqae.optim import module_class
 from align.methods.trained import TrainedAligner, TrainedHParams
 from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable
 
+__all__ = ["LQAE", "LQAECore", "LQAEHParams", "PixelDecoder", "load_table", "mask_token_id", "random_table"]
+
 CORE = "align.methods.lqae.aligner:LQAECore"
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
+GEMMA_TABLE = "gguf:gemma-3-270m.q4_k_m"  # the causal-LM denoiser with a pretrained, tied head
 CODEBOOKS = ("language", "random", "learned")
 MLM_HEADS = ("train", "frozen")
 
@@ -90,44 +113,8 @@ def load_table(name: str) -> EmbeddingTable:
     return EMBEDDING_TABLES.create(name)
 
 
-def random_table(weight: torch.Tensor, seed: int) -> torch.Tensor:
-    """A Gaussian table of ``weight``'s shape with its per-dimension mean and std (seeded)."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(weight.shape, generator=generator)
-    return noise * weight.std(0, keepdim=True) + weight.mean(0, keepdim=True)
-
-
-def mask_token_id(table: EmbeddingTable) -> int:
-    tokenizer = table.tokenizer
-    mask_id = getattr(tokenizer, "mask_token_id", None)
-    if mask_id is None:
-        raise BadInputError(f"lqae: table {table.name!r} has no [MASK] token; LQAE needs a masked LM")
-    return int(mask_id)
-
-
-class PixelDecoder(nn.Module):
-    """A small ViT from ``[B, T, D]`` token vectors back to ``[B, C, S, S]`` pixels (one patch per token)."""
-
-    def __init__(self, in_dim: int, image_size: int, patch_size: int, in_chans: int, width: int, depth: int,
-                 heads: int) -> None:
-        super().__init__()
-        from timm.models.vision_transformer import Block
-
-        self.grid, self.patch, self.chans = image_size // patch_size, patch_size, in_chans
-        self.proj = nn.Linear(in_dim, width)
-        self.pos = nn.Parameter(torch.randn(1, self.grid ** 2, width) * 0.02)
-        self.blocks = nn.Sequential(*(Block(width, heads, qkv_bias=True) for _ in range(depth)))
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, patch_size * patch_size * in_chans)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.norm(self.blocks(self.proj(tokens) + self.pos)))
-        b, g, p, c = len(x), self.grid, self.patch, self.chans
-        return x.view(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, g * p, g * p)
-
-
 class LQAECore(nn.Module):
-    """Encoder, quantizer, (frozen masked LM + MLM head), decoder; ``forward(images)`` is the loss.
+    """Encoder, quantizer, frozen LM (+ MLM head for a masked LM), decoder; ``forward(images)`` is the loss.
 
     The frozen LM is held outside the module tree (not in ``state_dict``, never switched to train mode
     or handed to the optimiser). The loss terms of the last call are left in ``self.parts``."""
@@ -135,15 +122,17 @@ class LQAECore(nn.Module):
     def __init__(self, table: str = DEFAULT_TABLE, codebook: str = "language", image_size: int = 32,
                  patch_size: int = 8, in_chans: int = 1, encoder_width: int = 128, encoder_depth: int = 4,
                  encoder_heads: int = 4, decoder_width: int = 128, decoder_depth: int = 4, decoder_heads: int = 4,
-                 mask_ratio: float = 0.5, commitment: float = 0.005, bert_weight: float = 1e-4,
+                 mask_ratio: float = 0.5, commitment: float = 0.005, lm_weight: float = 1.0,
                  vq_beta: float = 0.25, exclude_special: bool = True, mlm_head: str = "train",
-                 l2_normalize: bool = True, table_seed: int = 0) -> None:
+                 l2_normalize: bool = True, table_seed: int = 0, codebook_rows: str = "all",
+                 codebook_size: int | None = 1024, augment: bool = False, crop_min_scale: float = 0.2) -> None:
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
         tab = load_table(table)
         self.table_name, self.codebook_kind = table, codebook
-        self.mask_ratio, self.commitment, self.bert_weight = mask_ratio, commitment, bert_weight
+        self.mask_ratio, self.commitment, self.lm_weight = mask_ratio, commitment, lm_weight
+        self.augment, self.crop_min_scale = augment, crop_min_scale
         self.image_size, self.in_chans = image_size, in_chans
         self.num_tokens = (image_size // patch_size) ** 2
         dim = tab.embed_dim
@@ -151,23 +140,56 @@ class LQAECore(nn.Module):
                                          num_classes=0, global_pool="", class_token=False, embed_dim=encoder_width,
                                          depth=encoder_depth, num_heads=encoder_heads)
         self.to_codebook = nn.Linear(encoder_width, dim)
-        allowed = torch.tensor(tab.word_ids if exclude_special else range(tab.vocab_size), dtype=torch.long)
+        ids = searchable_ids(tab, codebook_rows, codebook_size if codebook_rows == "words" else None, exclude_special)
+        self.register_buffer("search_ids", ids, persistent=False)
         self.uses_lm = codebook != "learned"
+        self.lm_kind = tab.lm_kind if self.uses_lm else None
         if codebook == "learned":
-            self.quantizer: nn.Module = LearnedCodebookQuantizer(len(allowed), dim, beta=vq_beta,
-                                                                 init_std=float(tab.weight.std()),
-                                                                 l2_normalize=l2_normalize)
-            self.register_buffer("code_to_token", allowed, persistent=False)
+            self._build_learned(tab, ids, codebook_size, vq_beta, l2_normalize)
         else:
-            rows = tab.weight if codebook == "language" else random_table(tab.weight, table_seed)
-            self.quantizer = FrozenCodebookQuantizer(rows, allowed, l2_normalize=l2_normalize)
-            self.register_buffer("mask_row", rows[mask_token_id(tab)].clone(), persistent=False)
-            head = tab.load_lm().cls.predictions  # transform + bias (random in MiniLM), decoder tied to the table
+            rows = tab.weight if codebook == "language" else random_codebook(tab.weight, ids, table_seed,
+                                                                            codebook_rows == "words")
+            self.quantizer = FrozenCodebookQuantizer(rows, ids, l2_normalize=l2_normalize)
+            self._build_lm_side(tab, rows, ids, mlm_head)
+        self.decoder = PixelDecoder(dim, image_size, patch_size, in_chans, decoder_width, decoder_depth, decoder_heads)
+        self.parts: dict[str, float] = {}
+
+    def _build_learned(self, tab: EmbeddingTable, ids: torch.Tensor, size: int | None, beta: float,
+                       l2_normalize: bool) -> None:
+        """The VQ-VAE's trainable codebook; code ``k`` is written as the ``k``-th searchable row's token."""
+        size = len(ids) if size is None else size
+        if size > len(ids):
+            raise BadInputError(f"lqae: codebook_size={size} learned codes but table {tab.name!r} has only "
+                                f"{len(ids)} searchable rows to write them as tokens")
+        self.quantizer: nn.Module = LearnedCodebookQuantizer(size, tab.embed_dim, beta=beta,
+                                                             init_std=float(tab.weight.std()),
+                                                             l2_normalize=l2_normalize)
+        self.register_buffer("code_to_token", ids[:size].clone(), persistent=False)
+
+    def _build_lm_side(self, tab: EmbeddingTable, rows: torch.Tensor, ids: torch.Tensor, mlm_head: str) -> None:
+        """Mask row, the head over the searchable rows and, per LM kind, the MLM head or the causal
+        LM's ``<bos>`` and input scale."""
+        if self.lm_kind not in denoiser.LM_KINDS:
+            raise BadInputError(f"lqae: table {tab.name!r} has no language model (lm_kind={tab.lm_kind!r}); "
+                                "codebook='language'/'random' need one to denoise with")
+        lm = tab.load_lm()
+        extra = 1 if self.lm_kind == "causal" else 0
+        limit = getattr(lm.config, "max_position_embeddings", None)
+        if limit is not None and self.num_tokens + extra > limit:
+            raise BadInputError(f"lqae: tokens_per_image={self.num_tokens} does not fit the LM of {tab.name!r} "
+                                f"({limit} positions)")
+        self.register_buffer("mask_row", rows[mask_token_id(tab)].clone(), persistent=False)
+        weight, bias = denoiser.head_rows(lm, rows, ids)
+        self.register_buffer("head_rows", weight, persistent=False)
+        self.register_buffer("head_bias", bias if bias is not None else torch.empty(0), persistent=False)
+        if self.lm_kind == "masked":
+            head = lm.cls.predictions  # transform + bias (random in MiniLM), decoder tied to the table
             # a copy, set explicitly: the shared LM is in eval mode and may already be frozen
             self.mlm_transform = copy.deepcopy(head.transform).train().requires_grad_(mlm_head == "train")
             self.mlm_bias = nn.Parameter(head.bias.detach().clone(), requires_grad=mlm_head == "train")
-        self.decoder = PixelDecoder(dim, image_size, patch_size, in_chans, decoder_width, decoder_depth, decoder_heads)
-        self.parts: dict[str, float] = {}
+        else:
+            self.bos_id = denoiser.bos_token_id(tab)
+            self.input_scale = denoiser.embed_scale(lm, int(ids[0]))
 
     # ------------------------------------------------------------------ pieces
 
@@ -175,10 +197,14 @@ class LQAECore(nn.Module):
     def table(self) -> EmbeddingTable:
         return load_table(self.table_name)
 
-    def bert(self) -> nn.Module:
-        """The frozen masked LM's encoder (``BertModel``), eval mode, no grad, on the encoder's device."""
+    def lm(self) -> nn.Module:
+        """The frozen LM (eval mode, no grad), on the encoder's device."""
         lm = self.table.load_lm().requires_grad_(False).eval()
-        return lm.base_model.to(self.to_codebook.weight.device)
+        return lm.to(self.to_codebook.weight.device)
+
+    def bert(self) -> nn.Module:
+        """The frozen LM's base model (BERT's encoder, Gemma's decoder stack); kept for older callers."""
+        return self.lm().base_model
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``z [B, T, D]``: the encoder's tokens in the codebook's space."""
@@ -198,45 +224,57 @@ class LQAECore(nn.Module):
     def apply_mask(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.where(mask.unsqueeze(-1), self.mask_row.to(tokens.dtype), tokens)
 
+    def run_lm(self, tokens: torch.Tensor, all_layers: bool = False, lm: nn.Module | None = None) -> LMRun:
+        """The frozen LM over raw-scale token vectors ``[B, T, D]`` (``lm``: another module of the same
+        interface, for tests)."""
+        lm = self.lm() if lm is None else lm
+        if self.lm_kind == "causal":
+            return denoiser.run_causal(lm, tokens, self.bos_id, self.input_scale, all_layers)
+        return denoiser.run_masked(lm, tokens, all_layers)
+
     def lm_states(self, tokens: torch.Tensor, all_layers: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """BERT's last hidden states ``[B, T, D]`` over token vectors (or every layer's, embeddings first)."""
-        out = self.bert()(inputs_embeds=tokens, output_hidden_states=all_layers)
-        return out.hidden_states if all_layers else out.last_hidden_state
+        """The LM's last hidden states ``[B, T, D]`` over token vectors (or every layer's, embeddings first)."""
+        run = self.run_lm(tokens, all_layers)
+        return run.layers if all_layers else run.states
 
-    def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
-        """MLM scores over the whole table (decoder tied to the frozen rows) for ``[..., D]`` states."""
-        return self.mlm_transform(states) @ self.quantizer.codebook.T + self.mlm_bias
+    def lm_logits(self, predict: torch.Tensor) -> torch.Tensor:
+        """Scores ``[..., K]`` over the searchable rows for predicting states ``[..., D]``: the masked LM's
+        (trained or random) transform, or the causal LM's pretrained head as it is."""
+        if self.lm_kind == "masked":
+            return self.mlm_transform(predict) @ self.head_rows.T + self.mlm_bias[self.search_ids]
+        logits = predict @ self.head_rows.T
+        if self.head_bias.numel():
+            logits = logits + self.head_bias
+        return denoiser.softcap(logits, self.table.load_lm())
 
-    def bert_loss(self, states: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy at masked positions, mean per image, then over images with a masked position."""
+    def lm_loss(self, predict: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each masked position's own code (full-table ids ``codes [B, T]``)."""
         if not mask.any():
-            return states.new_zeros(())
-        ce = F.cross_entropy(self.mlm_logits(states[mask]), codes[mask], reduction="none")
-        rows = mask.nonzero()[:, 0]
-        per_image = torch.zeros(len(mask), dtype=ce.dtype, device=ce.device).index_add_(0, rows, ce)
-        count = mask.sum(1)
-        has = count > 0
-        return (per_image[has] / count[has]).mean()
+            return predict.new_zeros(())
+        targets = denoiser.code_targets(codes[mask], self.search_ids, self.quantizer.codebook.shape[0])
+        return denoiser.masked_mean_ce(self.lm_logits(predict[mask]), targets, mask)
 
     # ------------------------------------------------------------------ loss
 
     def forward(self, images: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        if self.training and self.augment:  # a fresh seed per batch from the (Lightning-seeded) global RNG
+            images = augment_images(images, int(torch.randint(2**62, ())), self.crop_min_scale)
         q = self.quantize(self.encode(images))
         zero = q.loss.new_zeros(())
         if self.uses_lm:
             mask = self.draw_mask(len(images))
-            states = self.lm_states(self.apply_mask(q.st, mask))
-            recon = self.decoder(states)
+            run = self.run_lm(self.apply_mask(q.st, mask))
+            recon = self.decoder(run.states)
             l_commit, l_vq = q.loss, zero
-            l_bert = self.bert_loss(states, q.codes, mask) if self.bert_weight > 0 else zero
-            total_aux = 2 * self.commitment * l_commit + self.bert_weight * l_bert
+            l_lm = self.lm_loss(run.predict, q.codes, mask) if self.lm_weight > 0 else zero
+            total_aux = 2 * self.commitment * l_commit + self.lm_weight * l_lm
         else:
             recon = self.decoder(q.st)
-            l_commit, l_bert, l_vq = zero, zero, q.loss
+            l_commit, l_lm, l_vq = zero, zero, q.loss
             total_aux = l_vq
         l_rec = F.mse_loss(recon, images * 2 - 1)
         self.parts = {"rec": float(l_rec.detach()) / 4, "commit": float(l_commit.detach()),
-                      "bert": float(l_bert.detach()), "vq": float(l_vq.detach())}
+                      "lm": float(l_lm.detach()), "vq": float(l_vq.detach())}
         return l_rec + total_aux
 
     # ------------------------------------------------------------------ inference
@@ -254,8 +292,9 @@ class LQAECore(nn.Module):
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean-pooled features for probes: ``encoder`` (pre-quantization z), ``tokens`` (the raw
-        codebook rows) and, with an LM, ``bert`` (every BERT layer mean-pooled and concatenated, no
-        masking, as LQAE's ``linear_main.py`` but without dropping the first token)."""
+        codebook rows) and, with an LM, ``bert`` (every LM layer mean-pooled over the image's tokens and
+        concatenated, no masking, as LQAE's ``linear_main.py`` but without dropping the first token; a
+        causal LM's ``<bos>`` is left out; the key keeps its version-1 name for any LM)."""
         z = self.encode(images)
         q = self.quantize(z)
         out = {"encoder": z.mean(1), "tokens": q.raw.mean(1)}
@@ -265,48 +304,21 @@ class LQAECore(nn.Module):
         return {k: v.float().cpu() for k, v in out.items()}
 
 
-@functools.cache
-def _module_class() -> Any:
-    """A ``CoreModule`` (which records per-epoch means of the loss terms) with the paper's optimiser
-    (AdamW betas 0.9/0.95, warm-up + cosine); defined lazily so importing this file skips Lightning."""
-    from align.methods.lightning_utils import CoreModule
-
-    class LQAEModule(CoreModule):
-        def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
-                     extra: dict[str, Any] | None = None, warmup_fraction: float = 0.05) -> None:
-            super().__init__(core, core_args, lr, weight_decay, extra)
-
-        def configure_optimizers(self) -> Any:
-            trainable = [p for p in self.core.parameters() if p.requires_grad]
-            groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": self.hparams.weight_decay},
-                      {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-            optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr, betas=(0.9, 0.95))
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = max(1, round(self.hparams.warmup_fraction * total))
-
-            def factor(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    return LQAEModule
-
-
 def __getattr__(name: str) -> Any:  # ``LQAEModule`` importable by name (for checkpoints)
     if name == "LQAEModule":
-        return _module_class()
+        return module_class()
     raise AttributeError(name)
 
 
 @dataclass(frozen=True)
 class LQAEHParams(TrainedHParams):
-    table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # a masked LM's table: codebook and denoiser
+    table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # codebook and denoiser (masked or causal LM)
     codebook: str = param("language", choices=CODEBOOKS)  # the table, a random table (baseline) or learned (VQ-VAE)
+    codebook_rows: str = param("all", choices=CODEBOOK_ROWS)  # searchable rows: non-special, or frequent whole words
+    codebook_size: int | None = param(1024, low=1)  # words kept by codebook_rows="words"; codes of "learned"; None: all
     image_size: int = param(32, low=2)
     patch_size: int = param(8, low=1)
+    tokens_per_image: int | None = param(None, low=1)  # when set, patch_size follows from it (16, 64, ...)
     in_chans: int = param(1, choices=(1, 3), want="1 or 3")
     encoder_width: int = param(128, low=1)
     encoder_depth: int = param(4, low=0)
@@ -314,26 +326,44 @@ class LQAEHParams(TrainedHParams):
     decoder_width: int = param(128, low=1)
     decoder_depth: int = param(4, low=0)
     decoder_heads: int = param(4, low=1)
-    mask_ratio: float = param(0.5, low=0, below=1)  # Bernoulli masking of the tokens BERT reads
+    mask_ratio: float = param(0.5, low=0, below=1)  # Bernoulli masking of the tokens the LM reads
     commitment: float = param(0.005, low=0)
-    bert_weight: float = param(1e-4, low=0)
+    lm_weight: float = param(1.0, low=0)  # weight of the LM's cross-entropy on masked codes (was bert_weight)
     vq_beta: float = param(0.25, low=0)  # codebook="learned" only
     exclude_special: bool = True  # special tokens are never codes
-    mlm_head: str = param("train", choices=MLM_HEADS)
+    mlm_head: str = param("train", choices=MLM_HEADS)  # masked LM only (MiniLM ships no MLM head)
     l2_normalize: bool = True  # nearest code by cosine
     table_seed: int = 0  # of codebook="random"
+    augment: bool = False  # random resized crop + horizontal flip in training
+    crop_min_scale: float = param(0.2, above=0)  # smallest crop area fraction (at most 1)
     weight_decay: float = param(5e-4, low=0)
     warmup_fraction: float = param(0.05, low=0, below=1)
     batch_size: int = param(64, low=1)
     max_epochs: int = param(5, low=0)
 
     def check(self, aligner: str) -> LQAEHParams:
-        if self.image_size % self.patch_size:
-            raise self.bad(aligner, "patch_size", f"a divisor of image_size={self.image_size}")
+        hp = self if self.tokens_per_image is None else self._patch_from_tokens(aligner)
+        if hp.image_size % hp.patch_size:
+            raise hp.bad(aligner, "patch_size", f"a divisor of image_size={hp.image_size}")
         for part in ("encoder", "decoder"):
-            if getattr(self, f"{part}_width") % getattr(self, f"{part}_heads"):
-                raise self.bad(aligner, f"{part}_heads", f"a divisor of {part}_width={getattr(self, f'{part}_width')}")
-        return self
+            if getattr(hp, f"{part}_width") % getattr(hp, f"{part}_heads"):
+                raise hp.bad(aligner, f"{part}_heads", f"a divisor of {part}_width={getattr(hp, f'{part}_width')}")
+        if hp.crop_min_scale > 1:
+            raise hp.bad(aligner, "crop_min_scale", "a number in (0, 1]")
+        return hp
+
+    def _patch_from_tokens(self, aligner: str) -> LQAEHParams:
+        """``patch_size`` for ``tokens_per_image`` (a square grid); a patch_size left at its default is
+        replaced, any other must agree."""
+        tokens, size = self.tokens_per_image, self.image_size
+        side = math.isqrt(tokens)
+        if side * side != tokens or size % side:
+            raise self.bad(aligner, "tokens_per_image", f"a square number whose root divides image_size={size}")
+        patch = size // side
+        if self.patch_size not in (patch, type(self).patch_size):
+            raise BadInputError(f"{aligner}: tokens_per_image={tokens} needs patch_size={patch} for image_size={size}, "
+                                f"got patch_size={self.patch_size}")
+        return replace(self, patch_size=patch)
 
 
 class LQAE(TrainedAligner):
@@ -341,9 +371,13 @@ class LQAE(TrainedAligner):
 
     ``fit_images(images)`` trains on ``[N, C, S, S]`` pixels in [0, 1]; then ``codes`` / ``token_strings``
     give each image's tokens, ``features`` the probe features, ``reconstruct`` the decoded pixels.
-    ``encode_image`` returns the BERT features (token features for ``codebook="learned"``)."""
+    ``encode_image`` returns the LM features (token features for ``codebook="learned"``)."""
 
     name = "lqae"
+    version = "2"
+    # version 1 saved fits: a learned codebook had one code per searchable row; the LM weight was bert_weight
+    legacy_hparams: ClassVar[dict[str, Any]] = {"codebook_size": None}
+    renamed_hparams: ClassVar[dict[str, str]] = {"bert_weight": "lm_weight"}
     config_class = LQAEHParams
     core_class = CORE
     image_input = "pixels"
@@ -355,7 +389,7 @@ class LQAE(TrainedAligner):
     def build(self, shape: Any = None) -> Any:
         """A fresh ``LQAEModule`` (the Lightning module) with these hyper-parameters."""
         hp = self.hparams
-        return _module_class()(CORE, self.core_args({}), lr=hp["lr"], weight_decay=hp["weight_decay"],
+        return module_class()(CORE, self.core_args({}), lr=hp["lr"], weight_decay=hp["weight_decay"],
                                extra=dict(hp), warmup_fraction=hp["warmup_fraction"])
 
     # ------------------------------------------------------------------ training
@@ -426,9 +460,9 @@ class LQAE(TrainedAligner):
 @ALIGNERS.register(
     "lqae",
     description="Language-quantized autoencoder: a ViT encoder whose patch tokens are snapped to a frozen LM word-"
-    "embedding table (straight-through), half masked and denoised by the frozen masked LM, decoded back to "
-    "pixels. Trained on images alone: fit_images(images). codebook='random'/'learned': random-table and VQ-VAE "
-    "baselines.",
+    "embedding table (straight-through), half masked and denoised by the frozen LM (masked, e.g. BERT, or "
+    "causal, e.g. Gemma-3 with its pretrained head), decoded back to pixels. Trained on images alone: "
+    "fit_images(images). codebook='random'/'learned': random-table and VQ-VAE baselines.",
     citation="Liu, Yan & Abbeel, Language Quantized AutoEncoders: Towards Unsupervised Text-Image Alignment, "
     "NeurIPS 2023",
 )
