@@ -202,10 +202,6 @@ class LQAECore(nn.Module):
         lm = self.table.load_lm().requires_grad_(False).eval()
         return lm.to(self.to_codebook.weight.device)
 
-    def bert(self) -> nn.Module:
-        """The frozen LM's base model (BERT's encoder, Gemma's decoder stack); kept for older callers."""
-        return self.lm().base_model
-
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``z [B, T, D]``: the encoder's tokens in the codebook's space."""
         return self.to_codebook(self.encoder.forward_features(images * 2 - 1))
