@@ -88,9 +88,10 @@ def collapsed(indices: torch.Tensor, num_codes: int, max_share: float = 0.5, min
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, cosine: bool = True, max_rows: int = 65536) -> torch.Tensor:
     """``[k, dim]`` centres by Lloyd's algorithm on the rows of ``x`` (spherical when ``cosine``: rows
-    and centres L2-normalised, as the codebook compares them). Starts from k distinct random rows;
-    an empty cluster is re-seeded on the row farthest from its centre. Draws from the global torch RNG
-    (seeded per fit); at most ``max_rows`` random rows are used, which is plenty for k centres."""
+    and centres L2-normalised, as the codebook compares them), seeded by k-means++ (a random start can
+    leave two centres in one cluster and merge two others). An empty cluster is re-seeded on the row
+    farthest from its centre. Draws from the global torch RNG (seeded per fit); at most ``max_rows``
+    random rows are used, plenty for k centres."""
     x = x.detach().reshape(-1, x.shape[-1]).float()
     if len(x) > max_rows:
         x = x[torch.randperm(len(x), device=x.device)[:max_rows]]
@@ -98,10 +99,19 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, cosine: bool = True, max_ro
         x = F.normalize(x, dim=-1)
     if len(x) < k:
         raise ValueError(f"k-means needs at least {k} rows, got {len(x)}")
-    centres = x[torch.randperm(len(x), device=x.device)[:k]].clone()
+
+    def distances(centres: torch.Tensor) -> torch.Tensor:
+        return (x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.T + centres.pow(2).sum(1)).clamp_min(0)
+
+    centres = x[torch.randint(len(x), (1,), device=x.device)]
+    nearest = distances(centres)[:, 0]
+    for _ in range(k - 1):  # k-means++: the next centre drawn in proportion to the squared distance
+        weights = nearest if nearest.sum() > 0 else torch.ones_like(nearest)
+        chosen = x[torch.multinomial(weights, 1)]
+        centres = torch.cat([centres, chosen])
+        nearest = torch.minimum(nearest, distances(chosen)[:, 0])
     for _ in range(iters):
-        distance = x.pow(2).sum(1, keepdim=True) - 2 * x @ centres.T + centres.pow(2).sum(1)
-        nearest, assigned = distance.min(1)
+        nearest, assigned = distances(centres).min(1)
         counts = torch.bincount(assigned, minlength=k)
         sums = torch.zeros_like(centres).index_add_(0, assigned, x)
         empty = (counts == 0).nonzero().flatten()
