@@ -165,7 +165,7 @@ class CodebookVLPAligner(TrainedAligner):
 
         def prepare(core: CodebookVLPCore, data: Any) -> None:
             rows = data.train_rows
-            core.prepare(x[rows], balanced_batch_size(len(rows), data.batch_size) * x.shape[1])
+            core.prepare(x, balanced_batch_size(len(rows), data.batch_size) * x.shape[1], rows)
 
         return prepare
 

@@ -21,6 +21,10 @@ What the codebook quantises (``code_source``):
   one code, so it collapses; ``reconstruction`` > 0 adds a decoder from the quantised states back to
   the input tokens, the term of VQ-VAE that makes the codes keep information.
 
+Codes move by EMA (``codebook_update="ema"``, the default): each code drifts to the mean of the tokens it
+wins, an online k-means step. Why EMA rather than the codebook loss: it needs no learning rate, moves
+every used code at every step whatever the other losses do, and is the update VQ-VAE-2 uses.
+
 MIM (``mim_input``): 40% of the input tokens are replaced by [MASK] and a head predicts the code of each
 masked token. With ``"encoder"`` (default) the head reads the image encoder's own output states, the
 ones whose pooled projection is the image embedding, so what MIM teaches reaches retrieval and
@@ -196,17 +200,23 @@ class CodebookVLPCore(nn.Module):
         return self.codebook.assign(self.code_features(tokens))
 
     @torch.no_grad()
-    def prepare(self, tokens: torch.Tensor, tokens_per_batch: float, batch_size: int = 256) -> None:
-        """Fit-time initialisation on all training tokens: the mean token (``code_source="tokens"``) and,
-        with ``codebook_init="kmeans"``, codes at k-means centres of the code features (not for a frozen,
-        random codebook)."""
+    def prepare(self, tokens: torch.Tensor, tokens_per_batch: float, rows: torch.Tensor | None = None,
+                max_rows: int = 16384, batch_size: int = 256) -> None:
+        """Fit-time initialisation on the training images ``tokens[rows]``: the mean token
+        (``code_source="tokens"``) and, with ``codebook_init="kmeans"``, codes at k-means centres of the
+        code features of a random subset of images (about ``max_rows`` tokens; plenty for the centres,
+        and no copy of a large training set). A frozen (random) codebook keeps its codes."""
         if self.codebook is None:
             return
+        rows = torch.arange(len(tokens)) if rows is None else rows
+        batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
         if self.code_proj is None:
-            self.token_mean.copy_(tokens.reshape(-1, tokens.shape[-1]).mean(0))
+            total = sum(tokens[b].sum((0, 1), dtype=torch.float64) for b in batches)
+            self.token_mean.copy_(total / (len(rows) * tokens.shape[1]))
         if self.codebook_init != "kmeans" or self.codebook.update == "frozen":
             return
-        z = torch.cat([self.code_features(tokens[i:i + batch_size]) for i in range(0, len(tokens), batch_size)])
+        chosen = rows[torch.randperm(len(rows))[:max(1, -(-max_rows // tokens.shape[1]))]]
+        z = torch.cat([self.code_features(tokens[chosen[i:i + batch_size]]) for i in range(0, len(chosen), batch_size)])
         z = z.reshape(-1, z.shape[-1])
         self.codebook.initialise(kmeans(z, self.codebook.num_codes, cosine=self.codebook.cosine), z, tokens_per_batch)
 
