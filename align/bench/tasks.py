@@ -66,12 +66,20 @@ def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[st
 
 
 def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
-    from align.eval.retrieval import evaluate_retrieval
+    """Recall@k by cosine in the shared space; an aligner with a ``retrieval_scores(images, texts)``
+    method that returns ``(image->text, text->image)`` score matrices (e.g. Codebook-VLP re-ranking
+    candidates with its matching head) is scored on those instead (it returns None when not re-ranking)."""
+    from align.eval.retrieval import evaluate_retrieval, evaluate_retrieval_scores
 
     captions, owner = flat_captions(ctx.eval.split)
-    metrics = evaluate_retrieval(ctx.embed_images(ctx.eval),
-                                 ctx.aligner.encode_text(ctx.texts(captions, "captions")), owner, ks=ctx.spec.recall_k)
-    return metrics, {"num_images": len(ctx.eval), "num_captions": len(captions)}
+    texts = ctx.texts(captions, "captions")
+    info: dict[str, Any] = {"num_images": len(ctx.eval), "num_captions": len(captions)}
+    scorer = getattr(ctx.aligner, "retrieval_scores", None)
+    scores = scorer(ctx.eval.for_aligner(ctx.aligner), texts) if callable(scorer) else None
+    if scores is not None:
+        return evaluate_retrieval_scores(*scores, owner, ks=ctx.spec.recall_k), info | {"reranked": True}
+    metrics = evaluate_retrieval(ctx.embed_images(ctx.eval), ctx.aligner.encode_text(texts), owner, ks=ctx.spec.recall_k)
+    return metrics, info
 
 
 def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:

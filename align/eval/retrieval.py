@@ -36,3 +36,21 @@ def evaluate_retrieval(
         )
     similarity = F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T
     return retrieval_metrics(similarity, text_image_index, ks)
+
+
+def evaluate_retrieval_scores(
+    image_to_text: torch.Tensor,
+    text_to_image: torch.Tensor,
+    text_image_index: torch.Tensor | Sequence[int],
+    ks: Iterable[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Recall@k from two ``[n_images, n_texts]`` score matrices, one per direction: an aligner that
+    re-ranks candidates (ALBEF's ITM re-scoring of each query's top k) scores different pairs for
+    image->text and text->image queries. Text recall comes from ``image_to_text``, image recall from
+    ``text_to_image``."""
+    if image_to_text.shape != text_to_image.shape or image_to_text.ndim != 2:
+        raise BadInputError(f"retrieval: score matrices {tuple(image_to_text.shape)} and "
+                            f"{tuple(text_to_image.shape)} must be 2-D of one shape")
+    texts = retrieval_metrics(image_to_text.float(), text_image_index, ks)
+    images = retrieval_metrics(text_to_image.float(), text_image_index, ks)
+    return {key: (texts if key.startswith("text_") else images)[key] for key in texts}

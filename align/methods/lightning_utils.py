@@ -218,7 +218,9 @@ class CoreModule(pl.LightningModule):
     ``schedule="cosine"`` then decays it to 0 by the last step (per step; the total is Lightning's
     estimate for ``max_epochs``). A core may also score whole validation epochs: ``validation_update(*batch)``
     after each validation batch and ``validation_compute() -> dict[str, float]`` at the epoch's end, whose
-    values are logged and go to ``history`` (e.g. VLAP's validation R@1, which needs every row at once)."""
+    values are logged and go to ``history`` (e.g. VLAP's validation R@1, which needs every row at once);
+    likewise ``training_epoch_compute() -> dict[str, float]`` at each training epoch's end (e.g. the
+    code usage Codebook-VLP's codebook counted over the epoch)."""
 
     def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
                  extra: dict[str, Any] | None = None, warmup_fraction: float = 0.0,
@@ -270,6 +272,10 @@ class CoreModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         for key in [k for k in self._sums if k != "val_loss"]:
             self._close(key)
+        compute = getattr(self.core, "training_epoch_compute", None)
+        if callable(compute):
+            for key, value in compute().items():
+                self.history.setdefault(key, []).append(float(value))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         after_step = getattr(self.core, "after_step", None)

@@ -60,7 +60,8 @@ ALONE = {  # one objective on (MIM needs the codebook for its targets; its VQ we
     # prior (0.64 nats) for hundreds of steps, since its [CLS] inputs barely differ between images
     "itm": dict(itc=True, itm=True, mlm=False, codebook=False, mim=False),
     "mlm": dict(itc=False, itm=False, mlm=True, codebook=False, mim=False),
-    "vq": dict(itc=False, itm=False, mlm=False, codebook=True, mim=False),
+    # codes of projected encoder states: with codes of the frozen tokens (the default) nothing is trained
+    "vq": dict(itc=False, itm=False, mlm=False, codebook=True, mim=False, code_source="states"),
     "mim": dict(itc=False, itm=False, mlm=False, codebook=True, mim=True, weights={"vq": 0.0}),
 }
 
@@ -141,7 +142,7 @@ def test_mim_loss_depends_on_masked_tokens_codes_only() -> None:
 
 
 def test_mim_targets_come_from_the_momentum_encoder_when_there_is_one() -> None:
-    core, x, ids, mask = _core()
+    core, x, ids, mask = _core(code_source="states")
     _train(core, x, ids, mask, steps=3)  # online and momentum encoders now differ
     with torch.no_grad():
         online = core.codebook.assign(core.code_proj(core.image_states(x)[:, 1:]))
@@ -149,7 +150,7 @@ def test_mim_targets_come_from_the_momentum_encoder_when_there_is_one() -> None:
         targets = core._mim_codes(x, online)
     assert not torch.equal(online, slow)  # so the check below can tell the two apart
     assert torch.equal(targets, slow)
-    plain, x, ids, mask = _core(momentum=False)
+    plain, x, ids, mask = _core(momentum=False, code_source="states")
     assert torch.equal(plain._mim_codes(x, online), online)
 
 

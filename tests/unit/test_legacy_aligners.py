@@ -21,15 +21,21 @@ NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook
 # hyper-parameters added since that version (with defaults that keep its behaviour)
 ADDED = {"lqae": {"checkpoint_dir": None, "codebook_rows": "all", "codebook_size": None, "tokens_per_image": None,
                  "augment": False, "crop_min_scale": 0.2},
-         "codebook_vlp": {"checkpoint_dir": None},
+         "codebook_vlp": {"checkpoint_dir": None, "restart_window": 0, "code_source": "states", "codebook_init": "batch",
+                          "reconstruction": 0.0, "mim_input": "fusion", "mim_weighting": "none",
+                          "hard_negative_temperature": False, "rerank_k": 0},
          "vlap": {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                   "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
                   "lm_precision": "float32"}}
 # hyper-parameters renamed since (old name -> new name; Aligner.renamed_hparams moves a saved value)
 RENAMED = {"lqae": {"bert_weight": "lm_weight"}}
-# defaults changed with a version bump (LQAE 2, issue 14: the LM weight matters, the VQ-VAE has the paper's
-# 1024 codes); a saved fit keeps its values (legacy_hparams fills the added ones, as in ADDED)
-CHANGED = {"lqae": {"lm_weight": 1.0, "codebook_size": 1024}}
+# defaults changed by a redesign of the method, its version bumped (LQAE 2, issue 14: the LM weight matters,
+# the VQ-VAE has the paper's 1024 codes; Codebook-VLP 2, issue 15: codes that stay used, MIM on the
+# evaluated path); a saved fit keeps its values (legacy_hparams fills the added ones, as in ADDED)
+CHANGED = {"lqae": {"lm_weight": 1.0, "codebook_size": 1024},
+           "codebook_vlp": {"restart_window": 10, "code_source": "tokens", "codebook_init": "kmeans",
+                            "mim_input": "encoder", "mim_weighting": "inverse_frequency",
+                            "hard_negative_temperature": True, "image_layers": 2, "max_epochs": 10}}
 # defaults re-chosen on validation parts since (README "How the defaults were chosen"); a saved fit
 # keeps the values it was fitted with, so loading it is unaffected
 RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10},

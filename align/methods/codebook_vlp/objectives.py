@@ -78,15 +78,19 @@ def itc_loss(image: torch.Tensor, text: torch.Tensor, image_bank: torch.Tensor, 
     return (loss_i2t + loss_t2i) / 2
 
 
-def hard_negatives(similarity: torch.Tensor | None, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def hard_negatives(similarity: torch.Tensor | None, keys: torch.Tensor,
+                   temperature: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """ALBEF's ITM negatives: for each image a text and for each text an image, drawn with
-    probability ``softmax(similarity)`` over the batch items with a different caption (uniform when
-    ``similarity`` is None, e.g. with ITC off). Returns ``(text index per image, image index per text)``;
-    a row whose batch has no other caption falls back to uniform over the other rows."""
+    probability ``softmax(similarity / temperature)`` over the batch items with a different caption
+    (uniform when ``similarity`` is None, e.g. with ITC off). ALBEF divides the cosines by the ITC
+    temperature: without it, cosines in [-1, 1] give weights within a factor e² of each other, so the
+    draw is nearly uniform and ITM sees easy negatives only. Returns ``(text index per image, image
+    index per text)``; a row whose batch has no other caption falls back to uniform over the other rows."""
     b = len(keys)
     allowed = keys[:, None] != keys[None, :]
     allowed = torch.where(allowed.any(1, keepdim=True), allowed, ~torch.eye(b, dtype=torch.bool, device=keys.device))
-    sim = torch.zeros(b, b, device=keys.device) if similarity is None else similarity.detach().float()
+    sim = (torch.zeros(b, b, device=keys.device) if similarity is None
+           else similarity.detach().float() / float(temperature))
 
     def draw(s: torch.Tensor) -> torch.Tensor:
         weights = F.softmax(s.masked_fill(~allowed, float("-inf")), dim=1)
@@ -94,3 +98,27 @@ def hard_negatives(similarity: torch.Tensor | None, keys: torch.Tensor) -> tuple
         return torch.multinomial(weights, 1).squeeze(1)
 
     return draw(sim), draw(sim.T)
+
+
+def inverse_frequency_weights(targets: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """A weight per target code (``IGNORE`` rows get 0): ``1 / (p_k + 1/K)``, with ``p_k`` the code's
+    share of this batch's targets and ``1/K`` the smoothing (which bounds the ratio of the rarest to the
+    commonest code's weight by K + 1), normalised to mean 1 over the predicted positions. Why: a background code that most masked tokens carry would otherwise
+    dominate the MIM loss, and predicting it needs no understanding of the image."""
+    chosen = targets != IGNORE
+    counts = torch.bincount(targets[chosen], minlength=num_codes).float()
+    share = counts / counts.sum().clamp_min(1)
+    per_code = 1.0 / (share + 1.0 / num_codes)
+    weights = torch.zeros(targets.shape, device=targets.device)
+    weights[chosen] = per_code[targets[chosen]]
+    return weights / weights[chosen].mean().clamp_min(1e-12) if chosen.any() else weights
+
+
+def drop_top_weights(targets: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """Weight 1 per target code, 0 for the batch's most frequent code (and ``IGNORE`` rows)."""
+    chosen = targets != IGNORE
+    weights = chosen.float()
+    if chosen.any():
+        top = torch.bincount(targets[chosen], minlength=num_codes).argmax()
+        weights[targets == top] = 0.0
+    return weights
