@@ -163,6 +163,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    """argparse type: a comma-separated list of registered names, none empty."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _cmd_pairs(args: argparse.Namespace) -> int:
+    from align.bench.encoder_pairs import markdown, score_pairs, write_markdown
+    from align.bench.pairs import FeatureBank
+
+    table = score_pairs(args.dataset, args.split, args.image_encoders, args.text_encoders, k=args.k,
+                        bank=FeatureBank(progress=not args.quiet),
+                        echo=(lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr)))
+    text = markdown(table, sort=args.sort)
+    if args.output:
+        write_markdown(Path(args.output), text)
+    print(text)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a zero batch size would loop forever or divide by zero later)."""
     try:
@@ -221,6 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--save-aligners", action="store_true",
                          help="save each fitted aligner beside its results and reuse it on a re-run")
     p_bench.set_defaults(func=_cmd_bench)
+
+    p_pairs = sub.add_parser("pairs", help="rank encoder pairs by how aligned their features are before fitting")
+    p_pairs.add_argument("--dataset", required=True, help="registered dataset, e.g. emoji")
+    p_pairs.add_argument("--split", required=True, help="the split an aligner would be fitted on, e.g. anchors")
+    p_pairs.add_argument("--image-encoders", type=_names, required=True, help="comma-separated vision encoders")
+    p_pairs.add_argument("--text-encoders", type=_names, required=True, help="comma-separated text encoders")
+    p_pairs.add_argument("--k", type=_positive_int, default=10, help="neighbours for mutual_knn and cknna")
+    p_pairs.add_argument("--sort", default="mutual_knn", choices=("mutual_knn", "cknna", "cka", "cka_debiased"),
+                         help="metric the rows are ordered by")
+    p_pairs.add_argument("-o", "--output", help="also write the Markdown table to this file (atomically)")
+    p_pairs.add_argument("--quiet", action="store_true", help="no progress bars or per-pair lines")
+    p_pairs.set_defaults(func=_cmd_pairs)
 
     p_report = sub.add_parser("report", help="aggregate a results folder into leaderboard.md and .csv")
     p_report.add_argument("results")
