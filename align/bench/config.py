@@ -44,6 +44,12 @@ class DatasetSpec:
     recall_k: tuple[int, ...] = (1, 5, 10)
     options: dict[str, Any] = field(default_factory=dict)  # dataset factory arguments (e.g. skip_bad)
     select: Selector | None = None  # what sweeps select on here, unless the sweep names it itself
+    eval_dataset: str | None = None  # score on this dataset's eval split instead (a shifted evaluation)
+
+    @property
+    def shift(self) -> dict[str, str] | None:
+        """``{"fit": dataset, "eval": eval_dataset}`` when the entry is scored on another dataset, else None."""
+        return None if self.eval_dataset is None else {"fit": self.name, "eval": self.eval_dataset}
 
 
 @dataclass(frozen=True)
@@ -193,13 +199,14 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise _fail(source, where, "expected a mapping with name, fit, eval and tasks")
     _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k", "options",
-                  "select"}, source, where)
+                  "select", "eval_dataset"}, source, where)
     for required in ("name", "fit", "eval", "tasks"):
         if required not in entry:
             raise _fail(source, where, f"missing {required!r}")
     name = _name(entry["name"], source, f"{where}.name")
     _known("DATASETS", name, source, f"{where}.name")
     fit, eval_ = (_name(entry[key], source, f"{where}.{key}") for key in ("fit", "eval"))
+    eval_dataset = _eval_dataset(entry.get("eval_dataset"), name, source, f"{where}.eval_dataset")
     tasks = _str_list(entry["tasks"], source, f"{where}.tasks")
     for task in tasks:
         if task not in TASKS:
@@ -223,7 +230,26 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
         if select.task not in tasks:
             raise _fail(source, f"{where}.select.task", f"{select.task!r} is not among this entry's tasks")
     return DatasetSpec(name=name, fit=fit, eval=eval_, tasks=tasks, label_set=label_set, reducer=reducer,
-                       fewshot_k=fewshot_k, recall_k=recall_k, options=options, select=select)
+                       fewshot_k=fewshot_k, recall_k=recall_k, options=options, select=select,
+                       eval_dataset=eval_dataset)
+
+
+def _eval_dataset(value: Any, name: str, source: str, where: str) -> str | None:
+    """A registered dataset other than the entry's own, whose ``eval`` split is scored instead (e.g. fit
+    on ``emoji`` = Google's style, score on ``emoji.twitter``). The entry's ``options`` build the fit
+    dataset only; the eval dataset is built with its defaults. Its split must still differ from ``fit``:
+    emoji halves are the same concepts in every style, so ``anchors`` in another style is not held out."""
+    if value is None:
+        return None
+    eval_dataset = _name(value, source, where)
+    _known("DATASETS", eval_dataset, source, where)
+    from align.registry import DATASETS
+
+    same_asset = DATASETS.meta(name).weights is not None and DATASETS.meta(name).weights == DATASETS.meta(
+        eval_dataset).weights
+    if eval_dataset == name or same_asset:  # e.g. emoji and emoji.google: one asset, so no shift
+        raise _fail(source, where, f"{eval_dataset!r} is the same data as {name!r}; leave eval_dataset out")
+    return eval_dataset
 
 
 def _recall_k(value: Any, source: str, where: str) -> tuple[int, ...]:

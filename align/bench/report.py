@@ -1,4 +1,7 @@
-"""Aggregate result files into a leaderboard: mean and std over seeds, Markdown and CSV."""
+"""Aggregate result files into a leaderboard: mean and std over seeds, Markdown and CSV.
+
+A shifted result (fit on one dataset, scored on another: its ``shift`` field) is its own row, shown as
+``fit→eval`` with a note under the table, and its CSV row names the eval dataset in ``eval_dataset``."""
 
 from __future__ import annotations
 
@@ -31,10 +34,10 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         key = (r.get("image_encoder", ""), r.get("text_encoder", ""), r["model"], r["dataset"], r["task"],
-               r.get("eval_split", ""), r.get("label_set") or "")
+               r.get("eval_split", ""), r.get("label_set") or "", (r.get("shift") or {}).get("eval", ""))
         groups[key].append(r)
     rows = []
-    for (image_enc, text_enc, aligner, dataset, task, split, label_set), members in sorted(groups.items()):
+    for (image_enc, text_enc, aligner, dataset, task, split, label_set, shifted), members in sorted(groups.items()):
         metrics: dict[str, dict[str, Any]] = {}
         for name in sorted({m for r in members for m in r["metrics"]}):
             values = [r["metrics"][name] for r in sorted(members, key=lambda r: r.get("seed", 0)) if name in r["metrics"]]
@@ -42,7 +45,7 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                              "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
         reasons = {r.get("task_details", {}).get("not_applicable") for r in members} - {None}
         rows.append({"image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
-                     "task": task, "eval_split": split, "label_set": label_set,
+                     "task": task, "eval_split": split, "label_set": label_set, "eval_dataset": shifted,
                      "seeds": sorted(r.get("seed", 0) for r in members), "metrics": metrics,
                      "not_applicable": " / ".join(sorted(reasons))})
     return rows
@@ -72,7 +75,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
     lines_by_metric: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = defaultdict(dict)
     for row in rows:
-        dataset = row["dataset"] + (f"/{row['label_set']}" if row["label_set"] else "")
+        dataset = _dataset_label(row)
         for metric in MAIN_METRICS.get(row["task"], ()):
             lines_by_metric[(dataset, row["task"], metric)][(row["aligner"], row["image_encoder"],
                                                              row["text_encoder"])] = row["metrics"].get(metric)
@@ -93,7 +96,22 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             cell = _cell(stats.get(entity))
             cells.append(f"**{cell}**" if stats.get(entity) and stats[entity]["mean"] == best else cell)
         lines.append("| " + " | ".join([dataset, task, _SHORT.get(metric, metric), *cells]) + " |")
-    return "\n".join(lines + _not_applicable_notes(rows))
+    return "\n".join(lines + _shift_notes(rows) + _not_applicable_notes(rows))
+
+
+def _dataset_label(row: dict[str, Any]) -> str:
+    """``emoji/subcategory``, or ``emoji→emoji.twitter/subcategory`` for a shifted row."""
+    shifted = row.get("eval_dataset")
+    return row["dataset"] + (f"→{shifted}" if shifted else "") + (f"/{row['label_set']}" if row["label_set"] else "")
+
+
+def _shift_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line saying which rows were scored on another dataset than their aligners were fitted on."""
+    shifted = sorted({(r["dataset"], r["eval_dataset"]) for r in rows if r.get("eval_dataset")})
+    if not shifted:
+        return []
+    pairs = ", ".join(f"{fit}→{scored}" for fit, scored in shifted)
+    return ["", f"Shifted evaluation (fitted on the first dataset, scored on the second's eval split): {pairs}."]
 
 
 def _not_applicable_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -113,11 +131,11 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["image_encoder", "text_encoder", "aligner", "dataset", "task", "eval_split", "label_set", "seeds",
-                     *[f"{m}_{s}" for m in metrics for s in ("mean", "std")]])
+                     "eval_dataset", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")]])
     for row in rows:
         stats = [row["metrics"].get(m) for m in metrics]
         writer.writerow([row["image_encoder"], row["text_encoder"], row["aligner"], row["dataset"], row["task"],
-                         row["eval_split"], row["label_set"], " ".join(map(str, row["seeds"])),
+                         row["eval_split"], row["label_set"], " ".join(map(str, row["seeds"])), row["eval_dataset"],
                          *[f"{s[k]:.6f}" if s else "" for s in stats for k in ("mean", "std")]])
     return out.getvalue()
 

@@ -82,10 +82,11 @@ def status(path: Path, identity: str) -> tuple[str, str]:
 
 def _misplaced(root: Path, path: Path, data: dict[str, Any]) -> str | None:
     try:
+        shift = data.get("shift") or {}
+        dataset = dataset_part(data["dataset"], data.get("label_set"), shift.get("eval"))
         expected = result_path(root, image_encoder=data["image_encoder"], text_encoder=data["text_encoder"],
-                               aligner=data["aligner"], dataset=dataset_part(data["dataset"], data.get("label_set")),
-                               task=data["task"], seed=int(data["seed"]))
-    except (TypeError, ValueError):
+                               aligner=data["aligner"], dataset=dataset, task=data["task"], seed=int(data["seed"]))
+    except (TypeError, ValueError, AttributeError):
         return f"{path}: not a result (malformed fields)"
     if expected != path:
         return f"{path}: holds the result of {expected.relative_to(root)}, not of its own path (moved or copied?)"

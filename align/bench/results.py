@@ -53,9 +53,10 @@ def path_part(name: str) -> str:
     return part
 
 
-def dataset_part(dataset: str, label_set: str | None) -> str:
-    """Dataset part of a result's file name; the label set keeps e.g. emoji categories and subcategories apart."""
-    return dataset + (f"-{label_set}" if label_set else "")
+def dataset_part(dataset: str, label_set: str | None, eval_dataset: str | None = None) -> str:
+    """Dataset part of a result's file name; the label set keeps e.g. emoji categories and subcategories apart,
+    and ``eval_dataset`` a shifted evaluation (fit on ``dataset``, scored on it) apart from the unshifted one."""
+    return dataset + (f"-to-{eval_dataset}" if eval_dataset else "") + (f"-{label_set}" if label_set else "")
 
 
 def result_path(root: Path, *, image_encoder: str, text_encoder: str, aligner: str, dataset: str,

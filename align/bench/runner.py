@@ -76,6 +76,27 @@ def _open_dataset(spec: DatasetSpec, skip_bad: bool) -> Any:
     return DATASETS.create(spec.name, **_options(spec, skip_bad))
 
 
+def _eval_options(spec: DatasetSpec, skip_bad: bool) -> dict[str, Any]:
+    """A shifted entry's eval dataset takes its defaults (the entry's options are the fit dataset's), and
+    ``skip_bad`` for user data under ``--skip-bad``."""
+    user_data = (spec.eval_dataset or "").split(":", 1)[0] in USER_DATA_SOURCES
+    return {"skip_bad": True} if skip_bad and user_data else {}
+
+
+def _open_eval_dataset(spec: DatasetSpec, skip_bad: bool, dataset: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The dataset ``spec.eval`` is read from (``dataset`` itself unless the entry is shifted) and, for a
+    shifted entry, what its identity adds: the eval dataset's name, options, version and asset hashes."""
+    from align.registry import DATASETS
+
+    if spec.eval_dataset is None:
+        return dataset, None
+    options = _eval_options(spec, skip_bad)
+    eval_dataset = DATASETS.create(spec.eval_dataset, **options)
+    return eval_dataset, {"name": spec.eval_dataset, "options": options,
+                          "version": str(getattr(eval_dataset, "version", "")),
+                          "assets": _dataset_fingerprint(spec.eval_dataset)}
+
+
 @dataclasses.dataclass
 class AlignerPlan:
     """What the runner knows of one config aligner before fitting it: what its image and text sides
@@ -147,8 +168,9 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     for spec in config.datasets:
         dataset = _open_dataset(spec, skip_bad)
         fit_split = dataset.load(spec.fit)
+        eval_source, eval_data = _open_eval_dataset(spec, skip_bad, dataset)
         facts = EntryFacts(spec, _options(spec, skip_bad), str(getattr(dataset, "version", fit_split.version)),
-                           fit_split.version, _dataset_fingerprint(spec.name))
+                           fit_split.version, _dataset_fingerprint(spec.name), eval_data)
         inputs: dict[tuple[str, str], SplitInputs] = {}  # each split's inputs, shared by the text encoders
         work: list[_PairWork] = []
         for image_encoder in config.image_encoders:
@@ -169,7 +191,7 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
                 work.append(_PairWork(image_encoder, text_encoder, todo, chosen, fit, fit_texts, pairing))
         if not work:
             continue
-        eval_split = dataset.load(spec.eval)  # only now: every selection of this entry is done without it
+        eval_split = eval_source.load(spec.eval)  # only now: every selection of this entry is done without it
         for pair in work:
             evaluation = inputs.setdefault(("eval", pair.image_encoder),
                                            SplitInputs(eval_split, bank=run.bank, image_encoder=pair.image_encoder))
@@ -422,6 +444,7 @@ class _Run:
             skipped_rows={"fit": pair.fit.split.skipped, "eval": evaluation.split.skipped},
             weights_sha256={"image": self.weights("image", pair.image_encoder),
                             "text": self.weights("text", pair.text_encoder)},
+            **({"shift": spec.shift} if spec.shift else {}),
             task_details=details, sweep=sweep, config=self.config.raw, config_path=self.config.source,
             wall_time_s={"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - started, 4)},
             identity=target.identity,

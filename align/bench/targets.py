@@ -47,13 +47,17 @@ class EntryFacts:
     version: str
     fit_version: str
     assets: dict[str, Any]
+    eval_data: dict[str, Any] | None = None  # a shifted entry's eval dataset: name, options, version, assets
 
     def fit_part(self) -> dict[str, Any]:
         return {"name": self.spec.name, "fit": self.spec.fit, "options": self.options, "version": self.version,
                 "fit_version": self.fit_version, "assets": self.assets}
 
     def eval_part(self) -> dict[str, Any]:
-        return {"eval": self.spec.eval, "label_set": self.spec.label_set}
+        """The eval split and label set; a shifted entry adds its eval dataset (unshifted identities keep
+        their old parts, so their results stay current)."""
+        part = {"eval": self.spec.eval, "label_set": self.spec.label_set}
+        return part if self.eval_data is None else {**part, "eval_dataset": self.eval_data}
 
 
 def sweep_part(plan: Any, spec: DatasetSpec) -> dict[str, Any] | None:
@@ -83,7 +87,7 @@ def targets(root: Path, facts: EntryFacts, plan: Any, seed: int, image_encoder: 
         parts = result_parts(fit, evaluation=facts.eval_part(),
                              task={"name": task, "options": task_options(task, spec), "eval_version": EVAL_VERSION})
         path = result_path(root, image_encoder=image_encoder, text_encoder=text_encoder, aligner=plan.spec.display,
-                           dataset=dataset_part(spec.name, spec.label_set), task=task, seed=seed)
+                           dataset=dataset_part(spec.name, spec.label_set, spec.eval_dataset), task=task, seed=seed)
         out.append(Target(task, path, sealed(parts)))
     return out
 
@@ -109,7 +113,8 @@ def _settings(spec: DatasetSpec, plan: Any, task: str | None) -> str:
     entry = {"name": spec.name, "fit": spec.fit, "options": spec.options}
     sweep = None  # a fitted file holds a sweep's choice, which its name tells apart (fit_path)
     if task is not None:
-        entry.update(eval=spec.eval, label_set=spec.label_set, task=task, **task_options(task, spec))
+        entry.update(eval=spec.eval, eval_dataset=spec.eval_dataset, label_set=spec.label_set, task=task,
+                     **task_options(task, spec))
         sweep = sweep_part(plan, spec)
     return json.dumps([entry, plan.spec.name, plan.aligner.hparams, sweep], sort_keys=True, default=str)
 
@@ -124,7 +129,8 @@ def check_collisions(config: BenchConfig, plans: list[Any], text_encoders: list[
             for image_encoder in config.image_encoders:
                 for text_encoder in (t for t in text_encoders if plan.runs_with(t, config.text_encoders)):
                     files = [(result_path(root, image_encoder=image_encoder, text_encoder=text_encoder,
-                                          aligner=plan.spec.display, dataset=dataset_part(spec.name, spec.label_set),
+                                          aligner=plan.spec.display,
+                                          dataset=dataset_part(spec.name, spec.label_set, spec.eval_dataset),
                                           task=task, seed=0), _settings(spec, plan, task)) for task in plan.tasks(spec)]
                     if save_aligners:
                         files.append((aligner_path(root, image_encoder=image_encoder, text_encoder=text_encoder,
