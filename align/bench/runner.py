@@ -451,4 +451,5 @@ class _Run:
         )
         write_result(target.path, result)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:4]) or f"– ({reasons.get(task, '')})"
-        self.echo(f"{spec.name:<14} {task:<24} {plan.spec.display:<12} seed {seed}: {shown}")
+        shown_name = spec.name + (f"→{spec.eval_dataset}" if spec.eval_dataset else "")
+        self.echo(f"{shown_name:<14} {task:<24} {plan.spec.display:<12} seed {seed}: {shown}")

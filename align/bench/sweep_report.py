@@ -21,15 +21,21 @@ def _point(values: dict[str, Any]) -> str:
 
 
 def _runs(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[tuple[Any, ...], dict[str, Any]]]:
-    """(aligner, encoder pair, grid) -> one entry per sweep (dataset entry x seed), with its test score."""
+    """(aligner, encoder pair, grid) -> one entry per sweep (dataset entry x seed), with its test score.
+
+    A shifted entry (``shift``) selects on the same fit split as its unshifted twin, so it is the same
+    sweep: it is shown only when no unshifted result has it, and never counted twice."""
     groups: dict[tuple[str, str, str], dict[tuple[Any, ...], dict[str, Any]]] = defaultdict(dict)
-    for r in results:
+    for r in sorted(results, key=lambda r: ((r.get("shift") or {}).get("eval") or "")):  # unshifted first
         sweep = r.get("sweep")
         if not sweep:
             continue
         group = (r["model"], r.get("pretrained", ""), json.dumps(sweep["grid"]))
         run = (r["dataset"], r.get("label_set") or "", r.get("fit_split", ""), r.get("seed", 0))
-        entry = groups[group].setdefault(run, {"sweep": sweep, "test": None})
+        scored_on = (r.get("shift") or {}).get("eval")
+        entry = groups[group].setdefault(run, {"sweep": sweep, "test": None, "scored_on": scored_on})
+        if entry["scored_on"] != scored_on:
+            continue
         if r["task"] == sweep["select"]["task"]:
             entry["test"] = r["metrics"].get(sweep["select"]["metric"])
     return groups
@@ -49,7 +55,8 @@ def sweep_markdown(results: Sequence[dict[str, Any]], tolerance: float = 0.05) -
                  "|---|---|---|---:|---|---:|---:|"]
         for (dataset, label_set, fit_split, seed), entry in sorted(runs.items()):
             sweep, test = entry["sweep"], entry["test"]
-            lines.append(f"| {dataset + ('/' + label_set if label_set else '')} | {fit_split} | "
+            scored_on = f"→{entry['scored_on']}" if entry["scored_on"] else ""  # test column of a shifted entry
+            lines.append(f"| {dataset + scored_on + ('/' + label_set if label_set else '')} | {fit_split} | "
                          f"{sweep['select']['task']} {sweep['select']['metric']} | {seed} | {_point(sweep['selected'])} | "
                          f"{sweep['validation_score']:.3f} | {'–' if test is None else f'{test:.3f}'} |")
         points = [p["hparams"] for p in first["points"]]

@@ -82,11 +82,22 @@ def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, An
     return metrics, info
 
 
+def _train_test_labels(ctx: TaskContext) -> tuple[Any, Any]:
+    """The fit and eval label sets of a probe; a shifted entry's eval dataset must name the same classes
+    in the same order, or its label ids would mean other classes."""
+    train = label_set(ctx.fit.split, ctx.spec.label_set)
+    test = label_set(ctx.eval.split, ctx.spec.label_set)
+    if list(train.class_names) != list(test.class_names):
+        raise BadInputError(f"{ctx.fit.split.dataset}/{ctx.fit.split.split} and {ctx.eval.split.dataset}/"
+                            f"{ctx.eval.split.split}: different class lists, so a probe trained on one cannot "
+                            "be scored on the other")
+    return train, test
+
+
 def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     from align.eval.linear_probe import linear_probe as probe
 
-    train = label_set(ctx.fit.split, ctx.spec.label_set)
-    test = label_set(ctx.eval.split, ctx.spec.label_set)
+    train, test = _train_test_labels(ctx)
     result = probe(ctx.embed_images(ctx.fit), train.labels,
                    ctx.embed_images(ctx.eval), test.labels, seed=ctx.seed)
     return result.metrics, {"C": result.C}
@@ -95,8 +106,7 @@ def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
 def fewshot(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     from align.eval.fewshot import fewshot as few
 
-    train = label_set(ctx.fit.split, ctx.spec.label_set)
-    test = label_set(ctx.eval.split, ctx.spec.label_set)
+    train, test = _train_test_labels(ctx)
     metrics = few(ctx.embed_images(ctx.fit), train.labels,
                   ctx.embed_images(ctx.eval), test.labels, k=ctx.spec.fewshot_k, seed=ctx.seed)
     return metrics, {"k": ctx.spec.fewshot_k}

@@ -46,6 +46,19 @@ class Shapes(Dataset):
                             labels=LabelSet(labels, names, ("a {c} shape.",)))
 
 
+class OtherClasses(Shapes):
+    """Circles whose label set names other classes: a probe fitted on squares cannot be scored here."""
+
+    def load(self, split: str) -> DatasetSplit:
+        data = Shapes("circles").load(split)
+        labels = LabelSet(data.labels.labels, ["crimson", "lime", "navy"], data.labels.templates)
+        return DatasetSplit(dataset=self.name, split=split, version="other-1", num_items=data.num_items,
+                            load_image=data.load_image, captions=data.captions, labels=labels)
+
+
+if "test-shift-other" not in DATASETS:
+    DATASETS.add("test-shift-other", lambda: OtherClasses("other"))
+
 for _style in ("squares", "circles"):
     if f"test-shift-{_style}" not in DATASETS:
         DATASETS.add(f"test-shift-{_style}", lambda s=_style: Shapes(s))
@@ -135,3 +148,32 @@ def test_emoji_styles_config_fits_on_google_and_scores_every_style(monkeypatch) 
     assert {(d.name, d.fit, d.eval) for d in config.datasets} == {("emoji", "anchors", "test")}
     plans, text_encoders = _plans(config)
     check_collisions(config, plans, text_encoders, save_aligners=True)  # one shared fit, four result files
+
+
+def _swept(test: float, shift: dict[str, str] | None) -> dict:
+    sweep = {"grid": {"alpha": [1, 10]}, "select": {"task": "zeroshot_retrieval", "metric": "m"},
+             "validation": {"fraction": 0.2}, "selected": {"alpha": 1}, "validation_score": 0.4,
+             "points": [{"hparams": {"alpha": 1}, "score": 0.4}, {"hparams": {"alpha": 10}, "score": 0.2}]}
+    return {"model": "ridge", "pretrained": "i+t", "dataset": "emoji", "label_set": None, "fit_split": "anchors",
+            "seed": 0, "task": "zeroshot_retrieval", "metrics": {"m": test}, "sweep": sweep,
+            **({"shift": shift} if shift else {})}
+
+
+def test_sweep_report_counts_a_shifted_twin_once_and_marks_a_shifted_only_entry() -> None:
+    from align.bench.sweep_report import sweep_markdown
+
+    shift = {"fit": "emoji", "eval": "emoji.twitter"}
+    both = sweep_markdown([_swept(0.1, shift), _swept(0.5, None)])
+    assert "| emoji | anchors | zeroshot_retrieval m | 0 | alpha=1 | 0.400 | 0.500 |" in both
+    assert "emoji.twitter" not in both and "Across the 1 dataset entries" in both
+    alone = sweep_markdown([_swept(0.1, shift)])
+    assert "| emoji→emoji.twitter | anchors | zeroshot_retrieval m | 0 | alpha=1 | 0.400 | 0.100 |" in alone
+
+
+def test_a_probe_cannot_be_scored_on_a_dataset_with_other_classes(tmp_path: Path) -> None:
+    text = CONFIG.replace("test-shift-circles,\n     tasks: [zeroshot_classification, zeroshot_retrieval]",
+                          "test-shift-other, tasks: [linear_probe]")
+    config = load_config(write(tmp_path, text))
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    with pytest.raises(BadInputError, match="different class lists"):
+        run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None)
