@@ -74,7 +74,7 @@ def _unit_rows(x: torch.Tensor, name: str) -> torch.Tensor:
 
 def knn_indices(x: torch.Tensor, k: int, chunk: int = _CHUNK) -> torch.Tensor:
     """[N, k] indices of each row's k most cosine-similar other rows of unit-norm ``x``, searched
-    ``chunk`` rows at a time (exact; ties go to the lower index, as ``topk`` breaks them)."""
+    ``chunk`` rows at a time (exact, in float64; ``topk`` picks among exact ties, e.g. duplicate rows)."""
     n = x.shape[0]
     out = torch.empty(n, k, dtype=torch.long)
     for start in range(0, n, chunk):
