@@ -1,5 +1,9 @@
-"""Seconds per VLAP training step through the frozen Gemma-3 270M: float32 (the earlier path) against
-bfloat16 autocast (these CPUs have AMX), and what bfloat16 does to the loss and to ``g``'s gradient.
+"""Seconds per VLAP training step through the frozen Gemma-3 270M: float32 against bfloat16 autocast, and
+what bfloat16 does to the loss and to ``g``'s gradient.
+
+bfloat16 pays off on a CPU only with matrix units for it (AMX, ``amx_bf16`` in ``/proc/cpuinfo``);
+without them PyTorch's bfloat16 matmuls are several times slower than float32. The table says which
+kind of CPU it was measured on.
 
 One step = the full VLAP loss (L_cap + 0.1 L_map) forward and backward on 64 emoji image-name pairs,
 4 visual prefix tokens from MobileNetV2's grid, logits only where a caption token comes next (both
@@ -7,7 +11,7 @@ paths). Both paths start from the same calibrated ``g``; the gradient comparison
 the two gradients of ``g.weight`` and their relative norm difference. Ratios are against float32
 measured in the same run (the machines are shared: absolute seconds move with the load).
 
-    python benchmarks/vlap_lm_speed.py [--steps 5] [--output results/vlap_lm_speed.md]
+    python benchmarks/vlap_lm_speed.py [--steps 5] [--batch 64] [--output results/vlap_lm_speed.md]
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ from align.methods.vlap.aligner import DEFAULT_TABLE, VLAPCore, load_table, toke
 from align.registry import DATASETS
 
 ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"
+
+
+def cpu_matrix_units() -> str:
+    """The CPU's bfloat16 matrix extensions as ``/proc/cpuinfo`` lists them ("none" without)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    units = [f for f in flags if f.startswith("amx") or f == "avx512_bf16"]
+    return ", ".join(units) if units else "none (no AMX, no AVX512-BF16)"
 
 
 def step(core: VLAPCore, batch: tuple[torch.Tensor, ...]) -> tuple[float, float, torch.Tensor]:
@@ -72,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
              f"median of {args.steps} steps after a warm-up):", "",
              *markdown_table(("LM precision", "s / step (median)", "s / step (min)", "speed-up vs float32", "loss"),
                              rows, formats=(".3f", ".2f", ".2f", ".2f", ".4f")),
+             "", f"CPU bfloat16 units: {cpu_matrix_units()}.",
              "", f"Same weights, same batch: loss difference {abs(losses['bfloat16'] - losses['float32']):.4f} "
              f"({abs(losses['bfloat16'] - losses['float32']) / losses['float32']:.2%}); gradient of g: cosine "
              f"{cosine:.4f}, relative norm difference {norm_gap:.2%}.", "", machine_line()]
