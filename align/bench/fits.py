@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from align.atomic import atomic_path
 from align.errors import AlignError, BadInputError
 
 
@@ -76,10 +78,11 @@ def saved_state(path: Path, identity: str) -> tuple[str, str]:
 
 def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, path: Path | None, reuse: bool,
                  identity: dict[str, Any], display: str, where: str, seed: int,
-                 echo: Callable[[str], None]) -> Any:
+                 echo: Callable[[str], None], curves: Path | None = None) -> Any:
     """``aligner`` fitted on ``fit_inputs(aligner)``, or (``reuse``) the verified fit of the same identity
     saved at ``path`` (``None``: neither reused nor saved). A fit made here is checked for divergence and
-    saved with its identity when ``path`` is given."""
+    saved with its identity when ``path`` is given. An aligner that logs curves (``log_dir``, the trained
+    ones) leaves them in ``curves`` with a ``fit.json`` naming the fit, also when it diverged."""
     from align.methods.base import load_aligner
 
     if path is not None and reuse:
@@ -94,7 +97,18 @@ def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, 
                 return reused
         if why:
             echo(f"{why}; fitting again")
-    aligner.fit(*fit_inputs(aligner))
+    logs = curves is not None and hasattr(aligner, "log_dir")
+    if logs:
+        aligner.log_dir = curves
+    try:
+        aligner.fit(*fit_inputs(aligner))
+    finally:
+        if logs:
+            aligner.log_dir = None
+    if logs and curves.is_dir():  # YAML, like Lightning's hparams.yaml beside it (and no *.json among results)
+        with atomic_path(curves / "fit.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump({"aligner": display, "fit": where, "seed": seed, "identity": identity["sha256"],
+                                           "diverged": divergence(aligner)}, sort_keys=False))
     check_fit(aligner, display, where, seed)
     if path is not None:
         history = getattr(aligner, "history", None)  # per-epoch training curves, for plots of saved fits

@@ -74,6 +74,12 @@ def aligner_path(root: Path, *, image_encoder: str, text_encoder: str, aligner: 
             / (f"{path_part(dataset)}__{path_part(fit_split)}__seed{int(seed)}" + (f"__{variant}" if variant else "")))
 
 
+def beside_fit(fitted: Path, kind: str) -> Path:
+    """``root/<image>+<text>/<aligner>/<kind>/<dataset>__<fit split>__seed<k>``: what else a fit leaves, named
+    like its ``aligner_path`` (``kind``: ``curves``, the training logs; ``examples``, the report's pictures)."""
+    return Path(fitted).parent.parent / kind / Path(fitted).name
+
+
 def make_result(*, dataset: str, aligner: str, image_encoder: str, text_encoder: str, task: str,
                 metrics: dict[str, float], **details: Any) -> dict[str, Any]:
     return {

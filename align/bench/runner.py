@@ -28,7 +28,7 @@ from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
 from align.bench.fits import FitTexts, divergence, fit_or_reuse, saved_state
 from align.bench.ledger import Ledger, RunSummary
 from align.bench.pairs import FeatureBank, SplitInputs, fit_captions
-from align.bench.results import make_result, write_result
+from align.bench.results import beside_fit, make_result, write_result
 from align.bench.sweep import select, selector_for
 from align.bench.targets import EntryFacts, Target, check_collisions, fit_identity, fit_path, targets
 from align.bench.tasks import TASKS, TaskContext, not_applicable
@@ -159,7 +159,9 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     """Write every result of ``config`` under ``results_dir`` that is missing, stale (produced by other
     settings: :mod:`align.bench.identity`) or unreadable. ``save_aligners`` also saves each fitted aligner
     beside its results (``results.aligner_path``) and reuses it on a later run when it verifies and is
-    the same fit, so an interrupted run of slow aligners (VLAP) does not train them again."""
+    the same fit, so an interrupted run of slow aligners (VLAP) does not train them again. Every fit of a
+    trained aligner made for results (not a sweep's grid points) leaves its training curves beside them
+    (``results.beside_fit(..., "curves")``), which ``align report --html`` plots."""
     started = time.perf_counter()
     plans, text_encoders = _plans(config)
     _check_sweeps(config, plans)
@@ -383,7 +385,8 @@ class _Run:
         aligner = fit_or_reuse(
             aligner, lambda a: (pair.fit.for_aligner(a), pair.fit_texts.for_aligner(a)),
             path=path if self.save_aligners else None, reuse=not self.overwrite, identity=identity,
-            display=plan.spec.display, where=f"{spec.name}/{spec.fit}", seed=seed, echo=self.echo)
+            display=plan.spec.display, where=f"{spec.name}/{spec.fit}", seed=seed, echo=self.echo,
+            curves=beside_fit(path, "curves"))
         self.fitted[key] = aligner, time.perf_counter() - started
         return self.fitted[key]
 

@@ -4,7 +4,9 @@ Importing this module imports ``pytorch_lightning`` (several seconds), so aligne
 inside ``fit``: ``import align.methods`` (and so every CLI call) stays fast.
 
 - ``seeded``: seed everything for one fit, then give the caller back its RNG state and flags.
-- ``make_trainer``: a ``pl.Trainer`` with the project's defaults (CPU, no logger, quiet, deterministic).
+- ``make_trainer``: a ``pl.Trainer`` with the project's defaults (CPU, quiet, deterministic; no logger
+  unless a ``log_dir`` is given: then CSV, and TensorBoard when it is installed).
+- ``curve_loggers``: those loggers, for a fit whose curves should outlive it.
 - ``FeatureDataModule``: seeded train/val split of paired tensors, reproducible shuffling that a
   resumed run repeats exactly.
 - ``CoreModule``: a generic ``LightningModule`` around a plain ``nn.Module`` whose ``forward`` returns
@@ -21,6 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import importlib.util
 import logging
 import math
 import os
@@ -100,12 +103,14 @@ def make_trainer(
     monitor: str | None = None,
     callbacks: Sequence[pl.Callback] = (),
     accelerator: str = "cpu",
+    log_dir: str | Path | None = None,
     **overrides: Any,
 ) -> pl.Trainer:
-    """A Trainer with the project's defaults: one CPU device, no logger, no model summary, no sanity
-    validation, a progress bar only if asked. ``checkpoint_dir`` gets ``last.ckpt`` after every epoch
+    """A Trainer with the project's defaults: one CPU device, no model summary, no sanity validation, a
+    progress bar only if asked. ``checkpoint_dir`` gets ``last.ckpt`` after every epoch
     (``LastCheckpoint``, for resumes) and, with ``monitor``, the best epoch (a ``ModelCheckpoint``);
-    without a directory nothing is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
+    ``log_dir`` gets the training curves (``curve_loggers``, every step logged); without either nothing
+    is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
     callbacks = list(callbacks)
     if checkpoint_dir is not None:
         from pytorch_lightning.callbacks import ModelCheckpoint
@@ -114,13 +119,30 @@ def make_trainer(
         if monitor is not None:
             callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=monitor, filename="best-{epoch}"))
     options: dict[str, Any] = dict(
-        max_epochs=max_epochs, accelerator=accelerator, devices=1, deterministic=deterministic, logger=False,
+        max_epochs=max_epochs, accelerator=accelerator, devices=1, deterministic=deterministic,
+        logger=curve_loggers(log_dir) if log_dir is not None else False,
         enable_checkpointing=checkpoint_dir is not None, enable_progress_bar=progress, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=callbacks, plugins=[SafeCheckpointIO()],
         default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
     )
+    if log_dir is not None:
+        options["log_every_n_steps"] = 1  # a curve point per optimiser step (fits here have few steps)
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+def curve_loggers(log_dir: str | Path) -> list[Any]:
+    """Lightning's CSV logger writing ``metrics.csv`` and ``hparams.yaml`` straight into ``log_dir``, plus a
+    TensorBoard logger into ``log_dir/tensorboard`` when ``tensorboard`` (or ``tensorboardX``) is importable:
+    a CSV needs nothing installed and is what ``align report --html`` plots."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(str(log_dir), name="", version="")]
+    if any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX")):
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(log_dir), name="tensorboard", version="", default_hp_metric=False))
+    return loggers
 
 
 def restore_core(build: Callable[[], Any], state: dict[str, torch.Tensor]) -> Any:
@@ -220,7 +242,11 @@ class CoreModule(pl.LightningModule):
     after each validation batch and ``validation_compute() -> dict[str, float]`` at the epoch's end, whose
     values are logged and go to ``history`` (e.g. VLAP's validation R@1, which needs every row at once);
     likewise ``training_epoch_compute() -> dict[str, float]`` at each training epoch's end (e.g. the
-    code usage Codebook-VLP's codebook counted over the epoch)."""
+    code usage Codebook-VLP's codebook counted over the epoch).
+
+    With a logger attached (``make_trainer(log_dir=...)``) the loss of every training step is logged too
+    (``train_loss_step``), and so are the per-epoch parts and training-epoch values, so the curves on
+    disk hold what ``history`` holds; without one nothing more is logged than before."""
 
     def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,
                  extra: dict[str, Any] | None = None, warmup_fraction: float = 0.0,
@@ -241,6 +267,8 @@ class CoreModule(pl.LightningModule):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train_loss")
+        if self._curves():
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False, batch_size=len(batch[0]))
         for key, value in getattr(self.core, "parts", {}).items():
             self.history.setdefault(key, [])
             total = self._sums.setdefault(key, [0.0, 0])
@@ -270,12 +298,23 @@ class CoreModule(pl.LightningModule):
                 self.history.setdefault(key, []).append(float(value))
 
     def on_train_epoch_end(self) -> None:
-        for key in [k for k in self._sums if k != "val_loss"]:
+        parts = [k for k in self._sums if k not in ("train_loss", "val_loss")]
+        for key in ["train_loss", *parts]:
             self._close(key)
+        values = {k: self.history[k][-1] for k in parts if self.history.get(k)}
         compute = getattr(self.core, "training_epoch_compute", None)
         if callable(compute):
             for key, value in compute().items():
                 self.history.setdefault(key, []).append(float(value))
+                values[key] = float(value)
+        if self._curves():
+            for key, value in values.items():
+                self.log(key, value, on_step=False, on_epoch=True)
+
+    def _curves(self) -> bool:
+        """Whether a logger records this fit's curves (only ``make_trainer(log_dir=...)`` attaches one)."""
+        trainer = self._trainer
+        return trainer is not None and bool(trainer.loggers)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         after_step = getattr(self.core, "after_step", None)

@@ -14,6 +14,14 @@ tests kill a fit with SIGKILL to show it). A ``last.ckpt`` of another fit is ref
 ``max_epochs`` may grow between the two (train further); LQAE's learning-rate schedule is then the one
 of the new length.
 
+Curves: with ``log_dir`` set on the aligner (an attribute, not a hyper-parameter: where curves go
+never changes a number, so it is no part of a fit's identity or of the saved aligner), a fit leaves
+Lightning's logs there: ``metrics.csv`` (the loss of every step, per-epoch train/val loss and the
+core's parts) and ``hparams.yaml``, plus ``tensorboard/`` when TensorBoard is installed. They are written
+into a temporary folder moved into place when the fit ends (``atomic_dir``): an interrupted fit leaves
+no curves behind, and a refit replaces the old ones whole. A fit resumed from a checkpoint logs the
+epochs it runs (the checkpoint's ``history`` has the earlier ones).
+
 Checkpoints are torch pickles written by this code; they are read by torch's loader in
 ``weights_only`` mode, which rebuilds tensors and plain containers only. Fitted aligners themselves are
 saved with safetensors (``Aligner.save``), never pickled.
@@ -26,7 +34,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,6 +88,7 @@ class TrainedAligner(Aligner):
         super().__init__(**hparams)
         self.module: Any = None  # the fitted CoreModule (a LightningModule), in eval mode
         self.history: dict[str, list[float]] = {}  # per-epoch means: train_loss, val_loss, the core's parts
+        self.log_dir: str | Path | None = None  # where the next fit's curves go (module docstring); not an hparam
 
     # ------------------------------------------------------------------ building
 
@@ -132,13 +142,25 @@ class TrainedAligner(Aligner):
             module = self.build(shape)
             if prepare is not None:
                 prepare(module.core, data)
-            trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                   checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
-                                   callbacks=[*self._callbacks(), FitState(stamp)],
-                                   **({} if n_val else {"limit_val_batches": 0}))
-            trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True
+            with self._curves_dir() as log_dir:
+                trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
+                                       checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
+                                       callbacks=[*self._callbacks(), FitState(stamp)], log_dir=log_dir,
+                                       **({} if n_val else {"limit_val_batches": 0}))
+                trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True
         self._adopt(module)
         return self
+
+    @contextmanager
+    def _curves_dir(self) -> Iterator[Path | None]:
+        """A temporary folder for this fit's logs, moved to ``log_dir`` when the fit succeeds (None: no curves)."""
+        if self.log_dir is None:
+            yield None
+            return
+        from align.atomic import atomic_dir
+
+        with atomic_dir(Path(self.log_dir)) as tmp:
+            yield tmp
 
     def _resume_path(self, what: str, stamp: str | None, ckpt_path: str | Path | None) -> str | None:
         """The checkpoint to resume from, if any, after checking it belongs to this fit."""
