@@ -51,7 +51,7 @@ def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(stat: dict[str, Any] | None) -> str:
+def cell_text(stat: dict[str, Any] | None) -> str:
     if stat is None:
         return "–"
     if len(stat["values"]) > 1:
@@ -59,44 +59,69 @@ def _cell(stat: dict[str, Any] | None) -> str:
     return f"{stat['mean']:.3f}"
 
 
-def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """One row per dataset/task headline metric, one column per aligner (per encoder pair when a run
-    has several); the best value of each row is in bold."""
+Entity = tuple[str, str, str]  # (aligner, image encoder, text encoder): one leaderboard column
+
+
+def grid(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[Entity, str]], dict[tuple[str, str, str], dict[Entity, Any]]]:
+    """The leaderboard's columns (entity and its header) and its rows: ``(dataset label, task, metric)`` to
+    each entity's statistics (None where it has none), as ``markdown`` and the HTML report show them."""
     pairs = sorted({(r["image_encoder"], r["text_encoder"]) for r in rows})
-    entities: list[tuple[str, str, str]] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
-                                                  key=lambda e: (e[1], e[2], e[0]))
+    entities: list[Entity] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
+                                    key=lambda e: (e[1], e[2], e[0]))
 
     # one column per aligner when each aligner ran beside one encoder pair (e.g. VLAP beside its own
     # LM table, the others beside a sentence encoder); else one per aligner and pair
     by_aligner = len({e[0] for e in entities}) == len(entities)
 
-    def column(entity: tuple[str, str, str]) -> str:
+    def column(entity: Entity) -> str:
         return entity[0] if len(pairs) == 1 or by_aligner else f"{entity[0]} ({entity[1]} + {entity[2]})"
 
-    lines_by_metric: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = defaultdict(dict)
+    lines_by_metric: dict[tuple[str, str, str], dict[Entity, Any]] = defaultdict(dict)
     for row in rows:
         dataset = _dataset_label(row)
         for metric in MAIN_METRICS.get(row["task"], ()):
             lines_by_metric[(dataset, row["task"], metric)][(row["aligner"], row["image_encoder"],
                                                              row["text_encoder"])] = row["metrics"].get(metric)
-    header = ["dataset", "task", "metric", *map(column, entities)]
-    lines = []
+    return [(e, column(e)) for e in entities], dict(sorted(lines_by_metric.items()))
+
+
+def encoder_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Which encoders the columns used (one line, or one per encoder pair when columns are per aligner)."""
+    pairs = sorted({(r["image_encoder"], r["text_encoder"]) for r in rows})
+    entities = {(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows}
     if len(pairs) == 1:
-        lines += [f"Encoders: image `{pairs[0][0]}`, text `{pairs[0][1]}`.", ""]
-    elif by_aligner:
-        for image_enc, text_enc in pairs:
-            names = ", ".join(e[0] for e in entities if e[1:] == (image_enc, text_enc))
-            lines.append(f"Encoders of {names}: image `{image_enc}`, text `{text_enc}`.")
-        lines.append("")
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(entities)]
-    for (dataset, task, metric), stats in sorted(lines_by_metric.items()):
+        return [f"Encoders: image `{pairs[0][0]}`, text `{pairs[0][1]}`."]
+    if len({e[0] for e in entities}) != len(entities):
+        return []
+    return [f"Encoders of {', '.join(sorted(e[0] for e in entities if e[1:] == pair))}: image `{pair[0]}`, "
+            f"text `{pair[1]}`." for pair in pairs]
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One row per dataset/task headline metric, one column per aligner (per encoder pair when a run
+    has several); the best value of each row is in bold."""
+    columns, lines_by_metric = grid(rows)
+    header = ["dataset", "task", "metric", *(name for _, name in columns)]
+    lines = encoder_lines(rows)
+    lines += [""] if lines else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(columns)]
+    for (dataset, task, metric), stats in lines_by_metric.items():
         best = max((s["mean"] for s in stats.values() if s), default=None)
         cells = []
-        for entity in entities:
-            cell = _cell(stats.get(entity))
+        for entity, _ in columns:
+            cell = cell_text(stats.get(entity))
             cells.append(f"**{cell}**" if stats.get(entity) and stats[entity]["mean"] == best else cell)
-        lines.append("| " + " | ".join([dataset, task, _SHORT.get(metric, metric), *cells]) + " |")
-    return "\n".join(lines + _shift_notes(rows) + _not_applicable_notes(rows))
+        lines.append("| " + " | ".join([dataset, task, short_metric(metric), *cells]) + " |")
+    return "\n".join(lines + notes(rows))
+
+
+def short_metric(metric: str) -> str:
+    return _SHORT.get(metric, metric)
+
+
+def notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines under the table: shifted rows, and why some cells are "–"."""
+    return _shift_notes(rows) + _not_applicable_notes(rows)
 
 
 def _dataset_label(row: dict[str, Any]) -> str:
