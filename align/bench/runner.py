@@ -33,7 +33,7 @@ from align.bench.sweep import select, selector_for
 from align.bench.targets import EntryFacts, Target, check_collisions, fit_identity, fit_path, targets
 from align.bench.tasks import TASKS, TaskContext, not_applicable
 from align.data.validation import carve_validation
-from align.errors import BadInputError
+from align.errors import AlignError, BadInputError
 
 __all__ = ["RunSummary", "run_benchmark"]
 
@@ -285,6 +285,7 @@ class _Run:
         self.ledger = Ledger(self.summary, overwrite)
         self.fitted: dict[str, tuple[Any, float]] = {}  # fit key -> (aligner, fit seconds), for this run only
         self.sweeps: dict[str, dict[str, Any]] = {}  # sweep key -> its record, for this run only
+        self.examples_written: set[Path] = set()  # report pictures written in this run
         self._weights: dict[tuple[str, str], str | None] = {}
 
     def weights(self, kind: str, name: str) -> str | None:
@@ -415,6 +416,8 @@ class _Run:
             facts, item.plan, seed, pair.image_encoder, pair.text_encoder, selected)
         if needs_fit:
             aligner, fit_seconds = self._fit(facts, plan, seed, pair, selected)
+            if self.save_aligners and applicable:
+                self._examples(facts, plan, seed, pair, selected, aligner, evaluation)
         ctx = TaskContext(spec, aligner, self.bank, pair.text_encoder, pair.fit, evaluation, seed)
         for target in todo:
             if self.ledger.current(target.path, target.sha256):
@@ -425,6 +428,28 @@ class _Run:
                 self.echo(f"{why}; recomputing it")
             self._score(target, facts, plan, seed, pair, evaluation, ctx, aligner, reasons, fit_seconds, sweep)
             self.ledger.wrote(target.path, target.sha256, found)
+
+    def _examples(self, facts: EntryFacts, plan: AlignerPlan, seed: int, pair: _PairWork,
+                  selected: dict[str, Any] | None, aligner: Any, evaluation: SplitInputs) -> None:
+        """The report's pictures of a saved fit (:mod:`align.bench.examples`), once per fit and run; an
+        aligner that cannot make them is named in one line, and the results go on."""
+        from align.bench.examples import example_items, write_examples
+
+        path = fit_path(self.root, facts, plan, seed, pair.image_encoder, pair.text_encoder, selected)
+        folder = beside_fit(path, "examples")
+        if folder in self.examples_written:
+            return
+        self.examples_written.add(folder)
+        try:
+            items = example_items(aligner, evaluation, pair.fit, pair.fit_texts.captions)
+        except AlignError as err:
+            self.echo(f"no report pictures of {plan.spec.display} on {facts.spec.name}: {err}")
+            return
+        if items:
+            identity = fit_identity(facts, plan, seed, pair.image_encoder, pair.text_encoder, aligner, self.weights)
+            write_examples(folder, aligner_label=plan.spec.display, fit=f"{facts.spec.name}/{facts.spec.fit}",
+                           eval_split=f"{evaluation.split.dataset}/{evaluation.split.split}", seed=seed,
+                           identity=identity["sha256"], items=items)
 
     def _score(self, target: Target, facts: EntryFacts, plan: AlignerPlan, seed: int, pair: _PairWork,
                evaluation: SplitInputs, ctx: TaskContext, aligner: Any, reasons: dict[str, str],

@@ -1,0 +1,132 @@
+"""Example records of a fitted aligner, for the pictures of ``align report --html``.
+
+Written by the runner under ``--save-aligners`` (the fit is kept, so its pictures belong to something
+that can be looked at again) into ``examples/<fit>/examples.jsonl`` beside the fitted aligner: a header
+line naming the fit, then one line per evaluation image (a small PNG thumbnail and what the aligner
+says about it). JSON Lines, not ``.json``: every ``*.json`` under a results folder is a result or a
+fitted aligner. The report only reads these files; it never loads a model or a dataset.
+
+What an aligner says comes from a generic hook, ``report_examples(images) -> list[dict]`` on the
+aligner (one dict per image: ``{"lines": [[label, text], ...], "anchors": [[fit row, weight], ...]}``),
+or, without one, from the public methods it already has:
+
+- ``caption`` (VLAP): the generated caption; ``nearest_words`` (VLAP): the closest vocabulary words;
+- ``token_strings`` (LQAE): the image as a string of the LM's tokens;
+- ``represent_image`` (ASIF): the anchors with the largest weights in its relative representation,
+  each shown as the anchor's thumbnail and caption;
+- ``code_indices`` (Codebook-VLP): the codes its token grid uses most (a code gallery is not drawn yet).
+
+An aligner with none of these (ridge, Procrustes, contrastive) has no pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align.atomic import atomic_path
+
+FORMAT = 1
+ITEMS = 6  # evaluation images per fit
+ANCHORS = 4  # ASIF anchors shown per image
+THUMB = 96  # thumbnail side in pixels
+SUPPORTED = ("report_examples (any aligner)", "caption + nearest_words (VLAP)", "token_strings (LQAE)",
+             "represent_image anchors (ASIF)", "code_indices (Codebook-VLP, as text)")
+
+
+def thumbnail(image: Any, size: int = THUMB) -> str:
+    """A PIL image as a ``data:image/png;base64,...`` URI no larger than ``size`` pixels a side."""
+    image = image.convert("RGBA" if image.mode == "RGBA" else "RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def pick_rows(count: int, items: int = ITEMS) -> list[int]:
+    """``items`` rows spread evenly over ``count`` (the same ones on every run)."""
+    if count <= items:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (items - 1)) for i in range(items)})
+
+
+def _builtin(aligner: Any, inputs: torch.Tensor) -> list[dict[str, Any]] | None:
+    """What the aligner's own public methods say about each image (module docstring), or None."""
+    n = len(inputs)
+    found: list[dict[str, Any]] = [{"lines": [], "anchors": []} for _ in range(n)]
+    any_hook = False
+    if callable(getattr(aligner, "caption", None)):
+        any_hook = True
+        for record, text in zip(found, aligner.caption(inputs)):
+            record["lines"].append(["caption", text])
+    if callable(getattr(aligner, "nearest_words", None)):
+        any_hook = True
+        for record, words in zip(found, aligner.nearest_words(inputs)):
+            record["lines"].append(["nearest words", ", ".join(words)])
+    if callable(getattr(aligner, "token_strings", None)):
+        any_hook = True
+        for record, text in zip(found, aligner.token_strings(inputs)):
+            record["lines"].append(["tokens", text])
+    if callable(getattr(aligner, "represent_image", None)):
+        any_hook = True
+        rel = aligner.represent_image(inputs)
+        for record, values, indices in zip(found, rel.values, rel.indices):
+            order = values.argsort(descending=True)[:ANCHORS]
+            record["anchors"] = [[int(indices[j]), float(values[j])] for j in order if int(indices[j]) >= 0]
+    if callable(getattr(aligner, "code_indices", None)):
+        any_hook = True
+        for record, codes in zip(found, aligner.code_indices(inputs)):
+            top = Counter(int(c) for c in codes.reshape(-1)).most_common(5)
+            record["lines"].append(["codes (uses)", ", ".join(f"#{code} ×{uses}" for code, uses in top)])
+    return found if any_hook else None
+
+
+def example_items(aligner: Any, evaluation: Any, fit: Any, fit_captions: Sequence[str] | None,
+                  items: int = ITEMS) -> list[dict[str, Any]] | None:
+    """Example records of ``aligner`` on a few images of ``evaluation`` (``SplitInputs``); anchors are rows
+    of ``fit`` with their ``fit_captions``. None when the aligner has nothing to show."""
+    rows = pick_rows(len(evaluation), items)
+    if not rows:
+        return None
+    inputs = evaluation.for_aligner(aligner)[torch.tensor(rows)]
+    hook = getattr(aligner, "report_examples", None)
+    said = hook(inputs) if callable(hook) else _builtin(aligner, inputs)
+    if not said:
+        return None
+    split, out = evaluation.split, []
+    for row, record in zip(rows, said):
+        anchors = [{"image": thumbnail(fit.split.load_image(int(a)), THUMB // 2), "weight": float(w),
+                    "caption": fit_captions[int(a)] if fit_captions is not None and int(a) < len(fit_captions) else ""}
+                   for a, w in record.get("anchors", [])]
+        captions = split.captions[row] if split.captions is not None else []
+        out.append({"row": row, "id": str(split.item_ids[row]) if split.item_ids is not None else str(row),
+                    "truth": str(captions[0]) if captions else "", "image": thumbnail(split.load_image(row)),
+                    "lines": [[str(label), str(text)] for label, text in record.get("lines", [])],
+                    "anchors": anchors})
+    return out
+
+
+def write_examples(folder: Path, *, aligner_label: str, fit: str, eval_split: str, seed: int, identity: str,
+                   items: list[dict[str, Any]]) -> Path:
+    """``folder/examples.jsonl`` (header line, then one line per item), written atomically."""
+    target = Path(folder) / "examples.jsonl"
+    header = {"format": FORMAT, "aligner": aligner_label, "fit": fit, "eval": eval_split, "seed": seed,
+              "identity": identity}
+    with atomic_path(target) as tmp:
+        tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [header, *items]), encoding="utf-8")
+    return target
+
+
+def read_examples(path: Path) -> dict[str, Any]:
+    """The header of ``path`` with its ``items`` (a ``ValueError`` when a line is not a JSON object)."""
+    lines = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines or not all(isinstance(line, dict) for line in lines):
+        raise ValueError("not an examples file (each line must be a JSON object)")
+    return {**lines[0], "items": lines[1:]}
