@@ -160,6 +160,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if "\0" not in args.results and not results.exists():
         raise AlignError(f"{results}: no such results folder")
     print(write_report(check_folder(results)))
+    if args.html is not None:
+        from align.bench.html_report import write_html_report
+
+        page = write_html_report(results, check_folder(Path(args.html), "HTML report folder"))
+        print(f"\nwrote {page}")
     return 0
 
 
@@ -258,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_report = sub.add_parser("report", help="aggregate a results folder into leaderboard.md and .csv")
     p_report.add_argument("results")
+    p_report.add_argument("--html", metavar="OUT_DIR", default=None,
+                          help="also write OUT_DIR/index.html: one self-contained page with the sortable leaderboard, "
+                          "training curves and example pictures")
     p_report.set_defaults(func=_cmd_report)
     return parser
 

@@ -57,7 +57,9 @@ LQAE = """  - {name: lqae, hparams: {table: "toy:table-masked", image_size: 16, 
 
 def toy_run(tmp_path: Path, *, save_aligners: bool = True, lqae: bool = False) -> Path:
     """Run the toy benchmark into ``tmp_path/results`` and return that folder."""
-    text = CONFIG.replace("datasets:", LQAE + "datasets:") if lqae else CONFIG
+    text = CONFIG
+    if lqae:  # LQAE has no text side: it is fitted for the linear probe only
+        text = text.replace("datasets:", LQAE + "datasets:").replace("zeroshot_retrieval]", "zeroshot_retrieval, fewshot]")
     config_path = tmp_path / "bench.yaml"
     config_path.write_text(text)
     results = tmp_path / "results"
