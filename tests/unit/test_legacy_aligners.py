@@ -40,7 +40,7 @@ CHANGED = {"lqae": {"lm_weight": 1.0, "codebook_size": 1024},
 # keeps the values it was fitted with, so loading it is unaffected
 RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10},
             "vlap": {"prior": "captions", "vocab": "captions", "vocab_subset": 2000, "ot_columns": "all", "lr": 3e-3,
-                     "warmup_fraction": 0.1, "schedule": "cosine"}}
+                     "warmup_fraction": 0.1, "schedule": "cosine", "w_map": 10.0}}
 
 
 @pytest.fixture(scope="module")

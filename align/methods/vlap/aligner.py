@@ -3,7 +3,7 @@
 
 Trained objective, with gradients reaching only the linear layer ``g``:
 
-    L = w_cap · L_cap + w_map · L_map          (defaults 1.0 and 0.1, as the draft code)
+    L = w_cap · L_cap + w_map · L_map          (defaults 1.0 and 10.0; the draft code's w_map is 0.1)
 
 * ``L_map`` (:mod:`align.methods.vlap.assignment`): the mean projected visual token ``v̄`` and the caption's
   text feature ``t`` are both assigned to the frozen word embeddings by entropic OT, and each predicts the
@@ -34,8 +34,12 @@ Design decisions (deviations from the draft code, and why):
   module, so the prompt and caption are embedded through ``lm.get_input_embeddings()`` (scaled) and the
   visual prefix is multiplied by the same factor, measured once from the module (1 for Llama/OPT).
 * **Precision.** ``lm_precision="bfloat16"`` runs the frozen LM's forward and backward under bfloat16
-  autocast (AMX on these CPUs); ``g`` and ``L_map`` stay float32 (``benchmarks/vlap_emoji.py`` measures
-  the speed and the effect on the loss).
+  autocast; ``g`` and ``L_map`` stay float32. It pays off only on CPUs or GPUs with bfloat16 matrix
+  units (AMX on recent Xeons); without them it is slower, hence the float32 default
+  (``benchmarks/vlap_lm_speed.py`` measures the speed and the effect on the loss).
+* **Loss weights.** ``w_map`` (lambda) defaults to 10, not the draft code's 0.1: over a short
+  training the captioning gradient otherwise decides ``g`` alone and ``v̄`` learns no alignment with
+  the caption's words (chosen on validation, README "How the defaults were chosen").
 * **Fit API.** VLAP needs caption strings (for ``L_cap`` and ``t``), not another encoder's sentence
   features: :meth:`VLAPAligner.fit_captions` takes them; ``fit`` accepts a list of strings too, and
   refuses feature tensors with a :class:`BadInputError` saying so.
@@ -123,7 +127,7 @@ class VLAPCore(nn.Module):
     from the fit captions (saved with the weights); without them both follow from the hyper-parameters."""
 
     def __init__(self, image_dim: int, table: str, num_prefix_tokens: int = 1, w_cap: float = 1.0,
-                 w_map: float = 0.1, tau: float = 0.01, eps: float = 0.01, sinkhorn_iters: int = 3,
+                 w_map: float = 10.0, tau: float = 0.01, eps: float = 0.01, sinkhorn_iters: int = 3,
                  prior: str = "uniform", vocab_subset: int | None = None, prompt: str = PROMPT,
                  prefix_source: str = "pooled", ot_columns: str = "batch", init_scale: float = 1.0,
                  lm_precision: str = "float32", vocab_ids: list[int] | None = None,
@@ -298,14 +302,15 @@ class VLAPCore(nn.Module):
 
 @dataclass(frozen=True)
 class VLAPHParams(TrainedHParams):
-    """``lr`` was chosen on a validation part of the emoji fit split (configs/bench/vlap_select.yaml); the
-    vocabulary, prior, OT columns and schedule defaults undo the target dilution described in
+    """``lr`` and ``w_map`` were chosen on a validation part of the emoji fit split
+    (configs/bench/vlap_select.yaml, configs/bench/vlap_lm_select.yaml: the draft code's ``w_map`` of 0.1
+    lets the captioning loss drown the assignment loss over a short training); the vocabulary, prior, OT columns and schedule defaults undo the target dilution described in
     :mod:`align.methods.vlap.vocabulary`, each ablated in benchmarks/vlap_emoji.py (README "How the
     defaults were chosen")."""
 
     table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # a causal LM's table
     w_cap: float = param(1.0, low=0)  # weight of the captioning loss L_cap
-    w_map: float = param(0.1, low=0)  # weight of the assignment loss L_map
+    w_map: float = param(10.0, low=0)  # weight of the assignment loss L_map (lambda)
     tau: float = param(0.01, above=0)  # softmax temperature of the assignment prediction
     eps: float = param(0.01, above=0)  # Sinkhorn's entropic regularisation
     sinkhorn_iters: int = param(3, low=1)
