@@ -19,6 +19,7 @@ from PIL import Image
 from align.atomic import atomic_path
 from align.data.images import open_image
 from align.errors import BadInputError
+from align.precision import as_input, autocast_for
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -37,9 +38,10 @@ class ImageEmbeddings:
 def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled features ``[B, D]`` of one batch of PIL images, and head logits when the encoder has a head."""
     encoder.eval()
-    pixels = torch.stack([encoder.preprocess(image) for image in images])
-    pooled = encoder(pixels).float()
-    logits = encoder.classify(pooled).float() if encoder.class_names is not None else None
+    pixels = as_input(encoder, torch.stack([encoder.preprocess(image) for image in images]))
+    with autocast_for(encoder):
+        pooled = encoder(pixels).float()
+        logits = encoder.classify(pooled).float() if encoder.class_names is not None else None
     return pooled, logits
 
 
@@ -47,8 +49,15 @@ def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tenso
 def encode_pil_tokens(encoder: Any, images: Sequence[Image.Image]) -> torch.Tensor:
     """Spatial tokens ``[B, T, D]`` (float32) of one batch of PIL images."""
     encoder.eval()
-    pixels = torch.stack([encoder.preprocess(image) for image in images])
-    return encoder.forward_tokens(pixels).float()
+    pixels = as_input(encoder, torch.stack([encoder.preprocess(image) for image in images]))
+    with autocast_for(encoder):
+        return encoder.forward_tokens(pixels).float()
+
+
+def encode_texts(encoder: Any, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """Text features ``[len(texts), D]`` (float32) computed in the encoder's precision."""
+    with autocast_for(encoder):
+        return encoder.encode_text(texts, batch_size=batch_size).float()
 
 
 def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:

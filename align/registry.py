@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
 from align.errors import DuplicateNameError, UnknownNameError
+from align.precision import SEPARATOR, set_precision, split_precision
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,12 +63,14 @@ def _natural_key(name: str) -> list[Any]:
 class Registry(Generic[T]):
     """Maps names to factories of one kind of part (vision encoders, aligners, datasets, ...)."""
 
-    def __init__(self, kind: str, *, sourced: bool = True) -> None:
+    def __init__(self, kind: str, *, sourced: bool = True, precisions: bool = False) -> None:
         """``sourced`` registries (models) name parts ``<source>:<identifier>[.<tag>]``; the others
         (aligners, datasets) use plain names such as ``ridge`` or ``emoji.twitter``, and may still
-        have open-ended sources such as ``folder:<path>``."""
+        have open-ended sources such as ``folder:<path>``. ``precisions`` registries (encoders) also
+        take ``<name>@bfloat16`` for any registered name (:mod:`align.precision`)."""
         self.kind = kind
         self.sourced = sourced
+        self.precisions = precisions
         self._entries: dict[str, Entry[T]] = {}
         self._sources: dict[str, Entry[T]] = {}
 
@@ -84,6 +87,8 @@ class Registry(Generic[T]):
         if not (_SOURCED_NAME_RE.match(name) or (not self.sourced and _PLAIN_NAME_RE.match(name))):
             form = "'<source>:<identifier>[.<tag>]'" if self.sourced else "a lower-case name or '<source>:<identifier>'"
             raise ValueError(f"{self.kind} name {name!r} must look like {form}, no spaces")
+        if self.precisions and SEPARATOR in name:
+            raise ValueError(f"{self.kind} name {name!r}: {SEPARATOR!r} is reserved for a precision suffix")
         if name in self._entries:
             raise DuplicateNameError(f"{self.kind} {name!r} is already registered; pick another name")
         self._entries[name] = Entry(EntryMeta(name=name, **meta), factory)
@@ -103,6 +108,11 @@ class Registry(Generic[T]):
 
     def _entry(self, name: str) -> Entry[T]:
         load_plugins()
+        if self.precisions and SEPARATOR in name and name not in self._entries:
+            base, precision = split_precision(name)
+            entry = self._entry(base)
+            return Entry(dataclasses.replace(entry.meta, name=name),
+                         functools.partial(_built_in_precision, entry.factory, precision))
         if name in self._entries:
             return self._entries[name]
         source, _, identifier = name.partition(":")
@@ -144,8 +154,12 @@ class Registry(Generic[T]):
         return len(self.list())
 
 
-VISION_ENCODERS: Registry[Any] = Registry("encoders")
-TEXT_ENCODERS: Registry[Any] = Registry("text")
+def _built_in_precision(factory: Callable[..., Any], precision: str, **kwargs: Any) -> Any:
+    return set_precision(factory(**kwargs), precision)
+
+
+VISION_ENCODERS: Registry[Any] = Registry("encoders", precisions=True)
+TEXT_ENCODERS: Registry[Any] = Registry("text", precisions=True)
 EMBEDDING_TABLES: Registry[Any] = Registry("tables")
 ALIGNERS: Registry[Any] = Registry("aligners", sourced=False)
 DATASETS: Registry[Any] = Registry("datasets", sourced=False)

@@ -5,6 +5,10 @@ the file and the key, before any model is loaded, including options only used la
 built once with its hyper-parameters, dataset options are checked against the dataset's factory, task
 options must be positive integers, and every name must be registered. The file itself is read as
 plain, bounded YAML (:mod:`align.bench.yaml_file`).
+
+``precision: bfloat16`` at the top level runs every encoder of the file in bfloat16 by naming it
+``<encoder>@bfloat16`` (one encoder alone: write that name in its list). The suffix keys features and
+results apart from float32 ones, whose names, caches and results are unchanged (:mod:`align.precision`).
 """
 
 from __future__ import annotations
@@ -301,11 +305,31 @@ def _options(value: Any, dataset: str, source: str, where: str) -> dict[str, Any
     return dict(value)
 
 
-def _encoders(value: Any, registry: str, source: str, where: str) -> tuple[str, ...]:
+def _encoders(value: Any, registry: str, source: str, where: str, precision: str) -> tuple[str, ...]:
+    """Registered encoder names, each carrying ``precision`` as a name suffix unless float32
+    (``align.precision``: the suffix is what keys caches and results apart)."""
+    from align.precision import with_precision
+
     names = _str_list(value, source, where)
+    out = []
     for i, name in enumerate(names):
+        try:
+            name = with_precision(name, precision)
+        except BadInputError as err:
+            raise _fail(source, f"{where}[{i}]", str(err)) from None
         _known(registry, name, source, f"{where}[{i}]")
-    return names
+        out.append(name)
+    return tuple(out)
+
+
+def _precision(raw: dict[str, Any], source: str) -> str:
+    """The top-level ``precision`` (default float32) every encoder of the run computes in."""
+    from align.precision import DEFAULT_PRECISION, PRECISIONS
+
+    value = raw.get("precision", DEFAULT_PRECISION)
+    if value not in PRECISIONS:
+        raise _fail(source, "precision", f"unknown precision {value!r}; choose one of {', '.join(PRECISIONS)}")
+    return str(value)
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -315,7 +339,8 @@ def load_config(path: str | Path) -> BenchConfig:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise BadInputError(f"{source}: expected a mapping at the top level")
-    _take(raw, {"name", "seeds", "image_encoders", "text_encoders", "aligners", "datasets"}, source, "top level")
+    _take(raw, {"name", "seeds", "precision", "image_encoders", "text_encoders", "aligners", "datasets"}, source,
+          "top level")
     for required in ("image_encoders", "text_encoders", "aligners", "datasets"):
         if required not in raw:
             raise _fail(source, "top level", f"missing {required!r}")
@@ -330,8 +355,9 @@ def load_config(path: str | Path) -> BenchConfig:
     name = raw.get("name") or path.stem
     if not isinstance(name, str):
         raise _fail(source, "name", f"expected a string, got {name!r}")
-    image_encoders = _encoders(raw["image_encoders"], "VISION_ENCODERS", source, "image_encoders")
-    text_encoders = _encoders(raw["text_encoders"], "TEXT_ENCODERS", source, "text_encoders")
+    precision = _precision(raw, source)
+    image_encoders = _encoders(raw["image_encoders"], "VISION_ENCODERS", source, "image_encoders", precision)
+    text_encoders = _encoders(raw["text_encoders"], "TEXT_ENCODERS", source, "text_encoders", precision)
     aligners = tuple(_aligner(a, source, f"aligners[{i}]") for i, a in enumerate(raw["aligners"]))
     datasets = tuple(_dataset(d, source, f"datasets[{i}]") for i, d in enumerate(raw["datasets"]))
     _check_selectors(aligners, datasets, source)

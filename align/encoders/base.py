@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from align.precision import as_input, autocast_for
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -128,7 +130,8 @@ class VisionEncoder(nn.Module):
         chunks = []
         for start in range(0, len(images), batch_size):
             batch = torch.stack([preprocess(image) for image in images[start:start + batch_size]])
-            chunks.append(self(batch.to(self.device)).float().cpu())
+            with autocast_for(self):
+                chunks.append(self(as_input(self, batch.to(self.device))).float().cpu())
         if not chunks:
             return torch.empty(0, self.embed_dim)
         return torch.cat(chunks)

@@ -1,6 +1,7 @@
 """Features of a dataset split, computed once and stored as safetensors shards with a JSON index.
 
-The key hashes everything that changes the numbers: encoder name, the sha256 of the weight files
+The key hashes everything that changes the numbers: encoder name (with its precision suffix when it
+is not float32, ``align.precision``), the sha256 of the weight files
 really loaded (:mod:`align.features.weights`), preprocessing, dataset name, version and split, and
 the exact texts for text features. A cache written under another key is never read. Shards are
 written atomically one by one, each with its checksums (:mod:`align.features.shards`), so an
@@ -301,8 +302,10 @@ def text_features(
         key = dataclasses.replace(key, weights_sha256=loaded)
     texts = list(texts)
 
+    from align.embed import encode_texts
+
     def embed_batch(start: int, stop: int) -> torch.Tensor:
-        return encoder.encode_text(texts[start:stop], batch_size=batch_size)
+        return encode_texts(encoder, texts[start:stop], batch_size=batch_size)
 
     return cache.compute(key, len(texts), embed_batch, batch_size=batch_size, progress=progress,
                          description=f"{encoder_name} {dataset}/{split} text")

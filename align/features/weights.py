@@ -28,7 +28,9 @@ def registry_fingerprint(registry: Any, name: str) -> str | None:
         return asset_fingerprint(spec, require(spec.name))
     if meta.weights_sha256:
         return meta.weights_sha256
-    source, _, identifier = name.partition(":")
+    from align.precision import split_precision
+
+    source, _, identifier = split_precision(name)[0].partition(":")  # the same files in any precision
     if source == "hf" and identifier:
         from align.assets import hf_hub_cache
 
