@@ -89,3 +89,14 @@ def test_list_shows_toy_parts_and_assets(isolated_home: Path, capsys) -> None:
     assert "toy:cnn" in listed and "torchvision:mobilenet_v2.imagenet1k_v1" in listed and "timm:*" in listed
     assert main(["list", "assets"]) == 0
     assert "gemma-3-270m.q4_k_m" in capsys.readouterr().out
+
+
+def test_embed_precision_is_recorded_and_a_bad_one_is_one_line(tmp_path: Path, capsys) -> None:
+    make_images(tmp_path / "imgs")
+    out = tmp_path / "feats.safetensors"
+    args = ["embed", "--encoder", "toy:cnn", str(tmp_path / "imgs"), "-o", str(out)]
+    assert main([*args, "--precision", "bfloat16"]) == 0
+    assert json.loads(out.with_name(out.name + ".json").read_text())["encoder"] == "toy:cnn@bfloat16"
+    capsys.readouterr()
+    assert main([*args, "--precision", "bf16"]) == 2
+    assert "bf16" in one_line_error(capsys)
