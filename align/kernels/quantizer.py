@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from align.kernels.low_precision import DEFAULT_OVERFETCH, check_overfetch, check_search_precision, rescored_block
+
 # Scores are computed in blocks of QUERY_CHUNK x DEFAULT_CHUNK floats (8 MB): small enough to stay in cache
 # while the max is taken (measured: 0.8x the time of the full float32 matmul on a 30,522-row table,
 # against 1.9x with 1024 x 8192 blocks; benchmarks/quantizer_speed.py).
@@ -31,23 +33,37 @@ QUERY_CHUNK = 1024
 
 @torch.no_grad()
 def nearest_codes(queries: torch.Tensor, unit_codebook: torch.Tensor, chunk: int = DEFAULT_CHUNK,
-                  query_chunk: int = QUERY_CHUNK) -> torch.Tensor:
+                  query_chunk: int = QUERY_CHUNK, *, search_precision: str = "float32",
+                  overfetch: int = DEFAULT_OVERFETCH) -> torch.Tensor:
     """Index of the row of ``unit_codebook [K, D]`` with the largest dot product for each row of
     ``queries [N, D]`` (cosine when both are l2-normalised). Exact; the first index wins ties.
 
     Scores are computed ``query_chunk x chunk`` at a time and reduced at once, so peak scratch memory
-    is bounded whatever K is."""
+    is bounded whatever K is. ``search_precision="bfloat16"`` scores each chunk in bf16, then takes
+    the max of the exact float32 scores of its ``1 + overfetch`` best rows
+    (:mod:`align.kernels.low_precision`)."""
     if queries.ndim != 2 or unit_codebook.ndim != 2 or queries.shape[1] != unit_codebook.shape[1]:
         raise ValueError(f"nearest_codes: queries {tuple(queries.shape)} and codebook "
                          f"{tuple(unit_codebook.shape)} must be [N, D] and [K, D]")
+    low = check_search_precision(search_precision, "nearest_codes") != "float32"
+    keep = 1 + check_overfetch(overfetch, "nearest_codes")
     out = torch.empty(len(queries), dtype=torch.long, device=queries.device)
     queries = queries.to(unit_codebook.dtype)
+    if low:
+        queries = queries.float()
     for q0 in range(0, len(queries), query_chunk):
         block = queries[q0:q0 + query_chunk]
+        block_low = block.to(torch.bfloat16) if low else block
         best = torch.full((len(block),), float("-inf"), dtype=block.dtype, device=block.device)
         best_idx = torch.zeros(len(block), dtype=torch.long, device=block.device)
         for k0 in range(0, len(unit_codebook), chunk):
-            value, idx = (block @ unit_codebook[k0:k0 + chunk].T).max(dim=1)
+            if low:
+                scores, columns = rescored_block(block, block_low, unit_codebook[k0:k0 + chunk].float(), keep,
+                                                 ascending=True)
+                value, where = scores.max(dim=1)
+                idx = columns.gather(1, where[:, None]).squeeze(1)
+            else:
+                value, idx = (block @ unit_codebook[k0:k0 + chunk].T).max(dim=1)
             better = value > best  # strict: an earlier chunk keeps a tie
             best = torch.where(better, value, best)
             best_idx = torch.where(better, idx + k0, best_idx)
@@ -72,8 +88,9 @@ class FrozenCodebookQuantizer(nn.Module):
     returned codes are always ids of the *full* table, so ``table.tokens[code]`` is the token."""
 
     def __init__(self, table: torch.Tensor, allowed_ids: torch.Tensor | None = None, *, l2_normalize: bool = True,
-                 chunk: int = DEFAULT_CHUNK) -> None:
+                 chunk: int = DEFAULT_CHUNK, search_precision: str = "float32") -> None:
         super().__init__()
+        self.search_precision = check_search_precision(search_precision, "FrozenCodebookQuantizer")
         table = table.detach().float()
         ids = torch.arange(len(table)) if allowed_ids is None else torch.as_tensor(allowed_ids, dtype=torch.long)
         if ids.numel() == 0:
@@ -93,9 +110,10 @@ class FrozenCodebookQuantizer(nn.Module):
         """Full-table code ids ``[...]`` of ``z [..., D]``."""
         flat = z.detach().reshape(-1, z.shape[-1])
         if self.l2_normalize:
-            local = nearest_codes(F.normalize(flat, dim=-1), self.search_rows, self.chunk)
+            local = nearest_codes(F.normalize(flat, dim=-1), self.search_rows, self.chunk,
+                                  search_precision=self.search_precision)
         else:  # nearest in l2: argmax of z.e - |e|^2 / 2
-            local = _nearest_l2(flat, self.search_rows, self.chunk)
+            local = _nearest_l2(flat, self.search_rows, self.chunk, self.search_precision)
         return self.allowed_ids[local].view(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> Quantized:
@@ -115,8 +133,9 @@ class LearnedCodebookQuantizer(nn.Module):
     together in a distance the assignment ignores). The raw row is passed on either way."""
 
     def __init__(self, num_codes: int, dim: int, *, beta: float = 0.25, init_std: float = 1.0,
-                 l2_normalize: bool = True, chunk: int = DEFAULT_CHUNK) -> None:
+                 l2_normalize: bool = True, chunk: int = DEFAULT_CHUNK, search_precision: str = "float32") -> None:
         super().__init__()
+        self.search_precision = check_search_precision(search_precision, "LearnedCodebookQuantizer")
         self.codebook = nn.Parameter(torch.randn(num_codes, dim) * init_std)
         self.beta, self.l2_normalize, self.chunk = beta, l2_normalize, chunk
 
@@ -128,9 +147,10 @@ class LearnedCodebookQuantizer(nn.Module):
         flat = z.detach().reshape(-1, z.shape[-1])
         rows = self.codebook.detach()
         if self.l2_normalize:
-            codes = nearest_codes(F.normalize(flat, dim=-1), F.normalize(rows, dim=-1), self.chunk)
+            codes = nearest_codes(F.normalize(flat, dim=-1), F.normalize(rows, dim=-1), self.chunk,
+                                  search_precision=self.search_precision)
         else:
-            codes = _nearest_l2(flat, rows, self.chunk)
+            codes = _nearest_l2(flat, rows, self.chunk, self.search_precision)
         return codes.view(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> Quantized:
@@ -142,9 +162,9 @@ class LearnedCodebookQuantizer(nn.Module):
 
 
 @torch.no_grad()
-def _nearest_l2(queries: torch.Tensor, rows: torch.Tensor, chunk: int) -> torch.Tensor:
+def _nearest_l2(queries: torch.Tensor, rows: torch.Tensor, chunk: int, search_precision: str = "float32") -> torch.Tensor:
     """Nearest row in Euclidean distance: append a column so one max-dot-product search does it
     (``argmax z.e - |e|^2/2``)."""
     q = torch.cat([queries, torch.ones(len(queries), 1, dtype=queries.dtype, device=queries.device)], dim=1)
     r = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
-    return nearest_codes(q, r, chunk)
+    return nearest_codes(q, r, chunk, search_precision=search_precision)

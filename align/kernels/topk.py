@@ -32,6 +32,7 @@ import torch
 
 from align.errors import BadInputError
 from align.kernels.anchor_chunks import AnchorSource, iter_chunks, source_shape
+from align.kernels.low_precision import DEFAULT_OVERFETCH, check_overfetch, check_search_precision, rescored_block
 
 EXACT_BACKENDS = ("torch", "faiss")
 APPROX_BACKENDS = ("faiss-ivf", "faiss-hnsw")
@@ -197,19 +198,30 @@ def streamed_topk(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     memory_mb: float = DEFAULT_MEMORY_MB,
     normalize: bool = False,
+    search_precision: str = "float32",
+    overfetch: int = DEFAULT_OVERFETCH,
 ) -> dict[int, TopK]:
     """Exact top-``k`` of ``queries @ anchors.T`` over each anchor prefix in ``prefixes`` (default: all
     anchors), in ONE pass over the anchors: the running buffers are snapshot as each prefix ends.
 
     ``normalize`` L2-normalises anchor chunks as they are read (queries are used as given). Returns
     ``{n: TopK}``, with prefixes above N clipped to N; ``k`` larger than a prefix leaves ``-1``/``-inf``
-    padding in that prefix's rows."""
+    padding in that prefix's rows.
+
+    ``search_precision="bfloat16"`` (torch backend) proposes each block's best ``k + overfetch``
+    anchors by bf16 score and keeps the top-k of their exact float32 scores
+    (:mod:`align.kernels.low_precision`)."""
     n, dim = source_shape(anchors)
     queries = queries.float().contiguous()
     _check_search(queries, k, dim, backend, memory_mb)
     k = int(k)
     if backend not in EXACT_BACKENDS:
         raise BadInputError(f"streamed_topk: {backend!r} is approximate; use approx_topk")
+    low = check_search_precision(search_precision, "streamed_topk") != "float32"
+    overfetch = check_overfetch(overfetch, "streamed_topk")
+    if low and backend != "torch":
+        raise BadInputError(f"streamed_topk: search_precision={search_precision!r} needs backend 'torch', "
+                            f"got {backend!r}")
     stops = sorted({min(int(p), n) for p in (prefixes or [n])})
     if not stops or stops[0] < 1:
         raise BadInputError(f"streamed_topk: anchor counts must be >= 1, got {list(prefixes or [])}")
@@ -218,7 +230,8 @@ def streamed_topk(
     chunk_rows = min(chunk_rows, stops[-1])
     q_rows = query_block_rows(chunk_rows, memory_mb)
     faiss = _faiss_threads_like_torch() if backend == "faiss" else None
-    scratch_size = 0 if faiss is not None else min(q_rows, queries.shape[0]) * chunk_rows
+    queries_low = queries.to(torch.bfloat16) if low else None
+    scratch_size = 0 if faiss is not None or low else min(q_rows, queries.shape[0]) * chunk_rows
     scratch, mask = torch.empty(scratch_size), torch.empty(scratch_size, dtype=torch.bool)  # reused per block
     offset, stop_iter = 0, iter(stops)
     next_stop = next(stop_iter)
@@ -229,6 +242,8 @@ def streamed_topk(
             part = chunk[start:end]
             if faiss is not None:
                 _faiss_chunk(faiss, queries, part, offset + start, running, q_rows)
+            elif low:
+                _bf16_chunk(queries, queries_low, part, offset + start, running, q_rows, k + overfetch)
             else:
                 _torch_chunk(queries, part, offset + start, running, q_rows, scratch, mask)
             if offset + end == next_stop:
@@ -249,6 +264,15 @@ def _torch_chunk(queries: torch.Tensor, part: torch.Tensor, offset: int, running
         block = scratch[:size].view(q1 - q0, a_rows)
         torch.mm(queries[q0:q1], part_t, out=block)
         running.update(slice(q0, q1), block, offset, mask)
+
+
+def _bf16_chunk(queries: torch.Tensor, queries_low: torch.Tensor, part: torch.Tensor, offset: int,
+                running: RunningTopK, q_rows: int, keep: int) -> None:
+    """bf16 proposals, exact float32 scores: each query block's ``keep`` candidates go to the buffers."""
+    for q0 in range(0, queries.shape[0], q_rows):
+        q1 = min(queries.shape[0], q0 + q_rows)
+        values, columns = rescored_block(queries[q0:q1], queries_low[q0:q1], part, keep)
+        running.merge(slice(q0, q1), values, columns + offset)
 
 
 def _faiss_chunk(faiss: Any, queries: torch.Tensor, part: torch.Tensor, offset: int, running: RunningTopK,
