@@ -325,3 +325,14 @@ def test_explanation_of_a_batch_row_and_bad_lengths() -> None:
         explain_pair(images, texts, anchor_ids=["a"])
     with pytest.raises(BadInputError, match="image_row"):
         explain_pair(images, texts, image_row=4)
+
+
+def test_torch_bf16_search_gives_the_float32_representations() -> None:
+    """``search: torch-bf16`` re-scores bf16 proposals in float32: same anchors, same values."""
+    anchors, texts = F.normalize(gaussian(1500, 32, 40), dim=1), gaussian(1500, 16, 41)
+    queries = gaussian(60, 32, 42)
+    fp32 = ASIFAligner(k=20, p=8).fit(anchors, texts)
+    bf16 = ASIFAligner(k=20, p=8, search="torch-bf16", chunk_size=400).fit(anchors, texts)
+    a, b = fp32.represent_image(queries), bf16.represent_image(queries)
+    assert torch.equal(a.indices.sort(1).values, b.indices.sort(1).values)
+    assert torch.allclose(a.to_dense(), b.to_dense(), atol=1e-5)

@@ -147,6 +147,7 @@ def relative_represent(
     backend: str = "torch",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    search_precision: str = "float32",
 ) -> SparseRel:
     """ASIF representations of ``queries [M, D]`` against anchors in memory or in a feature-cache folder
     (streamed; ``normalize_anchors`` normalises each chunk as it is read). Exact backends only."""
@@ -154,8 +155,19 @@ def relative_represent(
     n, _ = source_shape(anchors)
     queries = F.normalize(check_features(queries, "asif: queries"), dim=1)
     top = streamed_topk(queries, anchors, effective_k(k, n), backend=backend, chunk_rows=chunk_rows,
-                        memory_mb=memory_mb, normalize=normalize_anchors)[n]
+                        memory_mb=memory_mb, normalize=normalize_anchors, search_precision=search_precision)[n]
     return relative_from_topk(top, n, p, clamp_negative)
+
+
+# "torch-bf16": the exact torch search with bf16 proposals re-scored in float32 (align.kernels.low_precision);
+# a value of ``search`` rather than a new hyper-parameter, so existing results keep their identity.
+BF16_SEARCH = "torch-bf16"
+SEARCHES = (*BACKENDS, BF16_SEARCH)
+
+
+def _exact_search(search: str) -> tuple[str, str]:
+    """``(backend, search_precision)`` of an exact ``search`` value."""
+    return ("torch", "bfloat16") if search == BF16_SEARCH else (search, "float32")
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,7 @@ class ASIFHParams(HParams):
     k: int | None = param(800, low=1, want="a positive integer (or None for all anchors)")
     p: float = param(8, above=0, want="a finite number > 0")
     clamp_negative: bool = True
-    search: str = param("torch", choices=BACKENDS)
+    search: str = param("torch", choices=SEARCHES)
     chunk_size: int = param(DEFAULT_CHUNK_ROWS, low=1)
     memory_mb: float = param(DEFAULT_MEMORY_MB, above=0)
     nlist: int | None = param(None, low=1)  # faiss-ivf lists (None: default_nlist of the anchor count)
@@ -223,8 +235,9 @@ class ASIFAligner(Aligner):
                     ef_search=h["ef_search"], chunk_rows=h["chunk_size"])
             top = approx_topk(queries, self._indexes[modality], self.k_)
         else:
-            top = streamed_topk(queries, anchors, self.k_, backend=h["search"], chunk_rows=h["chunk_size"],
-                                memory_mb=h["memory_mb"])[self.num_anchors]
+            backend, precision = _exact_search(h["search"])
+            top = streamed_topk(queries, anchors, self.k_, backend=backend, chunk_rows=h["chunk_size"],
+                                memory_mb=h["memory_mb"], search_precision=precision)[self.num_anchors]
         return relative_from_topk(top, self.num_anchors, h["p"], h["clamp_negative"])
 
     def represent_image(self, image_features: torch.Tensor) -> SparseRel:
@@ -302,6 +315,7 @@ def sweep(
     backend: str = "torch",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    search_precision: str = "float32",
 ) -> ASIFSweep:
     """Every (anchor count, k, p) of ASIF for ``queries`` in ONE pass over the anchors (prefixes of the
     anchor order, so shuffle the anchors first if their order is meaningful). Results equal separate
@@ -316,7 +330,7 @@ def sweep(
     k_max = min(largest, max(largest if k is None else k for k in ks))
     queries = F.normalize(check_features(queries, "asif sweep: queries"), dim=1)
     tops = streamed_topk(queries, anchors, k_max, prefixes=anchor_counts, backend=backend, chunk_rows=chunk_rows,
-                         memory_mb=memory_mb, normalize=normalize_anchors)
+                         memory_mb=memory_mb, normalize=normalize_anchors, search_precision=search_precision)
     return ASIFSweep(tops, n, tuple(int(c) for c in anchor_counts), tuple(ks), tuple(ps), clamp_negative)
 
 
@@ -333,7 +347,7 @@ def sweep_scores(images: ASIFSweep, texts: ASIFSweep) -> Iterator[tuple[tuple[in
     "asif",
     description="ASIF: training-free relative representations against stored anchor pairs (top-k cosine "
     "similarities, clamped at 0, raised to p, normalised). k: kept anchors (default 800, the official "
-    "code's; use ~50 at ~1k anchors), p: power (default 8), clamp_negative, search: torch|faiss|faiss-ivf|faiss-hnsw.",
+    "code's; use ~50 at ~1k anchors), p: power (default 8), clamp_negative, search: torch|torch-bf16|faiss|faiss-ivf|faiss-hnsw.",
     citation="Norelli, Fumero, Maiorca, Moschella, Rodolà, Locatello, ASIF: Coupled Data Turns Unimodal "
     "Models to Multimodal Without Training, NeurIPS 2023 (arXiv 2210.01738)",
 )
