@@ -162,7 +162,8 @@ class LearnedCodebookQuantizer(nn.Module):
 
 
 @torch.no_grad()
-def _nearest_l2(queries: torch.Tensor, rows: torch.Tensor, chunk: int, search_precision: str = "float32") -> torch.Tensor:
+def _nearest_l2(queries: torch.Tensor, rows: torch.Tensor, chunk: int,
+                search_precision: str = "float32") -> torch.Tensor:
     """Nearest row in Euclidean distance: append a column so one max-dot-product search does it
     (``argmax z.e - |e|^2/2``)."""
     q = torch.cat([queries, torch.ones(len(queries), 1, dtype=queries.dtype, device=queries.device)], dim=1)

@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "align"
 # Lower number = lower layer. A module may import from its own layer or any lower one.
 LAYERS = {
     "align.errors": 0, "align.atomic": 0, "align.checksum": 0, "align.registry": 0, "align.assets": 0,
+    "align.precision": 0,  # encoder precision names: the registry builds "<name>@bfloat16"
     # kernels sit beside the data layer (ASIF's anchor reader streams verified feature-cache shards)
     # and below every method: they can be tested and timed without one
     "align.kernels": 1,

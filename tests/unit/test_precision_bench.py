@@ -13,7 +13,7 @@ from align.bench.pairs import FeatureBank
 from align.bench.runner import run_benchmark
 from align.errors import BadInputError
 from align.features.cache import FeatureCache
-from tests.unit.test_bench import ColourSquares  # noqa: F401  (registers test-colours)
+import tests.unit.test_bench  # noqa: F401  (registers the test-colours dataset)
 
 CONFIG = """
 name: toy

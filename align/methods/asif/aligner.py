@@ -347,7 +347,8 @@ def sweep_scores(images: ASIFSweep, texts: ASIFSweep) -> Iterator[tuple[tuple[in
     "asif",
     description="ASIF: training-free relative representations against stored anchor pairs (top-k cosine "
     "similarities, clamped at 0, raised to p, normalised). k: kept anchors (default 800, the official "
-    "code's; use ~50 at ~1k anchors), p: power (default 8), clamp_negative, search: torch|torch-bf16|faiss|faiss-ivf|faiss-hnsw.",
+    "code's; use ~50 at ~1k anchors), p: power (default 8), clamp_negative, "
+    "search: torch|torch-bf16|faiss|faiss-ivf|faiss-hnsw.",
     citation="Norelli, Fumero, Maiorca, Moschella, Rodolà, Locatello, ASIF: Coupled Data Turns Unimodal "
     "Models to Multimodal Without Training, NeurIPS 2023 (arXiv 2210.01738)",
 )
