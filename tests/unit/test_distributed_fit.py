@@ -5,8 +5,8 @@ a small script started with ``subprocess`` (running pytest twice would be the al
 are 32 pairs in global batches of 8 (4 per process), so every global batch splits evenly. Tolerance:
 the two runs add the same numbers in another order (the gradient of each slice is summed on its own
 process, then averaged across processes), so after a few AdamW steps the weights differ by float32
-rounding only; 1e-5 absolute on weights of order 1 is far below what any change of data or batch
-makes (a batch composed differently moves weights by ~1e-2 here).
+rounding only; 1e-5 on weights of order 1 is orders of magnitude below the difference a real change
+makes (e.g. each process taking only its own slice as InfoNCE negatives, i.e. no gather, fails it).
 """
 
 from __future__ import annotations
