@@ -144,15 +144,17 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from align.bench.config import load_config
+    from align.bench.executors import make_executor
     from align.bench.report import write_report
     from align.bench.results import check_folder, path_part
     from align.bench.runner import run_benchmark
 
     config = load_config(args.config)
+    executor = make_executor(args.executor, args.ray_address)
     # the config's name is a user string: one path component under results/, never a path of its own
     results = check_folder(Path(args.results) if args.results else Path("results") / path_part(config.name))
     summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet,
-                            skip_bad=args.skip_bad, save_aligners=args.save_aligners)
+                            skip_bad=args.skip_bad, save_aligners=args.save_aligners, executor=executor)
     print(f"\n{summary.line()}, {summary.seconds:.1f} s; files in {results}\n")
     print(write_report(results))
     return 0
@@ -255,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="skip (and count in each result) bad rows of folder:/manifest: datasets instead of failing")
     p_bench.add_argument("--save-aligners", action="store_true",
                          help="save each fitted aligner beside its results and reuse it on a re-run")
+    p_bench.add_argument("--executor", choices=("serial", "ray"), default="serial",
+                         help="where each (aligner, seed) unit runs: here in order (default), or on a Ray cluster "
+                         "(pip install 'align[ray]'; every node must see ALIGN_HOME and the results folder at the same paths)")
+    p_bench.add_argument("--ray-address", default=None,
+                         help="with --executor ray: the cluster to join (e.g. auto); default: start a local one")
     p_bench.set_defaults(func=_cmd_bench)
 
     p_pairs = sub.add_parser("pairs", help="rank encoder pairs by how aligned their features are before fitting")

@@ -19,10 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from align.checksum import canonical
+from align.methods.trained import without_run_defaults
 
 FORMAT = 1
-# hyper-parameters that never change a number: a fit resumed from a checkpoint equals an uninterrupted one
-NOT_IDENTITY = ("progress", "checkpoint_dir")
+# hyper-parameters that never change a number: a fit resumed from a checkpoint equals an uninterrupted one,
+# and where a fit runs (CPU or GPU, one device or several data-parallel ones) changes only float rounding.
+# ``precision`` does change numbers: it is identity, but left out at its default (``RUN_DEFAULTS``) so
+# results made before it existed keep their identity.
+NOT_IDENTITY = ("progress", "checkpoint_dir", "accelerator", "devices", "strategy")
 
 
 def sealed(parts: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def sealed(parts: Mapping[str, Any]) -> dict[str, Any]:
 
 def aligner_part(name: str, aligner: Any, sweep: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The aligner as it will be fitted: registry name, code version, resolved hyper-parameters and sweep."""
-    hparams = {k: v for k, v in getattr(aligner, "hparams", {}).items() if k not in NOT_IDENTITY}
+    hparams = {k: v for k, v in without_run_defaults(getattr(aligner, "hparams", {})).items() if k not in NOT_IDENTITY}
     part = {"name": name, "version": str(getattr(type(aligner), "version", "unversioned")), "hparams": hparams}
     return {**part, "sweep": dict(sweep)} if sweep is not None else part
 

@@ -39,6 +39,8 @@ class Ledger:
         self.summary, self.overwrite = summary, overwrite
         self._written: dict[Path, str] = {}  # path -> identity sha256, written by this run
         self._counted: set[Path] = set()
+        # every keep and wrote, in order: a unit run elsewhere (``executors``) reports them for replay here
+        self.events: list[tuple[str, Path, str, str]] = []
 
     def current(self, path: Path, identity: str) -> bool:
         """Whether ``path`` holds this identity's result already (written by this run, or found
@@ -49,6 +51,7 @@ class Ledger:
 
     def keep(self, path: Path) -> None:
         """Count ``path`` as already there (once)."""
+        self.events.append(("keep", path, "", ""))
         if path not in self._counted:
             self._counted.add(path)
             self.summary.skipped += 1
@@ -59,6 +62,7 @@ class Ledger:
         return status(path, identity)
 
     def wrote(self, path: Path, identity: str, found: str) -> None:
+        self.events.append(("wrote", path, identity, found))
         self._written[path] = identity
         if path in self._counted:
             return
@@ -66,3 +70,11 @@ class Ledger:
         self.summary.written += 1
         self.summary.stale += found == "stale"
         self.summary.unreadable += found == "unreadable"
+
+    def replay(self, events: list[tuple[str, Path, str, str]]) -> None:
+        """Count what another ledger recorded (a unit run on a worker), each file still once."""
+        for kind, path, identity, found in events:
+            if kind == "keep":
+                self.keep(path)
+            else:
+                self.wrote(path, identity, found)

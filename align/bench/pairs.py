@@ -99,6 +99,11 @@ class FeatureBank:
         self._encoders: dict[tuple[str, str], Any] = {}
         self._pixels: dict[tuple[Any, ...], torch.Tensor] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent to another process (a Ray worker) without its built encoders and decoded pixels: the
+        worker builds what it needs, and reads features from the same cache folder."""
+        return {**self.__dict__, "_encoders": {}, "_pixels": {}}
+
     def _encoder(self, kind: str, name: str) -> Any:
         from align.registry import TEXT_ENCODERS, VISION_ENCODERS
 

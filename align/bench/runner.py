@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
+from align.bench.executors import RayExecutor, SerialExecutor
 from align.bench.fits import FitTexts, divergence, fit_or_reuse, saved_state
 from align.bench.ledger import Ledger, RunSummary
 from align.bench.pairs import FeatureBank, SplitInputs, fit_captions
@@ -155,14 +156,19 @@ def _plans(config: BenchConfig) -> tuple[list[AlignerPlan], list[str]]:
 
 def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = False, progress: bool = True,
                   bank: FeatureBank | None = None, echo: Callable[[str], None] = print,
-                  skip_bad: bool = False, save_aligners: bool = False) -> RunSummary:
+                  skip_bad: bool = False, save_aligners: bool = False,
+                  executor: SerialExecutor | RayExecutor | None = None) -> RunSummary:
     """Write every result of ``config`` under ``results_dir`` that is missing, stale (produced by other
     settings: :mod:`align.bench.identity`) or unreadable. ``save_aligners`` also saves each fitted aligner
     beside its results (``results.aligner_path``) and reuses it on a later run when it verifies and is
     the same fit, so an interrupted run of slow aligners (VLAP) does not train them again. Every fit of a
     trained aligner made for results (not a sweep's grid points) leaves its training curves beside them
-    (``results.beside_fit(..., "curves")``), which ``align report --html`` plots."""
+    (``results.beside_fit(..., "curves")``), which ``align report --html`` plots.
+
+    ``executor`` runs each (aligner, seed) unit's fit and task results (:mod:`align.bench.executors`;
+    default: here, in order). Sweeps and feature extraction stay in this process."""
     started = time.perf_counter()
+    executor = executor or SerialExecutor()
     plans, text_encoders = _plans(config)
     _check_sweeps(config, plans)
     check_collisions(config, plans, text_encoders, save_aligners)
@@ -198,7 +204,12 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
             evaluation = inputs.setdefault(("eval", pair.image_encoder),
                                            SplitInputs(eval_split, bank=run.bank, image_encoder=pair.image_encoder))
             for item, sweep in zip(pair.todo, pair.chosen):
-                run.run_one(facts, item, pair, evaluation, sweep)
+                if isinstance(executor, SerialExecutor):
+                    run.run_one(facts, item, pair, evaluation, sweep)
+                else:
+                    run.prefetch(item, pair, evaluation, sweep)
+                    executor.submit(run.unit(facts, item, pair, evaluation, sweep), run.adopt)
+    executor.finish()
     run.summary.seconds = time.perf_counter() - started
     return run.summary
 
@@ -367,6 +378,41 @@ class _Run:
         self.echo(f"{spec.name:<14} sweep {plan.spec.display:<12} seed {seed}: {selection.selected} "
                   f"({selector.metric} {selection.score:.3f} on {len(holdout.validation)} validation items)")
         return self.sweeps[key]
+
+    # ------------------------------------------------------------------ units run elsewhere (executors)
+
+    def prefetch(self, item: _Item, pair: _PairWork, evaluation: SplitInputs, sweep: dict[str, Any] | None) -> None:
+        """Compute (or read from the cache) the image inputs of both splits and the fit texts the unit's
+        aligner takes, here, before the unit leaves: they travel with it, and no worker loads an encoder
+        for them."""
+        hparams = {**item.plan.spec.hparams, **(sweep["selected"] if sweep is not None else {})}
+        aligner = _new_aligner(item.plan.spec.name, hparams, item.seed)
+        pair.fit.for_aligner(aligner)
+        pair.fit_texts.for_aligner(aligner)
+        evaluation.for_aligner(aligner)
+
+    def unit(self, facts: EntryFacts, item: _Item, pair: _PairWork, evaluation: SplitInputs,
+             sweep: dict[str, Any] | None) -> Callable[[], dict[str, Any]]:
+        """``run_one`` of this unit as a self-contained callable for another process: a fresh run of the
+        same settings (its own ledger; fits of this run are not shared) that returns what it echoed and
+        its ledger's events, for :meth:`adopt`."""
+        # absolute: a worker's working directory is not this process's
+        config, root, bank, overwrite, save_aligners = (self.config, self.root.resolve(), self.bank, self.overwrite,
+                                                        self.save_aligners)
+
+        def run_unit() -> dict[str, Any]:
+            lines: list[str] = []
+            worker = _Run(config, root, bank, lines.append, overwrite, save_aligners)
+            worker.run_one(facts, item, pair, evaluation, sweep)
+            return {"echo": lines, "events": worker.ledger.events}
+
+        return run_unit
+
+    def adopt(self, report: dict[str, Any]) -> None:
+        """A finished unit's output: its lines echoed here and its files counted once in this run's summary."""
+        for line in report["echo"]:
+            self.echo(line)
+        self.ledger.replay(report["events"])
 
     # ------------------------------------------------------------------ fitting and scoring
 

@@ -49,6 +49,7 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.base import check_features, check_pairs
+from align.methods.distributed import gather_rows
 from align.methods.hparams import param
 from align.methods.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS
@@ -120,7 +121,13 @@ class ContrastiveHeads(nn.Module):
         return self._embed(text, "text")
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return info_nce(self.encode_image(image), self.encode_text(text), self.logit_scale)
+        """The loss of the batch; under data parallelism, of the global batch while training (every
+        process's rows are negatives, ``align.methods.distributed``). Validation batches are whole on
+        every process, so they are not gathered."""
+        image, text = self.encode_image(image), self.encode_text(text)
+        if self.training:
+            image, text = gather_rows(image), gather_rows(text)
+        return info_nce(image, text, self.logit_scale)
 
     @torch.no_grad()
     def after_step(self) -> None:

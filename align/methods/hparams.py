@@ -162,7 +162,9 @@ class HParams:
         table = specs(cls)
         for key in given:
             if key not in table:
-                close = difflib.get_close_matches(str(key), table, n=1, cutoff=0.5)
+                # a typo mostly keeps the start of the name: "lrate" means lr, not strategy
+                close = sorted(difflib.get_close_matches(str(key), table, n=3, cutoff=0.5),
+                               key=lambda name: not name.startswith(str(key)[:2]))
                 hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(table)}"
                 raise BadInputError(f"{aligner}: unknown hyper-parameter {key!r}; {hint}")
         values = {name: spec.check(aligner, given.get(name, spec.default)) for name, spec in table.items()}

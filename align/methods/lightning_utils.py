@@ -8,7 +8,8 @@ inside ``fit``: ``import align.methods`` (and so every CLI call) stays fast.
   unless a ``log_dir`` is given: then CSV, and TensorBoard when it is installed).
 - ``curve_loggers``: those loggers, for a fit whose curves should outlive it.
 - ``FeatureDataModule``: seeded train/val split of paired tensors, reproducible shuffling that a
-  resumed run repeats exactly.
+  resumed run repeats exactly; under data parallelism each process takes its slice of every global
+  batch (``EpochSeededSampler``), so N processes see the batches one process would.
 - ``CoreModule``: a generic ``LightningModule`` around a plain ``nn.Module`` whose ``forward`` returns
   the loss; it saves its hyper-parameters, so ``CoreModule.load_from_checkpoint`` rebuilds the core.
 - ``BestWeights``: keep the weights of the best validation epoch and restore them at the end.
@@ -103,11 +104,16 @@ def make_trainer(
     monitor: str | None = None,
     callbacks: Sequence[pl.Callback] = (),
     accelerator: str = "cpu",
+    devices: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
     log_dir: str | Path | None = None,
     **overrides: Any,
 ) -> pl.Trainer:
     """A Trainer with the project's defaults: one CPU device, no model summary, no sanity validation, a
-    progress bar only if asked. ``checkpoint_dir`` gets ``last.ckpt`` after every epoch
+    progress bar only if asked. ``accelerator``, ``devices``, ``strategy`` and ``precision`` are
+    Lightning's; Lightning's distributed sampler is off because ``FeatureDataModule`` shards the training
+    batches itself (Lightning's would wrap our sampler and shuffle its output again). ``checkpoint_dir`` gets ``last.ckpt`` after every epoch
     (``LastCheckpoint``, for resumes) and, with ``monitor``, the best epoch (a ``ModelCheckpoint``);
     ``log_dir`` gets the training curves (``curve_loggers``, every step logged); without either nothing
     is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
@@ -119,7 +125,8 @@ def make_trainer(
         if monitor is not None:
             callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=monitor, filename="best-{epoch}"))
     options: dict[str, Any] = dict(
-        max_epochs=max_epochs, accelerator=accelerator, devices=1, deterministic=deterministic,
+        max_epochs=max_epochs, accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
+        deterministic=deterministic, use_distributed_sampler=False,
         logger=curve_loggers(log_dir) if log_dir is not None else False,
         enable_checkpointing=checkpoint_dir is not None, enable_progress_bar=progress, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=callbacks, plugins=[SafeCheckpointIO()],
@@ -185,10 +192,16 @@ def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
 class EpochSeededSampler(Sampler[int]):
     """A fresh permutation each epoch drawn from ``(seed, epoch)`` alone. Lightning calls ``set_epoch``
     before each epoch (also after a resume), so an interrupted and resumed fit sees the same batches as
-    an uninterrupted one, which a sampler drawing from a running generator would not."""
+    an uninterrupted one, which a sampler drawing from a running generator would not.
 
-    def __init__(self, n: int, seed: int) -> None:
+    With ``replicas`` > 1 (data parallelism) the permutation is cut into global batches of
+    ``per_device * replicas`` rows and process ``rank`` takes the ``rank``-th slice of each, so the
+    processes together see exactly the batches one process would see with the global batch size
+    (the permutation is padded by its first rows when the last global batch would leave a process short)."""
+
+    def __init__(self, n: int, seed: int, *, per_device: int | None = None, rank: int = 0, replicas: int = 1) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self.per_device, self.rank, self.replicas = per_device or n, rank, replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -196,10 +209,19 @@ class EpochSeededSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(2, dtype=np.uint32)
         generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        return iter(order if self.replicas == 1 else self._slice(order))
+
+    def _slice(self, order: list[int]) -> list[int]:
+        step, k = self.per_device * self.replicas, self.per_device
+        padded = order + order[: -len(order) % step] if len(order) % step else order
+        return [i for start in range(0, len(padded), step) for i in padded[start + self.rank * k: start + (self.rank + 1) * k]]
 
     def __len__(self) -> int:
-        return self.n
+        if self.replicas == 1:
+            return self.n
+        step = self.per_device * self.replicas
+        return math.ceil(self.n / step) * self.per_device
 
 
 class FeatureDataModule(pl.LightningDataModule):
@@ -215,10 +237,17 @@ class FeatureDataModule(pl.LightningDataModule):
         self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
 
     def _loader(self, rows: torch.Tensor, shuffle: bool) -> DataLoader:
+        """Training batches are sliced across data-parallel processes (each takes ``size / world`` rows of
+        every global batch); validation batches are whole on every process, so each scores the same rows."""
         dataset = TensorDataset(*(t[rows] for t in self.tensors))
         size = balanced_batch_size(len(rows), self.batch_size)
-        sampler = EpochSeededSampler(len(rows), self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=size, sampler=sampler, shuffle=False)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if not shuffle:
+            return DataLoader(dataset, batch_size=size, shuffle=False)
+        per_device = math.ceil(size / world)
+        sampler = EpochSeededSampler(len(rows), self.seed, per_device=per_device, rank=rank, replicas=world)
+        return DataLoader(dataset, batch_size=per_device, sampler=sampler, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_rows, shuffle=True)

@@ -14,6 +14,15 @@ tests kill a fit with SIGKILL to show it). A ``last.ckpt`` of another fit is ref
 ``max_epochs`` may grow between the two (train further); LQAE's learning-rate schedule is then the one
 of the new length.
 
+Devices: ``accelerator``, ``devices``, ``strategy`` and ``precision`` go to Lightning's Trainer. With
+``devices`` > 1 under a data-parallel strategy (``"ddp"``; on CPUs Lightning uses the gloo backend) every
+process takes its slice of each global batch of ``batch_size`` rows and DDP averages the gradients, so
+the fit is the one-process fit up to float rounding (the unit tests bound the difference). ``"ddp"``
+starts the other processes by running the calling script again, so call it from a script that can be
+run twice (every process reaches ``fit``; only rank 0 should write results); ``"ddp_spawn"`` returns
+the weights to the caller but not the history. At their defaults these options are in no fingerprint or
+identity (``RUN_DEFAULTS``), so fits made before they existed still resume and verify.
+
 Curves: with ``log_dir`` set on the aligner (an attribute, not a hyper-parameter: where curves go
 never changes a number, so it is no part of a fit's identity or of the saved aligner), a fit leaves
 Lightning's logs there: ``metrics.csv`` (the loss of every step, per-epoch train/val loss and the
@@ -48,6 +57,15 @@ from align.methods.hparams import HParams, param
 
 # hyper-parameters that may differ between an interrupted fit and the fit that resumes it
 RESUMABLE_CHANGES = ("max_epochs", "progress", "checkpoint_dir")
+# where and how a fit runs (Lightning's options), added after fits and checkpoints existed: at these
+# defaults they are left out of fingerprints and identities, so those stay what they were
+RUN_DEFAULTS: dict[str, Any] = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+
+
+def without_run_defaults(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``hparams`` without the ``RUN_DEFAULTS`` keys that hold their default."""
+    return {k: v for k, v in hparams.items() if not (k in RUN_DEFAULTS and v == RUN_DEFAULTS[k])}
 
 
 @dataclass(frozen=True)
@@ -60,12 +78,18 @@ class TrainedHParams(HParams):
     checkpoint_dir: str | None = param(None, path=True, want="a directory path or None")
     deterministic: bool = True
     progress: bool = False
+    # Lightning's: e.g. accelerator "gpu", devices 4, strategy "ddp"; devices > 1 trains data-parallel on
+    # the same global batch (``batch_size`` rows split across the devices)
+    accelerator: str = param("cpu", choices=("cpu", "gpu", "cuda", "mps", "tpu", "auto"))
+    devices: int = param(1, low=1)
+    strategy: str = "auto"
+    precision: str = param("32-true", choices=PRECISIONS)
 
 
 def fingerprint(name: str, hparams: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> str:
     """sha256 of an aligner's name, its hyper-parameters (but ``RESUMABLE_CHANGES``) and training tensors."""
     digest = hashlib.sha256()
-    fixed = {k: v for k, v in hparams.items() if k not in RESUMABLE_CHANGES}
+    fixed = {k: v for k, v in without_run_defaults(hparams).items() if k not in RESUMABLE_CHANGES}
     digest.update(json.dumps([name, fixed], sort_keys=True, default=str).encode())
     for tensor in tensors:
         tensor = tensor.detach().cpu().contiguous()
@@ -144,6 +168,7 @@ class TrainedAligner(Aligner):
                 prepare(module.core, data)
             with self._curves_dir() as log_dir:
                 trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
+                                       **{k: hp[k] for k in RUN_DEFAULTS},
                                        checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
                                        callbacks=[*self._callbacks(), FitState(stamp)], log_dir=log_dir,
                                        **({} if n_val else {"limit_val_batches": 0}))

@@ -92,7 +92,7 @@ def test_config_file_holds_the_defaults_as_a_bench_entry() -> None:
     path = Path(__file__).parents[2] / "configs" / "aligners" / "contrastive.yaml"
     spec = _aligner(yaml.safe_load(path.read_text()), str(path), "aligners[0]")
     defaults = ContrastiveAligner().hparams
-    # every default but the seed, which `align bench` supplies from its own seeds
+    # every default but the seed, which `align bench` supplies from its own seeds (the run options included)
     assert spec.name == "contrastive" and spec.hparams == {k: v for k, v in defaults.items() if k != "seed"}
     lines = path.read_text().splitlines()
     for key in spec.hparams:  # each hparam has a comment line right above it
