@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from align.methods.trained import RUN_DEFAULTS
 from align.registry import ALIGNERS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "aligners"
@@ -24,7 +23,5 @@ def test_file_equals_the_class_defaults(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
     hparams = config.get("hparams", {})
     defaults = ALIGNERS.create(config["name"]).hparams
-    # where and how it runs (devices, precision) may be left out: those are not the method's defaults
-    assert set(defaults) - {"seed"} - set(RUN_DEFAULTS) <= set(hparams) <= set(defaults) - {"seed"}, \
-        "every default but the seed (and the run options) is spelled out"
+    assert set(hparams) == set(defaults) - {"seed"}, "every default but the seed is spelled out"
     assert ALIGNERS.create(config["name"], **hparams).hparams == defaults

@@ -74,6 +74,6 @@ def test_each_method_lives_in_a_folder_named_after_it() -> None:
         assert ALIGNERS._entry(name).factory.__module__ == f"align.methods.{name}"
     for path in (PACKAGE / "kernels").glob("*.py"):
         assert not {n for n in imported(path) if n.startswith("align.methods")}, path
-    shared = {"__init__", "base", "lightning_utils", "trained", "hparams"}  # the interface and training plumbing
+    shared = {"__init__", "base", "lightning_utils", "trained", "hparams", "distributed"}  # interface, training plumbing
     loose = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - shared - set(BASELINES)
     assert not loose, f"files in align/methods/ that belong to no method folder: {sorted(loose)}"

@@ -27,6 +27,9 @@ ADDED = {"lqae": {"checkpoint_dir": None, "codebook_rows": "all", "codebook_size
          "vlap": {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                   "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
                   "lm_precision": "float32"}}
+# Lightning run options every trained aligner gained (issue 18); at these defaults they leave identities alone
+RUN_OPTIONS = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
+ADDED = {name: RUN_OPTIONS | ADDED.get(name, {}) for name in ("contrastive", "vlap", "lqae", "codebook_vlp")}
 # hyper-parameters renamed since (old name -> new name; Aligner.renamed_hparams moves a saved value)
 RENAMED = {"lqae": {"bert_weight": "lm_weight"}}
 # defaults changed by a redesign of the method, its version bumped (LQAE 2, issue 14: the LM weight matters,
