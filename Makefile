@@ -60,7 +60,9 @@ figures: assets-bench
 	$(BIN)/align bench --config configs/bench/vlap_select.yaml --results results/vlap-select
 	$(BIN)/python benchmarks/vlap_emoji.py --config configs/bench/vlap_assignment.yaml --results results/vlap-assignment \
 	    --output results/vlap_assignment.md --figure docs/figures/vlap_curves.png
-	$(BIN)/python benchmarks/vlap_lm_speed.py --steps 2 --output results/vlap_lm_speed.md
+	$(BIN)/align bench --config configs/bench/vlap_lm_select.yaml --results results/vlap-lm-select
+	$(BIN)/python benchmarks/vlap_emoji.py --figure docs/figures/vlap_lm_curves.png
+	$(BIN)/python benchmarks/vlap_lm_speed.py --steps 2 --batch 16 --output results/vlap_lm_speed.md
 	$(BIN)/python benchmarks/sinkhorn_speed.py --output results/sinkhorn_speed.md
 	$(BIN)/python benchmarks/lqae_compare.py
 	$(BIN)/python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0

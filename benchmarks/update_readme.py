@@ -28,8 +28,13 @@ FIGURES = (
      "(curves: docs/figures/vlap_curves.png)",
      "python benchmarks/vlap_emoji.py --config configs/bench/vlap_assignment.yaml --results results/vlap-assignment "
      "--output results/vlap_assignment.md"),
+    ("vlap-lm-select/sweeps.md", "VLAP through the frozen LM: learning rate and lambda chosen on validation",
+     "align bench --config configs/bench/vlap_lm_select.yaml --results results/vlap-lm-select"),
+    ("vlap_emoji.md", "VLAP through the frozen LM against caption-only training, its ablations and ridge on unseen "
+     "emoji, 3 seeds (curves: docs/figures/vlap_lm_curves.png)",
+     "python benchmarks/vlap_emoji.py --figure docs/figures/vlap_lm_curves.png"),
     ("vlap_lm_speed.md", "VLAP's training step through the frozen LM: float32 against bfloat16",
-     "python benchmarks/vlap_lm_speed.py --steps 2"),
+     "python benchmarks/vlap_lm_speed.py --steps 2 --batch 16"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
     ("lqae_compare.md", "LQAE against a random table and a VQ-VAE: Fashion-MNIST "

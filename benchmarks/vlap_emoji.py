@@ -59,6 +59,7 @@ CLAIMS = (
     ("English word frequency (wordfreq) as the prior, over uniform (assignment only)",
      "vlap-assignment-only-wordfreq", "vlap-assignment-only-uniform"),
     ("P = 4 grid tokens over one pooled prefix token (full model)", "vlap", "vlap-prefix1"),
+    ("the full model over assignment prediction alone (what captioning adds)", "vlap", "vlap-assignment-only"),
     ("fix: full-batch OT over per-batch OT (assignment only)", "vlap-assignment-only", "vlap-assignment-only-batch-ot"),
     ("fix: caption words in the vocabulary over 20,000 frequent words (assignment only)", "vlap-assignment-only",
      "vlap-assignment-only-frequent-vocab"),
