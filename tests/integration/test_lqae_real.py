@@ -35,5 +35,5 @@ def test_lqae_on_minilm_writes_fashion_mnist_as_wordpiece_tokens() -> None:
     assert not set(codes.flatten().tolist()) & set(table.special_ids)  # no [CLS], [MASK], [unusedN], ...
     strings = model.token_strings(images[:8])
     assert all(s and "[" not in s for s in strings)  # real WordPiece words, no special tokens
-    assert model.history["bert"][0] > 0 and model.history["rec"][-1] < model.history["rec"][0]
+    assert model.history["lm"][0] > 0 and model.history["rec"][-1] < model.history["rec"][0]
     assert model.features(images[:4])["bert"].shape == (4, 7 * 384)  # embeddings + 6 layers
