@@ -21,7 +21,8 @@ from align.bench.sweep import Selector, SweepSpec, is_metric, selector_for, task
 from align.bench.yaml_file import read_yaml
 from align.errors import AlignError, BadInputError
 
-TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning")
+TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning",
+         "code_statistics")
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ MAIN_METRICS = {
     "linear_probe": ("acc1",),
     "fewshot": ("acc1",),
     "captioning": ("CIDEr",),
+    "code_statistics": ("code_class_nmi", "code_perplexity"),
 }
 _SHORT = {"image_retrieval_recall@1": "T→I R@1", "text_retrieval_recall@1": "I→T R@1", "acc1": "acc1",
-          "CIDEr": "CIDEr"}
+          "CIDEr": "CIDEr", "code_class_nmi": "code NMI", "code_perplexity": "code ppl"}
 
 
 def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -27,7 +27,9 @@ _CAPTIONING = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 # What a dataset entry selects on when neither it nor the sweep says: its first task's headline metric
 # (the leaderboard's; retrieval at the entry's smallest recall_k).
 DEFAULT_METRICS = {"zeroshot_classification": "acc1", "zeroshot_retrieval": "image_retrieval_recall@{k}",
-                   "linear_probe": "acc1", "fewshot": "acc1", "captioning": "CIDEr"}
+                   "linear_probe": "acc1", "fewshot": "acc1", "captioning": "CIDEr",
+                   "code_statistics": "code_class_nmi"}
+_CODES = ("codes_used", "code_perplexity", "code_class_nmi", "code_histogram_nmi")
 _RETRIEVAL = re.compile(r"^(image|text)_retrieval_recall@[1-9][0-9]*$")
 
 
@@ -35,6 +37,8 @@ def task_metrics(task: str, recall_k: Sequence[int] = (1, 5, 10)) -> tuple[str, 
     """Metrics ``task`` reports (align/eval), all higher-is-better; retrieval's depend on the entry's ``recall_k``."""
     if task == "zeroshot_retrieval":
         return tuple(f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in recall_k)
+    if task == "code_statistics":
+        return _CODES
     return _CAPTIONING if task == "captioning" else _CLASSIFICATION
 
 

@@ -127,6 +127,21 @@ def captioning(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"num_images": len(generated), "examples": examples}
 
 
+def code_statistics(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+    """How the aligner's discrete image codes (``image_codes``: ``[N, T]`` ids) are used and how much they
+    say about the eval labels: distinct codes and their perplexity (collapse), code/class NMI over
+    token occurrences and k-means NMI of code histograms (:mod:`align.eval.token_stats`)."""
+    from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
+
+    codes = ctx.aligner.image_codes(ctx.eval.for_aligner(ctx.aligner))
+    labels = label_set(ctx.eval.split, ctx.spec.label_set).labels
+    usage = code_usage(codes)
+    metrics = {"codes_used": usage["distinct"], "code_perplexity": usage["perplexity"],
+               "code_class_nmi": token_nmi(codes, labels),
+               "code_histogram_nmi": histogram_cluster_nmi(codes, labels, seed=ctx.seed)}
+    return metrics, {"num_images": int(codes.shape[0]), "tokens_per_image": int(codes.shape[1])}
+
+
 def not_applicable(task: str, aligner: Any) -> str | None:
     """Why ``aligner`` cannot do ``task`` (the leaderboard shows "–" and the result file says this),
     or None when it can."""
@@ -135,6 +150,8 @@ def not_applicable(task: str, aligner: Any) -> str | None:
         return f"{name} has no text side (it learns from images alone), so it cannot score text against images"
     if task == "captioning" and not callable(getattr(aligner, "caption", None)):
         return f"{name} has no language model to generate captions"
+    if task == "code_statistics" and not getattr(aligner, "quantizes_images", False):
+        return f"{name} does not write images as discrete codes"
     return None
 
 
@@ -144,4 +161,5 @@ TASKS: dict[str, Callable[[TaskContext], tuple[dict[str, float], dict[str, Any]]
     "linear_probe": linear_probe,
     "fewshot": fewshot,
     "captioning": captioning,
+    "code_statistics": code_statistics,
 }

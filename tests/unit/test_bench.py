@@ -250,7 +250,7 @@ aligners:
                            batch_size: 8, max_epochs: 1}}
 datasets:
   - {name: test-colours, fit: train, eval: test,
-     tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe, fewshot], fewshot_k: 2}
+     tasks: [zeroshot_classification, zeroshot_retrieval, linear_probe, fewshot, code_statistics], fewshot_k: 2}
 """
 
 
@@ -262,7 +262,7 @@ def test_every_input_kind_runs_and_tasks_an_aligner_cannot_do_say_why(tmp_path: 
     bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
     run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None)
     records = {(r["model"], r["task"]): r for r in map(json.loads, map(Path.read_text, (tmp_path / "results").rglob("*.json")))}
-    assert len(records) == 12
+    assert len(records) == 15
     assert records[("codebook_vlp", "zeroshot_retrieval")]["image_input"]["kind"] == "tokens"
     assert "own text encoder" in records[("codebook_vlp", "zeroshot_retrieval")]["text_side"]
     assert records[("lqae", "linear_probe")]["image_input"] == {"kind": "pixels", "size": 16, "channels": 3}
@@ -273,6 +273,12 @@ def test_every_input_kind_runs_and_tasks_an_aligner_cannot_do_say_why(tmp_path: 
             "acc1" if task == "zeroshot_classification" else "image_retrieval_recall@1"] <= 1
     for task in ("linear_probe", "fewshot"):
         assert 0 <= records[("lqae", task)]["metrics"]["acc1"] <= 1
+    # discrete codes: LQAE's table tokens and Codebook-VLP's 8 codes; ridge has none
+    assert "discrete codes" in records[("ridge", "code_statistics")]["task_details"]["not_applicable"]
+    for model, most in (("lqae", None), ("codebook_vlp", 8)):
+        stats = records[(model, "code_statistics")]["metrics"]
+        assert 1 <= stats["code_perplexity"] <= stats["codes_used"] <= (most or stats["codes_used"])
+        assert 0 <= stats["code_class_nmi"] <= 1 and 0 <= stats["code_histogram_nmi"] <= 1
     tokens = bank.tokens("toy:cnn", ColourSquares().load("test"))
     assert tokens.dtype == torch.float16 and tokens.shape == (24, 16, 32)
     board = write_report(tmp_path / "results")

@@ -212,6 +212,15 @@ class CodebookVLPAligner(TrainedAligner):
             raise BadInputError("codebook_vlp: this model was trained with codebook=false; it has no codes")
         return self._batched(self.core.code_indices, self._tokens(image_tokens, "code_indices"))
 
+    @property
+    def quantizes_images(self) -> bool:
+        """Whether ``image_codes`` has codes to give (the benchmark's ``code_statistics`` task)."""
+        return bool(self.hparams["codebook"])
+
+    def image_codes(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """``[M, T]`` code ids of each image's tokens (as :meth:`code_indices`)."""
+        return self.code_indices(image_tokens)
+
     def code_usage(self, image_tokens: torch.Tensor, max_share: float = 0.5,
                    min_perplexity: float = 2.0) -> dict[str, Any]:
         """Perplexity, used and dead codes, the top code's share and whether the codebook has collapsed

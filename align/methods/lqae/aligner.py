@@ -96,7 +96,7 @@ from align.methods.trained import TrainedAligner, TrainedHParams
 from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
-from align.text.base import EmbeddingTable
+from align.text.base import EmbeddingTable, input_embedding_scale
 
 __all__ = ["LQAE", "LQAECore", "LQAEHParams", "PixelDecoder", "load_table", "mask_token_id", "random_table"]
 
@@ -189,7 +189,7 @@ class LQAECore(nn.Module):
             self.mlm_bias = nn.Parameter(head.bias.detach().clone(), requires_grad=mlm_head == "train")
         else:
             self.bos_id = denoiser.bos_token_id(tab)
-            self.input_scale = denoiser.embed_scale(lm, int(ids[0]))
+            self.input_scale = input_embedding_scale(lm, int(ids[0]))
 
     # ------------------------------------------------------------------ pieces
 
@@ -378,6 +378,7 @@ class LQAE(TrainedAligner):
     core_class = CORE
     image_input = "pixels"
     text_input = "none"
+    quantizes_images = True  # ``image_codes`` gives every image's table tokens (align bench: code_statistics)
 
     def image_input_spec(self) -> ImageInput:
         return ImageInput("pixels", size=self.hparams["image_size"], channels=self.hparams["in_chans"])
@@ -421,6 +422,10 @@ class LQAE(TrainedAligner):
         """``[N, T]`` table row ids (row-major over the patch grid)."""
         core = self.core
         return torch.cat([core.quantize(core.encode(b)).codes.cpu() for b in self._batches(images, "lqae.codes")])
+
+    def image_codes(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, T]`` code ids of each image (the benchmark's ``code_statistics`` task reads these)."""
+        return self.codes(images)
 
     def tokens(self, codes: torch.Tensor) -> list[list[str]]:
         """The table's token strings of ``[N, T]`` codes."""
