@@ -291,3 +291,25 @@ def test_nearest_mean_matches_numpy_and_marks_missing_classes() -> None:
     protos = unit(np.stack([s[support_y == c].mean(0) for c in (0, 1, 3)]))
     assert np.allclose(got[:, [0, 1, 3]].numpy(), q @ protos.T)
     assert torch.isneginf(got[:, 2]).all()
+
+
+def test_row_space_probe_equals_the_full_width_probe_when_features_outnumber_rows() -> None:
+    """Projecting standardised train rows onto their span (D > n) must not change the L2-penalised
+    optimum: same chosen C, same test predictions, log-probabilities equal to solver tolerance."""
+    from align.eval.linear_probe import RowSpace, _probe, linear_probe
+
+    gen = np.random.default_rng(0)
+    centres = gen.normal(size=(3, 400))
+    train_y, test_y = gen.integers(0, 3, 60), gen.integers(0, 3, 40)
+    train_x = centres[train_y] * 0.3 + gen.normal(size=(60, 400))
+    test_x = centres[test_y] * 0.3 + gen.normal(size=(40, 400))
+    full = linear_probe(train_x, train_y, test_x, test_y, c_grid=(0.01, 1.0), max_iter=5000)
+    fast = linear_probe(train_x, train_y, test_x, test_y, c_grid=(0.01, 1.0), max_iter=5000, row_space=True)
+    assert fast.C == full.C and fast.val_acc1 == full.val_acc1 and fast.metrics == full.metrics
+    a, b = _probe(1.0, 5000), _probe(1.0, 5000, row_space=True)
+    for model in (a, b):  # solved tightly, the two optima coincide
+        model.steps[-1][1].set_params(tol=1e-10)
+        model.fit(train_x, train_y)
+    assert b.steps[1][1].basis_.shape == (400, 59)  # 60 centred rows span 59 dimensions
+    np.testing.assert_allclose(b.predict_log_proba(test_x), a.predict_log_proba(test_x), atol=1e-8)
+    assert RowSpace().fit(train_x[:, :30]).basis_ is None  # narrower than the rows: left as is
