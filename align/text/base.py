@@ -39,6 +39,15 @@ def check_texts(texts: Sequence[str] | str) -> list[str]:
     return texts
 
 
+def input_embedding_scale(lm: nn.Module, token_id: int) -> float:
+    """What ``lm``'s input-embedding module multiplies a raw table row by (Gemma: sqrt(D); others: 1),
+    measured on ``token_id``'s row, for callers that feed it raw rows as ``inputs_embeds``."""
+    emb = lm.get_input_embeddings()
+    probe = torch.tensor([token_id], device=emb.weight.device)
+    with torch.no_grad():
+        return float(emb(probe).norm() / emb.weight[probe].norm().clamp_min(1e-12))
+
+
 class TextEncoder(nn.Module):
     """Frozen sentence encoder: a list of strings in, one float32 embedding ``[B, D]`` per string out.
 

@@ -64,14 +64,6 @@ def bos_token_id(table: EmbeddingTable) -> int:
     return int(bos)
 
 
-def embed_scale(lm: nn.Module, probe_id: int) -> float:
-    """What the LM's embedding module multiplies raw rows by (Gemma: sqrt(D); others: 1)."""
-    emb = lm.get_input_embeddings()
-    probe = torch.tensor([probe_id], device=emb.weight.device)
-    with torch.no_grad():
-        return float(emb(probe).norm() / emb.weight[probe].norm().clamp_min(1e-12))
-
-
 def head_is_tied(lm: nn.Module) -> bool:
     """Whether the LM's output layer is its input-embedding matrix (Gemma-3, BERT's MLM decoder)."""
     out, inp = lm.get_output_embeddings(), lm.get_input_embeddings()

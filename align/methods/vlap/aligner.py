@@ -67,7 +67,7 @@ from align.methods.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
 from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
 from align.registry import ALIGNERS, EMBEDDING_TABLES
-from align.text.base import EmbeddingTable, check_texts
+from align.text.base import EmbeddingTable, check_texts, input_embedding_scale
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
 
 CORE = "align.methods.vlap.aligner:VLAPCore"
@@ -170,9 +170,7 @@ class VLAPCore(nn.Module):
 
     def embed_scale(self, lm: nn.Module) -> float:
         """What the LM's embedding module multiplies raw rows by (Gemma: sqrt(D); others: 1)."""
-        emb = lm.get_input_embeddings()
-        probe = torch.tensor([self.table.word_ids[0]], device=emb.weight.device)
-        return float(emb(probe).norm() / emb.weight[probe].norm().clamp_min(1e-12))
+        return input_embedding_scale(lm, int(self.table.word_ids[0]))
 
     def lm_autocast(self) -> contextlib.AbstractContextManager:
         """bfloat16 autocast around the frozen LM when ``lm_precision`` asks for it."""
