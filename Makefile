@@ -14,7 +14,7 @@ TEST_ASSETS := $(BENCH_ASSETS) efficientnet_lite0.imagenet all-mpnet-base-v2 gem
                spacy-en-core-web-md mnist emoji-twitter emoji-apple emoji-facebook
 BENCH_CONFIG ?= configs/bench/default.yaml
 
-.PHONY: install apt-lists assets assets-bench test test-unit bench bench-all figures clean-venv
+.PHONY: install apt-lists assets assets-bench test-tools test test-unit bench bench-all figures clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,18 @@ assets: $(STAMP) apt-lists
 assets-bench: $(STAMP) apt-lists
 	$(BIN)/align assets pull $(BENCH_ASSETS)
 
-test: assets
+# What the optional-feature tests need: Ray (the `ray` extra, for `--executor ray`) and, where apt can
+# install it, Debian's headless Chromium (the HTML report's rendering test). Under CI both must be there.
+TOOLS_STAMP := $(VENV)/.align-test-tools
+$(TOOLS_STAMP): $(STAMP) pyproject.toml | apt-lists
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; fi
+	touch $@
+
+test-tools: $(TOOLS_STAMP)
+
+test: assets test-tools
 	ALIGN_REQUIRE_ASSETS=1 $(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)

@@ -33,6 +33,15 @@ def need_asset(name: str) -> Path:
         pytest.skip(str(err))
 
 
+def need_tool(found: bool, message: str) -> None:
+    """Skip a test whose optional tool (Ray, Chromium) is missing; under CI (CI=true, where `make test`
+    installs them) fail instead, so the optional features are exercised there."""
+    if not found:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty ALIGN_HOME, so asset tests never touch the real cache."""

@@ -16,6 +16,7 @@ from PIL import Image
 
 from align.bench.html_report import write_html_report
 from align.cli import main
+from conftest import need_tool
 from report_toys import toy_run
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -82,8 +83,7 @@ def screenshot(binary: str, page: Path, out: Path, profile: Path, size: str = "1
 
 def test_headless_chromium_renders_a_page_that_is_not_blank(toy_results: Path, tmp_path: Path) -> None:
     binary = chromium()
-    if binary is None:
-        pytest.skip("no chromium binary on PATH (install Debian's `chromium`, or set ALIGN_CHROMIUM)")
+    need_tool(binary is not None, "no chromium binary on PATH (install Debian's `chromium`, or set ALIGN_CHROMIUM)")
     page = write_html_report(toy_results, tmp_path / "html")
     pixels = np.asarray(screenshot(binary, page, tmp_path / "shot.png", tmp_path / "profile"), dtype=np.float64)
     assert pixels.shape[:2] == (1600, 1200)
@@ -92,3 +92,5 @@ def test_headless_chromium_renders_a_page_that_is_not_blank(toy_results: Path, t
     assert (top.min(axis=2) < 200).mean() > 0.02  # text and table, not a white page
     header = np.abs(top - HEADER_BLUE).max(axis=2) < 12
     assert header.sum() > 2000  # the table's header row was drawn with its style
+    if keep := os.environ.get("ALIGN_KEEP_SCREENSHOT"):  # the README's screenshot is this test's
+        shutil.copyfile(tmp_path / "shot.png", keep)

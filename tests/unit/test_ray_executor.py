@@ -16,14 +16,14 @@ from align.bench.pairs import FeatureBank
 from align.bench.runner import run_benchmark
 from align.features.cache import FeatureCache
 
+from conftest import need_tool
 from report_toys import CONFIG  # also registers the toy dataset
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="ray is not installed (pip install 'align[ray]')")
 
 
 @pytest.fixture(scope="module")
 def executor() -> Any:
+    need_tool(importlib.util.find_spec("ray") is not None, "ray is not installed (pip install 'align[ray]')")
     import ray
 
     from align.bench.executors import RayExecutor
