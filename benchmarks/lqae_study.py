@@ -1,0 +1,302 @@
+"""LQAE with Gemma-3's language prior against its random-table and VQ-VAE baselines, over seeds
+(issue 14): does writing images in a pretrained LM's words, denoised by that LM, make their tokens
+more class-informative than a random table of the same shape or a learned 1024-code VQ-VAE?
+
+Stages, each run saved as one JSON file under ``--runs`` (written atomically; a rerun with the same
+settings reuses it, so an interrupted study resumes):
+
+1. **Selection** (seed 0, Fashion-MNIST by default): LQAE at each ``--select-weights`` LM-loss weight,
+   trained on 80% of the fit images; the weight with the best linear-probe accuracy on the other 20%
+   (validation, never test) is used everywhere after.
+2. **Study** (every dataset x seed): ``lqae`` (Gemma's table), ``random-table`` (a Gaussian table of
+   the searchable rows' shape and statistics, same LM), ``vq-vae`` (1024 learned codes, same cosine,
+   no LM); on the first dataset also ``lqae-lm-off`` (LM loss weight 0: the language prior's own
+   effect) and, with ``--ablate-rows``, ``lqae-all-rows`` (every vocabulary row searchable instead of
+   the frequent whole words). Equal budget: the same images, epochs and batch size for every model.
+
+Scores on the test split: reconstruction MSE (pixels in [0, 1]), linear probe and 5-shot accuracy on
+the representation ``align bench`` scores (``encode_image``: the LM's layers mean-pooled, or the
+VQ-VAE's mean token) and on the mean token vector (comparable across all three), code/class NMI,
+k-means NMI of code histograms, distinct codes and their perplexity. The report has mean ± std over
+seeds, paired differences, and a figure of test images with each model's tokens.
+
+    python benchmarks/lqae_study.py                       # the study in the README (~80 min on 2 cores)
+    python benchmarks/lqae_study.py --quick               # smoke run: 96 images, 1 epoch, 1 seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from lqae_compare import PROBE_C, load_data
+
+GEMMA = "gguf:gemma-3-270m.q4_k_m"
+MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": None takes the selected weight
+    "lqae": {"codebook": "language", "lm_weight": None},
+    "random-table": {"codebook": "random", "lm_weight": None},
+    "vq-vae": {"codebook": "learned", "codebook_size": 1024},
+    "lqae-lm-off": {"codebook": "language", "lm_weight": 0.0},
+    "lqae-all-rows": {"codebook": "language", "lm_weight": None, "codebook_rows": "all"},
+}
+MAIN = ("lqae", "random-table", "vq-vae")
+CLAIMS = (("lqae", "random-table"), ("lqae", "vq-vae"), ("lqae", "lqae-lm-off"), ("lqae", "lqae-all-rows"))
+METRICS = (  # key, header, format, higher is better
+    ("rec", "reconstruction MSE", ".4f", False),
+    ("probe", "linear probe (bench repr.)", ".3f", True),
+    ("fewshot", "5-shot (bench repr.)", ".3f", True),
+    ("probe_tokens", "linear probe (mean token)", ".3f", True),
+    ("token_nmi", "code/class NMI", ".3f", True),
+    ("cluster_nmi", "histogram k-means NMI", ".3f", True),
+    ("distinct", "codes used", ".0f", True),
+    ("perplexity", "code perplexity", ".0f", True),
+)
+FEWSHOT_K = 5
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def hparams(label: str, data: dict[str, Any], args: argparse.Namespace, seed: int, lm_weight: float) -> dict:
+    hp = {"table": GEMMA, "codebook_rows": args.rows, "codebook_size": args.codebook_size,
+          "tokens_per_image": args.tokens, "in_chans": data["channels"], "augment": True,
+          "max_epochs": args.epochs, "batch_size": args.batch, "seed": seed, **MODELS[label]}
+    if hp.get("lm_weight", 0.0) is None:
+        hp["lm_weight"] = lm_weight
+    return hp
+
+
+def probe(train: torch.Tensor, train_y: np.ndarray, test: torch.Tensor, test_y: np.ndarray) -> float:
+    """Linear-probe acc1 (C on a validation part of ``train``); the LM features are wider than the
+    images are many, so the exact row-space form of the probe is used (align.eval.linear_probe)."""
+    from align.eval.linear_probe import linear_probe
+
+    return linear_probe(train, train_y, test, test_y, c_grid=PROBE_C, max_iter=300, row_space=True).metrics["acc1"]
+
+
+def train(hp: dict[str, Any], images: torch.Tensor) -> tuple[Any, float]:
+    from align.methods.lqae.aligner import LQAE
+
+    start = time.perf_counter()
+    model = LQAE(**hp)
+    model.fit_images(images)
+    return model, time.perf_counter() - start
+
+
+def score(model: Any, fit_x: torch.Tensor, fit_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
+          seed: int) -> dict[str, Any]:
+    """Every metric of the table on ``test``, classifiers trained on ``fit``."""
+    from align.eval.fewshot import fewshot
+    from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
+
+    fit_f, test_f = model.features(fit_x), model.features(test_x)
+    key = "bert" if "bert" in fit_f else "tokens"  # what encode_image (and so align bench) returns
+    codes = model.codes(test_x)
+    out = {"rec": float(((model.reconstruct(test_x) - test_x) ** 2).mean()),
+           "probe": probe(fit_f[key], fit_y, test_f[key], test_y),
+           "probe_tokens": probe(fit_f["tokens"], fit_y, test_f["tokens"], test_y),
+           "fewshot": fewshot(fit_f[key], fit_y, test_f[key], test_y, k=FEWSHOT_K, seed=seed)["acc1"],
+           "token_nmi": token_nmi(codes, test_y), "cluster_nmi": histogram_cluster_nmi(codes, test_y, seed=seed)}
+    return out | code_usage(codes)
+
+
+def run_once(path: Path, hp: dict[str, Any], make: Any) -> dict[str, Any]:
+    """The saved run at ``path`` if it was made with ``hp``, else ``make()`` saved there."""
+    from align.atomic import write_json_atomic
+
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = {}
+        if saved.get("hparams") == hp:
+            return saved
+        log(f"{path}: unreadable or made with other settings, rerunning")
+    result = make() | {"hparams": hp}
+    write_json_atomic(path, result)
+    return result
+
+
+def select_weight(data: dict[str, Any], args: argparse.Namespace) -> tuple[float, dict[float, dict]]:
+    """The LM-loss weight with the best validation probe (seed 0, 80/20 split of the fit images)."""
+    n = len(data["train_x"])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    tr, va = order[: int(0.8 * n)], order[int(0.8 * n):]
+    x, y = data["train_x"], data["train_y"]
+    found: dict[float, dict] = {}
+    for weight in args.select_weights:
+        hp = hparams("lqae", data, args, 0, weight)
+
+        def make() -> dict[str, Any]:
+            model, seconds = train(hp, x[tr])
+            feats_tr, feats_va = model.features(x[tr]), model.features(x[va])
+            return {"val_probe": probe(feats_tr["bert"], y[tr.numpy()], feats_va["bert"], y[va.numpy()]),
+                    "train_s": seconds, "history": model.history}
+
+        found[weight] = run_once(args.runs / "select" / f"{args.datasets[0]}_lm{weight:g}.json", hp, make)
+        log(f"select lm_weight={weight:g}: validation probe {found[weight]['val_probe']:.3f}")
+    best = max(found, key=lambda w: found[w]["val_probe"])
+    return best, found
+
+
+def study_run(label: str, dataset: str, seed: int, data: dict[str, Any], args: argparse.Namespace,
+              lm_weight: float) -> dict[str, Any]:
+    hp = hparams(label, data, args, seed, lm_weight)
+
+    def make() -> dict[str, Any]:
+        model, seconds = train(hp, data["train_x"])
+        out = score(model, data["train_x"], data["train_y"], data["test_x"], data["test_y"], seed)
+        rows = data["grid_rows"]
+        out |= {"train_s": seconds, "history": model.history,
+                "strings": model.token_strings(data["test_x"][rows]),
+                "recon": model.reconstruct(data["test_x"][rows]).clamp(0, 1).tolist()}
+        return out
+
+    result = run_once(args.runs / dataset / label / f"seed{seed}.json", hp, make)
+    log(f"{dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k, *_ in METRICS))
+    return result
+
+
+def study_table(runs: dict[str, list[dict]]) -> list[str]:
+    rows = [(label, *(mean_std([r[key] for r in rs]).format(spec) for key, _, spec, _ in METRICS),
+             f"{np.mean([r['train_s'] for r in rs]):.0f}") for label, rs in runs.items()]
+    return markdown_table(("model", *(h for _, h, _, _ in METRICS), "train s"), rows,
+                          align="l" + "r" * (len(METRICS) + 1))
+
+
+def claim_table(runs: dict[str, list[dict]]) -> list[str]:
+    """Paired differences per seed (variant − baseline): mean ± std and the seeds where the variant is better."""
+    rows = []
+    for variant, baseline in CLAIMS:
+        a, b = runs.get(variant), runs.get(baseline)
+        if not a or not b or len(a) != len(b):
+            continue
+        for key, header, spec, higher in METRICS:
+            diffs = [x[key] - y[key] for x, y in zip(a, b)]
+            better = sum((d > 0) if higher else (d < 0) for d in diffs)
+            rows.append((f"{variant} − {baseline}", header, mean_std(diffs).format(spec), f"{better}/{len(diffs)}"))
+    return markdown_table(("difference", "metric", "mean ± std over seeds", "seeds better"), rows, align="llrr")
+
+
+def figure(data: dict[str, dict], runs: dict[str, dict[str, list[dict]]], path: Path) -> None:
+    """Per dataset, test images (one per class) with each model's reconstruction and first tokens (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = [(name, d) for name, d in data.items() if name in runs]
+    models = [m for m in MAIN if all(m in runs[name] for name, _ in blocks)]
+    per = min(4, *(len(d["grid_rows"]) for _, d in blocks))
+    fig, axes = plt.subplots(per * len(blocks), 1 + len(models), figsize=(2.6 * (1 + len(models)), 2.5 * per * len(blocks)))
+    axes = np.atleast_2d(axes)
+    for b, (name, d) in enumerate(blocks):
+        for i in range(per):
+            row, ax = d["grid_rows"][i], axes[b * per + i]
+            show(ax[0], d["test_x"][row], f"{name}: {d['class_names'][d['test_y'][row]]}", d["channels"])
+            for j, model in enumerate(models):
+                run = runs[name][model][0]
+                words = run["strings"][i].split()
+                text = " ".join(words[:10]) + (" …" if len(words) > 10 else "")
+                show(ax[1 + j], torch.tensor(run["recon"][i]), textwrap.fill(f"{model}: {text}", 36), d["channels"])
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def show(ax: Any, img: torch.Tensor, title: str, channels: int) -> None:
+    pixels = img.clamp(0, 1).permute(1, 2, 0).numpy()
+    ax.imshow(pixels[..., 0] if channels == 1 else pixels, cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=6)
+    ax.axis("off")
+
+
+def report(args: argparse.Namespace, data: dict[str, dict], weight: float, selection: dict[float, dict],
+           runs: dict[str, dict[str, list[dict]]]) -> str:
+    lines = [f"LQAE study: Gemma-3 270M table and frozen LM (`{GEMMA}`), searchable rows `{args.rows}`"
+             f"{f' (the {args.codebook_size} most frequent whole words)' if args.rows == 'words' else ''}, "
+             f"{args.tokens} tokens per image, augmentation on; every model {args.epochs} epochs at batch "
+             f"{args.batch} on the same fit images (equal budget), seeds {args.seeds}.", "",
+             f"Selection of the LM-loss weight on validation ({args.datasets[0]}, seed 0, 80/20 split of the fit "
+             "images, linear probe on the LM features):", ""]
+    lines += markdown_table(("lm_weight", "validation probe", "train s"),
+                            [(f"{w:g}", f"{r['val_probe']:.3f}", f"{r['train_s']:.0f}") for w, r in selection.items()],
+                            align="lrr")
+    lines += ["", f"Chosen: lm_weight = {weight:g}.", ""]
+    for name, by_model in runs.items():
+        d = data[name]
+        lines += [f"### {name}: fit {d['splits'][0]} ({len(d['train_x'])} images), test {d['splits'][1]} "
+                  f"({len(d['test_x'])} images), {len(d['class_names'])} classes", ""]
+        lines += study_table(by_model) + ["", "Paired differences:", ""] + claim_table(by_model) + [""]
+        lines += ["Token strings (seed 0, first two figure images):", ""]
+        for model in by_model:
+            for i in range(min(2, len(by_model[model][0]["strings"]))):
+                lines.append(f"- {model}, {d['class_names'][d['test_y'][d['grid_rows'][i]]]}: "
+                             f"`{by_model[model][0]['strings'][i]}`")
+        lines.append("")
+    lines += [f"Figure: `{args.figure}`.", "", machine_line(threads=args.threads, load=True)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="fashion_mnist,emoji")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--train", type=int, default=960, help="fit images (emoji: at most its 955 anchors)")
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=16, help="tokens per image (16 or 64)")
+    parser.add_argument("--rows", default="words", choices=("words", "all"), help="searchable rows of Gemma's table")
+    parser.add_argument("--codebook-size", type=int, default=8192, help="whole words kept with --rows words")
+    parser.add_argument("--select-weights", default="0.1,1,10")
+    parser.add_argument("--ablate-rows", action="store_true", help="also lqae with every row searchable (first dataset)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=Path("results/lqae_study"))
+    parser.add_argument("--output", type=Path, default=Path("results/lqae_study.md"))
+    parser.add_argument("--figure", type=Path, default=Path("docs/figures/lqae_tokens.png"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: 96/64 images, 1 epoch, seed 0")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train, args.test, args.epochs, args.seeds = 96, 64, 1, "0"
+        args.runs, args.output = Path("results/lqae_study_quick"), Path("results/lqae_study_quick.md")
+        args.figure, args.select_weights = Path("results/lqae_tokens_quick.png"), "1"
+    args.datasets = args.datasets.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.select_weights = [float(w) for w in args.select_weights.split(",")]
+    torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
+    data = {}
+    for name in args.datasets:
+        d = load_data(SimpleNamespace(dataset=name, train=args.train, test=args.test))
+        first_of_class = {int(c): i for i, c in reversed(list(enumerate(d["test_y"])))}
+        d["grid_rows"] = sorted(first_of_class.values())[:6]
+        data[name] = d
+        log(f"{name}: {len(d['train_x'])} fit / {len(d['test_x'])} test images")
+    weight, selection = select_weight(data[args.datasets[0]], args)
+    log(f"chosen lm_weight {weight:g}")
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for i, name in enumerate(args.datasets):
+        labels = list(MAIN) + (["lqae-lm-off"] + (["lqae-all-rows"] if args.ablate_rows else []) if i == 0 else [])
+        runs[name] = {label: [study_run(label, name, seed, data[name], args, weight) for seed in args.seeds]
+                      for label in labels}
+    figure(data, runs, args.figure)
+    emit(report(args, data, weight, selection, runs), args.output)
+
+
+if __name__ == "__main__":
+    main()
