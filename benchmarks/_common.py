@@ -9,18 +9,19 @@ torch's thread count only when torch is already loaded.
 from __future__ import annotations
 
 import datetime
+import json
 import numbers
 import os
 import platform
 import statistics
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from align.atomic import atomic_path
+from align.atomic import atomic_path, write_json_atomic
 
 DEFAULT_PACKAGES = ("torch", "numpy")
 _MODULES = {"pot": "ot", "faiss-cpu": "faiss", "scikit-learn": "sklearn"}  # distribution -> module, where they differ
@@ -177,3 +178,22 @@ def emit(text: str, output: Path | None) -> None:
     print(text.rstrip("\n"))
     if output is not None:
         write_atomic(output, text)
+
+
+def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, Any]],
+               log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> dict[str, Any]:
+    """The result saved at ``path`` if it was made with ``key`` (hyper-parameters and data), else ``make()``
+    saved there atomically with its key: a long study that is interrupted resumes where it stopped, and
+    a changed setting is never answered by a stale file. Plain JSON: nothing is unpickled."""
+    key = json.loads(json.dumps(key))  # JSON's own types, so a saved key compares equal
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = {}
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return saved
+        log(f"{path}: unreadable or made with other settings; rerunning")
+    result = make() | {"key": key}
+    write_json_atomic(path, result)
+    return result

@@ -27,7 +27,6 @@ seeds, paired differences, and a figure of test images with each model's tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 import time
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import cached_run, emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
 from lqae_compare import PROBE_C, load_data
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
@@ -111,23 +110,6 @@ def score(model: Any, fit_x: torch.Tensor, fit_y: np.ndarray, test_x: torch.Tens
     return out | code_usage(codes)
 
 
-def run_once(path: Path, hp: dict[str, Any], make: Any) -> dict[str, Any]:
-    """The saved run at ``path`` if it was made with ``hp``, else ``make()`` saved there."""
-    from align.atomic import write_json_atomic
-
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError:
-            saved = {}
-        if saved.get("hparams") == hp:
-            return saved
-        log(f"{path}: unreadable or made with other settings, rerunning")
-    result = make() | {"hparams": hp}
-    write_json_atomic(path, result)
-    return result
-
-
 def select_weight(data: dict[str, Any], args: argparse.Namespace) -> tuple[float, dict[float, dict]]:
     """The LM-loss weight with the best validation probe (seed 0, 80/20 split of the fit images)."""
     n = len(data["train_x"])
@@ -144,7 +126,7 @@ def select_weight(data: dict[str, Any], args: argparse.Namespace) -> tuple[float
             return {"val_probe": probe(feats_tr["bert"], y[tr.numpy()], feats_va["bert"], y[va.numpy()]),
                     "train_s": seconds, "history": model.history}
 
-        found[weight] = run_once(args.runs / "select" / f"{args.datasets[0]}_lm{weight:g}.json", hp, make)
+        found[weight] = cached_run(args.runs / "select" / f"{args.datasets[0]}_lm{weight:g}.json", hp, make, log)
         log(f"select lm_weight={weight:g}: validation probe {found[weight]['val_probe']:.3f}")
     best = max(found, key=lambda w: found[w]["val_probe"])
     return best, found
@@ -163,7 +145,7 @@ def study_run(label: str, dataset: str, seed: int, data: dict[str, Any], args: a
                 "recon": model.reconstruct(data["test_x"][rows]).clamp(0, 1).tolist()}
         return out
 
-    result = run_once(args.runs / dataset / label / f"seed{seed}.json", hp, make)
+    result = cached_run(args.runs / dataset / label / f"seed{seed}.json", hp, make, log)
     log(f"{dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k, *_ in METRICS))
     return result
 
