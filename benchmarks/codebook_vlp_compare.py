@@ -1,22 +1,39 @@
-"""Codebook-VLP with and without its visual codebook and MIM, on the same frozen tokens and seeds.
+"""Codebook-VLP with and without its visual codebook and MIM, on the same frozen tokens and seeds (issue 15).
 
 Both models are ``configs/codebook_vlp/full.yaml`` and ``no_codebook_mim.yaml``, which differ only in
 ``codebook`` and ``mim`` (checked here). Image side: MobileNetV2's 7x7x1280 feature map as 49 spatial
 tokens, computed once and kept in the feature cache. Text side: all-MiniLM-L6-v2's tokenizer and first
 layers (inside the model).
 
-- emoji, concept-disjoint: pretrain on the 955 image-name pairs of the anchor half; on the 956 unseen
-  test emoji score image<->caption retrieval (every caption of an image counts, CLIP_benchmark's
-  recall) and zero-shot subcategory classification (emoji templates, mean of prompt embeddings);
-- Fashion-MNIST: pretrain on ``train@1000`` with class-name captions (templates in turn, as the
-  default benchmark), zero-shot classification on ``test@1000``.
+1. **Validation** (never test): a seeded 20% of the 955 emoji anchor pairs is held out; the full model
+   (seed 0) trains on the other 80% for each epoch count of ``--epoch-grid`` (one fit resumed from its
+   checkpoint from one grid point to the next, so the grid costs its largest value), and the count with
+   the best validation I→T R@1 is used by both variants everywhere after (equal budget: same pairs,
+   epochs and batch). The ablation is scored on the same grid for information only.
+2. **Study** (every seed): both variants with the chosen epochs,
 
-For each: mean ± sample std over seeds, the mean paired difference (full - ablation), code usage
-(perplexity and dead codes on the eval tokens), wall time per fit, and the total wall time. A PNG
-shows, for the most used codes of the seed-0 emoji model, the test emoji with most tokens on that code.
+   - emoji, concept-disjoint: fit on the 955 anchor image-name pairs; on the 956 unseen test emoji,
+     image<->caption retrieval (every caption of an image counts, CLIP_benchmark's recall) with plain
+     ITC cosine and with the ITM head re-scoring each query's top ``--rerank-k`` candidates (the same
+     fitted model, ``rerank_k`` set after the fit; ``retrieval_scores`` reads it), and zero-shot
+     subcategory classification (emoji templates, mean of prompt embeddings; ITC only: the code
+     re-ranks retrieval, not classification);
+   - Fashion-MNIST: fit on ``train@1000`` with class-name captions (templates in turn, as the default
+     benchmark), zero-shot classification on ``test@1000``.
 
-    python benchmarks/codebook_vlp_compare.py [--quick] [--seeds 0 1 2] [--epochs N] [--threads 1]
-        [--datasets emoji fashion_mnist] [--output results/codebook_vlp_compare.md]
+Reported: mean ± sample std over seeds, the paired difference (full - ablation) with the number of
+seeds the full model wins, code usage of the full models on the test tokens (perplexity, used and dead
+codes, top code's share, code/class NMI over token occurrences), wall time per fit, and a PNG of the
+test emoji with most tokens on each of the most used codes (first seed's emoji model).
+
+Each fit's scores are saved as a small JSON under ``--runs`` (atomically); a rerun with the same
+hyper-parameters and data reuses it, so an interrupted study resumes.
+
+    python benchmarks/codebook_vlp_compare.py --threads 1        # the study (69 min at 1 thread on 2 shared cores)
+    python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
+        [--seeds 0 1 2] [--epoch-grid 2 4 6] [--epochs N (skip validation)] [--rerank-k 16]
+        [--datasets emoji fashion_mnist] [--runs results/codebook_vlp_study]
+        [--output results/codebook_vlp_compare.md] [--figure docs/figures/codebook_vlp_codes.png]
 """
 
 from __future__ import annotations
@@ -24,19 +41,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from _common import emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import cached_run, emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
 from align.bench.pairs import fit_captions
-from align.data.base import DatasetSplit
+from align.data.base import DatasetSplit, LabelSet
 from align.eval.metrics import classification_metrics
-from align.eval.retrieval import evaluate_retrieval, flatten_captions
+from align.eval.retrieval import evaluate_retrieval, evaluate_retrieval_scores, flatten_captions
+from align.eval.token_stats import token_nmi
 from align.eval.zeroshot import class_prompts, zeroshot_logits
 from align.features.cache import FeatureCache, FeatureKey, weights_fingerprint
 from align.methods.codebook_vlp.aligner import CodebookVLPAligner
@@ -45,6 +64,20 @@ from align.registry import DATASETS, VISION_ENCODERS
 IMAGE_ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "codebook_vlp"
 VARIANTS = {"full": "full.yaml", "no codebook/MIM": "no_codebook_mim.yaml"}
+SLUGS = {"full": "full", "no codebook/MIM": "no_codebook_mim"}
+VAL_FRACTION, VAL_SPLIT_SEED = 0.2, 0
+# key -> (header, higher is better); the ``_rr`` keys are the same model re-ranked by its ITM head
+METRICS = {
+    "i2t_r1": ("I→T R@1", True), "t2i_r1": ("T→I R@1", True), "i2t_r5": ("I→T R@5", True),
+    "i2t_r1_rr": ("I→T R@1, ITM re-rank", True), "t2i_r1_rr": ("T→I R@1, ITM re-rank", True),
+    "i2t_r5_rr": ("I→T R@5, ITM re-rank", True),
+    "subcat_acc1": ("subcategory zero-shot acc1", True), "acc1": ("zero-shot acc1", True),
+}
+CODE_METRICS = {"perplexity": ".1f", "used_codes": ".0f", "dead_codes": ".0f", "top_share": ".3f", "code_nmi": ".3f"}
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
 
 
 def load_variants() -> dict[str, dict[str, Any]]:
@@ -72,101 +105,221 @@ def spatial_tokens(split: DatasetSplit, encoder: Any, cache: FeatureCache) -> to
     return flat.view(len(flat), -1, encoder.embed_dim)
 
 
-def emoji_task(anchors: DatasetSplit, test: DatasetSplit) -> Callable[[CodebookVLPAligner, torch.Tensor], dict[str, float]]:
-    texts, owner = flatten_captions(test.captions)
-    labels = test.extra_labels["subcategory"]
+# ---------------------------------------------------------------------------------------------- scoring
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    """What one model is scored on: tokens, captions per image (retrieval), class labels (zero-shot),
+    the labels code/class NMI is measured against, and the result keys of its zero-shot accuracy."""
+
+    tokens: torch.Tensor
+    captions: Sequence[Sequence[str]] | None
+    zeroshot: LabelSet
+    zeroshot_key: str
+    code_labels: Any
+
+
+def score(aligner: CodebookVLPAligner, data: Eval, rerank_k: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    images = aligner.encode_image(data.tokens)
+    out: dict[str, Any] = {}
+    if data.captions is not None:
+        texts, owner = flatten_captions(data.captions)
+        plain = evaluate_retrieval(images, aligner.encode_text_strings(texts), owner, ks=(1, 5))
+        out |= {"i2t_r1": plain["text_retrieval_recall@1"], "t2i_r1": plain["image_retrieval_recall@1"],
+                "i2t_r5": plain["text_retrieval_recall@5"]}
+        if rerank_k > 0:
+            aligner.hparams["rerank_k"] = rerank_k  # read by retrieval_scores; the fitted weights are unchanged
+            try:
+                reranked = evaluate_retrieval_scores(*aligner.retrieval_scores(data.tokens, texts), owner, ks=(1, 5))
+            finally:
+                aligner.hparams["rerank_k"] = 0
+            out |= {"i2t_r1_rr": reranked["text_retrieval_recall@1"], "t2i_r1_rr": reranked["image_retrieval_recall@1"],
+                    "i2t_r5_rr": reranked["text_retrieval_recall@5"]}
+    labels = data.zeroshot
     prompts = class_prompts(labels.class_names, labels.templates)
-
-    def score(aligner: CodebookVLPAligner, tokens: torch.Tensor) -> dict[str, float]:
-        images = aligner.encode_image(tokens)
-        retrieval = evaluate_retrieval(images, aligner.encode_text_strings(texts), owner, ks=(1, 5))
-        logits = zeroshot_logits(images, aligner.encode_text_strings(prompts), len(labels.class_names), "mean")
-        return {"I→T R@1": retrieval["text_retrieval_recall@1"], "T→I R@1": retrieval["image_retrieval_recall@1"],
-                "I→T R@5": retrieval["text_retrieval_recall@5"],
-                "subcategory acc1": classification_metrics(logits, torch.as_tensor(labels.labels))["acc1"]}
-
-    return score
-
-
-def fashion_task(test: DatasetSplit) -> Callable[[CodebookVLPAligner, torch.Tensor], dict[str, float]]:
-    labels = test.labels
-    prompts = class_prompts(labels.class_names, labels.templates)
-
-    def score(aligner: CodebookVLPAligner, tokens: torch.Tensor) -> dict[str, float]:
-        logits = zeroshot_logits(aligner.encode_image(tokens), aligner.encode_text_strings(prompts),
-                                 len(labels.class_names), "mean")
-        return {"zero-shot acc1": classification_metrics(logits, torch.as_tensor(labels.labels))["acc1"]}
-
-    return score
+    logits = zeroshot_logits(images, aligner.encode_text_strings(prompts), len(labels.class_names), "mean")
+    out[data.zeroshot_key] = classification_metrics(logits, torch.as_tensor(labels.labels))["acc1"]
+    if aligner.hparams["codebook"]:
+        codes = aligner.code_indices(data.tokens)
+        usage = aligner.code_usage(data.tokens)
+        out |= {"perplexity": usage["perplexity"], "used_codes": usage["used_codes"],
+                "dead_codes": usage["dead_codes"], "top_share": usage["top_share"],
+                "code_nmi": token_nmi(codes, data.code_labels)}
+    out["eval_s"] = time.perf_counter() - started
+    return {k: float(v) for k, v in out.items()}
 
 
-def run(variants: dict[str, dict[str, Any]], seeds: list[int], epochs: int | None, fit_tokens: torch.Tensor,
-        captions: list[str], eval_tokens: torch.Tensor, score: Callable) -> tuple[dict, dict, CodebookVLPAligner]:
-    """``results[variant][metric] = [value per seed]``, seconds per fit, and the seed-0 full model."""
-    results: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
-    seconds: dict[str, list[float]] = {v: [] for v in variants}
-    keep = None
+def grid_data(aligner: CodebookVLPAligner, tokens: torch.Tensor, codes_shown: int = 6,
+              per_code: int = 8) -> dict[str, Any]:
+    """The most used codes on ``tokens`` and, for each, the images with most tokens on it (the figure's data)."""
+    indices = aligner.code_indices(tokens)  # [N, T]
+    counts = torch.nn.functional.one_hot(indices, aligner.core.codebook.num_codes).sum(1)  # [N, K]
+    rows = []
+    for code in counts.sum(0).argsort(descending=True)[:codes_shown].tolist():
+        images = counts[:, code].argsort(descending=True)[:per_code].tolist()
+        rows.append({"code": code, "tokens": int(counts[:, code].sum()), "images": images,
+                     "counts": [int(counts[i, code]) for i in images]})
+    return {"tokens_per_image": int(indices.shape[1]), "codes": rows}
+
+
+def fit(hp: dict[str, Any], tokens: torch.Tensor, captions: list[str]) -> tuple[CodebookVLPAligner, float]:
+    started = time.perf_counter()
+    aligner = CodebookVLPAligner(**hp).fit_captions(tokens, captions)
+    return aligner, time.perf_counter() - started
+
+
+def describe(split: DatasetSplit) -> str:
+    return f"{split.dataset}/{split.split}@{split.version}"
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+def checkpoint_epochs(directory: Path) -> int | None:
+    """Epochs completed by the ``last.ckpt`` in ``directory`` (an upper bound), or None."""
+    path = directory / "last.ckpt"
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
+        return 10**9
+
+
+def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: DatasetSplit, rerank_k: int,
+               runs: Path) -> tuple[int, dict[str, dict[int, dict]], dict[str, Any]]:
+    """Each variant (seed 0) on 80% of the anchors for each epoch count, scored on the other 20%; the
+    count with the best validation I→T R@1 of the full model (ties: fewer epochs)."""
+    n = anchors.num_items
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    n_val = round(VAL_FRACTION * n)
+    val, train = order[:n_val].sort().values, order[n_val:].sort().values
+    captions, _ = fit_captions(anchors)
+    train_captions = [captions[i] for i in train.tolist()]
+    sub = anchors.extra_labels["subcategory"]
+    data = Eval(tokens[val], [anchors.captions[i] for i in val.tolist()],
+                LabelSet(sub.labels[val.numpy()], sub.class_names, sub.templates), "subcat_acc1",
+                anchors.labels.labels[val.numpy()])
+    info = {"fit": describe(anchors), "train_rows": len(train), "val_rows": len(val), "split_seed": VAL_SPLIT_SEED}
+    log(f"validation: {len(train)} anchor pairs -> {len(val)} held-out anchor pairs; epochs {grid}")
+    found: dict[str, dict[int, dict]] = {}
+    for label, hparams in variants.items():
+        checkpoints = runs / "val" / "checkpoints" / SLUGS[label]
+        found[label] = {}
+        for epochs in sorted(grid):
+            hp = dict(hparams, seed=0, max_epochs=epochs)
+
+            def make() -> dict[str, Any]:
+                done = checkpoint_epochs(checkpoints)
+                if done is not None and done > epochs:  # a checkpoint past this grid point: start afresh
+                    shutil.rmtree(checkpoints, ignore_errors=True)
+                # resumes the previous grid point's last.ckpt (max_epochs may change on resume)
+                aligner, seconds = fit(hp | {"checkpoint_dir": str(checkpoints)}, tokens[train], train_captions)
+                return score(aligner, data, rerank_k) | {"train_s": seconds, "history": aligner.history}
+
+            key = {"stage": "validation", "variant": label, "hparams": hp, "data": info, "rerank_k": rerank_k}
+            result = cached_run(runs / "val" / f"{SLUGS[label]}_e{epochs}.json", key, make, log)
+            found[label][epochs] = result
+            log(f"  {label}, {epochs} epochs: val I→T R@1 {result['i2t_r1']:.3f}, T→I R@1 {result['t2i_r1']:.3f}, "
+                f"re-ranked I→T R@1 {result.get('i2t_r1_rr', float('nan')):.3f} ({result['train_s']:.0f} s)")
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the grid is saved; a checkpoint is ~165 MB
+    shutil.rmtree(runs / "val" / "checkpoints", ignore_errors=True)
+    full = found["full"]
+    chosen = max(sorted(full), key=lambda e: (full[e]["i2t_r1"], -e))
+    return chosen, found, info
+
+
+def validation_table(found: dict[str, dict[int, dict]], chosen: int) -> list[str]:
+    keys = ("i2t_r1", "t2i_r1", "i2t_r1_rr", "t2i_r1_rr", "subcat_acc1")
+    rows = []
+    for label, per_epochs in found.items():
+        for epochs, r in per_epochs.items():
+            mark = " (chosen)" if label == "full" and epochs == chosen else ""
+            rows.append((label, f"{epochs}{mark}", *(r.get(k) for k in keys),
+                         r.get("perplexity"), f"{r['train_s']:.0f}"))
+    header = ("model (seed 0)", "epochs", *(METRICS[k][0] for k in keys), "code perplexity", "train s (resumed)")
+    return markdown_table(header, rows, formats=[".3f"] * (len(header) - 2) + [".1f", ""],
+                          align="ll" + "r" * (len(header) - 2))
+
+
+# ----------------------------------------------------------------------------------------------- study
+
+def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_tokens: torch.Tensor,
+          captions: list[str], data: Eval, rerank_k: int, info: dict[str, Any], runs: Path,
+          keep_grid: bool) -> dict[str, list[dict]]:
+    """``runs[variant] = [result per seed]``: both variants for every seed with ``epochs``."""
+    results: dict[str, list[dict]] = {label: [] for label in variants}
     for seed in seeds:
         for label, hparams in variants.items():
-            hp = dict(hparams, seed=seed) | ({"max_epochs": epochs} if epochs is not None else {})
-            started = time.perf_counter()
-            aligner = CodebookVLPAligner(**hp).fit_captions(fit_tokens, captions)
-            seconds[label].append(time.perf_counter() - started)
-            metrics = score(aligner, eval_tokens)
-            if hp["codebook"]:
-                usage = aligner.code_usage(eval_tokens)
-                metrics |= {"code perplexity": usage["perplexity"], "dead codes": usage["dead_codes"]}
-                if keep is None:
-                    keep = aligner
-            for key, value in metrics.items():
-                results[label].setdefault(key, []).append(float(value))
-            print(f"  {label} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-                  + f" ({seconds[label][-1]:.0f} s)", flush=True)
-    return results, seconds, keep
+            hp = dict(hparams, seed=seed, max_epochs=epochs)
+
+            def make() -> dict[str, Any]:
+                aligner, seconds = fit(hp, fit_tokens, captions)
+                out = score(aligner, data, rerank_k) | {"train_s": seconds, "history": aligner.history}
+                if keep_grid and aligner.hparams["codebook"]:
+                    out["grid"] = grid_data(aligner, data.tokens)
+                return out
+
+            key = {"stage": "study", "dataset": dataset, "variant": label, "hparams": hp, "data": info,
+                   "rerank_k": rerank_k}
+            result = cached_run(runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key, make, log)
+            results[label].append(result)
+            shown = [k for k in (*METRICS, "perplexity") if k in result]
+            log(f"  {dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown)
+                + f" ({result['train_s']:.0f} s fit, {result['eval_s']:.0f} s eval)")
+    return results
 
 
-def table(results: dict[str, dict[str, list[float]]], seconds: dict[str, list[float]]) -> list[str]:
-    """Mean ± sample std over seeds per variant, and of the paired per-seed difference."""
-    full, ablation = results.values()
-    labels = list(results)
+def main_table(results: dict[str, list[dict]]) -> list[str]:
+    """Per metric: mean ± sample std of each variant, the paired per-seed difference and the seeds won."""
+    (full_label, full), (ablation_label, ablation) = results.items()
     rows = []
-    for metric in full:
-        if metric in ablation:
-            diffs = [a - b for a, b in zip(full[metric], ablation[metric])]
-            rows.append((metric, mean_std(full[metric]), mean_std(ablation[metric]), mean_std(diffs)))
-        else:
-            rows.append((metric, mean_std(full[metric]), "—", "—"))
-    rows.append(("seconds per fit", mean_std(seconds[labels[0]]), mean_std(seconds[labels[1]]), ""))
-    return [*markdown_table(("metric", *labels, "paired diff (full - ablation)"), rows, align="lrrr"), ""]
+    for key, (header, higher) in METRICS.items():
+        if key not in full[0]:
+            continue
+        a, b = [r[key] for r in full], [r[key] for r in ablation]
+        diffs = [x - y for x, y in zip(a, b)]
+        wins = sum(d > 0 if higher else d < 0 for d in diffs)
+        rows.append((header, mean_std(a), mean_std(b), mean_std(diffs), f"{wins}/{len(diffs)}"))
+    rows.append(("seconds per fit", mean_std([r["train_s"] for r in full]),
+                 mean_std([r["train_s"] for r in ablation]), mean_std([r["train_s"] - s["train_s"]
+                                                                       for r, s in zip(full, ablation)]), ""))
+    header = ("metric", full_label, ablation_label, "paired diff (full - ablation)", "seeds full wins")
+    return [*markdown_table(header, rows, align="lrrrr"), ""]
 
 
-def code_grid(aligner: CodebookVLPAligner, tokens: torch.Tensor, split: DatasetSplit, path: Path,
-              codes_shown: int = 6, per_code: int = 8) -> list[str]:
+def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:
+    full = results["full"]
+    header = ("full model", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")
+    rows = [(f"seed {s}", *(r[k] for k in CODE_METRICS)) for s, r in zip(seeds, full)]
+    rows.append(("mean ± std", *(mean_std([r[k] for r in full]) for k in CODE_METRICS)))
+    return [*markdown_table(header, rows, formats=["", *CODE_METRICS.values()], align="lrrrrr"), ""]
+
+
+def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int) -> list[str]:
     """PNG: a row per frequently used code, the test images with the largest share of tokens on it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    indices = aligner.code_indices(tokens)  # [N, T]
-    counts = torch.nn.functional.one_hot(indices, aligner.core.codebook.num_codes).sum(1)  # [N, K]
-    top_codes = counts.sum(0).argsort(descending=True)[:codes_shown].tolist()
-    fig, axes = plt.subplots(len(top_codes), per_code, figsize=(per_code * 1.1, len(top_codes) * 1.25))
-    lines = ["Most used codes on the test emoji and the images with most tokens on each "
-             f"(figure: `{path}`):", ""]
-    for row, code in enumerate(top_codes):
-        images = counts[:, code].argsort(descending=True)[:per_code].tolist()
-        names = [split.captions[i][0] for i in images]
-        lines.append(f"- code {code} ({int(counts[:, code].sum())} tokens): " + ", ".join(names))
-        for col, i in enumerate(images):
+    rows = grid["codes"]
+    per_code = max(len(r["images"]) for r in rows)
+    fig, axes = plt.subplots(len(rows), per_code, figsize=(per_code * 1.1, len(rows) * 1.25), squeeze=False)
+    lines = [f"Most used codes on the test emoji (seed {seed} full model) and the images with most tokens on "
+             f"each (figure: `{path}`):", ""]
+    for row, entry in enumerate(rows):
+        names = [split.captions[i][0] for i in entry["images"]]
+        lines.append(f"- code {entry['code']} ({entry['tokens']} tokens): " + ", ".join(names))
+        for col, (i, count) in enumerate(zip(entry["images"], entry["counts"])):
             ax = axes[row][col]
             ax.imshow(split.load_image(i).convert("RGBA"))
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{int(counts[i, code])}/{indices.shape[1]}", fontsize=6)
+            ax.set_title(f"{count}/{grid['tokens_per_image']}", fontsize=6)
             if col == 0:
-                ax.set_ylabel(f"code {code}", fontsize=7)
-    fig.suptitle("Codebook-VLP (emoji, seed 0): test images with most tokens on each frequent code", fontsize=8)
+                ax.set_ylabel(f"code {entry['code']}", fontsize=7)
+    fig.suptitle(f"Codebook-VLP (emoji, seed {seed}): test images with most tokens on each frequent code", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -174,75 +327,114 @@ def code_grid(aligner: CodebookVLPAligner, tokens: torch.Tensor, split: DatasetS
     return lines + [""]
 
 
-def emoji_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, anchors: DatasetSplit,
-                  test: DatasetSplit, figure: Path) -> list[str]:
-    print(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji", flush=True)
-    anchor_captions, _ = fit_captions(anchors)
-    results, seconds, model = run(variants, seeds, epochs, tokens["anchors"], anchor_captions, tokens["test"],
-                                  emoji_task(anchors, test))
-    n_sub = len(test.extra_labels["subcategory"].class_names)
-    out = [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored on "
-           f"{test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
-           f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}).", "",
-           *table(results, seconds)]
-    if model is not None:
-        out += code_grid(model, tokens["test"], test, figure)
-    return out
+def fit_seconds(results: dict[str, list[dict]]) -> float:
+    return sum(r["train_s"] + r["eval_s"] for rs in results.values() for r in rs)
 
 
-def fashion_section(variants: dict, seeds: list[int], epochs: int | None, tokens: dict, f_train: DatasetSplit,
-                    f_test: DatasetSplit) -> list[str]:
-    print(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images", flush=True)
-    f_captions, how = fit_captions(f_train)
-    results, seconds, _ = run(variants, seeds, epochs, tokens["f_train"], f_captions, tokens["f_test"],
-                              fashion_task(f_test))
-    return [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
-            f"(10 classes, chance 0.100).", "", *table(results, seconds)]
+# ------------------------------------------------------------------------------------------------ main
 
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("results/codebook_vlp_compare.md"))
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/codebook_vlp_codes.png"))
+    parser.add_argument("--runs", type=Path, default=Path("results/codebook_vlp_study"),
+                        help="one JSON per fit; reused when rerun with the same settings")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="override max_epochs of both configs")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 120 pairs, 120 eval items, 1 epoch, seed 0")
+    parser.add_argument("--epoch-grid", type=int, nargs="+", default=[2, 4, 6],
+                        help="epoch counts scored on the validation part of the emoji anchors")
+    parser.add_argument("--epochs", type=int, default=None, help="use these epochs and skip validation")
+    parser.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of each query's top k (0: none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 120 pairs, 120 eval items, seed 0, grid 1 2, re-rank 4, runs under RUNS/quick")
     parser.add_argument("--datasets", nargs="+", choices=["emoji", "fashion_mnist"], default=["emoji", "fashion_mnist"])
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     variants = load_variants()
-    seeds, epochs = (args.seeds, args.epochs) if not args.quick else ([0], 1)
-    n_fit, n_eval = ("@120", "@120") if args.quick else ("", "")
+    seeds, grid, rerank_k, runs = args.seeds, args.epoch_grid, args.rerank_k, args.runs
+    if args.quick:
+        seeds, grid, rerank_k, runs = [0], [1, 2], 4, args.runs / "quick"
+    n = "@120" if args.quick else ""
     cache = FeatureCache()
     encoder = VISION_ENCODERS.create(IMAGE_ENCODER)
     emoji, fashion = DATASETS.create("emoji"), DATASETS.create("fashion_mnist")
-    anchors, test = emoji.load(f"anchors{n_fit}"), emoji.load(f"test{n_eval}")
-    f_train, f_test = fashion.load("train@120" if args.quick else "train@1000"), fashion.load(
-        "test@120" if args.quick else "test@1000")
-    wanted = {"anchors": "emoji", "test": "emoji", "f_train": "fashion_mnist", "f_test": "fashion_mnist"}
-    tokens = {name: spatial_tokens(split, encoder, cache)
-              for name, split in (("anchors", anchors), ("test", test), ("f_train", f_train), ("f_test", f_test))
-              if wanted[name] in args.datasets}
-    shape = next(iter(tokens.values())).shape
+    anchors, test = emoji.load(f"anchors{n}"), emoji.load(f"test{n}")
+    tokens = {"anchors": spatial_tokens(anchors, encoder, cache)}  # validation needs them in any case
+    if "emoji" in args.datasets:
+        tokens["test"] = spatial_tokens(test, encoder, cache)
+    if "fashion_mnist" in args.datasets:
+        f_train = fashion.load("train@120" if args.quick else "train@1000")
+        f_test = fashion.load("test@120" if args.quick else "test@1000")
+        tokens["f_train"] = spatial_tokens(f_train, encoder, cache)
+        tokens["f_test"] = spatial_tokens(f_test, encoder, cache)
+    shape = tokens["anchors"].shape
     token_seconds = time.perf_counter() - started
     hp = variants["full"]
+
+    if args.epochs is None:
+        epochs, found, val_info = validation(variants, grid, tokens["anchors"], anchors, rerank_k, runs)
+        chosen = (f"**Epochs chosen on validation, never on test**: {val_info['val_rows']} of the "
+                  f"{anchors.num_items} emoji anchor pairs (seeded {VAL_FRACTION:.0%}, split seed "
+                  f"{VAL_SPLIT_SEED}) held out; each model (seed 0) trained on the other "
+                  f"{val_info['train_rows']} for {sorted(grid)} epochs (one fit resumed from its checkpoint "
+                  f"between grid points) and scored on the held-out "
+                  f"pairs (retrieval over their captions; subcategory zero-shot over the anchors' classes). The "
+                  f"full model's best validation I→T R@1 is at **{epochs} epochs**; both variants train "
+                  f"{epochs} epochs on every dataset below (equal budget: same pairs, epochs and batch; the "
+                  f"ablation's rows are shown for information and were not used).")
+        val_lines = [chosen, "", *validation_table(found, epochs), ""]
+        val_seconds = sum(r["train_s"] + r["eval_s"] for per in found.values() for r in per.values())
+    else:
+        epochs, val_lines, val_seconds = args.epochs, [f"Epochs set to {args.epochs} by `--epochs` (no validation).",
+                                                      ""], 0.0
     out = [f"Codebook-VLP: full model vs the same config with `codebook: false, mim: false` "
            f"(configs/codebook_vlp/). Image tokens: `{IMAGE_ENCODER}` 7x7 grid "
            f"({shape[1]} x {shape[2]}); text: `{hp['table']}` "
-           f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers). Seeds {seeds}; "
-           f"{epochs or hp['max_epochs']} epochs, batch {hp['batch_size']}; torch threads {torch.get_num_threads()}.",
-           "", f"Spatial tokens (cached after the first run): {token_seconds:.0f} s.", ""]
-    print("\n".join(out), flush=True)
+           f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers); {hp['num_codes']} codes. "
+           f"Seeds {seeds}; {epochs} epochs, batch {hp['batch_size']}, lr {hp['lr']}; ITM re-ranking of each "
+           f"query's top {rerank_k} candidates (same fitted model, `rerank_k` set after the fit); torch threads "
+           f"{torch.get_num_threads()}.", "", f"Spatial tokens (cached after the first run): {token_seconds:.0f} s.",
+           "", *val_lines]
+    log("\n".join(out))
+    seconds = val_seconds
 
     if "emoji" in args.datasets:
-        out += emoji_section(variants, seeds, epochs, tokens, anchors, test, args.figure)
+        log(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji")
+        captions, _ = fit_captions(anchors)
+        data = Eval(tokens["test"], test.captions, test.extra_labels["subcategory"], "subcat_acc1", test.labels.labels)
+        info = {"fit": describe(anchors), "eval": describe(test)}
+        results = study("emoji", variants, seeds, epochs, tokens["anchors"], captions, data, rerank_k, info, runs,
+                        keep_grid=True)
+        seconds += fit_seconds(results)
+        n_sub = len(test.extra_labels["subcategory"].class_names)
+        out += [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored "
+                f"on {test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
+                f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}). ITM "
+                f"re-ranking applies to retrieval only (`retrieval_scores`); zero-shot classification compares "
+                f"ITC embeddings.", "", *main_table(results),
+                f"Code usage of the full models on the {test.num_items} test emoji x {shape[1]} tokens "
+                f"({hp['num_codes']} codes; the issue asks for perplexity >= 32; NMI against the "
+                f"{len(test.labels.class_names)} emoji categories, over token occurrences):", "",
+                *code_table(results, seeds, "category")]
+        out += code_grid(results["full"][0]["grid"], test, args.figure, seeds[0])
     if "fashion_mnist" in args.datasets:
-        out += fashion_section(variants, seeds, epochs, tokens, f_train, f_test)
-    out += [f"Total wall time: {time.perf_counter() - started:.0f} s.", "", machine_line(load=True)]
+        log(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images")
+        f_captions, how = fit_captions(f_train)
+        data = Eval(tokens["f_test"], None, f_test.labels, "acc1", f_test.labels.labels)
+        info = {"fit": describe(f_train), "eval": describe(f_test), "captions": how}
+        results = study("fashion_mnist", variants, seeds, epochs, tokens["f_train"], f_captions, data, rerank_k,
+                        info, runs, keep_grid=False)
+        seconds += fit_seconds(results)
+        out += [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
+                f"(10 classes, chance 0.100; no retrieval, so no re-ranking).", "", *main_table(results),
+                f"Code usage of the full models on the {f_test.num_items} test images:", "",
+                *code_table(results, seeds, "class")]
+    out += [f"Wall time of this invocation: {time.perf_counter() - started:.0f} s; fits and scoring of every "
+            f"run in the report (saved runs keep the time they took): {seconds:.0f} s.", "",
+            f"Runs: `{runs}/` (one JSON per fit).", "", machine_line(load=True)]
     emit("\n".join(out), args.output)
 
 

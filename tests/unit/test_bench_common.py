@@ -112,3 +112,22 @@ def test_every_script_uses_the_shared_helpers() -> None:
         assert "from _common import" in source, script.name
         for private in ("platform.", ".write_text(", "Machine:", "|---"):
             assert private not in source, f"{script.name} still has its own {private!r}"
+
+
+def test_a_saved_run_is_reused_only_for_the_same_key(tmp_path: Path) -> None:
+    calls = []
+
+    def make() -> dict:
+        calls.append(1)
+        return {"i2t_r1": 0.5}
+
+    path, said = tmp_path / "run.json", []
+    key = {"hparams": {"max_epochs": 2, "weights": {}}, "grid": (1, 2)}
+    assert common.cached_run(path, key, make, said.append)["i2t_r1"] == 0.5
+    assert common.cached_run(path, key, make, said.append)["key"] == {"hparams": {"max_epochs": 2, "weights": {}},
+                                                                      "grid": [1, 2]}  # tuples saved as lists
+    assert len(calls) == 1 and not said
+    common.cached_run(path, key | {"hparams": {"max_epochs": 4, "weights": {}}}, make, said.append)
+    assert len(calls) == 2 and "other settings" in said[0]
+    path.write_text("{not json")  # a torn or hand-edited file is redone, never trusted
+    assert common.cached_run(path, key, make, said.append)["i2t_r1"] == 0.5 and len(calls) == 3
