@@ -4,6 +4,10 @@ Each pair is scored on the same pairs an aligner would be fitted on (a dataset's
 :func:`~align.bench.pairs.fit_captions`), read through the feature cache under the keys the benchmark
 runner uses, so features computed by ``align bench`` are reused and vice versa. The scores
 (:mod:`align.eval.alignment_metrics`) need no fit: they say which pairs are worth a benchmark run.
+
+A fit pair whose features are all zeros under one of the encoders compared (a caption with no word in a
+word-vector table, e.g. spaCy's md vectors) has no cosine neighbours; it is left out of every pair's
+scores alike, so all pairs are scored on the same items, and the table says how many were left out.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from align.atomic import atomic_path
 from align.bench.pairs import FeatureBank, fit_captions
@@ -38,6 +44,7 @@ class PairTable:
     num_pairs: int
     pairing: str
     rows: tuple[PairScores, ...]
+    left_out: tuple[tuple[str, int], ...] = ()  # (encoder, fit pairs left out for its all-zero features)
 
 
 def score_pairs(dataset: str, split: str, image_encoders: Sequence[str], text_encoders: Sequence[str], *,
@@ -53,19 +60,30 @@ def score_pairs(dataset: str, split: str, image_encoders: Sequence[str], text_en
     bank = bank or FeatureBank()
     data = DATASETS.create(dataset).load(split)
     captions, pairing = fit_captions(data)
-    if not 1 <= k < len(captions):
-        raise BadInputError(f"--k {k}: {dataset}/{split} has {len(captions)} pairs; k must be from 1 to "
-                            f"{len(captions) - 1}")
+    _check_k(k, len(captions), dataset, split)  # before any feature is computed
     texts = {name: bank.texts(name, captions, data, "fit-captions") for name in text_encoders}
+    images = {name: bank.images(name, data) for name in image_encoders}
+    zero = {name: features.norm(dim=1) == 0 for name, features in (*images.items(), *texts.items())}
+    keep = ~torch.stack(list(zero.values())).any(dim=0)
+    left_out = tuple((name, int(rows.sum())) for name, rows in zero.items() if rows.any())
+    if left_out:
+        echo(f"{int((~keep).sum())} of {len(captions)} fit pairs left out (all-zero features): "
+             + ", ".join(f"{name} {n}" for name, n in left_out))
+    num_pairs = int(keep.sum())
+    _check_k(k, num_pairs, dataset, split)
     rows = []
     for image_encoder in image_encoders:
-        images = bank.images(image_encoder, data)
         for text_encoder in text_encoders:
-            scores = alignment_scores(images, texts[text_encoder], k,
+            scores = alignment_scores(images[image_encoder][keep], texts[text_encoder][keep], k,
                                       names=(f"{image_encoder} features", f"{text_encoder} features"))
             echo(f"{image_encoder} + {text_encoder}: " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items()))
             rows.append(PairScores(image_encoder, text_encoder, scores))
-    return PairTable(dataset, split, k, len(captions), pairing, tuple(rows))
+    return PairTable(dataset, split, k, num_pairs, pairing, tuple(rows), left_out)
+
+
+def _check_k(k: int, num_pairs: int, dataset: str, split: str) -> None:
+    if not 1 <= k < num_pairs:
+        raise BadInputError(f"--k {k}: {dataset}/{split} has {num_pairs} pairs; k must be from 1 to {num_pairs - 1}")
 
 
 def ranks(rows: Sequence[PairScores], metric: str) -> list[int]:
@@ -81,8 +99,12 @@ def markdown(table: PairTable, sort: str = "mutual_knn") -> str:
         raise BadInputError(f"--sort {sort!r}: expected one of {', '.join(METRICS)}")
     by_metric = {metric: ranks(table.rows, metric) for metric in METRICS}
     order = sorted(range(len(table.rows)), key=lambda i: (by_metric[sort][i], table.rows[i].label))
-    lines = [f"Alignment before fitting on {table.dataset}/{table.split} ({table.num_pairs} pairs: {table.pairing}); "
-             f"k = {table.k} for mutual_knn and cknna; (n) = rank by that column.", "",
+    left_out = ""
+    if table.left_out:
+        left_out = ("; left out of every pair: the fit pairs with all-zero features under "
+                    + ", ".join(f"{name} ({n})" for name, n in table.left_out))
+    lines = [f"Alignment before fitting on {table.dataset}/{table.split} ({table.num_pairs} pairs: {table.pairing}"
+             f"{left_out}); k = {table.k} for mutual_knn and cknna; (n) = rank by that column.", "",
              "| pair | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
     for i in order:
         row = table.rows[i]

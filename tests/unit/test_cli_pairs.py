@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from align.bench.encoder_pairs import PairScores, PairTable, markdown, ranks
+from align.bench.encoder_pairs import PairScores, PairTable, markdown, ranks, score_pairs
 from align.bench.pairs import FeatureBank, fit_captions
 from align.cli import main
 from align.data.base import Dataset, DatasetSplit
@@ -72,6 +73,40 @@ def test_rows_are_sorted_by_the_chosen_metric_and_ranked_per_column() -> None:
     by_cknna = [line.split(" | ")[0] for line in markdown(table, sort="cknna").splitlines() if line.startswith("| i")]
     assert by_knn == ["| i2 + t", "| i1 + t"] and by_cknna == ["| i1 + t", "| i2 + t"]
     assert "| i1 + t | 0.200 (2) | 0.900 (1) | 0.500 (1) | nan (2) |" in markdown(table)
+
+
+
+class ZeroRowBank(FeatureBank):
+    """Seeded features; ``toy:text`` gives captions 3 and 7 all-zero vectors (a caption with no word in a
+    word-vector table: spaCy's md vectors do this to one emoji name of the anchor half)."""
+
+    def images(self, encoder: str, split: DatasetSplit) -> torch.Tensor:
+        return torch.randn(split.num_items, 6, generator=torch.Generator().manual_seed(len(encoder)))
+
+    def texts(self, encoder: str, texts, split: DatasetSplit, what: str) -> torch.Tensor:  # noqa: ANN001
+        features = torch.randn(len(texts), 5, generator=torch.Generator().manual_seed(1))
+        if encoder == "toy:text":
+            features[[3, 7]] = 0.0
+        return features
+
+
+def test_pairs_with_all_zero_features_are_left_out_of_every_pair_alike() -> None:
+    bank = ZeroRowBank(progress=False)
+    lines: list[str] = []
+    table = score_pairs("test-pairs-shades", "fit", ["toy:cnn", "toy:vit"], ["toy:text", "table:toy"], k=4,
+                        bank=bank, echo=lines.append)
+    assert table.num_pairs == 16 and table.left_out == (("toy:text", 2),)
+    assert lines[0] == "2 of 18 fit pairs left out (all-zero features): toy:text 2"
+    split = Shades().load("fit")
+    keep = torch.ones(18, dtype=torch.bool)
+    keep[[3, 7]] = False
+    for row in table.rows:  # the other text side is scored on the same 16 pairs, not all 18
+        expected = alignment_scores(bank.images(row.image_encoder, split)[keep],
+                                    bank.texts(row.text_encoder, ["x"] * 18, split, "fit-captions")[keep], k=4)
+        assert row.scores == pytest.approx(expected, nan_ok=True)
+    assert markdown(table).splitlines()[0].startswith(
+        "Alignment before fitting on test-pairs-shades/fit (16 pairs: first caption of each image; left out of "
+        "every pair: the fit pairs with all-zero features under toy:text (2)); k = 4")
 
 
 @pytest.mark.parametrize(("change", "message"), [
