@@ -63,7 +63,8 @@ bench-all: assets-bench
 # Several hours on 2 cores: VLAP trains through the frozen 270M LM, LQAE and Codebook-VLP train small models
 # from scratch (each comparison ~15-25 min on free cores), and the Sinkhorn run needs ~4 GB and minutes.
 figures: assets-bench
-	$(BIN)/align assets pull efficientnet_lite0.imagenet gemma-3-270m.q4_k_m
+	$(BIN)/align assets pull efficientnet_lite0.imagenet gemma-3-270m.q4_k_m all-mpnet-base-v2 spacy-en-core-web-md \
+	    emoji-twitter emoji-apple emoji-facebook
 	$(BIN)/python benchmarks/bench_walltime.py --config $(BENCH_CONFIG) --output results/walltime.md
 	$(BIN)/python benchmarks/asif_emoji.py --output results/asif_emoji.md --figure docs/figures/asif_anchors.png
 	$(BIN)/python benchmarks/asif_scale.py --output results/asif_scale.md
@@ -79,6 +80,9 @@ figures: assets-bench
 	$(BIN)/python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0
 	$(BIN)/python benchmarks/quantizer_speed.py
 	$(BIN)/python benchmarks/codebook_vlp_compare.py
+	$(BIN)/align bench --config configs/bench/encoder_matrix.yaml
+	$(BIN)/python benchmarks/encoder_matrix.py
+	$(BIN)/align bench --config configs/bench/emoji_styles.yaml
 	$(BIN)/python benchmarks/token_storage.py --output results/token_storage.md
 	$(BIN)/python benchmarks/update_readme.py
 

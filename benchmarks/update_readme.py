@@ -46,6 +46,11 @@ FIGURES = (
     ("codebook_vlp_compare.md", "Codebook-VLP with and without its codebook and MIM (figure: "
      "docs/figures/codebook_vlp_codes.png)", "python benchmarks/codebook_vlp_compare.py"),
     ("token_storage.md", "Token grids stored in float16 against float32", "python benchmarks/token_storage.py"),
+    ("encoder_matrix.md", "Which encoders to align: alignment metrics before fitting against scores after "
+     "(plot: docs/figures/encoder_matrix_metrics.png)",
+     "align bench --config configs/bench/encoder_matrix.yaml && python benchmarks/encoder_matrix.py"),
+    ("emoji-styles/leaderboard.md", "Fitted on Google-style emoji, scored in the other vendors' styles",
+     "align bench --config configs/bench/emoji_styles.yaml"),
 )
 
 
