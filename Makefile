@@ -35,12 +35,14 @@ assets-bench: $(STAMP) apt-lists
 	$(BIN)/align assets pull $(BENCH_ASSETS)
 
 # What the optional-feature tests need: Ray (the `ray` extra, for `--executor ray`) and, where apt can
-# install it, Debian's headless Chromium (the HTML report's rendering test). Under CI both must be there.
+# install it, Debian's headless Chromium (the HTML report's rendering test). Under CI Ray must be there;
+# the rendering test skips, saying why, where Chromium could not be installed.
 TOOLS_STAMP := $(VENV)/.align-test-tools
 $(TOOLS_STAMP): $(STAMP) pyproject.toml | apt-lists
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
 	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; fi
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || echo "chromium could not be installed: the HTML report's rendering test will skip"; fi
 	touch $@
 
 test-tools: $(TOOLS_STAMP)

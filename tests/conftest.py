@@ -34,8 +34,8 @@ def need_asset(name: str) -> Path:
 
 
 def need_tool(found: bool, message: str) -> None:
-    """Skip a test whose optional tool (Ray, Chromium) is missing; under CI (CI=true, where `make test`
-    installs them) fail instead, so the optional features are exercised there."""
+    """Skip a test whose optional tool (Ray) is missing; under CI (CI=true, where `make test` installs it)
+    fail instead, so the optional feature is exercised there."""
     if not found:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)

@@ -16,7 +16,6 @@ from PIL import Image
 
 from align.bench.html_report import write_html_report
 from align.cli import main
-from conftest import need_tool
 from report_toys import toy_run
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -83,7 +82,8 @@ def screenshot(binary: str, page: Path, out: Path, profile: Path, size: str = "1
 
 def test_headless_chromium_renders_a_page_that_is_not_blank(toy_results: Path, tmp_path: Path) -> None:
     binary = chromium()
-    need_tool(binary is not None, "no chromium binary on PATH (install Debian's `chromium`, or set ALIGN_CHROMIUM)")
+    if binary is None:  # `make test` installs it where apt can; elsewhere this test says why it did not run
+        pytest.skip("no chromium binary on PATH (install Debian's `chromium`, or set ALIGN_CHROMIUM)")
     page = write_html_report(toy_results, tmp_path / "html")
     pixels = np.asarray(screenshot(binary, page, tmp_path / "shot.png", tmp_path / "profile"), dtype=np.float64)
     assert pixels.shape[:2] == (1600, 1200)
