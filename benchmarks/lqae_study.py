@@ -20,7 +20,7 @@ VQ-VAE's mean token) and on the mean token vector (comparable across all three),
 k-means NMI of code histograms, distinct codes and their perplexity. The report has mean ± std over
 seeds, paired differences, and a figure of test images with each model's tokens.
 
-    python benchmarks/lqae_study.py                       # the study in the README (~80 min on 2 cores)
+    python benchmarks/lqae_study.py                       # the study (15 runs through the frozen LM)
     python benchmarks/lqae_study.py --quick               # smoke run: 96 images, 1 epoch, 1 seed
 """
 
