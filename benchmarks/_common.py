@@ -164,13 +164,29 @@ def machine_line(threads: int | None = None, packages: Sequence[str] = DEFAULT_P
     return f"Machine: {', '.join(parts)}, {info['date']}."
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (ending in a newline) so README updates never copy a half-written file."""
+def _plain_mode(tmp: Path) -> None:
+    """The temporary file of ``atomic_path`` is private (0600); give it a plain file's mode."""
     umask = os.umask(0)
     os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (ending in a newline) so README updates never copy a half-written file."""
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text if text.endswith("\n") else text + "\n")
-        tmp.chmod(0o666 & ~umask)  # the temporary file is private (0600); give it a plain file's mode
+        _plain_mode(tmp)
+
+
+def save_figure(fig: Any, path: Path, dpi: float | None = None) -> None:
+    """Write a matplotlib figure as a PNG atomically (a README figure is never half written) and close it;
+    ``dpi`` None keeps the figure's own."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi="figure" if dpi is None else dpi)
+        _plain_mode(tmp)
+    plt.close(fig)
 
 
 def emit(text: str, output: Path | None) -> None:

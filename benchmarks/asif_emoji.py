@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from _common import MeanStd, emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import MeanStd, emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
 from align.bench.pairs import FeatureBank
 from align.eval.metrics import retrieval_metrics
 from align.methods.asif.aligner import scores, sweep
@@ -173,8 +173,7 @@ def plot(curve: dict[str, list[MeanStd]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 import yaml
 
-from _common import cached_run, emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import cached_run, emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
 from align.bench.pairs import fit_captions
 from align.data.base import DatasetSplit, LabelSet
 from align.eval.metrics import classification_metrics
@@ -321,9 +321,7 @@ def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int) 
                 ax.set_ylabel(f"code {entry['code']}", fontsize=7)
     fig.suptitle(f"Codebook-VLP (emoji, seed {seed}): test images with most tokens on each frequent code", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return lines + [""]
 
 

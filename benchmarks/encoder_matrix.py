@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from _common import emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
 from align.bench.config import BenchConfig, load_config
 from align.bench.encoder_pairs import PairTable, ranks, score_pairs
 from align.bench.pairs import FeatureBank, fit_captions
@@ -217,9 +217,7 @@ def plot(panels: list[tuple[str, str, dict[str, Any]]], aligners: list[str], pat
                 for e in image_encoders]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:

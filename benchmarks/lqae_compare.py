@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import emit, fmt, machine_line, markdown_table  # benchmarks/_common.py
+from _common import emit, fmt, machine_line, markdown_table, save_figure  # benchmarks/_common.py
 
 VARIANTS = {"lqae": "language", "random": "random", "vqvae": "learned"}
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
@@ -137,9 +137,7 @@ def figure(data: dict[str, Any], results: dict[str, dict], path: Path) -> None:
             text = " ".join(words[:8]) + (" ..." if len(words) > 8 else "")
             show(axes[i, 1 + j], results[name]["recon_examples"][i], textwrap.fill(f"{name}: {text}", 34))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def report(data: dict[str, Any], results: dict[str, dict], pixel_probe: float, control: dict | None,

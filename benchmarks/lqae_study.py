@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cached_run, emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import cached_run, emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
 from lqae_compare import PROBE_C, load_data
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
@@ -193,9 +193,7 @@ def figure(data: dict[str, dict], runs: dict[str, dict[str, list[dict]]], path: 
                 text = " ".join(words[:10]) + (" …" if len(words) > 10 else "")
                 show(ax[1 + j], torch.tensor(run["recon"][i]), textwrap.fill(f"{model}: {text}", 36), d["channels"])
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def show(ax: Any, img: torch.Tensor, title: str, channels: int) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from _common import emit, machine_line, markdown_table, mean_std  # benchmarks/_common.py
+from _common import emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
 from align.bench.config import load_config
 from align.bench.pairs import FeatureBank
 from align.bench.report import aggregate
@@ -155,9 +155,7 @@ def curves_figure(histories: dict[str, list[dict[str, list[float]]]], path: Path
     r1_ax.set(xlabel="epoch", ylabel="image→caption R@1", title="validation R@1 (10% of the fit pairs held out)")
     r1_ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -131,3 +131,21 @@ def test_a_saved_run_is_reused_only_for_the_same_key(tmp_path: Path) -> None:
     assert len(calls) == 2 and "other settings" in said[0]
     path.write_text("{not json")  # a torn or hand-edited file is redone, never trusted
     assert common.cached_run(path, key, make, said.append)["i2t_r1"] == 0.5 and len(calls) == 3
+
+
+def test_save_figure_writes_a_whole_png_with_a_plain_mode_and_closes_the_figure(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+    ax.plot([0, 1], [1, 0])
+    target = tmp_path / "figures" / "plot.png"
+    common.save_figure(fig, target, dpi=100)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert target.stat().st_mode & 0o044  # readable by others, unlike the private temporary file
+    assert not plt.fignum_exists(fig.number) and not list(target.parent.glob(".*.part"))
+    from PIL import Image
+
+    assert Image.open(target).size == (200, 100)  # dpi=100 over the figure's own 50
