@@ -1,31 +1,12 @@
 """benchmarks/codebook_vlp_compare.py's bookkeeping (no model is fitted): the two configs differ in
-``codebook`` and ``mim`` only, saved runs are reused only for the same key, and the paired table counts
-the seeds the full model wins."""
+``codebook`` and ``mim`` only, and the paired table counts the seeds the full model wins (saved runs:
+``cached_run`` in tests/unit/test_bench_common.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from bench_scripts import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def load_script() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports benchmarks/_common.py as `_common`
-    try:
-        spec = importlib.util.spec_from_file_location("codebook_vlp_compare_under_test",
-                                                      BENCHMARKS / "codebook_vlp_compare.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-script = load_script()
+script = load_benchmark("codebook_vlp_compare")
 
 
 def test_the_two_configs_differ_in_codebook_and_mim_only() -> None:
