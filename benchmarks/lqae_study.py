@@ -61,18 +61,25 @@ METRICS = (  # key, header, format, higher is better
     ("perplexity", "code perplexity", ".0f", True),
 )
 FEWSHOT_K = 5
+Choice = tuple[float, float]  # (LM-loss weight, code-usage weight)
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def hparams(label: str, data: dict[str, Any], args: argparse.Namespace, seed: int, lm_weight: float) -> dict:
+def hparams(label: str, data: dict[str, Any], args: argparse.Namespace, seed: int, chosen: Choice) -> dict:
+    """The run's hyper-parameters: shared ones, the model's own, and the chosen LM-loss weight and
+    code-usage weight (the usage term, when on, applies to every model alike; left out of the
+    dictionary when off, so runs saved before it existed keep their keys)."""
+    lm_weight, usage = chosen
     hp = {"table": GEMMA, "codebook_rows": args.rows, "codebook_size": args.codebook_size,
           "tokens_per_image": args.tokens, "in_chans": data["channels"], "augment": True,
           "max_epochs": args.epochs, "batch_size": args.batch, "seed": seed, **MODELS[label]}
     if hp.get("lm_weight", 0.0) is None:
         hp["lm_weight"] = lm_weight
+    if usage > 0:
+        hp |= {"usage_weight": usage, "usage_temperature": args.usage_temperature}
     return hp
 
 
@@ -110,31 +117,35 @@ def score(model: Any, fit_x: torch.Tensor, fit_y: np.ndarray, test_x: torch.Tens
     return out | code_usage(codes)
 
 
-def select_weight(data: dict[str, Any], args: argparse.Namespace) -> tuple[float, dict[float, dict]]:
-    """The LM-loss weight with the best validation probe (seed 0, 80/20 split of the fit images)."""
+def select_weights(data: dict[str, Any], args: argparse.Namespace) -> tuple[Choice, dict[Choice, dict]]:
+    """The (LM-loss weight, code-usage weight) pair with the best validation probe (seed 0, 80/20 split
+    of the fit images); ties go to the earlier pair of the grid."""
     n = len(data["train_x"])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     tr, va = order[: int(0.8 * n)], order[int(0.8 * n):]
     x, y = data["train_x"], data["train_y"]
-    found: dict[float, dict] = {}
-    for weight in args.select_weights:
-        hp = hparams("lqae", data, args, 0, weight)
+    found: dict[Choice, dict] = {}
+    for usage in args.select_usage:
+        for weight in args.select_weights:
+            hp = hparams("lqae", data, args, 0, (weight, usage))
 
-        def make() -> dict[str, Any]:
-            model, seconds = train(hp, x[tr])
-            feats_tr, feats_va = model.features(x[tr]), model.features(x[va])
-            return {"val_probe": probe(feats_tr["bert"], y[tr.numpy()], feats_va["bert"], y[va.numpy()]),
-                    "train_s": seconds, "history": model.history}
+            def make() -> dict[str, Any]:
+                model, seconds = train(hp, x[tr])
+                feats_tr, feats_va = model.features(x[tr]), model.features(x[va])
+                codes = model.codes(x[va])
+                return {"val_probe": probe(feats_tr["bert"], y[tr.numpy()], feats_va["bert"], y[va.numpy()]),
+                        "val_codes": int(codes.unique().numel()), "train_s": seconds, "history": model.history}
 
-        found[weight] = cached_run(args.runs / "select" / f"{args.datasets[0]}_lm{weight:g}.json", hp, make, log)
-        log(f"select lm_weight={weight:g}: validation probe {found[weight]['val_probe']:.3f}")
-    best = max(found, key=lambda w: found[w]["val_probe"])
+            name = f"{args.datasets[0]}_lm{weight:g}" + (f"_usage{usage:g}" if usage > 0 else "")
+            found[(weight, usage)] = run = cached_run(args.runs / "select" / f"{name}.json", hp, make, log)
+            log(f"select lm_weight={weight:g} usage_weight={usage:g}: validation probe {run['val_probe']:.3f}")
+    best = max(found, key=lambda c: found[c]["val_probe"])
     return best, found
 
 
 def study_run(label: str, dataset: str, seed: int, data: dict[str, Any], args: argparse.Namespace,
-              lm_weight: float) -> dict[str, Any]:
-    hp = hparams(label, data, args, seed, lm_weight)
+              chosen: Choice) -> dict[str, Any]:
+    hp = hparams(label, data, args, seed, chosen)
 
     def make() -> dict[str, Any]:
         model, seconds = train(hp, data["train_x"])
@@ -203,18 +214,22 @@ def show(ax: Any, img: torch.Tensor, title: str, channels: int) -> None:
     ax.axis("off")
 
 
-def report(args: argparse.Namespace, data: dict[str, dict], weight: float, selection: dict[float, dict],
+def report(args: argparse.Namespace, data: dict[str, dict], chosen: Choice, selection: dict[Choice, dict],
            runs: dict[str, dict[str, list[dict]]]) -> str:
+    usage_line = (f"code-usage entropy weight (temperature {args.usage_temperature:g}; the same for every model)"
+                  if any(u > 0 for u in args.select_usage) else "")
     lines = [f"LQAE study: Gemma-3 270M table and frozen LM (`{GEMMA}`), searchable rows `{args.rows}`"
              f"{f' (the {args.codebook_size} most frequent whole words)' if args.rows == 'words' else ''}, "
              f"{args.tokens} tokens per image, augmentation on; every model {args.epochs} epochs at batch "
              f"{args.batch} on the same fit images (equal budget), seeds {args.seeds}.", "",
-             f"Selection of the LM-loss weight on validation ({args.datasets[0]}, seed 0, 80/20 split of the fit "
-             "images, linear probe on the LM features):", ""]
-    lines += markdown_table(("lm_weight", "validation probe", "train s"),
-                            [(f"{w:g}", f"{r['val_probe']:.3f}", f"{r['train_s']:.0f}") for w, r in selection.items()],
-                            align="lrr")
-    lines += ["", f"Chosen: lm_weight = {weight:g}.", ""]
+             f"Selection of the LM-loss weight{' and the ' + usage_line if usage_line else ''} on validation "
+             f"({args.datasets[0]}, seed 0, 80/20 split of the fit images, linear probe on the LM features; "
+             "codes used on the validation images beside it):", ""]
+    lines += markdown_table(("lm_weight", "usage_weight", "validation probe", "validation codes used", "train s"),
+                            [(f"{w:g}", f"{u:g}", f"{r['val_probe']:.3f}", str(r.get("val_codes", "not recorded")),
+                              f"{r['train_s']:.0f}") for (w, u), r in selection.items()],
+                            align="llrrr")
+    lines += ["", f"Chosen: lm_weight = {chosen[0]:g}, usage_weight = {chosen[1]:g}.", ""]
     for name, by_model in runs.items():
         d = data[name]
         lines += [f"### {name}: fit {d['splits'][0]} ({len(d['train_x'])} images), test {d['splits'][1]} "
@@ -241,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=16, help="tokens per image (16 or 64)")
     parser.add_argument("--rows", default="words", choices=("words", "all"), help="searchable rows of Gemma's table")
     parser.add_argument("--codebook-size", type=int, default=8192, help="whole words kept with --rows words")
-    parser.add_argument("--select-weights", default="0.1,1,10")
+    parser.add_argument("--select-weights", default="0.01,0.1,1", help="LM-loss weights to choose from")
+    parser.add_argument("--select-usage", default="0,1", help="code-usage entropy weights to choose from")
+    parser.add_argument("--usage-temperature", type=float, default=0.01)
     parser.add_argument("--ablate-rows", action="store_true", help="also lqae with every row searchable (first dataset)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("results/lqae_study"))
@@ -252,10 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.train, args.test, args.epochs, args.seeds = 96, 64, 1, "0"
         args.runs, args.output = Path("results/lqae_study_quick"), Path("results/lqae_study_quick.md")
-        args.figure, args.select_weights = Path("results/lqae_tokens_quick.png"), "1"
+        args.figure, args.select_weights, args.select_usage = Path("results/lqae_tokens_quick.png"), "1", "0"
     args.datasets = args.datasets.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.select_weights = [float(w) for w in args.select_weights.split(",")]
+    args.select_usage = [float(u) for u in args.select_usage.split(",")]
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
 
@@ -267,15 +285,15 @@ def main(argv: list[str] | None = None) -> None:
         d["grid_rows"] = sorted(first_of_class.values())[:6]
         data[name] = d
         log(f"{name}: {len(d['train_x'])} fit / {len(d['test_x'])} test images")
-    weight, selection = select_weight(data[args.datasets[0]], args)
-    log(f"chosen lm_weight {weight:g}")
+    chosen, selection = select_weights(data[args.datasets[0]], args)
+    log(f"chosen lm_weight {chosen[0]:g}, usage_weight {chosen[1]:g}")
     runs: dict[str, dict[str, list[dict]]] = {}
     for i, name in enumerate(args.datasets):
         labels = list(MAIN) + (["lqae-lm-off"] + (["lqae-all-rows"] if args.ablate_rows else []) if i == 0 else [])
-        runs[name] = {label: [study_run(label, name, seed, data[name], args, weight) for seed in args.seeds]
+        runs[name] = {label: [study_run(label, name, seed, data[name], args, chosen) for seed in args.seeds]
                       for label in labels}
     figure(data, runs, args.figure)
-    emit(report(args, data, weight, selection, runs), args.output)
+    emit(report(args, data, chosen, selection, runs), args.output)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ breaks the backward pass). Here a frozen codebook is a *buffer*, so no optimiser
 - :class:`LearnedCodebookQuantizer`: the VQ-VAE baseline, a trainable codebook with the usual
   codebook + commitment loss ``||sg(z) - e||^2 + beta ||z - sg(e)||^2``, taken on l2-normalised
   vectors when the search is by cosine (so search and loss use one distance).
+- :func:`usage_entropy`: the code-usage entropy term of MAGVIT-v2 / LFQ (Yu et al. 2023), which keeps
+  many codes in use when another loss (LQAE's LM loss) rewards a few.
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ class FrozenCodebookQuantizer(nn.Module):
     def num_codes(self) -> int:
         return int(self.allowed_ids.numel())
 
+    def unit_rows(self) -> torch.Tensor:
+        """The searchable rows, l2-normalised ``[K, D]`` (for :func:`usage_entropy`)."""
+        return self.search_rows if self.l2_normalize else F.normalize(self.search_rows, dim=-1)
+
     def search(self, z: torch.Tensor) -> torch.Tensor:
         """Full-table code ids ``[...]`` of ``z [..., D]``."""
         flat = z.detach().reshape(-1, z.shape[-1])
@@ -143,6 +149,10 @@ class LearnedCodebookQuantizer(nn.Module):
     def num_codes(self) -> int:
         return int(self.codebook.shape[0])
 
+    def unit_rows(self) -> torch.Tensor:
+        """The codebook, l2-normalised ``[K, D]`` (trainable: :func:`usage_entropy` reaches it)."""
+        return F.normalize(self.codebook, dim=-1)
+
     def search(self, z: torch.Tensor) -> torch.Tensor:
         flat = z.detach().reshape(-1, z.shape[-1])
         rows = self.codebook.detach()
@@ -159,6 +169,20 @@ class LearnedCodebookQuantizer(nn.Module):
         zl, ql = (F.normalize(z, dim=-1), F.normalize(q, dim=-1)) if self.l2_normalize else (z, q)
         loss = F.mse_loss(ql, zl.detach()) + self.beta * F.mse_loss(zl, ql.detach())
         return Quantized(st=z + (q - z).detach(), codes=codes, loss=loss, raw=q.detach())
+
+
+def usage_entropy(z: torch.Tensor, unit_rows: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``mean_i H(p_i) - H(mean_i p_i)`` with ``p_i = softmax(cos(z_i, rows) / temperature)`` over the
+    searchable rows (Yu et al. 2023, "Language Model Beats Diffusion", entropy penalty): low when each
+    vector is close to one code and the batch as a whole spreads over many. Differentiable in ``z``
+    (and in learned rows); ``unit_rows [K, D]`` l2-normalised."""
+    flat = F.normalize(z.reshape(-1, z.shape[-1]), dim=-1)
+    logp = F.log_softmax(flat @ unit_rows.T / temperature, dim=-1)
+    p = logp.exp()
+    per_vector = -(p * logp).sum(-1).mean()
+    mean_p = p.mean(0)
+    batch = -(mean_p * mean_p.clamp_min(1e-12).log()).sum()
+    return per_vector - batch
 
 
 @torch.no_grad()

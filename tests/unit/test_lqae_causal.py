@@ -204,3 +204,15 @@ def test_version_1_hyper_parameters_load_with_their_behaviour() -> None:
     assert LQAE.version == "2"
     v1 = LQAE(**LQAE.saved_hparams({"bert_weight": 1e-4, "codebook": "learned"}))
     assert v1.hparams["lm_weight"] == 1e-4 and v1.hparams["codebook_size"] is None
+
+
+@pytest.mark.parametrize("codebook", ["language", "learned"])
+def test_usage_weight_adds_the_code_usage_term_to_the_loss(codebook: str) -> None:
+    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    plain, with_usage = core(codebook=codebook), core(codebook=codebook, usage_weight=2.0, usage_temperature=0.05)
+    torch.manual_seed(1)
+    base = plain(images)
+    torch.manual_seed(1)
+    total = with_usage(images)
+    assert plain.parts["usage"] == 0.0 and with_usage.parts["usage"] != 0.0
+    assert total.item() == pytest.approx(base.item() + 2.0 * with_usage.parts["usage"], rel=1e-5, abs=1e-6)

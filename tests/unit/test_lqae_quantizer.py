@@ -100,3 +100,33 @@ def test_learned_codebook_loss_uses_the_search_distance() -> None:
     raw = LearnedCodebookQuantizer(40, 8, beta=0.25, l2_normalize=False)
     out = raw(z)
     assert torch.allclose(out.loss, 1.25 * F.mse_loss(raw.codebook[out.codes], z))
+
+
+def test_usage_entropy_is_minus_log_k_when_vectors_sit_on_k_distinct_rows_and_zero_on_one() -> None:
+    from align.kernels.quantizer import usage_entropy
+
+    rows = torch.eye(8)  # orthonormal rows: at a low temperature each vector's assignment is one-hot
+    spread = usage_entropy(rows[:4].clone(), rows, temperature=0.01)
+    collapsed = usage_entropy(rows[[0, 0, 0, 0]].clone(), rows, temperature=0.01)
+    assert spread == pytest.approx(-torch.log(torch.tensor(4.0)).item(), abs=1e-3)
+    assert collapsed == pytest.approx(0.0, abs=1e-3)
+
+
+def test_usage_entropy_gradient_spreads_a_collapsed_batch_over_more_codes() -> None:
+    """Planted collapse: 64 vectors all nearest to row 0; gradient steps on the usage term alone must
+    move some of them onto other rows (and reach a learned codebook's rows)."""
+    from align.kernels.quantizer import usage_entropy
+
+    rows = F.normalize(gaussian(16, 8, seed=4), dim=-1)
+    z = (rows[0] + 0.3 * gaussian(64, 8, seed=5)).requires_grad_(True)
+    before = nearest_codes(F.normalize(z.detach(), dim=-1), rows).unique().numel()
+    optimizer = torch.optim.SGD([z], lr=0.5)
+    for _ in range(100):
+        optimizer.zero_grad()
+        usage_entropy(z, rows, temperature=0.1).backward()
+        optimizer.step()
+    after = nearest_codes(F.normalize(z.detach(), dim=-1), rows).unique().numel()
+    assert after >= before + 4
+    learned = LearnedCodebookQuantizer(16, 8)
+    usage_entropy(z.detach(), learned.unit_rows(), temperature=0.1).backward()
+    assert learned.codebook.grad is not None and learned.codebook.grad.abs().sum() > 0

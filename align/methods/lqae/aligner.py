@@ -12,10 +12,13 @@ Forward pass and loss (``codebook="language"``, papers.md §4.3, README hyper-pa
 3. A Bernoulli(``mask_ratio`` = 0.5) subset of positions is replaced by the table's mask row and the
    frozen LM reads the sequence as input embeddings (:mod:`align.methods.lqae.denoiser`): a masked
    LM (BERT) as in the paper, or a causal LM (Gemma-3), which follows from the table's ``lm_kind``.
-4. ``L = L_rec + 2 * commitment * L_commit + lm_weight * L_lm``: ``L_rec`` the pixel MSE of a small ViT
-   decoder reading the LM's last hidden states, ``L_commit = mean ||z - sg(q)||^2`` (doubled, as the
-   official code effectively does), ``L_lm`` the cross-entropy of the LM's prediction of each masked
-   position's own code over the searchable rows (per-image mean over masked positions, then batch mean).
+4. ``L = L_rec + 2 * commitment * L_commit + lm_weight * L_lm (+ usage_weight * L_usage)``: ``L_rec`` the
+   pixel MSE of a small ViT decoder reading the LM's last hidden states, ``L_commit = mean ||z - sg(q)||^2``
+   (doubled, as the official code effectively does), ``L_lm`` the cross-entropy of the LM's prediction of
+   each masked position's own code over the searchable rows (per-image mean over masked positions, then
+   batch mean). ``L_usage`` (off by default; not in the paper) is MAGVIT-v2's code-usage entropy term
+   (:func:`align.kernels.quantizer.usage_entropy`), for every codebook kind alike: the LM loss can be
+   lowered by writing every image in the same few, predictable codes, and this term counters that.
 
 The causal LM (a deviation from the paper, whose denoiser is RoBERTa): Gemma has no [MASK] that its
 LM was trained on; masked positions get its ``<mask>`` control token's row (``<unk>``'s for a causal
@@ -93,7 +96,7 @@ from align.methods.lqae.decoder import PixelDecoder
 from align.methods.lqae.denoiser import LMRun, mask_token_id
 from align.methods.lqae.optim import module_class
 from align.methods.trained import TrainedAligner, TrainedHParams
-from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized
+from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized, usage_entropy
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, input_embedding_scale
@@ -125,7 +128,8 @@ class LQAECore(nn.Module):
                  mask_ratio: float = 0.5, commitment: float = 0.005, lm_weight: float = 1.0,
                  vq_beta: float = 0.25, exclude_special: bool = True, mlm_head: str = "train",
                  l2_normalize: bool = True, table_seed: int = 0, codebook_rows: str = "all",
-                 codebook_size: int | None = 1024, augment: bool = False, crop_min_scale: float = 0.2) -> None:
+                 codebook_size: int | None = 1024, augment: bool = False, crop_min_scale: float = 0.2,
+                 usage_weight: float = 0.0, usage_temperature: float = 0.1) -> None:
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
@@ -133,6 +137,7 @@ class LQAECore(nn.Module):
         self.table_name, self.codebook_kind = table, codebook
         self.mask_ratio, self.commitment, self.lm_weight = mask_ratio, commitment, lm_weight
         self.augment, self.crop_min_scale = augment, crop_min_scale
+        self.usage_weight, self.usage_temperature = usage_weight, usage_temperature
         self.image_size, self.in_chans = image_size, in_chans
         self.num_tokens = (image_size // patch_size) ** 2
         dim = tab.embed_dim
@@ -255,7 +260,8 @@ class LQAECore(nn.Module):
     def forward(self, images: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         if self.training and self.augment:  # a fresh seed per batch from the (Lightning-seeded) global RNG
             images = augment_images(images, int(torch.randint(2**62, ())), self.crop_min_scale)
-        q = self.quantize(self.encode(images))
+        z = self.encode(images)
+        q = self.quantize(z)
         zero = q.loss.new_zeros(())
         if self.uses_lm:
             mask = self.draw_mask(len(images))
@@ -269,9 +275,11 @@ class LQAECore(nn.Module):
             l_commit, l_lm, l_vq = zero, zero, q.loss
             total_aux = l_vq
         l_rec = F.mse_loss(recon, images * 2 - 1)
+        l_usage = (usage_entropy(z, self.quantizer.unit_rows(), self.usage_temperature)
+                   if self.usage_weight > 0 else zero)
         self.parts = {"rec": float(l_rec.detach()) / 4, "commit": float(l_commit.detach()),
-                      "lm": float(l_lm.detach()), "vq": float(l_vq.detach())}
-        return l_rec + total_aux
+                      "lm": float(l_lm.detach()), "vq": float(l_vq.detach()), "usage": float(l_usage.detach())}
+        return l_rec + total_aux + self.usage_weight * l_usage
 
     # ------------------------------------------------------------------ inference
 
@@ -332,6 +340,8 @@ class LQAEHParams(TrainedHParams):
     table_seed: int = 0  # of codebook="random"
     augment: bool = False  # random resized crop + horizontal flip in training
     crop_min_scale: float = param(0.2, above=0)  # smallest crop area fraction (at most 1)
+    usage_weight: float = param(0.0, low=0)  # code-usage entropy term (MAGVIT-v2's), against codebook collapse
+    usage_temperature: float = param(0.1, above=0)  # softmax temperature of its cosine soft assignment
     weight_decay: float = param(5e-4, low=0)
     warmup_fraction: float = param(0.05, low=0, below=1)
     batch_size: int = param(64, low=1)
