@@ -78,8 +78,8 @@ figures: assets-bench
 	$(BIN)/python benchmarks/vlap_emoji.py --figure docs/figures/vlap_lm_curves.png
 	$(BIN)/python benchmarks/vlap_lm_speed.py --steps 2 --batch 16 --output results/vlap_lm_speed.md
 	$(BIN)/python benchmarks/sinkhorn_speed.py --output results/sinkhorn_speed.md
-	$(BIN)/python benchmarks/lqae_compare.py
-	$(BIN)/python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0
+	$(BIN)/python benchmarks/lqae_study.py
+	$(BIN)/python benchmarks/lqae_collapse.py
 	$(BIN)/python benchmarks/quantizer_speed.py
 	$(BIN)/python benchmarks/codebook_vlp_compare.py
 	$(BIN)/align bench --config configs/bench/encoder_matrix.yaml

@@ -37,10 +37,10 @@ FIGURES = (
      "python benchmarks/vlap_lm_speed.py --steps 2 --batch 16"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
-    ("lqae_compare.md", "LQAE against a random table and a VQ-VAE: Fashion-MNIST "
-     "(figure: docs/figures/lqae_fashion_mnist.png)", "python benchmarks/lqae_compare.py"),
-    ("lqae_compare_emoji.md", "LQAE against a random table and a VQ-VAE: emoji (figure: docs/figures/lqae_emoji.png)",
-     "python benchmarks/lqae_compare.py --dataset emoji --epochs 10 --episodes 0"),
+    ("lqae_study.md", "LQAE (Gemma-3's table and LM) against a random table and a VQ-VAE, 3 seeds "
+     "(figure: docs/figures/lqae_tokens.png)", "python benchmarks/lqae_study.py"),
+    ("lqae_collapse.md", "Why LQAE's codebook collapsed: codes in use during training",
+     "python benchmarks/lqae_collapse.py"),
     ("quantizer_speed.md", "LQAE's frozen-codebook quantizer against a matmul and faiss",
      "python benchmarks/quantizer_speed.py"),
     ("codebook_vlp_compare.md", "Codebook-VLP with and without its codebook and MIM (figure: "

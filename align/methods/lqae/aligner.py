@@ -129,7 +129,7 @@ class LQAECore(nn.Module):
                  vq_beta: float = 0.25, exclude_special: bool = True, mlm_head: str = "train",
                  l2_normalize: bool = True, table_seed: int = 0, codebook_rows: str = "all",
                  codebook_size: int | None = 1024, augment: bool = False, crop_min_scale: float = 0.2,
-                 usage_weight: float = 0.0, usage_temperature: float = 0.1) -> None:
+                 usage_weight: float = 0.0, usage_temperature: float = 0.01) -> None:
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
@@ -341,7 +341,7 @@ class LQAEHParams(TrainedHParams):
     augment: bool = False  # random resized crop + horizontal flip in training
     crop_min_scale: float = param(0.2, above=0)  # smallest crop area fraction (at most 1)
     usage_weight: float = param(0.0, low=0)  # code-usage entropy term (MAGVIT-v2's), against codebook collapse
-    usage_temperature: float = param(0.1, above=0)  # softmax temperature of its cosine soft assignment
+    usage_temperature: float = param(0.01, above=0)  # softmax temperature of its cosine soft assignment
     weight_decay: float = param(5e-4, low=0)
     warmup_fraction: float = param(0.05, low=0, below=1)
     batch_size: int = param(64, low=1)
