@@ -30,7 +30,7 @@ VARIANTS = {  # label -> loss settings of LQAECore
     "LM loss 0.01": {"lm_weight": 0.01},
     "LM loss off": {"lm_weight": 0.0},
     "LM loss 0.1 + usage 1": {"lm_weight": 0.1, "usage_weight": 1.0, "usage_temperature": 0.01},
-    "LM loss off + usage 1": {"lm_weight": 0.0, "usage_weight": 1.0, "usage_temperature": 0.01},
+    "LM loss 0.01 + usage 1": {"lm_weight": 0.01, "usage_weight": 1.0, "usage_temperature": 0.01},
 }
 
 
