@@ -196,19 +196,27 @@ def emit(text: str, output: Path | None) -> None:
         write_atomic(output, text)
 
 
+def saved_run(path: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The result saved at ``path`` by :func:`cached_run` if it was made with ``key``, else None."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return saved if isinstance(saved, dict) and saved.get("key") == json.loads(json.dumps(key)) else None
+
+
 def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, Any]],
                log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> dict[str, Any]:
     """The result saved at ``path`` if it was made with ``key`` (hyper-parameters and data), else ``make()``
     saved there atomically with its key: a long study that is interrupted resumes where it stopped, and
     a changed setting is never answered by a stale file. Plain JSON: nothing is unpickled."""
     key = json.loads(json.dumps(key))  # JSON's own types, so a saved key compares equal
+    saved = saved_run(path, key)
+    if saved is not None:
+        return saved
     if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError:
-            saved = {}
-        if isinstance(saved, dict) and saved.get("key") == key:
-            return saved
         log(f"{path}: unreadable or made with other settings; rerunning")
     result = make() | {"key": key}
     write_json_atomic(path, result)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cached_run, emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
+from _common import cached_run, emit, saved_run, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
 from lqae_compare import PROBE_C, load_data
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
@@ -137,7 +137,11 @@ def select_weights(data: dict[str, Any], args: argparse.Namespace) -> tuple[Choi
                         "val_codes": int(codes.unique().numel()), "train_s": seconds, "history": model.history}
 
             name = f"{args.datasets[0]}_lm{weight:g}" + (f"_usage{usage:g}" if usage > 0 else "")
-            found[(weight, usage)] = run = cached_run(args.runs / "select" / f"{name}.json", hp, make, log)
+            path = args.runs / "select" / f"{name}.json"
+            run = saved_run(path, hp) if args.saved_only else cached_run(path, hp, make, log)
+            if run is None:
+                continue
+            found[(weight, usage)] = run
             log(f"select lm_weight={weight:g} usage_weight={usage:g}: validation probe {run['val_probe']:.3f}")
     best = max(found, key=lambda c: found[c]["val_probe"])
     return best, found
@@ -156,9 +160,24 @@ def study_run(label: str, dataset: str, seed: int, data: dict[str, Any], args: a
                 "recon": model.reconstruct(data["test_x"][rows]).clamp(0, 1).tolist()}
         return out
 
-    result = cached_run(args.runs / dataset / label / f"seed{seed}.json", hp, make, log)
+    path = args.runs / dataset / label / f"seed{seed}.json"
+    if args.saved_only:
+        return saved_run(path, hp)
+    result = cached_run(path, hp, make, log)
     log(f"{dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k, *_ in METRICS))
     return result
+
+
+def dataset_runs(name: str, labels: list[str], data: dict[str, Any], args: argparse.Namespace,
+                 chosen: Choice) -> dict[str, list[dict]]:
+    """Every label's runs, seed by seed (so an interrupted study has whole seeds done); with
+    ``--saved-only`` just the seeds that every label has saved."""
+    by_seed = {seed: {label: study_run(label, name, seed, data, args, chosen) for label in labels}
+               for seed in args.seeds}
+    complete = [seed for seed, runs in by_seed.items() if all(r is not None for r in runs.values())]
+    if args.saved_only:
+        log(f"{name}: seeds with every model saved: {complete}")
+    return {label: [by_seed[seed][label] for seed in complete] for label in labels}
 
 
 def study_table(runs: dict[str, list[dict]]) -> list[str]:
@@ -232,8 +251,9 @@ def report(args: argparse.Namespace, data: dict[str, dict], chosen: Choice, sele
     lines += ["", f"Chosen: lm_weight = {chosen[0]:g}, usage_weight = {chosen[1]:g}.", ""]
     for name, by_model in runs.items():
         d = data[name]
+        seeds = len(next(iter(by_model.values())))
         lines += [f"### {name}: fit {d['splits'][0]} ({len(d['train_x'])} images), test {d['splits'][1]} "
-                  f"({len(d['test_x'])} images), {len(d['class_names'])} classes", ""]
+                  f"({len(d['test_x'])} images), {len(d['class_names'])} classes, {seeds} seeds", ""]
         lines += study_table(by_model) + ["", "Paired differences:", ""] + claim_table(by_model) + [""]
         lines += ["Token strings (seed 0, first two figure images):", ""]
         for model in by_model:
@@ -265,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("results/lqae_study.md"))
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/lqae_tokens.png"))
     parser.add_argument("--quick", action="store_true", help="smoke run: 96/64 images, 1 epoch, seed 0")
+    parser.add_argument("--saved-only", action="store_true",
+                        help="train nothing: report the saved runs (per data set, the seeds every model has)")
     args = parser.parse_args(argv)
     if args.quick:
         args.train, args.test, args.epochs, args.seeds = 96, 64, 1, "0"
@@ -290,8 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, dict[str, list[dict]]] = {}
     for i, name in enumerate(args.datasets):
         labels = list(MAIN) + (["lqae-lm-off"] + (["lqae-all-rows"] if args.ablate_rows else []) if i == 0 else [])
-        runs[name] = {label: [study_run(label, name, seed, data[name], args, chosen) for seed in args.seeds]
-                      for label in labels}
+        runs[name] = dataset_runs(name, labels, data[name], args, chosen)
     figure(data, runs, args.figure)
     emit(report(args, data, chosen, selection, runs), args.output)
 

@@ -18,7 +18,8 @@ study = load_benchmark("lqae_study")
 
 def args(**kw: Any) -> SimpleNamespace:
     base = dict(rows="words", codebook_size=8192, tokens=16, epochs=2, batch=32, usage_temperature=0.01,
-                select_weights=[0.01, 0.1], select_usage=[0.0, 1.0], datasets=["fashion_mnist"], runs=Path("runs"))
+                select_weights=[0.01, 0.1], select_usage=[0.0, 1.0], datasets=["fashion_mnist"], runs=Path("runs"),
+                saved_only=False)
     return SimpleNamespace(**base | kw)
 
 
@@ -51,3 +52,25 @@ def test_selection_takes_the_best_validation_probe_over_the_grid(monkeypatch: py
                                    ("fashion_mnist_lm0.01_usage1.json", 1.0, 0.01),
                                    ("fashion_mnist_lm0.1_usage1.json", 1.0, 0.1)])
     assert set(found) == {(0.01, 0.0), (0.1, 0.0), (0.01, 1.0), (0.1, 1.0)}
+
+
+def test_saved_only_reports_just_the_seeds_every_model_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = {("lqae", 0), ("random-table", 0), ("lqae", 1)}  # seed 1 lacks its random-table run
+
+    def fake_study_run(label: str, dataset: str, seed: int, data: Any, a: Any, chosen: Any) -> dict | None:
+        return {"seed": seed, "label": label} if (label, seed) in saved else None
+
+    monkeypatch.setattr(study, "study_run", fake_study_run)
+    runs = study.dataset_runs("emoji", ["lqae", "random-table"], DATA, args(seeds=[0, 1], saved_only=True), (0.1, 0.0))
+    assert runs == {"lqae": [{"seed": 0, "label": "lqae"}], "random-table": [{"seed": 0, "label": "random-table"}]}
+
+
+def test_saved_run_answers_only_a_result_made_with_the_same_key(tmp_path: Path) -> None:
+    common = load_benchmark("_common")
+    path = tmp_path / "run.json"
+    made = common.cached_run(path, {"seed": 0, "lm_weight": 0.1}, lambda: {"probe": 0.5})
+    assert common.saved_run(path, {"seed": 0, "lm_weight": 0.1}) == made
+    assert common.saved_run(path, {"seed": 1, "lm_weight": 0.1}) is None
+    assert common.saved_run(tmp_path / "missing.json", {"seed": 0}) is None
+    path.write_text("{not json")
+    assert common.saved_run(path, {"seed": 0, "lm_weight": 0.1}) is None
