@@ -5,9 +5,11 @@ more class-informative than a random table of the same shape or a learned 1024-c
 Stages, each run saved as one JSON file under ``--runs`` (written atomically; a rerun with the same
 settings reuses it, so an interrupted study resumes):
 
-1. **Selection** (seed 0, Fashion-MNIST by default): LQAE at each ``--select-weights`` LM-loss weight,
-   trained on 80% of the fit images; the weight with the best linear-probe accuracy on the other 20%
-   (validation, never test) is used everywhere after.
+1. **Selection** (seed 0, Fashion-MNIST by default): LQAE at each pair of ``--select-weights`` LM-loss
+   weight and ``--select-usage`` code-usage entropy weight (the term that keeps codes in use; see
+   ``benchmarks/lqae_collapse.py`` for why it is needed), trained on 80% of the fit images; the pair
+   with the best linear-probe accuracy on the other 20% (validation, never test) is used everywhere
+   after, the usage weight for every model alike.
 2. **Study** (every dataset x seed): ``lqae`` (Gemma's table), ``random-table`` (a Gaussian table of
    the searchable rows' shape and statistics, same LM), ``vq-vae`` (1024 learned codes, same cosine,
    no LM); on the first dataset also ``lqae-lm-off`` (LM loss weight 0: the language prior's own
@@ -22,6 +24,7 @@ seeds, paired differences, and a figure of test images with each model's tokens.
 
     python benchmarks/lqae_study.py                       # the study (15 runs through the frozen LM)
     python benchmarks/lqae_study.py --quick               # smoke run: 96 images, 1 epoch, 1 seed
+    python benchmarks/lqae_study.py --saved-only          # the report from the runs saved so far
 """
 
 from __future__ import annotations
@@ -240,7 +243,8 @@ def report(args: argparse.Namespace, data: dict[str, dict], chosen: Choice, sele
     lines = [f"LQAE study: Gemma-3 270M table and frozen LM (`{GEMMA}`), searchable rows `{args.rows}`"
              f"{f' (the {args.codebook_size} most frequent whole words)' if args.rows == 'words' else ''}, "
              f"{args.tokens} tokens per image, augmentation on; every model {args.epochs} epochs at batch "
-             f"{args.batch} on the same fit images (equal budget), seeds {args.seeds}.", "",
+             f"{args.batch} on the same fit images (equal budget), seeds {args.seeds}"
+             f"{' (saved runs only: each data set lists the seeds every model has)' if args.saved_only else ''}.", "",
              f"Selection of the LM-loss weight{' and the ' + usage_line if usage_line else ''} on validation "
              f"({args.datasets[0]}, seed 0, 80/20 split of the fit images, linear probe on the LM features; "
              "codes used on the validation images beside it):", ""]
