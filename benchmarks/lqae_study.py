@@ -256,7 +256,7 @@ def report(args: argparse.Namespace, data: dict[str, dict], chosen: Choice, sele
     for name, by_model in runs.items():
         d = data[name]
         seeds = len(next(iter(by_model.values())))
-        lines += [f"### {name}: fit {d['splits'][0]} ({len(d['train_x'])} images), test {d['splits'][1]} "
+        lines += [f"#### {name}: fit {d['splits'][0]} ({len(d['train_x'])} images), test {d['splits'][1]} "
                   f"({len(d['test_x'])} images), {len(d['class_names'])} classes, {seeds} seeds", ""]
         lines += study_table(by_model) + ["", "Paired differences:", ""] + claim_table(by_model) + [""]
         lines += ["Token strings (seed 0, first two figure images):", ""]
@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, dict[str, list[dict]]] = {}
     for i, name in enumerate(args.datasets):
         labels = list(MAIN) + (["lqae-lm-off"] + (["lqae-all-rows"] if args.ablate_rows else []) if i == 0 else [])
-        runs[name] = dataset_runs(name, labels, data[name], args, chosen)
+        found = dataset_runs(name, labels, data[name], args, chosen)
+        if all(found.values()):  # with --saved-only a data set may have no complete seed yet
+            runs[name] = found
     figure(data, runs, args.figure)
     emit(report(args, data, chosen, selection, runs), args.output)
 
