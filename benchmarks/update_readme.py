@@ -37,7 +37,7 @@ FIGURES = (
      "python benchmarks/vlap_lm_speed.py --steps 2 --batch 16"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
-    ("lqae_study.md", "LQAE (Gemma-3's table and LM) against a random table and a VQ-VAE, 3 seeds "
+    ("lqae_study.md", "LQAE (Gemma-3's table and LM) against a random table and a VQ-VAE, over seeds "
      "(figure: docs/figures/lqae_tokens.png)", "python benchmarks/lqae_study.py"),
     ("lqae_collapse.md", "Why LQAE's codebook collapsed: codes in use during training",
      "python benchmarks/lqae_collapse.py"),
