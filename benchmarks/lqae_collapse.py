@@ -38,14 +38,14 @@ def log(message: str) -> None:
 
 
 def code_usage(core: Any, images: torch.Tensor) -> tuple[int, float]:
-    """Distinct codes and their perplexity over every token of ``images``."""
+    """Distinct codes and their perplexity over every token of ``images`` (align.eval.token_stats)."""
+    from align.eval.token_stats import code_usage as usage_of
+
     core.eval()
     with torch.no_grad():
-        codes = core.quantize(core.encode(images)).codes.flatten()
+        usage = usage_of(core.quantize(core.encode(images)).codes)
     core.train()
-    _, counts = codes.unique(return_counts=True)
-    p = counts.double() / counts.sum()
-    return int(len(counts)), float(torch.exp(-(p * p.log()).sum()))
+    return int(usage["distinct"]), usage["perplexity"]
 
 
 def trace(settings: dict[str, Any], data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
