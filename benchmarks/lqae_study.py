@@ -120,6 +120,12 @@ def score(model: Any, fit_x: torch.Tensor, fit_y: np.ndarray, test_x: torch.Tens
     return out | code_usage(codes)
 
 
+def resumed_run(path: Path, hp: dict[str, Any], make: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The run saved at ``path`` with these settings, else ``make()``'s (saved); with ``--saved-only``
+    never trains: None when nothing matching is saved."""
+    return saved_run(path, hp) if args.saved_only else cached_run(path, hp, make, log)
+
+
 def select_weights(data: dict[str, Any], args: argparse.Namespace) -> tuple[Choice, dict[Choice, dict]]:
     """The (LM-loss weight, code-usage weight) pair with the best validation probe (seed 0, 80/20 split
     of the fit images); ties go to the earlier pair of the grid."""
@@ -141,7 +147,7 @@ def select_weights(data: dict[str, Any], args: argparse.Namespace) -> tuple[Choi
 
             name = f"{args.datasets[0]}_lm{weight:g}" + (f"_usage{usage:g}" if usage > 0 else "")
             path = args.runs / "select" / f"{name}.json"
-            run = saved_run(path, hp) if args.saved_only else cached_run(path, hp, make, log)
+            run = resumed_run(path, hp, make, args)
             if run is None:
                 continue
             found[(weight, usage)] = run
@@ -163,10 +169,9 @@ def study_run(label: str, dataset: str, seed: int, data: dict[str, Any], args: a
                 "recon": model.reconstruct(data["test_x"][rows]).clamp(0, 1).tolist()}
         return out
 
-    path = args.runs / dataset / label / f"seed{seed}.json"
-    if args.saved_only:
-        return saved_run(path, hp)
-    result = cached_run(path, hp, make, log)
+    result = resumed_run(args.runs / dataset / label / f"seed{seed}.json", hp, make, args)
+    if result is None:
+        return None
     log(f"{dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k, *_ in METRICS))
     return result
 
