@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from _common import cached_run, emit, machine_line, markdown_table  # benchmarks/_common.py
-from lqae_compare import load_data
+from _lqae_data import load_data  # benchmarks/_lqae_data.py
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
 VARIANTS = {  # label -> loss settings of LQAECore

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from _common import cached_run, emit, saved_run, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
-from lqae_compare import PROBE_C, load_data
+from _lqae_data import PROBE_C, load_data  # benchmarks/_lqae_data.py
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
 MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": None takes the selected weight

@@ -1,0 +1,35 @@
+"""The images of the LQAE studies (benchmarks/lqae_study.py, benchmarks/lqae_collapse.py): pixels at
+32 x 32 with their labels, Fashion-MNIST (its classes) or emoji (anchors to train on, test to score,
+about 100 subcategories as classes)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the linear probe's C grid, chosen on a validation part
+
+
+def load_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Pixels and labels of the train and test images, and the class names."""
+    import align.data  # noqa: F401  (registers the datasets)
+    from align.data.pixels import images_tensor
+    from align.registry import DATASETS
+
+    dataset = DATASETS.create(args.dataset)
+    if args.dataset == "fashion_mnist":
+        train, test, channels = dataset.load(f"train@{args.train}"), dataset.load(f"test@{args.test}"), 1
+        labels_of = lambda split: split.labels  # noqa: E731
+    else:  # emoji: anchors to train on, test to score; subcategory labels (about 100 classes)
+        train, test, channels = dataset.load("anchors"), dataset.load("test"), 3
+        labels_of = lambda split: split.extra_labels["subcategory"]  # noqa: E731
+        if args.train < len(train):
+            train = dataset.load(f"anchors@{args.train}")
+        if args.test < len(test):
+            test = dataset.load(f"test@{args.test}")
+    return {"train_x": images_tensor(train, 32, channels), "test_x": images_tensor(test, 32, channels),
+            "train_y": np.asarray(labels_of(train).labels), "test_y": np.asarray(labels_of(test).labels),
+            "class_names": list(labels_of(train).class_names), "channels": channels,
+            "splits": (train.split, test.split)}
