@@ -78,7 +78,7 @@ figures: assets-bench
 	$(BIN)/python benchmarks/vlap_emoji.py --figure docs/figures/vlap_lm_curves.png
 	$(BIN)/python benchmarks/vlap_lm_speed.py --steps 2 --batch 16 --output results/vlap_lm_speed.md
 	$(BIN)/python benchmarks/sinkhorn_speed.py --output results/sinkhorn_speed.md
-	$(BIN)/python benchmarks/lqae_study.py
+	$(BIN)/python benchmarks/lqae_study.py --ablate-rows
 	$(BIN)/python benchmarks/lqae_collapse.py
 	$(BIN)/python benchmarks/quantizer_speed.py
 	$(BIN)/python benchmarks/codebook_vlp_compare.py

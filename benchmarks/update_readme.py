@@ -38,7 +38,7 @@ FIGURES = (
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
     ("lqae_study.md", "LQAE (Gemma-3's table and LM) against a random table and a VQ-VAE, over seeds "
-     "(figure: docs/figures/lqae_tokens.png)", "python benchmarks/lqae_study.py"),
+     "(figure: docs/figures/lqae_tokens.png)", "python benchmarks/lqae_study.py --ablate-rows"),
     ("lqae_collapse.md", "Why LQAE's codebook collapsed: codes in use during training",
      "python benchmarks/lqae_collapse.py"),
     ("quantizer_speed.md", "LQAE's frozen-codebook quantizer against a matmul and faiss",
