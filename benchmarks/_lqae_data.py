@@ -1,6 +1,6 @@
-"""The images of the LQAE studies (benchmarks/lqae_study.py, benchmarks/lqae_collapse.py): pixels at
-32 x 32 with their labels, Fashion-MNIST (its classes) or emoji (anchors to train on, test to score,
-about 100 subcategories as classes)."""
+"""What the LQAE studies (benchmarks/lqae_study.py, benchmarks/lqae_collapse.py) share: Gemma's table
+and LM, and their images, pixels at 32 x 32 with their labels, Fashion-MNIST (its classes) or emoji
+(anchors to train on, test to score, about 100 subcategories as classes)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+GEMMA = "gguf:gemma-3-270m.q4_k_m"  # the table whose rows are the codes, and its frozen LM
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the linear probe's C grid, chosen on a validation part
 
 

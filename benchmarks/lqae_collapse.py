@@ -22,9 +22,8 @@ from typing import Any
 import torch
 
 from _common import cached_run, emit, machine_line, markdown_table  # benchmarks/_common.py
-from _lqae_data import load_data  # benchmarks/_lqae_data.py
+from _lqae_data import GEMMA, load_data  # benchmarks/_lqae_data.py
 
-GEMMA = "gguf:gemma-3-270m.q4_k_m"
 VARIANTS = {  # label -> loss settings of LQAECore
     "LM loss 0.1": {"lm_weight": 0.1},
     "LM loss 0.01": {"lm_weight": 0.01},

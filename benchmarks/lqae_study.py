@@ -41,9 +41,8 @@ import numpy as np
 import torch
 
 from _common import cached_run, emit, saved_run, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
-from _lqae_data import PROBE_C, load_data  # benchmarks/_lqae_data.py
+from _lqae_data import GEMMA, PROBE_C, load_data  # benchmarks/_lqae_data.py
 
-GEMMA = "gguf:gemma-3-270m.q4_k_m"
 MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": None takes the selected weight
     "lqae": {"codebook": "language", "lm_weight": None},
     "random-table": {"codebook": "random", "lm_weight": None},
