@@ -44,7 +44,7 @@ from align.bench.config import BenchConfig, load_config
 from align.bench.encoder_pairs import PairTable, ranks, score_pairs
 from align.bench.pairs import FeatureBank, fit_captions
 from align.bench.report import aggregate
-from align.bench.results import read_results
+from align.bench.result_files import read_results
 from align.eval.alignment_metrics import METRICS
 from align.registry import DATASETS
 

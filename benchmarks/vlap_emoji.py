@@ -35,7 +35,8 @@ from _common import emit, machine_line, markdown_table, mean_std, save_figure  #
 from align.bench.config import load_config
 from align.bench.pairs import FeatureBank
 from align.bench.report import aggregate
-from align.bench.results import aligner_path, read_results
+from align.bench.result_files import read_results
+from align.bench.results import aligner_path
 from align.bench.runner import run_benchmark
 from align.methods.base import load_aligner
 from align.registry import DATASETS, TEXT_ENCODERS

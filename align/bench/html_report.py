@@ -27,7 +27,7 @@ from align.atomic import atomic_path
 from align.bench.curves import find_curves, plot_png, summary
 from align.bench.examples import SUPPORTED, read_examples
 from align.bench.report import aggregate, cell_text, encoder_lines, grid, notes, short_metric
-from align.bench.results import read_results
+from align.bench.result_files import read_results
 from align.errors import AlignError
 
 STYLE = """
@@ -160,7 +160,7 @@ def pictures_html(results_dir: Path) -> str:
 
 
 def render(results_dir: Path) -> str:
-    """The page's HTML (result files verified first: :func:`align.bench.results.read_results`)."""
+    """The page's HTML (result files verified first: :func:`align.bench.result_files.read_results`)."""
     results_dir = Path(results_dir)
     rows = aggregate(read_results(results_dir))
     title = f"align report: {results_dir.resolve().name}"

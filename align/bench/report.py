@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from align.atomic import atomic_path
-from align.bench.results import read_results
+from align.bench.result_files import read_results
 from align.errors import AlignError
 
 # The headline metric of each task in the leaderboard (all metrics stay in the CSV).

@@ -110,3 +110,12 @@ def scan_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
         else:
             results.append(data)
     return results, problems
+
+
+def read_results(root: Path) -> list[dict[str, Any]]:
+    """Every result under ``root``, each verified (:func:`scan_results`); a
+    result file that cannot be read or trusted is an error naming it, never left out."""
+    results, problems = scan_results(root)
+    if problems:
+        raise UnreadableResults(problems)
+    return results

@@ -126,14 +126,3 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
         write_json_atomic(path, seal(result), sort_keys=False)
     except OSError as err:
         raise AlignError(f"{path}: cannot write this result ({err.strerror or err})") from None
-
-
-def read_results(root: Path) -> list[dict[str, Any]]:
-    """Every result under ``root``, each verified (:func:`align.bench.result_files.scan_results`); a
-    result file that cannot be read or trusted is an error naming it, never left out."""
-    from align.bench.result_files import UnreadableResults, scan_results
-
-    results, problems = scan_results(root)
-    if problems:
-        raise UnreadableResults(problems)
-    return results
