@@ -12,25 +12,14 @@ by accident. Gradients still flow *through* a frozen encoder to its input.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
 import torch
 from PIL import Image
 from torch import nn
 
+# DataConfig lives beside the transforms built from it; imported here, where encoders have always found it
+from align.encoders.transforms import DataConfig, RGBThen, build_transform
 from align.precision import as_input, autocast_for
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Preprocessing that the weights were trained with (timm's ``resolve_model_data_config`` shape)."""
-
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
-    crop_pct: float = 0.875
-    background: tuple[int, int, int] = (255, 255, 255)  # RGBA images are composited onto this
-    crop_mode: str = "center"  # "center": resize short side + centre crop; "squash": resize both sides
 
 
 class VisionEncoder(nn.Module):
@@ -103,8 +92,6 @@ class VisionEncoder(nn.Module):
     @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image (any mode) → normalised ``[3, H, W]`` float tensor for this encoder's weights."""
-        from align.encoders.transforms import RGBThen, build_transform
-
         transform = self.__dict__.get("_transform")
         key = (id(transform), self.data_config)
         cached = self.__dict__.get("_preprocess")

@@ -1,4 +1,4 @@
-"""Eval-time preprocessing built from an encoder's :class:`DataConfig`, and the RGBA → RGB step.
+"""An encoder's :class:`DataConfig`, the eval-time preprocessing built from it, and the RGBA → RGB step.
 
 Every encoder's ``preprocess`` starts with :class:`ToRGB`: upstream transforms call ``convert("RGB")``,
 which drops the alpha channel and turns transparent emoji pixels into whatever colour hides under
@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
-from align.encoders.base import DataConfig
-
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing that the weights were trained with (timm's ``resolve_model_data_config`` shape)."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    background: tuple[int, int, int] = (255, 255, 255)  # RGBA images are composited onto this
+    crop_mode: str = "center"  # "center": resize short side + centre crop; "squash": resize both sides
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
