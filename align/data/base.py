@@ -1,9 +1,10 @@
 """The dataset interface: a registered dataset yields fixed, seeded, documented splits.
 
-A :class:`DatasetSplit` is what the feature cache and the evaluation tasks consume: images loaded
-lazily by index, zero or more captions per image, optional integer labels with class names and
-prompt templates, optional extra label sets (e.g. emoji subcategories). ``version`` changes whenever
-the content or the split recipe changes, so cached features are never silently reused across them.
+A :class:`DatasetSplit` (defined in :mod:`align.data.splits`, importable from here) is what the
+feature cache and the evaluation tasks consume: images loaded lazily by index, zero or more captions
+per image, optional integer labels with class names and prompt templates, optional extra label sets
+(e.g. emoji subcategories). ``version`` changes whenever the content or the split recipe changes, so
+cached features are never silently reused across them.
 
 Every dataset also answers ``NAME@N`` for each of its splits: a seeded subsample of ``N`` items,
 stratified by the main labels when there are any (recipe in :mod:`align.data.subsample`).
@@ -16,37 +17,14 @@ prompts, not image features, so results record them (or their hash) instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import difflib
+from collections.abc import Sequence
 
-import numpy as np
-from PIL import Image
+from align.data.splits import DatasetSplit, LabelSet
+from align.data.subsample import parse_split, subsample
+from align.errors import UnknownNameError
 
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Integer labels over the split's images, with the names of the classes they index."""
-
-    labels: np.ndarray  # [N] int64, values in range(len(class_names))
-    class_names: Sequence[str]
-    templates: Sequence[str] = ("a photo of a {c}.",)  # prompt templates, "{c}" is the class name
-
-
-@dataclass(frozen=True)
-class DatasetSplit:
-    dataset: str  # registry name, e.g. "emoji.google", "folder:/data/pets"
-    split: str  # e.g. "train", "test", "anchors", "test@1000" (subsamples keep their "@N")
-    version: str  # content + split recipe version; part of every cache key
-    num_items: int
-    load_image: Callable[[int], Image.Image]  # L, RGB or RGBA PIL image for item i (RGBA kept as is)
-    captions: Sequence[Sequence[str]] | None = None  # captions[i]: every caption of image i
-    labels: LabelSet | None = None  # the main class labels, when the dataset has them
-    extra_labels: Mapping[str, LabelSet] = field(default_factory=dict)  # e.g. {"subcategory": ...}
-    item_ids: Sequence[str] | None = None  # stable ids (file names, emoji codes) for explanations
-    skipped: int = 0  # rows dropped by --skip-bad while loading
-
-    def __len__(self) -> int:
-        return self.num_items
+__all__ = ["Dataset", "DatasetSplit", "LabelSet"]
 
 
 class Dataset:
@@ -57,10 +35,18 @@ class Dataset:
     splits: Sequence[str]
 
     def load(self, split: str) -> DatasetSplit:
-        """Split ``split`` (one of :attr:`splits`), or ``NAME@N``: a seeded, stratified subsample."""
-        from align.data.subsample import load_split
+        """Split ``split`` (one of :attr:`splits`), or ``NAME@N``: a seeded, stratified subsample.
 
-        return load_split(self, split)
+        Checks the name, builds the split with :meth:`build_split`, subsamples for ``@N``."""
+        base, n = parse_split(split)
+        if base not in self.splits:
+            close = difflib.get_close_matches(base, list(self.splits), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownNameError(
+                f"dataset {self.name!r} has no split {base!r} (splits: {', '.join(self.splits)}, "
+                f"each also as NAME@N){hint}")
+        full = self.build_split(base)
+        return full if n is None else subsample(full, n)
 
     def build_split(self, split: str) -> DatasetSplit:
         """Build one of :attr:`splits` (never called with an ``@N`` name or an unknown split)."""

@@ -13,19 +13,15 @@ split's order. The subsample's ``version`` is the parent's plus ``+sub1``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from align.errors import BadInputError, UnknownNameError
-
-if TYPE_CHECKING:
-    from align.data.base import Dataset, DatasetSplit
+from align.data.splits import DatasetSplit, LabelSet
+from align.errors import BadInputError
 
 SEED = 0
 SUBSAMPLE_RECIPE = "sub1"
@@ -87,8 +83,6 @@ def stratified_halves(
 
 def select(split: DatasetSplit, indices: np.ndarray, name: str, version: str | None = None) -> DatasetSplit:
     """The items ``indices`` of ``split`` as a split called ``name`` (labels, captions, ids follow)."""
-    from align.data.base import LabelSet
-
     idx = np.asarray(indices, dtype=np.int64)
     parent_load = split.load_image
 
@@ -130,16 +124,3 @@ def parse_split(split: str) -> tuple[str, int | None]:
     if match is None or int(match["n"]) < 1:
         raise BadInputError(f"split {split!r}: expected NAME or NAME@N with N a positive integer (e.g. test@1000)")
     return match["base"], int(match["n"])
-
-
-def load_split(dataset: Dataset, split: str) -> DatasetSplit:
-    """What :meth:`Dataset.load` does: check the name, build the split, subsample for ``@N``."""
-    base, n = parse_split(split)
-    if base not in dataset.splits:
-        close = difflib.get_close_matches(base, list(dataset.splits), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(
-            f"dataset {dataset.name!r} has no split {base!r} (splits: {', '.join(dataset.splits)}, "
-            f"each also as NAME@N){hint}")
-    full = dataset.build_split(base)
-    return full if n is None else subsample(full, n)
