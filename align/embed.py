@@ -1,8 +1,9 @@
 """Embedding a folder of images or a file of sentences with a registered encoder.
 
-Used by ``align embed``; the dataset-aware feature cache builds on the same pieces. Output is a
-safetensors file (``features`` ``[N, D]`` float32) plus a JSON sidecar naming each row, the encoder
-and its weights, written atomically so an interrupted run never leaves a file that looks complete.
+Used by ``align embed``. The per-batch encoding it shares with the dataset-aware feature cache lives in
+:mod:`align.features.encoding` (re-exported here). Output is a safetensors file (``features``
+``[N, D]`` float32) plus a JSON sidecar naming each row, the encoder and its weights, written
+atomically so an interrupted run never leaves a file that looks complete.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from align.atomic import atomic_path
 from align.data.images import open_image
 from align.errors import BadInputError
-from align.precision import as_input, autocast_for
+from align.features.encoding import encode_pil, encode_pil_tokens, encode_texts  # noqa: F401  (re-exported)
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -32,32 +32,6 @@ class ImageEmbeddings:
     features: torch.Tensor  # [N, D] pooled
     logits: torch.Tensor | None = None  # [N, C] from the weights' own head, when it has one
     paths: list[Path] = field(default_factory=list)
-
-
-@torch.inference_mode()
-def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pooled features ``[B, D]`` of one batch of PIL images, and head logits when the encoder has a head."""
-    encoder.eval()
-    pixels = as_input(encoder, torch.stack([encoder.preprocess(image) for image in images]))
-    with autocast_for(encoder):
-        pooled = encoder(pixels).float()
-        logits = encoder.classify(pooled).float() if encoder.class_names is not None else None
-    return pooled, logits
-
-
-@torch.inference_mode()
-def encode_pil_tokens(encoder: Any, images: Sequence[Image.Image]) -> torch.Tensor:
-    """Spatial tokens ``[B, T, D]`` (float32) of one batch of PIL images."""
-    encoder.eval()
-    pixels = as_input(encoder, torch.stack([encoder.preprocess(image) for image in images]))
-    with autocast_for(encoder):
-        return encoder.forward_tokens(pixels).float()
-
-
-def encode_texts(encoder: Any, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-    """Text features ``[len(texts), D]`` (float32) computed in the encoder's precision."""
-    with autocast_for(encoder):
-        return encoder.encode_text(texts, batch_size=batch_size).float()
 
 
 def embed_images(encoder: Any, paths: Sequence[Path], batch_size: int = 32) -> ImageEmbeddings:

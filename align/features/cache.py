@@ -33,6 +33,7 @@ from align.assets.store import align_home
 from align.atomic import write_json_atomic
 from align.data.base import DatasetSplit
 from align.errors import AlignError, BadInputError
+from align.features.encoding import encode_pil, encode_pil_tokens, encode_texts
 from align.features.shards import DamagedShard, read_index, read_shard, write_shard
 from align.features.weights import weights_fingerprint
 
@@ -226,8 +227,6 @@ def image_features(
     progress: bool = True,
 ) -> torch.Tensor:
     """Pooled image features ``[N, D]`` of every item of ``split``, from the cache when possible."""
-    from align.embed import encode_pil
-
     cache, encoder, key = _image_entry(encoder_name, split, cache, encoder, "image")
 
     def embed_batch(start: int, stop: int) -> torch.Tensor:
@@ -252,8 +251,6 @@ def image_tokens(
     """Spatial tokens ``[N, T, D]`` of every item of ``split`` (a CNN's feature map, a ViT's patch
     tokens), from the cache when possible. Stored as float16 (half the disk and memory of a 7x7x1280
     grid per image); ``benchmarks/token_storage.py`` measures what that changes downstream."""
-    from align.embed import encode_pil_tokens
-
     modality = f"image-tokens-{str(TOKEN_STORAGE).removeprefix('torch.')}"
     cache, encoder, key = _image_entry(encoder_name, split, cache, encoder, modality)
     grid: list[int] = []
@@ -301,8 +298,6 @@ def text_features(
     if loaded != weights:  # the files really loaded differ from what the registry pointed at: file under them
         key = dataclasses.replace(key, weights_sha256=loaded)
     texts = list(texts)
-
-    from align.embed import encode_texts
 
     def embed_batch(start: int, stop: int) -> torch.Tensor:
         return encode_texts(encoder, texts[start:stop], batch_size=batch_size)
