@@ -164,18 +164,11 @@ def machine_line(threads: int | None = None, packages: Sequence[str] = DEFAULT_P
     return f"Machine: {', '.join(parts)}, {info['date']}."
 
 
-def _plain_mode(tmp: Path) -> None:
-    """The temporary file of ``atomic_path`` is private (0600); give it a plain file's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)
-
-
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (ending in a newline) so README updates never copy a half-written file."""
+    """Write ``text`` (ending in a newline) so README updates never copy a half-written file (with a
+    plain file's mode under the umask, as every ``align.atomic`` write ends)."""
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text if text.endswith("\n") else text + "\n")
-        _plain_mode(tmp)
 
 
 def save_figure(fig: Any, path: Path, dpi: float | None = None) -> None:
@@ -185,7 +178,6 @@ def save_figure(fig: Any, path: Path, dpi: float | None = None) -> None:
 
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi="figure" if dpi is None else dpi)
-        _plain_mode(tmp)
     plt.close(fig)
 
 
