@@ -4,6 +4,11 @@ Scripts run as ``python benchmarks/X.py``, so this folder is on ``sys.path`` and
 ``from _common import ...``. It imports neither torch nor numpy: ``asif_scale.py``'s driver must stay
 small so its children's peak memory is their own, so versions are read from package metadata and
 torch's thread count only when torch is already loaded.
+
+The method studies (``lqae_study.py``, ``codebook_vlp_compare.py``, ``vlap_emoji.py``) keep each run's
+per-item outputs (:mod:`align.eval.items`) beside its JSON and report bootstrap intervals from them
+(:mod:`align.eval.bootstrap`): :func:`cached_run` with ``items=True``, :func:`interval_cell`,
+:func:`claim_cells`. Those import numpy only when called.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from align.atomic import atomic_path, write_json_atomic
+from align.checksum import file_sha256
 
 DEFAULT_PACKAGES = ("torch", "numpy")
 _MODULES = {"pot": "ot", "faiss-cpu": "faiss", "scikit-learn": "sklearn"}  # distribution -> module, where they differ
@@ -188,28 +194,202 @@ def emit(text: str, output: Path | None) -> None:
         write_atomic(output, text)
 
 
-def saved_run(path: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The result saved at ``path`` by :func:`cached_run` if it was made with ``key``, else None."""
+ITEMS_SUFFIX = ".items.safetensors"
+PER_ITEM = "per_item"  # in memory only: a run's per-item outputs {name: Items}, None when it has none
+
+
+class RunItemsProblem(Exception):
+    """A run's per-item outputs that cannot be used: missing, damaged, or not the ones its JSON sealed."""
+
+
+def run_items_path(path: Path) -> Path:
+    """``<run>.items.safetensors`` beside ``<run>.json``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".json") + ITEMS_SUFFIX)
+
+
+def write_run_items(path: Path, items: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a run's named per-item outputs (``{name: Items}``) beside ``path`` as one safetensors file
+    (arrays as ``<name>/<array>`` tensors, kinds and metadata as JSON in its header: nothing pickled),
+    atomically; return the record the run's JSON keeps under ``items`` (file name, sha256, each
+    entry's kind and item count), which seals the file."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    for name in items:
+        if not name or "/" in name:
+            raise ValueError(f"per-item outputs need a name without '/', got {name!r}")
+    target = run_items_path(path)
+    arrays = {f"{name}/{field}": np.ascontiguousarray(array)
+              for name, found in items.items() for field, array in found.arrays().items()}
+    header = {"items": json.dumps({name: {"kind": type(found).kind, "meta": found.meta()}
+                                   for name, found in items.items()}, ensure_ascii=False)}
+    with atomic_path(target) as tmp:
+        save_file(arrays, str(tmp), metadata=header)
+    return {"file": target.name, "sha256": file_sha256(target),
+            "entries": {name: {"kind": type(found).kind, "num_units": found.num_units} for name, found in items.items()}}
+
+
+def read_run_items(path: Path, run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The verified per-item outputs of the run saved at ``path`` (``{name: Items}``), None when it has
+    none (saved before they were kept), or a :class:`RunItemsProblem` naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    from align.errors import BadInputError
+    from align.eval.items import items_from_stored
+
+    record = run.get("items")
+    if record is None:
+        return None
+    target = run_items_path(path)
+    if not isinstance(record, dict) or record.get("file") != target.name or not isinstance(record.get("entries"), dict):
+        raise RunItemsProblem(f"{path}: its per-item outputs record is malformed or names another file")
+    if not target.is_file():
+        raise RunItemsProblem(f"{target}: per-item outputs are missing")
+    try:
+        if file_sha256(target) != record.get("sha256"):
+            raise RunItemsProblem(f"{target}: per-item outputs changed or damaged after their run was saved")
+        with safe_open(str(target), framework="np") as handle:
+            described = json.loads((handle.metadata() or {}).get("items", "{}"))
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        found = {}
+        for name, about in described.items():
+            arrays = {key.split("/", 1)[1]: value for key, value in tensors.items() if key.split("/", 1)[0] == name}
+            found[name] = items_from_stored(about["kind"], arrays, about["meta"])
+    except OSError as err:
+        raise RunItemsProblem(f"{target}: cannot read the per-item outputs ({err.strerror or err})") from None
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, BadInputError) as err:
+        raise RunItemsProblem(f"{target}: not valid per-item outputs ({err})") from None
+    sealed = {name: (e.get("kind"), e.get("num_units")) for name, e in record["entries"].items() if isinstance(e, dict)}
+    if sealed != {name: (type(i).kind, i.num_units) for name, i in found.items()}:
+        raise RunItemsProblem(f"{target}: holds other per-item outputs than its run names")
+    return found
+
+
+def _saved(path: Path, key: Any) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
         saved = json.loads(path.read_text())
     except ValueError:
         return None
-    return saved if isinstance(saved, dict) and saved.get("key") == json.loads(json.dumps(key)) else None
+    return saved if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def saved_run(path: Path, key: Mapping[str, Any], items: bool = False,
+              log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> dict[str, Any] | None:
+    """The result saved at ``path`` by :func:`cached_run` if it was made with ``key``, else None. With
+    ``items``, it carries its verified per-item outputs under :data:`PER_ITEM` (None, logged, when it
+    has none or they are damaged: it is then reported without intervals)."""
+    saved = _saved(Path(path), json.loads(json.dumps(key)))
+    if saved is None or not items:
+        return saved
+    try:
+        found = read_run_items(path, saved)
+    except RunItemsProblem as err:
+        log(f"{err}; reported without intervals")
+        found = None
+    if found is None and "items" not in saved:
+        log(f"{path}: saved before per-item outputs were kept; reported without intervals")
+    return saved | {PER_ITEM: found}
 
 
 def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, Any]],
-               log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> dict[str, Any]:
+               log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+               items: bool = False, redo_without_items: bool = False) -> dict[str, Any]:
     """The result saved at ``path`` if it was made with ``key`` (hyper-parameters and data), else ``make()``
     saved there atomically with its key: a long study that is interrupted resumes where it stopped, and
-    a changed setting is never answered by a stale file. Plain JSON: nothing is unpickled."""
+    a changed setting is never answered by a stale file. Plain JSON: nothing is unpickled.
+
+    With ``items``, ``make()`` returns its per-item outputs (``{name: Items}``) under :data:`PER_ITEM`:
+    they are written beside the run (:func:`write_run_items`, sealed by their sha256 in the JSON), and
+    the result carries them under :data:`PER_ITEM`, read back and verified when the run was saved
+    before. A saved run whose items file is missing or damaged is rerun; one saved before per-item
+    outputs were kept is reused with ``PER_ITEM`` None (reported without intervals), or rerun with
+    ``redo_without_items``."""
+    path = Path(path)
     key = json.loads(json.dumps(key))  # JSON's own types, so a saved key compares equal
-    saved = saved_run(path, key)
-    if saved is not None:
+    saved = _saved(path, key)
+    if saved is not None and not items:
         return saved
-    if path.is_file():
+    if saved is not None:
+        try:
+            found = read_run_items(path, saved)
+        except RunItemsProblem as err:
+            log(f"{err}; rerunning")
+        else:
+            if found is not None or not redo_without_items:
+                if found is None:
+                    log(f"{path}: saved before per-item outputs were kept; reported without intervals")
+                return saved | {PER_ITEM: found}
+            log(f"{path}: saved before per-item outputs were kept; rerunning")
+    elif path.is_file():
         log(f"{path}: unreadable or made with other settings; rerunning")
-    result = make() | {"key": key}
+    result = make()
+    per_item = result.pop(PER_ITEM, None)
+    if items and per_item:
+        result["items"] = write_run_items(path, per_item)  # first the items, then the JSON that seals them
+    result |= {"key": key}
     write_json_atomic(path, result)
-    return result
+    return result | ({PER_ITEM: per_item or None} if items else {})
+
+
+# ------------------------------------------------------------------------------ intervals from items
+
+def interval_cell(values: Sequence[float], items: Sequence[Any] | None, metric: str | None, boot: Any,
+                  spec: str = ".3f") -> str:
+    """``mean ± std [low, high]``: the seeds' mean and sample std (:class:`MeanStd`) and the bootstrap
+    interval of that mean over the test items pooled over the seeds (:func:`align.eval.bootstrap.metric_interval`);
+    the interval is left out where the runs have no per-item outputs (``items`` None) or the metric is
+    not resampled (``metric`` None)."""
+    cell = mean_std(values).format(spec)
+    if items is None or metric is None:
+        return cell
+    from align.eval.bootstrap import metric_interval
+
+    interval = metric_interval(list(items), metric, boot)
+    return f"{cell} [{fmt(interval.low, spec)}, {fmt(interval.high, spec)}]"
+
+
+@dataclass(frozen=True)
+class ClaimCells:
+    """One metric of a claim (variant − baseline): the seeds' differences, and the pooled paired interval."""
+
+    mean_std: str  # of the per-seed differences
+    interval: str  # paired bootstrap interval pooled over seeds, or why there is none
+    seeds_better: str  # "2/3": seeds where the variant is better (higher, or lower where lower is better)
+    verdict: str  # "higher (better)", "lower (worse)", "cannot be told apart", or "–" without an interval
+
+
+NO_ITEMS = "no per-item outputs"
+NOT_RESAMPLED = "not resampled"
+
+
+def claim_cells(variant: Mapping[int, float], baseline: Mapping[int, float], variant_items: Mapping[int, Any] | None,
+                baseline_items: Mapping[int, Any] | None, metric: str | None, boot: Any, higher: bool = True,
+                spec: str = ".3f") -> ClaimCells:
+    """``variant − baseline`` of one metric over the seeds both have (``{seed: value}``): mean ± std of the
+    per-seed differences, the seeds where the variant is better, and, from their per-item outputs
+    (``{seed: Items}``), the paired bootstrap interval pooled over seeds
+    (:func:`align.eval.bootstrap.paired_difference`) and its verdict: ``higher`` / ``lower`` when the
+    interval excludes zero (``(better)`` / ``(worse)`` by ``higher``), else ``cannot be told apart``.
+    ``metric`` None: not a mean over items (not resampled); items None: the runs have none."""
+    seeds = sorted(set(variant) & set(baseline))
+    if not seeds:
+        raise ValueError("claim_cells: the variant and the baseline share no seed")
+    diffs = [variant[s] - baseline[s] for s in seeds]
+    better = f"{sum((d > 0) if higher else (d < 0) for d in diffs)}/{len(diffs)}"
+    spread = mean_std(diffs).format(spec)
+    if metric is None:
+        return ClaimCells(spread, NOT_RESAMPLED, better, "–")
+    if variant_items is None or baseline_items is None:
+        return ClaimCells(spread, NO_ITEMS, better, "–")
+    from align.eval.bootstrap import paired_difference
+
+    diff = paired_difference({s: variant_items[s] for s in seeds}, {s: baseline_items[s] for s in seeds}, metric, boot)
+    if higher:
+        better = diff.seeds_better
+    verdict = diff.verdict()
+    if verdict != "cannot be told apart":
+        verdict += " (better)" if (verdict == "higher") == higher else " (worse)"
+    return ClaimCells(spread, diff.interval.format(spec), better, verdict)

@@ -149,3 +149,96 @@ def test_save_figure_writes_a_whole_png_with_a_plain_mode_and_closes_the_figure(
     from PIL import Image
 
     assert Image.open(target).size == (200, 100)  # dpi=100 over the figure's own 50
+
+
+# ------------------------------------------------------------------------------- per-item outputs
+
+def every_kind() -> dict:
+    """One per-item output of each kind, small."""
+    import numpy as np
+
+    from align.eval.items import CaptionItems, ClassificationItems, CodeItems, MeanItems, RetrievalItems
+
+    labels = np.array([0, 1, 2, 1], dtype=np.int64)
+    return {"probe": ClassificationItems(np.array([[0, 1], [2, 1], [2, 0], [1, 0]], dtype=np.int64), labels, 3),
+            "retrieval": RetrievalItems(np.array([0, 3, 1, 0, 2], dtype=np.int64), np.array([0, 1, -1, 2], dtype=np.int64),
+                                        np.array([0, 1, 1, 3, 0], dtype=np.int64), (1, 5)),
+            "captions": CaptionItems(np.array([0.5, 1.0], dtype=np.float64), ("a cat", "ä dog"), (("a cat",), ("dog", "a dog"))),
+            "codes": CodeItems(np.array([[5, 7], [5, 5], [9, 7], [7, 7]], dtype=np.int64), labels, 3),
+            "rec": MeanItems(np.array([0.1, 0.2, 0.3, 0.4]), "rec"),
+            "episodes": MeanItems(np.array([1.0, 0.0]), "episode_acc", np.array([4, 9], dtype=np.int64))}
+
+
+def test_a_runs_items_round_trip_through_one_safetensors_file_sealed_by_its_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    items = every_kind()
+    path = tmp_path / "run.json"
+    record = common.write_run_items(path, items)
+    assert record["file"] == "run.items.safetensors" and (tmp_path / record["file"]).is_file()
+    assert record["entries"]["retrieval"] == {"kind": "retrieval", "num_units": 4}
+    back = common.read_run_items(path, {"items": record})
+    assert list(back) == list(items)
+    for name, found in items.items():
+        again = back[name]
+        assert type(again) is type(found) and again.meta() == found.meta(), name
+        assert all(np.array_equal(again.arrays()[k], v) and again.arrays()[k].dtype == v.dtype
+                   for k, v in found.arrays().items()), name
+    assert back["codes"].metrics() == items["codes"].metrics()
+    assert common.read_run_items(path, {"probe": 0.5}) is None  # a run saved before items were kept
+    (tmp_path / record["file"]).write_bytes((tmp_path / record["file"]).read_bytes()[:-3] + b"xyz")
+    with pytest.raises(common.RunItemsProblem, match="changed or damaged"):
+        common.read_run_items(path, {"items": record})
+
+
+def test_cached_run_keeps_items_reruns_when_they_are_damaged_and_reuses_older_runs_without_them(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from align.eval.items import MeanItems
+
+    calls, said = [], []
+
+    def make() -> dict:
+        calls.append(1)
+        return {"rec": 0.25, common.PER_ITEM: {"rec": MeanItems(np.array([0.0, 0.5]), "rec")}}
+
+    path, key = tmp_path / "run.json", {"seed": 0}
+    made = common.cached_run(path, key, make, said.append, items=True)
+    assert made[common.PER_ITEM]["rec"].value("rec") == 0.25 and common.PER_ITEM not in json.loads(path.read_text())
+    again = common.cached_run(path, key, make, said.append, items=True)
+    assert len(calls) == 1 and np.array_equal(again[common.PER_ITEM]["rec"].values, [0.0, 0.5])
+    assert common.saved_run(path, key, items=True, log=said.append)[common.PER_ITEM]["rec"].num_units == 2
+    assert common.PER_ITEM not in common.cached_run(path, key, make, said.append)  # a caller without items
+    common.run_items_path(path).unlink()
+    common.cached_run(path, key, make, said.append, items=True)
+    assert len(calls) == 2 and "missing; rerunning" in said[-1]
+    old = json.loads(path.read_text())
+    del old["items"]
+    path.write_text(json.dumps(old))  # as saved before per-item outputs were kept
+    reused = common.cached_run(path, key, make, said.append, items=True)
+    assert len(calls) == 2 and reused[common.PER_ITEM] is None and "reported without intervals" in said[-1]
+    assert common.saved_run(path, key, items=True, log=said.append)[common.PER_ITEM] is None
+    common.cached_run(path, key, make, said.append, items=True, redo_without_items=True)
+    assert len(calls) == 3 and "items" in json.loads(path.read_text())
+
+
+def test_claim_cells_interval_verdict_and_signs() -> None:
+    import numpy as np
+
+    from align.eval.bootstrap import Bootstrap
+    from align.eval.items import MeanItems
+
+    boot = Bootstrap(resamples=200)
+    rng = np.random.default_rng(1)
+    a = {s: MeanItems(rng.normal(1.0, 0.1, 300), "err") for s in (0, 1, 2)}
+    b = {s: MeanItems(a[s].values + 0.2 + rng.normal(0, 0.01, 300), "err") for s in (0, 1, 2)}
+    va, vb = ({s: i.value("err") for s, i in x.items()} for x in (a, b))
+    lower = common.claim_cells(va, vb, a, b, "err", boot, higher=False)
+    assert lower.seeds_better == "3/3" and lower.verdict == "lower (better)" and lower.interval.startswith("-0.200 [")
+    assert common.claim_cells(vb, va, b, a, "err", boot).verdict == "higher (better)"
+    assert common.claim_cells(vb, va, b, a, None, boot).interval == "not resampled"
+    assert common.claim_cells(vb, va, None, a, "err", boot).verdict == "–"
+    cell = common.interval_cell(list(va.values()), list(a.values()), "err", boot)
+    assert cell.count("±") == 1 and cell.endswith("]")
