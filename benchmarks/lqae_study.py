@@ -22,9 +22,20 @@ VQ-VAE's mean token) and on the mean token vector (comparable across all three),
 k-means NMI of code histograms, distinct codes and their perplexity. The report has mean ± std over
 seeds, paired differences, and a figure of test images with each model's tokens.
 
+Every score of the test split is kept per test image beside its run (``<run>.items.safetensors``,
+sealed by its sha256 in the run's JSON; :mod:`align.eval.items`): each image's reconstruction error,
+probe and 5-shot predictions, and codes. From them each cell gets a 95% bootstrap interval over the
+test images pooled over seeds, and each claim (variant − baseline) a paired interval over the same
+draws, with its verdict beside the per-seed signs (:mod:`align.eval.bootstrap`; the k-means NMI is a
+clustering of the whole test set, not a mean over images, and is not resampled). Runs saved before
+per-item outputs were kept are reported without intervals (``--redo-without-items`` reruns them).
+
     python benchmarks/lqae_study.py                       # the study (15 runs through the frozen LM)
     python benchmarks/lqae_study.py --quick               # smoke run: 96 images, 1 epoch, 1 seed
     python benchmarks/lqae_study.py --saved-only          # the report from the runs saved so far
+    python benchmarks/lqae_study.py --datasets fashion_mnist --seeds 0,1 --train 96 --test 64 --epochs 1 \
+        --select-weights 1 --select-usage 0 --runs /tmp/lqae/runs --output /tmp/lqae/report.md \
+        --figure /tmp/lqae/tokens.png                      # a short run with pooled intervals over 2 seeds
 """
 
 from __future__ import annotations
@@ -40,7 +51,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import cached_run, emit, saved_run, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
+from align.eval.bootstrap import Bootstrap
+
+from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_line, markdown_table,  # benchmarks/_common.py
+                     saved_run, save_figure)
 from _lqae_data import GEMMA, PROBE_C, load_data  # benchmarks/_lqae_data.py
 
 MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": None takes the selected weight
@@ -52,17 +66,18 @@ MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": Non
 }
 MAIN = ("lqae", "random-table", "vq-vae")
 CLAIMS = (("lqae", "random-table"), ("lqae", "vq-vae"), ("lqae", "lqae-lm-off"), ("lqae", "lqae-all-rows"))
-METRICS = (  # key, header, format, higher is better
-    ("rec", "reconstruction MSE", ".4f", False),
-    ("probe", "linear probe (bench repr.)", ".3f", True),
-    ("fewshot", "5-shot (bench repr.)", ".3f", True),
-    ("probe_tokens", "linear probe (mean token)", ".3f", True),
-    ("token_nmi", "code/class NMI", ".3f", True),
-    ("cluster_nmi", "histogram k-means NMI", ".3f", True),
-    ("distinct", "codes used", ".0f", True),
-    ("perplexity", "code perplexity", ".0f", True),
+METRICS = (  # key, header, format, higher is better, (per-item outputs, their metric; None: not resampled)
+    ("rec", "reconstruction MSE", ".4f", False, ("rec", "rec")),
+    ("probe", "linear probe (bench repr.)", ".3f", True, ("probe", "acc1")),
+    ("fewshot", "5-shot (bench repr.)", ".3f", True, ("fewshot", "acc1")),
+    ("probe_tokens", "linear probe (mean token)", ".3f", True, ("probe_tokens", "acc1")),
+    ("token_nmi", "code/class NMI", ".3f", True, ("codes", "code_class_nmi")),
+    ("cluster_nmi", "histogram k-means NMI", ".3f", True, ("codes", None)),
+    ("distinct", "codes used", ".0f", True, ("codes", "codes_used")),
+    ("perplexity", "code perplexity", ".0f", True, ("codes", "code_perplexity")),
 )
 FEWSHOT_K = 5
+BOOTSTRAP = Bootstrap()  # the intervals' settings (1000 resamples, seed 0, 95%), stated in the report
 Choice = tuple[float, float]  # (LM-loss weight, code-usage weight)
 
 
@@ -85,12 +100,18 @@ def hparams(label: str, data: dict[str, Any], args: argparse.Namespace, seed: in
     return hp
 
 
-def probe(train: torch.Tensor, train_y: np.ndarray, test: torch.Tensor, test_y: np.ndarray) -> float:
-    """Linear-probe acc1 (C on a validation part of ``train``); the LM features are wider than the
-    images are many, so the exact row-space form of the probe is used (align.eval.linear_probe)."""
+def probe_items(train: torch.Tensor, train_y: np.ndarray, test: torch.Tensor, test_y: np.ndarray) -> Any:
+    """Each test image's linear-probe predictions (C on a validation part of ``train``); the LM features
+    are wider than the images are many, so the exact row-space form of the probe is used
+    (align.eval.linear_probe)."""
     from align.eval.linear_probe import linear_probe
 
-    return linear_probe(train, train_y, test, test_y, c_grid=PROBE_C, max_iter=300, row_space=True).metrics["acc1"]
+    return linear_probe(train, train_y, test, test_y, c_grid=PROBE_C, max_iter=300, row_space=True).items
+
+
+def probe(train: torch.Tensor, train_y: np.ndarray, test: torch.Tensor, test_y: np.ndarray) -> float:
+    """Linear-probe acc1 (:func:`probe_items`)."""
+    return probe_items(train, train_y, test, test_y).value("acc1")
 
 
 def train(hp: dict[str, Any], images: torch.Tensor) -> tuple[Any, float]:
@@ -104,25 +125,34 @@ def train(hp: dict[str, Any], images: torch.Tensor) -> tuple[Any, float]:
 
 def score(model: Any, fit_x: torch.Tensor, fit_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
           seed: int) -> dict[str, Any]:
-    """Every metric of the table on ``test``, classifiers trained on ``fit``."""
-    from align.eval.fewshot import fewshot
-    from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
+    """Every metric of the table on ``test``, classifiers trained on ``fit``, and under ``PER_ITEM`` the
+    per-image outputs each was computed from (the metrics are read back from them)."""
+    from align.eval.fewshot import fewshot_items
+    from align.eval.items import CodeItems, MeanItems
 
     fit_f, test_f = model.features(fit_x), model.features(test_x)
     key = "bert" if "bert" in fit_f else "tokens"  # what encode_image (and so align bench) returns
-    codes = model.codes(test_x)
-    out = {"rec": float(((model.reconstruct(test_x) - test_x) ** 2).mean()),
-           "probe": probe(fit_f[key], fit_y, test_f[key], test_y),
-           "probe_tokens": probe(fit_f["tokens"], fit_y, test_f["tokens"], test_y),
-           "fewshot": fewshot(fit_f[key], fit_y, test_f[key], test_y, k=FEWSHOT_K, seed=seed)["acc1"],
-           "token_nmi": token_nmi(codes, test_y), "cluster_nmi": histogram_cluster_nmi(codes, test_y, seed=seed)}
-    return out | code_usage(codes)
+    errors = ((model.reconstruct(test_x) - test_x) ** 2).flatten(1).double().mean(1)  # each image's MSE
+    items = {"rec": MeanItems(errors.numpy(), "rec"),
+             "probe": probe_items(fit_f[key], fit_y, test_f[key], test_y),
+             "probe_tokens": probe_items(fit_f["tokens"], fit_y, test_f["tokens"], test_y),
+             "fewshot": fewshot_items(fit_f[key], fit_y, test_f[key], test_y, k=FEWSHOT_K, seed=seed),
+             "codes": CodeItems(model.codes(test_x).numpy().astype(np.int64), np.asarray(test_y, dtype=np.int64), seed)}
+    codes = items["codes"].metrics()
+    return {"rec": items["rec"].value("rec"), "probe": items["probe"].value("acc1"),
+            "probe_tokens": items["probe_tokens"].value("acc1"), "fewshot": items["fewshot"].value("acc1"),
+            "token_nmi": codes["code_class_nmi"], "cluster_nmi": codes["code_histogram_nmi"],
+            "distinct": codes["codes_used"], "perplexity": codes["code_perplexity"], PER_ITEM: items}
 
 
-def resumed_run(path: Path, hp: dict[str, Any], make: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+def resumed_run(path: Path, hp: dict[str, Any], make: Any, args: argparse.Namespace,
+                items: bool = False) -> dict[str, Any] | None:
     """The run saved at ``path`` with these settings, else ``make()``'s (saved); with ``--saved-only``
-    never trains: None when nothing matching is saved."""
-    return saved_run(path, hp) if args.saved_only else cached_run(path, hp, make, log)
+    never trains: None when nothing matching is saved. ``items``: the run keeps its per-item outputs
+    (``PER_ITEM``; None for a run saved before they were kept, rerun with ``--redo-without-items``)."""
+    if args.saved_only:
+        return saved_run(path, hp, items=items, log=log)
+    return cached_run(path, hp, make, log, items=items, redo_without_items=getattr(args, "redo_without_items", False))
 
 
 def select_weights(data: dict[str, Any], args: argparse.Namespace) -> tuple[Choice, dict[Choice, dict]]:
@@ -168,7 +198,7 @@ def study_run(label: str, dataset: str, seed: int, data: dict[str, Any], args: a
                 "recon": model.reconstruct(data["test_x"][rows]).clamp(0, 1).tolist()}
         return out
 
-    result = resumed_run(args.runs / dataset / label / f"seed{seed}.json", hp, make, args)
+    result = resumed_run(args.runs / dataset / label / f"seed{seed}.json", hp, make, args, items=True)
     if result is None:
         return None
     log(f"{dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k, *_ in METRICS))
@@ -187,25 +217,63 @@ def dataset_runs(name: str, labels: list[str], data: dict[str, Any], args: argpa
     return {label: [by_seed[seed][label] for seed in complete] for label in labels}
 
 
-def study_table(runs: dict[str, list[dict]]) -> list[str]:
-    rows = [(label, *(mean_std([r[key] for r in rs]).format(spec) for key, _, spec, _ in METRICS),
-             f"{np.mean([r['train_s'] for r in rs]):.0f}") for label, rs in runs.items()]
-    return markdown_table(("model", *(h for _, h, _, _ in METRICS), "train s"), rows,
-                          align="l" + "r" * (len(METRICS) + 1))
+def seed_of(run: dict[str, Any], position: int) -> int:
+    """The seed a run was made with (its saved key), else its position."""
+    return int(run.get("key", {}).get("seed", position))
 
 
-def claim_table(runs: dict[str, list[dict]]) -> list[str]:
-    """Paired differences per seed (variant − baseline): mean ± std and the seeds where the variant is better."""
+def items_by_seed(rs: list[dict], name: str) -> dict[int, Any] | None:
+    """``{seed: items}`` of one per-item output of a model's runs; None unless every run has them."""
+    found = {seed_of(r, i): (r.get(PER_ITEM) or {}).get(name) for i, r in enumerate(rs)}
+    return found if all(v is not None for v in found.values()) else None
+
+
+def study_table(runs: dict[str, list[dict]], boot: Any) -> list[str]:
+    """Per model and metric: mean ± std over seeds and [the 95% bootstrap interval of that mean over the
+    test images, pooled over seeds] where the runs have per-item outputs and the metric is resampled."""
+    rows = []
+    for label, rs in runs.items():
+        cells = []
+        for key, _, spec, _, (name, metric) in METRICS:
+            items = items_by_seed(rs, name)
+            cells.append(interval_cell([r[key] for r in rs], None if items is None else list(items.values()),
+                                       metric, boot, spec))
+        rows.append((label, *cells, f"{np.mean([r['train_s'] for r in rs]):.0f}"))
+    return markdown_table(("model", *(m[1] for m in METRICS), "train s"), rows, align="l" + "r" * (len(METRICS) + 1))
+
+
+def claim_table(runs: dict[str, list[dict]], boot: Any) -> list[str]:
+    """Paired differences (variant − baseline) per metric: mean ± std of the per-seed differences, the
+    paired bootstrap interval over the same draws of test images pooled over seeds, the seeds where the
+    variant is better, and the verdict (higher / lower only when the interval excludes zero)."""
     rows = []
     for variant, baseline in CLAIMS:
         a, b = runs.get(variant), runs.get(baseline)
         if not a or not b or len(a) != len(b):
             continue
-        for key, header, spec, higher in METRICS:
-            diffs = [x[key] - y[key] for x, y in zip(a, b)]
-            better = sum((d > 0) if higher else (d < 0) for d in diffs)
-            rows.append((f"{variant} − {baseline}", header, mean_std(diffs).format(spec), f"{better}/{len(diffs)}"))
-    return markdown_table(("difference", "metric", "mean ± std over seeds", "seeds better"), rows, align="llrr")
+        for key, header, spec, higher, (name, metric) in METRICS:
+            cells = claim_cells({seed_of(r, i): r[key] for i, r in enumerate(a)},
+                                {seed_of(r, i): r[key] for i, r in enumerate(b)},
+                                items_by_seed(a, name), items_by_seed(b, name), metric, boot, higher, spec)
+            rows.append((f"{variant} − {baseline}", header, cells.mean_std, cells.interval, cells.seeds_better,
+                         cells.verdict))
+    return markdown_table(("difference", "metric", "mean ± std over seeds", "paired 95% interval (pooled)",
+                           "seeds better", "verdict"), rows, align="llrrrl")
+
+
+def interval_notes(runs: dict[str, dict[str, list[dict]]], boot: Any) -> list[str]:
+    """How the intervals are made, and which runs have none."""
+    lines = [f"Intervals: {boot.describe()} (`[low, high]` in the tables), pooled over seeds: each draw of "
+             "test images is applied to every seed's per-image outputs and the seeds averaged, so the interval "
+             "is for the mean shown; a claim's interval is paired (both models get the same draws) and its "
+             "verdict is higher / lower only when it excludes zero. The histogram k-means NMI is one clustering "
+             "of the whole test set, not a mean over images: it is not resampled (no interval). A draw of "
+             "images can only lose codes, so the interval of codes used lies below its estimate."]
+    old = sum(r.get(PER_ITEM) is None for by_model in runs.values() for rs in by_model.values() for r in rs)
+    if old:
+        lines.append(f"{old} run(s) were saved before per-item outputs were kept: their cells and claims have no "
+                     "interval (rerun with `--redo-without-items` to get them).")
+    return lines
 
 
 def figure(data: dict[str, dict], runs: dict[str, dict[str, list[dict]]], path: Path) -> None:
@@ -257,12 +325,14 @@ def report(args: argparse.Namespace, data: dict[str, dict], chosen: Choice, sele
                               f"{r['train_s']:.0f}") for (w, u), r in selection.items()],
                             align="llrrr")
     lines += ["", f"Chosen: lm_weight = {chosen[0]:g}, usage_weight = {chosen[1]:g}.", ""]
+    lines += [*interval_notes(runs, BOOTSTRAP), ""]
     for name, by_model in runs.items():
         d = data[name]
         seeds = len(next(iter(by_model.values())))
         lines += [f"#### {name}: fit {d['splits'][0]} ({len(d['train_x'])} images), test {d['splits'][1]} "
                   f"({len(d['test_x'])} images), {len(d['class_names'])} classes, {seeds} seeds", ""]
-        lines += study_table(by_model) + ["", "Paired differences:", ""] + claim_table(by_model) + [""]
+        lines += study_table(by_model, BOOTSTRAP) + ["", "Paired differences:", ""] + claim_table(by_model, BOOTSTRAP)
+        lines += [""]
         lines += ["Token strings (seed 0, first two figure images):", ""]
         for model in by_model:
             for i in range(min(2, len(by_model[model][0]["strings"]))):
@@ -295,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 96/64 images, 1 epoch, seed 0")
     parser.add_argument("--saved-only", action="store_true",
                         help="train nothing: report the saved runs (per data set, the seeds every model has)")
+    parser.add_argument("--redo-without-items", action="store_true",
+                        help="rerun study runs saved before per-item outputs were kept (else reported without intervals)")
     args = parser.parse_args(argv)
     if args.quick:
         args.train, args.test, args.epochs, args.seeds = 96, 64, 1, "0"

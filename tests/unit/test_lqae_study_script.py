@@ -1,6 +1,8 @@
 """benchmarks/lqae_study.py's bookkeeping: the usage term joins a run's settings only when on (so
 saved runs keep their keys), applies to every model alike, and the selection takes the best
-validation probe over the whole (LM weight, usage weight) grid."""
+validation probe over the whole (LM weight, usage weight) grid; the claim table's paired intervals
+from planted per-image outputs (a real gap is told apart, noise is not), and runs saved before
+per-item outputs were kept are reported without intervals."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,7 +44,7 @@ def test_selection_takes_the_best_validation_probe_over_the_grid(monkeypatch: py
               "fashion_mnist_lm0.01_usage1.json": 0.52, "fashion_mnist_lm0.1_usage1.json": 0.45}
     seen = []
 
-    def fake_cached_run(path: Path, key: dict, make: Any, log: Any) -> dict:
+    def fake_cached_run(path: Path, key: dict, make: Any, log: Any, **kw: Any) -> dict:
         seen.append((path.name, key.get("usage_weight", 0.0), key["lm_weight"]))
         return {"val_probe": probes[path.name], "train_s": 1.0}
 
@@ -74,3 +77,83 @@ def test_saved_run_answers_only_a_result_made_with_the_same_key(tmp_path: Path) 
     assert common.saved_run(tmp_path / "missing.json", {"seed": 0}) is None
     path.write_text("{not json")
     assert common.saved_run(path, {"seed": 0, "lm_weight": 0.1}) is None
+
+
+# ------------------------------------------------------------------------------- intervals from items
+
+N, CLASSES = 400, 10
+LABELS = np.arange(N) % CLASSES
+
+
+def planted_run(seed: int, correct: np.ndarray, errors: np.ndarray) -> dict[str, Any]:
+    """A study run whose probe, 5-shot and mean-token probe get right the images in ``correct`` and
+    whose per-image reconstruction errors are ``errors`` (codes: one per class, so NMI is 1)."""
+    from align.eval.items import ClassificationItems, CodeItems, MeanItems
+
+    wrong = (LABELS + 1) % CLASSES
+    top = np.stack([np.where(correct, LABELS, wrong), *[(LABELS + j) % CLASSES for j in range(2, 6)]], axis=1)
+    guess = ClassificationItems(top.astype(np.int64), LABELS.astype(np.int64), CLASSES)
+    codes = CodeItems(np.stack([LABELS, LABELS + 100], axis=1).astype(np.int64), LABELS.astype(np.int64), seed)
+    items = {"rec": MeanItems(errors.astype(np.float64), "rec"), "probe": guess, "probe_tokens": guess,
+             "fewshot": guess, "codes": codes}
+    usage = codes.metrics()
+    return {"key": {"seed": seed}, "train_s": 1.0, "rec": items["rec"].value("rec"), "probe": guess.value("acc1"),
+            "probe_tokens": guess.value("acc1"), "fewshot": guess.value("acc1"), "token_nmi": usage["code_class_nmi"],
+            "cluster_nmi": 0.5 + 0.01 * seed, "distinct": usage["codes_used"], "perplexity": usage["code_perplexity"],
+            study.PER_ITEM: items}
+
+
+def rows_of(lines: list[str], difference: str) -> dict[str, list[str]]:
+    """The claim table's cells by metric, for one difference."""
+    found = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == difference:
+            found[cells[1]] = cells[2:]
+    return found
+
+
+def test_claim_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() -> None:
+    from align.eval.bootstrap import Bootstrap
+
+    rng = np.random.default_rng(0)
+    runs: dict[str, list[dict]] = {"lqae": [], "random-table": [], "vq-vae": []}
+    for seed in (0, 1):
+        good = rng.random(N) < 0.8  # lqae: 80% right, low error
+        base = good.copy()
+        base[rng.choice(np.flatnonzero(good), 120, replace=False)] = False  # random-table: 50% right
+        near = good.copy()  # vq-vae: the same as lqae but for 3 images each way (noise)
+        near[rng.choice(np.flatnonzero(good), 3, replace=False)] = False
+        near[rng.choice(np.flatnonzero(~good), 3, replace=False)] = True
+        errors = rng.random(N) * 0.01
+        runs["lqae"].append(planted_run(seed, good, errors))
+        runs["random-table"].append(planted_run(seed, base, errors + 0.005))
+        runs["vq-vae"].append(planted_run(seed, near, errors + rng.normal(0, 1e-4, N)))
+    lines = study.claim_table(runs, Bootstrap(resamples=200))
+    assert lines[0].split("|")[3:7] == [" mean ± std over seeds ", " paired 95% interval (pooled) ", " seeds better ",
+                                        " verdict "]
+    gap = rows_of(lines, "lqae − random-table")
+    assert gap["linear probe (bench repr.)"][2:] == ["2/2", "higher (better)"]
+    low, high = (float(x) for x in gap["linear probe (bench repr.)"][1].split("[")[1].rstrip("]").split(","))
+    assert 0.2 < low < 0.3 < high < 0.4  # the planted gap (0.3) inside a paired interval that excludes zero
+    assert gap["reconstruction MSE"][2:] == ["2/2", "lower (better)"]  # lower error is better
+    assert gap["histogram k-means NMI"][1:] == ["not resampled", "0/2", "–"]  # not a mean over images
+    noise = rows_of(lines, "lqae − vq-vae")
+    assert noise["linear probe (bench repr.)"][3] == "cannot be told apart"
+    assert noise["reconstruction MSE"][3] == "cannot be told apart"
+    table = study.study_table(runs, Bootstrap(resamples=200))
+    assert any(line.startswith("| lqae |") and "[" in line for line in table)  # cells carry their intervals
+
+
+def test_runs_saved_without_items_are_reported_without_intervals() -> None:
+    from align.eval.bootstrap import Bootstrap
+
+    good = np.arange(N) % 2 == 0
+    runs = {"lqae": [planted_run(s, good, np.zeros(N)) for s in (0, 1)],
+            "random-table": [planted_run(s, good, np.zeros(N)) for s in (0, 1)]}
+    runs["random-table"][1][study.PER_ITEM] = None  # saved before per-item outputs were kept
+    lines = study.claim_table(runs, Bootstrap(resamples=50))
+    assert rows_of(lines, "lqae − random-table")["linear probe (bench repr.)"][1:] == ["no per-item outputs", "0/2", "–"]
+    notes = study.interval_notes({"fashion_mnist": runs}, Bootstrap(resamples=50))
+    assert "50 resamples" in notes[0] and "1 run(s) were saved before per-item outputs" in notes[1]
+    assert not any("[" in line for line in study.study_table({"random-table": runs["random-table"]}, Bootstrap(resamples=50))[2:])
