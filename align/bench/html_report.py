@@ -27,6 +27,7 @@ from align.atomic import atomic_path
 from align.bench.curves import find_curves, plot_png, summary
 from align.bench.examples import SUPPORTED, read_examples
 from align.bench.report import aggregate, cell_text, encoder_lines, grid, notes, short_metric
+from align.bench.uncertainty import load_items, standing
 from align.bench.result_files import read_results
 from align.errors import AlignError
 
@@ -39,7 +40,7 @@ table.board th,table.board td{border:1px solid #cfd5df;padding:4px 9px}
 table.board th{background:#2f4a7a;color:#fff;cursor:pointer;user-select:none;white-space:nowrap}
 table.board th[data-dir=asc]::after{content:" \\25B2"}table.board th[data-dir=desc]::after{content:" \\25BC"}
 table.board td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.board tbody tr:nth-child(even){background:#f2f5fa}td.best{font-weight:700;background:#dcebd6}
+table.board tbody tr:nth-child(even){background:#f2f5fa}td.best{font-weight:700;background:#dcebd6}td.tied{background:#eef5ea}
 .figs{display:flex;flex-wrap:wrap;gap:12px}.figs figure{margin:0;border:1px solid #dfe3ea;padding:6px}
 figcaption{font-size:12px;color:#5a6473;max-width:640px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #dfe3ea;padding:8px;width:230px}
@@ -79,20 +80,23 @@ def _code(text: str) -> str:
 
 
 def leaderboard_html(rows: Sequence[dict[str, Any]]) -> str:
-    """The leaderboard table (cells as in ``leaderboard.md``; ``data-value`` holds each mean for sorting)."""
+    """The leaderboard table (cells as in ``leaderboard.md``: bold when told apart from the runner-up, ``≈``
+    when tied with the best; ``data-value`` holds each mean for sorting)."""
     if not rows:
         return "<p class=note>No results.</p>"
     columns, lines = grid(rows)
     head = "".join(f"<th>{escape(h)}</th>" for h in ("dataset", "task", "metric", *(name for _, name in columns)))
     body = []
     for (dataset, task, metric), stats in lines.items():
-        best = max((s["mean"] for s in stats.values() if s), default=None)
+        verdict = standing(stats, metric)
         cells = [f"<td>{escape(dataset)}</td><td>{escape(task)}</td><td>{escape(short_metric(metric))}</td>"]
         for entity, _ in columns:
             stat = stats.get(entity)
             value = f"{stat['mean']:.6g}" if stat else "nan"
-            cls = "num best" if stat and stat["mean"] == best else "num"
-            cells.append(f'<td class="{cls}" data-value="{value}">{escape(cell_text(stat))}</td>')
+            mark = verdict.mark(entity)
+            text = ("≈ " if mark == "tied" else "") + cell_text(stat)
+            cls = f"num {mark}" if mark else "num"
+            cells.append(f'<td class="{cls}" data-value="{value}">{escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     above = "".join(f"<p class=meta>{_code(line)}</p>" for line in encoder_lines(rows))
     below = [line for line in notes(rows) if line]
@@ -162,7 +166,8 @@ def pictures_html(results_dir: Path) -> str:
 def render(results_dir: Path) -> str:
     """The page's HTML (result files verified first: :func:`align.bench.result_files.read_results`)."""
     results_dir = Path(results_dir)
-    rows = aggregate(read_results(results_dir))
+    results = read_results(results_dir)
+    rows = aggregate(results, load_items(Path(results_dir), results))
     title = f"align report: {results_dir.resolve().name}"
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
             f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{STYLE}</style></head><body>"

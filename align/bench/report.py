@@ -1,4 +1,7 @@
-"""Aggregate result files into a leaderboard: mean and std over seeds, Markdown and CSV.
+"""Aggregate result files into a leaderboard: mean and std over seeds with a 95% interval, Markdown and CSV.
+
+Each cell's interval is a bootstrap over the test items pooled over seeds, and a row's best cell is
+bold only where the paired bootstrap tells it apart from the runner-up (:mod:`align.bench.uncertainty`).
 
 A shifted result (fit on one dataset, scored on another: its ``shift`` field) is its own row, shown as
 ``fit→eval`` with a note under the table, and its CSV row names the eval dataset in ``eval_dataset``."""
@@ -15,7 +18,9 @@ from typing import Any
 
 from align.atomic import atomic_path
 from align.bench.result_files import read_results
+from align.bench.uncertainty import BOOTSTRAP, add_intervals, load_items, standing
 from align.errors import AlignError
+from align.eval.items import Items
 
 # The headline metric of each task in the leaderboard (all metrics stay in the CSV).
 MAIN_METRICS = {
@@ -30,34 +35,53 @@ _SHORT = {"image_retrieval_recall@1": "T→I R@1", "text_retrieval_recall@1": "I
           "CIDEr": "CIDEr", "code_class_nmi": "code NMI", "code_perplexity": "code ppl"}
 
 
-def aggregate(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (encoders, aligner, dataset, task, splits, label set) with mean/std/values per metric."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for r in results:
+def aggregate(results: Sequence[dict[str, Any]], items: Sequence[Items | None] | None = None) -> list[dict[str, Any]]:
+    """One row per (encoders, aligner, dataset, task, splits, label set) with mean/std/values per metric;
+    with ``items`` (each result's per-item outputs, :func:`align.bench.uncertainty.load_items`), each
+    metric also gets its 95% interval (``low``, ``high``) and its seeds' items (``items``), which the
+    leaderboard compares cell against cell."""
+    groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], Items | None]]] = defaultdict(list)
+    for r, found in zip(results, items if items is not None else [None] * len(results)):
         key = (r.get("image_encoder", ""), r.get("text_encoder", ""), r["model"], r["dataset"], r["task"],
                r.get("eval_split", ""), r.get("label_set") or "", (r.get("shift") or {}).get("eval", ""))
-        groups[key].append(r)
-    rows = []
-    for (image_enc, text_enc, aligner, dataset, task, split, label_set, shifted), members in sorted(groups.items()):
-        metrics: dict[str, dict[str, Any]] = {}
-        for name in sorted({m for r in members for m in r["metrics"]}):
-            values = [r["metrics"][name] for r in sorted(members, key=lambda r: r.get("seed", 0)) if name in r["metrics"]]
-            metrics[name] = {"mean": statistics.fmean(values),
-                             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
-        reasons = {r.get("task_details", {}).get("not_applicable") for r in members} - {None}
-        rows.append({"image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
-                     "task": task, "eval_split": split, "label_set": label_set, "eval_dataset": shifted,
-                     "seeds": sorted(r.get("seed", 0) for r in members), "metrics": metrics,
-                     "not_applicable": " / ".join(sorted(reasons))})
-    return rows
+        groups[key].append((r, found))
+    return [_row(key, sorted(members, key=lambda m: m[0].get("seed", 0))) for key, members in sorted(groups.items())]
+
+
+def _row(key: tuple[Any, ...], members: list[tuple[dict[str, Any], Items | None]]) -> dict[str, Any]:
+    image_enc, text_enc, aligner, dataset, task, split, label_set, shifted = key
+    results = [r for r, _ in members]
+    by_seed = {r.get("seed", 0): found for r, found in members}
+    seed_items = by_seed if all(found is not None for found in by_seed.values()) else None
+    metrics: dict[str, dict[str, Any]] = {}
+    for name in sorted({m for r in results for m in r["metrics"]}):
+        values = [r["metrics"][name] for r in results if name in r["metrics"]]
+        metrics[name] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                         "values": values, "items": seed_items}
+    add_intervals(metrics, seed_items)
+    reasons = {r.get("task_details", {}).get("not_applicable") for r in results} - {None}
+    return {"image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
+            "task": task, "eval_split": split, "label_set": label_set, "eval_dataset": shifted,
+            "seeds": sorted(r.get("seed", 0) for r in results), "metrics": metrics,
+            "not_applicable": " / ".join(sorted(reasons))}
 
 
 def cell_text(stat: dict[str, Any] | None) -> str:
+    """``0.945 [0.930, 0.958]`` (mean over seeds and its 95% interval), with ``± std`` over several seeds."""
     if stat is None:
         return "–"
+    text = f"{stat['mean']:.3f}"
     if len(stat["values"]) > 1:
-        return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
-    return f"{stat['mean']:.3f}"
+        text += f" ± {stat['std']:.3f}"
+    if "low" in stat:
+        text += f" [{stat['low']:.3f}, {stat['high']:.3f}]"
+    return text
+
+
+def marked_cell(stat: dict[str, Any] | None, mark: str) -> str:
+    """A cell as the Markdown leaderboard shows it: bold when best and told apart, ``≈`` when tied."""
+    text = cell_text(stat)
+    return f"**{text}**" if mark == "best" else f"≈ {text}" if mark == "tied" else text
 
 
 Entity = tuple[str, str, str]  # (aligner, image encoder, text encoder): one leaderboard column
@@ -65,7 +89,8 @@ Entity = tuple[str, str, str]  # (aligner, image encoder, text encoder): one lea
 
 def grid(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[Entity, str]], dict[tuple[str, str, str], dict[Entity, Any]]]:
     """The leaderboard's columns (entity and its header) and its rows: ``(dataset label, task, metric)`` to
-    each entity's statistics (None where it has none), as ``markdown`` and the HTML report show them."""
+    each entity's statistics (None where it has none), as ``markdown`` and the HTML report show them
+    (:func:`align.bench.uncertainty.standing` marks each row's best or tied cells)."""
     pairs = sorted({(r["image_encoder"], r["text_encoder"]) for r in rows})
     entities: list[Entity] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
                                     key=lambda e: (e[1], e[2], e[0]))
@@ -100,18 +125,16 @@ def encoder_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """One row per dataset/task headline metric, one column per aligner (per encoder pair when a run
-    has several); the best value of each row is in bold."""
+    has several). Each cell is the mean over seeds and its 95% interval; a row's best cell is bold only
+    when the paired bootstrap tells it apart from the runner-up, else the cells tied with it are marked."""
     columns, lines_by_metric = grid(rows)
     header = ["dataset", "task", "metric", *(name for _, name in columns)]
     lines = encoder_lines(rows)
     lines += [""] if lines else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * len(columns)]
     for (dataset, task, metric), stats in lines_by_metric.items():
-        best = max((s["mean"] for s in stats.values() if s), default=None)
-        cells = []
-        for entity, _ in columns:
-            cell = cell_text(stats.get(entity))
-            cells.append(f"**{cell}**" if stats.get(entity) and stats[entity]["mean"] == best else cell)
+        verdict = standing(stats, metric)
+        cells = [marked_cell(stats.get(entity), verdict.mark(entity)) for entity, _ in columns]
         lines.append("| " + " | ".join([dataset, task, short_metric(metric), *cells]) + " |")
     return "\n".join(lines + notes(rows))
 
@@ -121,8 +144,26 @@ def short_metric(metric: str) -> str:
 
 
 def notes(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The lines under the table: shifted rows, and why some cells are "–"."""
-    return _shift_notes(rows) + _not_applicable_notes(rows)
+    """The lines under the table: how sure the cells are, shifted rows, and why some cells are "–"."""
+    return _interval_notes(rows) + _shift_notes(rows) + _not_applicable_notes(rows)
+
+
+def _interval_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What the brackets, bold and ``≈`` mean, and which rows have no interval (results without per-item outputs)."""
+    shown = [(row, stat) for row in rows for metric in MAIN_METRICS.get(row["task"], ())
+             if (stat := row["metrics"].get(metric)) is not None]
+    lines = []
+    if any("low" in stat for _, stat in shown):
+        lines += ["", f"[low, high]: {BOOTSTRAP.describe()} (pooled over seeds; ± is the std over seeds). "
+                      "**Bold**: the row's best, told apart from the runner-up by a paired bootstrap over the same "
+                      "test items (its 95% interval of the difference excludes 0); ≈: tied with the best (that "
+                      "interval includes 0), so the row has no single best."]
+    missing = sorted({f"{row['aligner']} on {_dataset_label(row)}" for row, stat in shown
+                      if stat.get("items") is None})
+    if missing:
+        lines += ["", f"No interval (written by an older align, without per-item outputs; rerun `align bench` into "
+                      f"this folder to add them): {', '.join(missing)}."]
+    return lines
 
 
 def _dataset_label(row: dict[str, Any]) -> str:
@@ -153,16 +194,20 @@ def _not_applicable_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """Every metric's mean and std over seeds and its 95% interval (``ci_low``/``ci_high``: empty where the
+    result has no per-item outputs or the metric is a corpus statistic); the bootstrap's settings last."""
     metrics = sorted({m for row in rows for m in row["metrics"]})
     out = io.StringIO()
     writer = csv.writer(out)
+    fields = ("mean", "std", "ci_low", "ci_high")
     writer.writerow(["image_encoder", "text_encoder", "aligner", "dataset", "task", "eval_split", "label_set", "seeds",
-                     "eval_dataset", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")]])
+                     "eval_dataset", *[f"{m}_{f}" for m in metrics for f in fields], "bootstrap"])
     for row in rows:
         stats = [row["metrics"].get(m) for m in metrics]
+        values = [s.get(key) if s else None for s in stats for key in ("mean", "std", "low", "high")]
         writer.writerow([row["image_encoder"], row["text_encoder"], row["aligner"], row["dataset"], row["task"],
                          row["eval_split"], row["label_set"], " ".join(map(str, row["seeds"])), row["eval_dataset"],
-                         *[f"{s[k]:.6f}" if s else "" for s in stats for k in ("mean", "std")]])
+                         *["" if v is None else f"{v:.6f}" for v in values], BOOTSTRAP.describe()])
     return out.getvalue()
 
 
@@ -172,7 +217,7 @@ def write_report(results_dir: Path) -> str:
     from align.bench.sweep_report import sweep_markdown
 
     results = read_results(results_dir)  # every result file verified; any that is not is an error naming it
-    rows = aggregate(results)
+    rows = aggregate(results, load_items(Path(results_dir), results))
     text = markdown(rows)
     outputs = [("leaderboard.md", text + "\n"), ("leaderboard.csv", csv_text(rows))]
     sweeps = sweep_markdown(results)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from align.bench.item_files import ItemsProblem, read_items
 from align.bench.results import dataset_part, result_path
 from align.checksum import problem as checksum_problem
 from align.errors import AlignError
@@ -77,15 +78,34 @@ def status(path: Path, identity: str) -> tuple[str, str]:
     found = data.get("identity", {}).get("sha256") if isinstance(data.get("identity"), dict) else None
     if found != identity:
         return "stale", f"{path}: produced by other settings" if found else f"{path}: has no identity"
+    return _items_status(path, data)
+
+
+def _items_status(path: Path, data: dict[str, Any]) -> tuple[str, str]:
+    """A scored result is current only with its per-item outputs, verified: one without them (an older
+    align's) is stale, one whose items file is missing or damaged unreadable; both are recomputed."""
+    if not data.get("metrics"):  # a task the aligner cannot do: no items to keep
+        return "ok", ""
+    if "items" not in data:
+        return "stale", f"{path}: has no per-item outputs (written by an older align)"
+    try:
+        read_items(data, path)
+    except ItemsProblem as err:
+        return "unreadable", str(err)
     return "ok", ""
+
+
+def result_location(root: Path, data: dict[str, Any]) -> Path:
+    """Where under ``root`` the result ``data`` belongs (its fields name the path)."""
+    shift = data.get("shift") or {}
+    dataset = dataset_part(data["dataset"], data.get("label_set"), shift.get("eval"))
+    return result_path(root, image_encoder=data["image_encoder"], text_encoder=data["text_encoder"],
+                       aligner=data["aligner"], dataset=dataset, task=data["task"], seed=int(data["seed"]))
 
 
 def _misplaced(root: Path, path: Path, data: dict[str, Any]) -> str | None:
     try:
-        shift = data.get("shift") or {}
-        dataset = dataset_part(data["dataset"], data.get("label_set"), shift.get("eval"))
-        expected = result_path(root, image_encoder=data["image_encoder"], text_encoder=data["text_encoder"],
-                               aligner=data["aligner"], dataset=dataset, task=data["task"], seed=int(data["seed"]))
+        expected = result_location(root, data)
     except (TypeError, ValueError, AttributeError):
         return f"{path}: not a result (malformed fields)"
     if expected != path:

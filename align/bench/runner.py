@@ -27,6 +27,7 @@ import torch
 from align.bench.config import AlignerSpec, BenchConfig, DatasetSpec
 from align.bench.executors import RayExecutor, SerialExecutor
 from align.bench.fits import FitTexts, divergence, fit_or_reuse, saved_state
+from align.bench.item_files import write_items
 from align.bench.ledger import Ledger, RunSummary
 from align.bench.pairs import FeatureBank, SplitInputs, fit_captions
 from align.bench.results import beside_fit, make_result, write_result
@@ -503,9 +504,9 @@ class _Run:
         spec, task = facts.spec, target.task
         started = time.perf_counter()
         if task in reasons:
-            metrics, details = {}, {"not_applicable": reasons[task]}
+            metrics, details, items = {}, {"not_applicable": reasons[task]}, None
         else:
-            metrics, details = TASKS[task](ctx)
+            metrics, details, items = TASKS[task](ctx)
         result = make_result(
             dataset=spec.name, aligner=plan.spec.display, image_encoder=pair.image_encoder,
             text_encoder=pair.text_encoder, task=task, metrics=metrics,
@@ -522,6 +523,7 @@ class _Run:
             task_details=details, sweep=sweep, config=self.config.raw, config_path=self.config.source,
             wall_time_s={"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - started, 4)},
             identity=target.identity,
+            **({"items": write_items(target.path, items)} if items is not None else {}),
         )
         write_result(target.path, result)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:4]) or f"– ({reasons.get(task, '')})"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from align.bench.config import DatasetSpec
@@ -28,6 +29,15 @@ TASK_OPTIONS = {"zeroshot_classification": ("reducer",), "zeroshot_retrieval": (
 def task_options(task: str, spec: DatasetSpec) -> dict[str, Any]:
     """The options of ``spec`` that ``task`` reads, e.g. ``{"fewshot_k": 5}``."""
     return {name: getattr(spec, name) for name in TASK_OPTIONS.get(task, ())}
+
+
+class Scored(NamedTuple):
+    """A task's output: its metrics, what else the result records, and the per-item outputs the metrics
+    were computed from (:mod:`align.eval.items`; None for a task that has none)."""
+
+    metrics: dict[str, float]
+    details: dict[str, Any]
+    items: Any = None
 
 
 @dataclass
@@ -51,8 +61,8 @@ class TaskContext:
         return self.bank.texts(self.text_encoder, strings, self.eval.split, what)
 
 
-def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
-    from align.eval.metrics import classification_metrics
+def zeroshot_classification(ctx: TaskContext) -> Scored:
+    from align.eval.metrics import classification_items
     from align.eval.zeroshot import class_prompts, zeroshot_logits
 
     labels = label_set(ctx.eval.split, ctx.spec.label_set)
@@ -60,16 +70,16 @@ def zeroshot_classification(ctx: TaskContext) -> tuple[dict[str, float], dict[st
     prompt_features = ctx.texts(prompts, f"prompts-{ctx.spec.label_set or 'main'}")
     logits = zeroshot_logits(ctx.embed_images(ctx.eval), ctx.aligner.encode_text(prompt_features),
                              num_classes=len(labels.class_names), reducer=ctx.spec.reducer)
-    metrics = classification_metrics(logits, torch.as_tensor(labels.labels))
-    return metrics, {"reducer": ctx.spec.reducer, "num_classes": len(labels.class_names),
-                     "templates": list(labels.templates)}
+    items = classification_items(logits, torch.as_tensor(labels.labels))
+    return Scored(items.metrics(), {"reducer": ctx.spec.reducer, "num_classes": len(labels.class_names),
+                                    "templates": list(labels.templates)}, items)
 
 
-def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+def zeroshot_retrieval(ctx: TaskContext) -> Scored:
     """Recall@k by cosine in the shared space; an aligner with a ``retrieval_scores(images, texts)``
     method that returns ``(image->text, text->image)`` score matrices (e.g. Codebook-VLP re-ranking
     candidates with its matching head) is scored on those instead (it returns None when not re-ranking)."""
-    from align.eval.retrieval import evaluate_retrieval, evaluate_retrieval_scores
+    from align.eval.retrieval import retrieval_items, retrieval_items_from_scores
 
     captions, owner = flat_captions(ctx.eval.split)
     texts = ctx.texts(captions, "captions")
@@ -77,9 +87,10 @@ def zeroshot_retrieval(ctx: TaskContext) -> tuple[dict[str, float], dict[str, An
     scorer = getattr(ctx.aligner, "retrieval_scores", None)
     scores = scorer(ctx.eval.for_aligner(ctx.aligner), texts) if callable(scorer) else None
     if scores is not None:
-        return evaluate_retrieval_scores(*scores, owner, ks=ctx.spec.recall_k), info | {"reranked": True}
-    metrics = evaluate_retrieval(ctx.embed_images(ctx.eval), ctx.aligner.encode_text(texts), owner, ks=ctx.spec.recall_k)
-    return metrics, info
+        items = retrieval_items_from_scores(*scores, owner, ks=ctx.spec.recall_k)
+        return Scored(items.metrics(), info | {"reranked": True}, items)
+    items = retrieval_items(ctx.embed_images(ctx.eval), ctx.aligner.encode_text(texts), owner, ks=ctx.spec.recall_k)
+    return Scored(items.metrics(), info, items)
 
 
 def _train_test_labels(ctx: TaskContext) -> tuple[Any, Any]:
@@ -94,52 +105,54 @@ def _train_test_labels(ctx: TaskContext) -> tuple[Any, Any]:
     return train, test
 
 
-def linear_probe(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+def linear_probe(ctx: TaskContext) -> Scored:
     from align.eval.linear_probe import linear_probe as probe
 
     train, test = _train_test_labels(ctx)
     result = probe(ctx.embed_images(ctx.fit), train.labels,
                    ctx.embed_images(ctx.eval), test.labels, seed=ctx.seed)
-    return result.metrics, {"C": result.C}
+    return Scored(result.metrics, {"C": result.C}, result.items)
 
 
-def fewshot(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
-    from align.eval.fewshot import fewshot as few
+def fewshot(ctx: TaskContext) -> Scored:
+    from align.eval.fewshot import fewshot_items
 
     train, test = _train_test_labels(ctx)
-    metrics = few(ctx.embed_images(ctx.fit), train.labels,
-                  ctx.embed_images(ctx.eval), test.labels, k=ctx.spec.fewshot_k, seed=ctx.seed)
-    return metrics, {"k": ctx.spec.fewshot_k}
+    items = fewshot_items(ctx.embed_images(ctx.fit), train.labels,
+                          ctx.embed_images(ctx.eval), test.labels, k=ctx.spec.fewshot_k, seed=ctx.seed)
+    return Scored(items.metrics(), {"k": ctx.spec.fewshot_k}, items)
 
 
-def captioning(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+def captioning(ctx: TaskContext) -> Scored:
     """Greedy captions of the eval images scored against their reference captions (BLEU, ROUGE-L, CIDEr)."""
-    from align.eval.captioning import caption_metrics
+    from align.eval.captioning import caption_scores
+    from align.eval.items import CaptionItems
 
     if not callable(getattr(ctx.aligner, "caption", None)):
         raise BadInputError(f"captioning: aligner {ctx.aligner.name!r} cannot generate captions (no language model)")
     if ctx.eval.split.captions is None:
         raise BadInputError(f"{ctx.eval.split.dataset}/{ctx.eval.split.split}: has no reference captions")
     generated = ctx.aligner.caption(ctx.eval.for_aligner(ctx.aligner))
-    metrics = caption_metrics(generated, ctx.eval.split.captions)
+    metrics, per_image = caption_scores(generated, ctx.eval.split.captions)
     examples = [{"image": i, "generated": generated[i], "references": list(ctx.eval.split.captions[i])}
                 for i in range(min(20, len(generated)))]
-    return metrics, {"num_images": len(generated), "examples": examples}
+    items = CaptionItems(per_image, tuple(generated), tuple(tuple(r) for r in ctx.eval.split.captions))
+    return Scored(metrics, {"num_images": len(generated), "examples": examples}, items)
 
 
-def code_statistics(ctx: TaskContext) -> tuple[dict[str, float], dict[str, Any]]:
+def code_statistics(ctx: TaskContext) -> Scored:
     """How the aligner's discrete image codes (``image_codes``: ``[N, T]`` ids) are used and how much they
     say about the eval labels: distinct codes and their perplexity (collapse), code/class NMI over
     token occurrences and k-means NMI of code histograms (:mod:`align.eval.token_stats`)."""
-    from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
+    from align.eval.items import CodeItems
 
     codes = ctx.aligner.image_codes(ctx.eval.for_aligner(ctx.aligner))
     labels = label_set(ctx.eval.split, ctx.spec.label_set).labels
-    usage = code_usage(codes)
-    metrics = {"codes_used": usage["distinct"], "code_perplexity": usage["perplexity"],
-               "code_class_nmi": token_nmi(codes, labels),
-               "code_histogram_nmi": histogram_cluster_nmi(codes, labels, seed=ctx.seed)}
-    return metrics, {"num_images": int(codes.shape[0]), "tokens_per_image": int(codes.shape[1])}
+    codes = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[0] != len(labels):
+        raise BadInputError(f"code_statistics: expected codes [N, T] for {len(labels)} images, got {codes.shape}")
+    items = CodeItems(codes.astype(np.int64), np.asarray(labels, dtype=np.int64), int(ctx.seed))
+    return Scored(items.metrics(), {"num_images": int(codes.shape[0]), "tokens_per_image": int(codes.shape[1])}, items)
 
 
 def not_applicable(task: str, aligner: Any) -> str | None:
@@ -155,7 +168,7 @@ def not_applicable(task: str, aligner: Any) -> str | None:
     return None
 
 
-TASKS: dict[str, Callable[[TaskContext], tuple[dict[str, float], dict[str, Any]]]] = {
+TASKS: dict[str, Callable[[TaskContext], Scored]] = {
     "zeroshot_classification": zeroshot_classification,
     "zeroshot_retrieval": zeroshot_retrieval,
     "linear_probe": linear_probe,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from align.errors import BadInputError
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -22,8 +24,9 @@ def tokenize(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
-def caption_metrics(generated: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Corpus-level BLEU-1..4, ROUGE-L and CIDEr-D of one generated caption per image against its references."""
+def caption_scores(generated: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[dict[str, float], np.ndarray]:
+    """Corpus-level BLEU-1..4, ROUGE-L and CIDEr-D of one generated caption per image against its
+    references, and each image's CIDEr-D (the corpus CIDEr-D is their mean)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -39,7 +42,12 @@ def caption_metrics(generated: Sequence[str], references: Sequence[Sequence[str]
     gts = {i: [tokenize(r) for r in refs if tokenize(r)] for i, refs in enumerate(references)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
+    cider, per_image = Cider().compute_score(gts, res)
     metrics = {f"Bleu_{n}": float(b) for n, b in enumerate(bleu, start=1)}
     metrics.update(ROUGE_L=float(rouge), CIDEr=float(cider))
-    return metrics
+    return metrics, np.asarray(per_image, dtype=np.float64)
+
+
+def caption_metrics(generated: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Corpus-level BLEU-1..4, ROUGE-L and CIDEr-D of one generated caption per image against its references."""
+    return caption_scores(generated, references)[0]

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from align.errors import BadInputError
-from align.eval.metrics import aggregate_seeds, classification_metrics
+from align.eval.items import ClassificationItems
+from align.eval.metrics import aggregate_seeds, classification_items
 
 
 def sample_support(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -58,6 +59,22 @@ def fewshot(
     center: bool = True,
 ) -> dict[str, float]:
     """Test metrics of a k-shot prototype classifier built from seeded draws of the train features."""
+    return fewshot_items(train_features, train_labels, test_features, test_labels, k, seed=seed,
+                         num_classes=num_classes, center=center).metrics()
+
+
+def fewshot_items(
+    train_features: torch.Tensor | np.ndarray,
+    train_labels: torch.Tensor | np.ndarray,
+    test_features: torch.Tensor | np.ndarray,
+    test_labels: torch.Tensor | np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    num_classes: int | None = None,
+    center: bool = True,
+) -> ClassificationItems:
+    """Each test item's predictions under the k-shot prototype classifier (:func:`fewshot`)."""
     train_x = torch.as_tensor(np.asarray(train_features), dtype=torch.float64)
     test_x = torch.as_tensor(np.asarray(test_features), dtype=torch.float64)
     train_y = np.asarray(train_labels).astype(np.int64)
@@ -77,7 +94,7 @@ def fewshot(
     logits = nearest_mean_logits(
         train_x[support], torch.from_numpy(train_y[support]), test_x, num_classes, center=center
     )
-    return classification_metrics(logits, test_y)
+    return classification_items(logits, test_y)
 
 
 def fewshot_over_seeds(*args: Any, seeds: Iterable[int], **kwargs: Any) -> dict[str, dict[str, Any]]:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from align.errors import BadInputError
-from align.eval.metrics import classification_metrics
+from align.eval.items import ClassificationItems
+from align.eval.metrics import classification_items
 
 C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 4, 9))
 
@@ -36,6 +37,7 @@ class ProbeResult:
     metrics: dict[str, float]  # acc1, acc5 (>= 5 classes), mean_per_class_recall on test
     C: float  # inverse L2 strength chosen on validation
     val_acc1: dict[float, float]  # validation acc1 of every C tried
+    items: ClassificationItems | None = None  # each test item's predictions (the metrics' source)
 
 
 def _as_numpy(features: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -151,5 +153,5 @@ def linear_probe(
     num_classes = num_classes or int(max(train_y.max(), test_y.max())) + 1
     best_c, val_acc1 = select_c(train_x, train_y, c_grid, val_fraction, seed, max_iter, row_space)
     model = _fit(_probe(best_c, max_iter, row_space), train_x, train_y)
-    metrics = classification_metrics(probe_logits(model, test_x, num_classes), test_y)
-    return ProbeResult(metrics=metrics, C=best_c, val_acc1=val_acc1)
+    items = classification_items(probe_logits(model, test_x, num_classes), test_y)
+    return ProbeResult(metrics=items.metrics(), C=best_c, val_acc1=val_acc1, items=items)

@@ -9,7 +9,6 @@ the recall is the mean over queries. Classification gives ``acc1``, ``acc5`` and
 from __future__ import annotations
 
 import statistics
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from align.errors import BadInputError
+from align.eval.items import ClassificationItems, RetrievalItems
 
 _CHUNK = 1024  # query rows compared at once: bounds memory to CHUNK x candidates booleans
 
@@ -47,18 +47,14 @@ def _rank_of_best_positive(scores: torch.Tensor, positive: torch.Tensor) -> torc
     return ((scores >= best) & ~positive).sum(dim=1)
 
 
-def retrieval_metrics(
+def retrieval_items(
     similarity: torch.Tensor, text_image_index: torch.Tensor | Sequence[int], ks: Iterable[int] = (1, 5, 10)
-) -> dict[str, float]:
-    """Text->image and image->text recall@k from a ``[n_images, n_texts]`` similarity matrix.
+) -> RetrievalItems:
+    """Each query's rank (:class:`align.eval.items.RetrievalItems`) from a ``[n_images, n_texts]`` similarity.
 
-    ``text_image_index [n_texts]`` gives the image each text describes; an image may have any
-    number of texts. ``image_retrieval_recall@k`` is the fraction of texts whose image is among the
-    top-k images; ``text_retrieval_recall@k`` the fraction of images with at least one of their texts
-    among the top-k texts. Images without any text cannot be queried and are left out of the latter.
-    A k larger than the number of candidates counts every query as a hit (CLIP_benchmark would fail).
-    Ties: see ``_rank_of_best_positive`` (pessimistic: a negative tied with a positive ranks first).
-    """
+    ``text_image_index [n_texts]`` gives the image each text describes; an image may have any number of
+    texts, and one without any cannot be queried (its rank is -1). Ties: see ``_rank_of_best_positive``
+    (pessimistic: a negative tied with a positive ranks first)."""
     sim = _check_scores(similarity, "retrieval_metrics")
     ks = _check_ks(ks)
     n_images, n_texts = sim.shape
@@ -83,13 +79,28 @@ def retrieval_metrics(
         _rank_of_best_positive(sim[s:s + _CHUNK], images[s:s + _CHUNK, None] == index[None, :])
         for s in range(0, n_images, _CHUNK)
     ])
-    image_ranks = image_ranks[torch.bincount(index, minlength=n_images) > 0]  # images with >= 1 text
+    image_ranks[torch.bincount(index, minlength=n_images) == 0] = -1  # no text: not a query
+    return RetrievalItems(text_ranks.numpy().astype(np.int64), image_ranks.numpy().astype(np.int64),
+                          index.numpy().astype(np.int64), ks)
 
-    metrics: dict[str, float] = {}
-    for k in ks:
-        metrics[f"image_retrieval_recall@{k}"] = (text_ranks < k).double().mean().item()
-        metrics[f"text_retrieval_recall@{k}"] = (image_ranks < k).double().mean().item()
-    return metrics
+
+def retrieval_metrics(
+    similarity: torch.Tensor, text_image_index: torch.Tensor | Sequence[int], ks: Iterable[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """Text->image and image->text recall@k from a ``[n_images, n_texts]`` similarity matrix.
+
+    ``image_retrieval_recall@k`` is the fraction of texts whose image is among the top-k images;
+    ``text_retrieval_recall@k`` the fraction of images with at least one of their texts among the top-k
+    texts. Images without any text cannot be queried and are left out of the latter. A k larger than
+    the number of candidates counts every query as a hit (CLIP_benchmark would fail). Computed from
+    :func:`retrieval_items`, so the per-item outputs always give back these numbers.
+    """
+    return retrieval_items(similarity, text_image_index, ks).metrics()
+
+
+def classification_items(logits: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> ClassificationItems:
+    """Each item's first predictions and label (:class:`align.eval.items.ClassificationItems`)."""
+    return ClassificationItems.from_scores(logits, labels)
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor | Sequence[int]) -> dict[str, float]:
@@ -97,43 +108,10 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor | Sequence
 
     ``mean_per_class_recall`` averages recall over the classes present in ``labels`` (scikit-learn's
     ``balanced_accuracy_score``, as in CLIP_benchmark). Scores may be logits, probabilities or
-    cosines: only their order matters. Unreachable classes may score ``-inf``. Ties follow
-    ``torch.topk`` / ``argmax`` (the first index usually wins; not guaranteed by torch)."""
-    from sklearn.metrics import balanced_accuracy_score
-    from torchmetrics.functional.classification import multiclass_stat_scores
-
-    logits = torch.as_tensor(logits).float()
-    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
-        raise BadInputError(
-            f"classification_metrics: expected non-empty [n, C] scores, got shape {tuple(logits.shape)}"
-        )
-    if torch.isnan(logits).any() or torch.isposinf(logits).any():
-        raise BadInputError("classification_metrics: scores contain NaN or +inf")
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    n, num_classes = logits.shape
-    if labels.shape != (n,):
-        raise BadInputError(f"classification_metrics: labels have shape {tuple(labels.shape)}, expected ({n},)")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise BadInputError(f"classification_metrics: labels must lie in [0, {num_classes})")
-
-    # -inf (unreachable class) becomes a finite floor below every real score: same ranking, and
-    # torchmetrics' and scikit-learn's input checks stay happy.
-    real = logits[torch.isfinite(logits)]
-    lowest = float(real.min()) if real.numel() else 0.0
-    finite = logits.masked_fill(torch.isneginf(logits), lowest - 1.0 - abs(lowest))
-
-    def accuracy(top_k: int) -> float:  # from integer counts, so 3/20 is 0.15 and not float32's 0.15000000596
-        tp = multiclass_stat_scores(finite, labels, num_classes=num_classes, average="micro", top_k=top_k)[0]
-        return int(tp) / n
-
-    metrics = {"acc1": accuracy(1)}
-    if num_classes >= 5:
-        metrics["acc5"] = accuracy(5)
-    predictions = finite.argmax(dim=1).numpy()
-    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected here
-        warnings.simplefilter("ignore", UserWarning)
-        metrics["mean_per_class_recall"] = float(balanced_accuracy_score(labels.numpy(), predictions))
-    return metrics
+    cosines: only their order matters. Unreachable classes may score ``-inf``. Ties: the prediction is
+    ``argmax``'s (the first tied class), the top 5 ``torch.topk``'s. Computed from
+    :func:`classification_items`, so the per-item outputs always give back these numbers."""
+    return classification_items(logits, labels).metrics()
 
 
 def aggregate_seeds(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, Any]]:

@@ -14,10 +14,12 @@ from align.bench.config import load_config
 from align.bench.pairs import FeatureBank
 from align.bench.report import aggregate, markdown, write_report
 from align.bench.runner import run_benchmark
+from align.bench.uncertainty import load_items
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import BadInputError
 from align.features.cache import FeatureCache
 from align.registry import DATASETS
+from item_checks import assert_items_give_every_metric
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
 
@@ -82,6 +84,8 @@ def test_end_to_end_writes_clip_benchmark_results_and_skips_existing(tmp_path: P
     retrieval = next(json.loads(f.read_text()) for f in files if "zeroshot_retrieval" in f.name)
     assert set(retrieval["metrics"]) == {f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in (1, 5, 10)}
 
+    assert assert_items_give_every_metric(results) == 16
+
     again = run_benchmark(config, results, bank=bank, echo=lambda _: None)
     assert again.written == 0 and again.skipped == 16
     redo = run_benchmark(config, results, bank=bank, overwrite=True, echo=lambda _: None)
@@ -92,7 +96,8 @@ def test_report_aggregates_seeds(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, CONFIG))
     results = tmp_path / "results"
     run_benchmark(config, results, bank=FeatureBank(FeatureCache(tmp_path / "f"), progress=False), echo=lambda _: None)
-    rows = aggregate([json.loads(p.read_text()) for p in results.rglob("*.json")])
+    records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
+    rows = aggregate(records, load_items(results, records))
     assert len(rows) == 2 * 4 and all(row["seeds"] == [0, 1] for row in rows)
     table = write_report(results)
     assert (results / "leaderboard.csv").read_text().startswith("image_encoder,")
@@ -188,6 +193,7 @@ def test_strings_aligner_runs_in_its_own_text_space_and_only_it_captions(tmp_pat
     # ridge cannot caption: a result with no metrics says why, and the leaderboard shows "–"
     for record in (r for r in records if r["task"] == "captioning" and r["model"] == "ridge"):
         assert record["metrics"] == {} and "no language model" in record["task_details"]["not_applicable"]
+    assert assert_items_give_every_metric(tmp_path / "results") == 7  # captions included
     board = write_report(tmp_path / "results")
     assert "| captioning | CIDEr | – |" in board and "- ridge (captioning): ridge has no language model" in board
     assert run_benchmark(config, tmp_path / "results", bank=bank, echo=lambda _: None).skipped == 9
@@ -281,6 +287,7 @@ def test_every_input_kind_runs_and_tasks_an_aligner_cannot_do_say_why(tmp_path: 
         assert 0 <= stats["code_class_nmi"] <= 1 and 0 <= stats["code_histogram_nmi"] <= 1
     tokens = bank.tokens("toy:cnn", ColourSquares().load("test"))
     assert tokens.dtype == torch.float16 and tokens.shape == (24, 16, 32)
+    assert assert_items_give_every_metric(tmp_path / "results") == 12  # code statistics included
     board = write_report(tmp_path / "results")
     assert "| dataset | task | metric | codebook_vlp | lqae | ridge |" in board
     assert "lqae has no text side" in board

@@ -1,0 +1,412 @@
+"""Per-item outputs of a scored task: what each test item got, enough to recompute every metric exactly.
+
+A metric is a summary of its items (a recall is the share of queries whose first correct candidate
+ranks below k; an accuracy the share of images whose label is among their first predictions), so the
+items are kept beside every result. Two things follow: anyone can check a reported number from
+them, and test items can be resampled (:mod:`align.eval.bootstrap`) to say how sure a number is and
+whether two aligners scored on the same items really differ.
+
+Each kind is a frozen dataclass of numpy arrays (plus a little metadata), with
+
+- ``metrics()``: the task's metrics, computed from the items alone (the task reports these);
+- ``num_units``: how many resampling units there are (test images: a text query resamples with its
+  image, so the candidate sets of retrieval stay fixed);
+- ``resampled(metric, counts)``: the metric under each row of ``counts [B, num_units]`` (how often
+  each unit was drawn), so one draw serves every aligner scored on the same items (a paired draw);
+- ``arrays()`` / ``meta()`` and ``from_stored(arrays, meta)``: a lossless round trip through a
+  safetensors file (numbers as tensors, strings as JSON metadata; nothing is pickled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from align.errors import BadInputError
+
+
+def _ratio(counts: np.ndarray, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``sum(w * numerator) / sum(w * denominator)`` for each row ``w`` of ``counts`` (NaN where empty)."""
+    top = counts @ numerator.astype(np.float64)
+    bottom = counts @ denominator.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan)
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    """sha256 of what identifies the test items (labels, the image of each text): two results can be
+    compared item by item only when these agree."""
+    sha = hashlib.sha256()
+    for array in arrays:
+        sha.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        sha.update(b"|")
+    return sha.hexdigest()
+
+
+def _int_array(values: Any, what: str, ndim: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != ndim or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        raise BadInputError(f"{what}: expected a {ndim}-D integer array, got shape {array.shape} ({array.dtype})")
+    return array.astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationItems:
+    """Each test image's first predictions (class ids, best first; column 0 is the argmax) and label."""
+
+    kind: ClassVar[str] = "classification"
+    predictions: np.ndarray  # [n, k] int64, k = min(5, num_classes)
+    labels: np.ndarray  # [n] int64
+    num_classes: int
+
+    @property
+    def num_units(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.labels, np.asarray([self.num_classes]))
+
+    def _correct(self, k: int) -> np.ndarray:
+        return (self.predictions[:, :k] == self.labels[:, None]).any(axis=1)
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("acc1", "acc5", "mean_per_class_recall") if self.num_classes >= 5 else ("acc1", "mean_per_class_recall")
+
+    def metrics(self) -> dict[str, float]:
+        """``acc1``, ``acc5`` (with >= 5 classes) and ``mean_per_class_recall`` (scikit-learn's balanced
+        accuracy: recall averaged over the classes present in the labels), as CLIP_benchmark reports them."""
+        n = self.num_units
+        out = {"acc1": int(self._correct(1).sum()) / n}
+        if self.num_classes >= 5:
+            out["acc5"] = int(self._correct(5).sum()) / n
+        present = np.unique(self.labels)
+        true = np.bincount(self.labels, minlength=self.num_classes)[present]
+        hits = np.bincount(self.labels[self._correct(1)], minlength=self.num_classes)[present]
+        out["mean_per_class_recall"] = float(np.mean(hits / true))
+        return out
+
+    def value(self, metric: str) -> float:
+        return self.metrics()[metric]
+
+    def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        if metric in ("acc1", "acc5"):
+            return _ratio(counts, self._correct(int(metric[-1])), np.ones(self.num_units))
+        if metric == "mean_per_class_recall":
+            onehot = np.zeros((self.num_units, self.num_classes))
+            onehot[np.arange(self.num_units), self.labels] = 1.0
+            true = counts @ onehot  # [B, C] how many drawn images of each class
+            hits = counts @ (onehot * self._correct(1)[:, None])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recall = np.where(true > 0, hits / np.where(true > 0, true, 1.0), np.nan)
+            return np.nanmean(recall, axis=1)
+        raise BadInputError(f"classification items have no metric {metric!r}")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"predictions": self.predictions, "labels": self.labels}
+
+    def meta(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes}
+
+    @classmethod
+    def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> ClassificationItems:
+        return cls(_int_array(arrays["predictions"], "predictions", 2), _int_array(arrays["labels"], "labels", 1),
+                   int(meta["num_classes"]))
+
+    @classmethod
+    def from_scores(cls, scores: Any, labels: Any) -> ClassificationItems:
+        """From ``[n, C]`` scores (only their order matters; ``-inf`` marks an unreachable class) and labels."""
+        import torch
+
+        scores = torch.as_tensor(scores).float()
+        if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
+            raise BadInputError(f"classification_metrics: expected non-empty [n, C] scores, got shape {tuple(scores.shape)}")
+        if torch.isnan(scores).any() or torch.isposinf(scores).any():
+            raise BadInputError("classification_metrics: scores contain NaN or +inf")
+        n, num_classes = scores.shape
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if labels.shape != (n,):
+            raise BadInputError(f"classification_metrics: labels have shape {tuple(labels.shape)}, expected ({n},)")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise BadInputError(f"classification_metrics: labels must lie in [0, {num_classes})")
+        # -inf (unreachable class) becomes a finite floor below every real score: same order
+        real = scores[torch.isfinite(scores)]
+        lowest = float(real.min()) if real.numel() else 0.0
+        finite = scores.masked_fill(torch.isneginf(scores), lowest - 1.0 - abs(lowest))
+        top = torch.topk(finite, k=min(5, num_classes), dim=1).indices
+        best = finite.argmax(dim=1)  # the first of tied maxima: column 0 is the prediction, as argmax gives it
+        differs = (top[:, 0] != best).nonzero().flatten().tolist()
+        for row in differs:  # a tie at the top: put argmax first, the rest keep topk's order
+            rest = [c for c in top[row].tolist() if c != int(best[row])]
+            top[row] = torch.tensor([int(best[row]), *rest][: top.shape[1]])
+        return cls(top.numpy().astype(np.int64), labels.numpy().astype(np.int64), int(num_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalItems:
+    """For every query, how many wrong candidates score at least as high as its best correct one (0: its
+    first candidate is correct); text queries look for their image, image queries for any of their texts."""
+
+    kind: ClassVar[str] = "retrieval"
+    text_ranks: np.ndarray  # [n_texts] int64: text -> image queries
+    image_ranks: np.ndarray  # [n_images] int64: image -> text queries; -1 for an image without texts
+    text_image_index: np.ndarray  # [n_texts] int64: the image each text describes
+    ks: tuple[int, ...]
+
+    @property
+    def num_units(self) -> int:
+        return int(self.image_ranks.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.text_image_index, np.asarray([self.num_units]))
+
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(name for k in self.ks for name in (f"image_retrieval_recall@{k}", f"text_retrieval_recall@{k}"))
+
+    def _queried_images(self) -> np.ndarray:
+        return self.image_ranks >= 0
+
+    def metrics(self) -> dict[str, float]:
+        """CLIP_benchmark's recall@k both ways: a query is a hit at k when its rank is below k."""
+        images = self.image_ranks[self._queried_images()]
+        out = {}
+        for k in self.ks:
+            out[f"image_retrieval_recall@{k}"] = int((self.text_ranks < k).sum()) / len(self.text_ranks)
+            out[f"text_retrieval_recall@{k}"] = int((images < k).sum()) / len(images)
+        return out
+
+    def value(self, metric: str) -> float:
+        return self.metrics()[metric]
+
+    def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        direction, _, k_text = metric.partition("_retrieval_recall@")
+        if direction not in ("image", "text") or not k_text.isdigit():
+            raise BadInputError(f"retrieval items have no metric {metric!r}")
+        k = int(k_text)
+        if direction == "image":  # text queries, each drawn as often as its image
+            hits = np.bincount(self.text_image_index, weights=(self.text_ranks < k), minlength=self.num_units)
+            texts = np.bincount(self.text_image_index, minlength=self.num_units)
+            return _ratio(counts, hits, texts)
+        queried = self._queried_images()
+        return _ratio(counts, queried & (self.image_ranks < k), queried)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"text_ranks": self.text_ranks, "image_ranks": self.image_ranks, "text_image_index": self.text_image_index}
+
+    def meta(self) -> dict[str, Any]:
+        return {"ks": list(self.ks)}
+
+    @classmethod
+    def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> RetrievalItems:
+        return cls(_int_array(arrays["text_ranks"], "text_ranks", 1), _int_array(arrays["image_ranks"], "image_ranks", 1),
+                   _int_array(arrays["text_image_index"], "text_image_index", 1), tuple(int(k) for k in meta["ks"]))
+
+    @classmethod
+    def merged(cls, image_to_text: RetrievalItems, text_to_image: RetrievalItems) -> RetrievalItems:
+        """Image queries from one scoring, text queries from another (a re-ranker scores each direction apart)."""
+        return cls(text_to_image.text_ranks, image_to_text.image_ranks, text_to_image.text_image_index, text_to_image.ks)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionItems:
+    """Each test image's generated caption, its references and its CIDEr-D score (the corpus CIDEr-D is
+    their mean, as pycocoevalcap computes it; BLEU and ROUGE-L are recomputed from the captions)."""
+
+    kind: ClassVar[str] = "captioning"
+    cider: np.ndarray  # [n] float64
+    generated: tuple[str, ...]
+    references: tuple[tuple[str, ...], ...]
+
+    @property
+    def num_units(self) -> int:
+        return int(self.cider.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.references).encode("utf-8")).hexdigest()
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
+
+    def metrics(self) -> dict[str, float]:
+        from align.eval.captioning import caption_scores
+
+        return caption_scores(self.generated, self.references)[0]
+
+    def value(self, metric: str) -> float:
+        return float(np.mean(self.cider)) if metric == "CIDEr" else self.metrics()[metric]
+
+    def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        if metric != "CIDEr":  # BLEU is a corpus statistic (clipped n-gram counts), not a mean over images
+            raise BadInputError(f"caption items resample CIDEr only, not {metric!r}")
+        return _ratio(counts, self.cider, np.ones(self.num_units))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"cider": self.cider}
+
+    def meta(self) -> dict[str, Any]:
+        return {"generated": list(self.generated), "references": [list(r) for r in self.references]}
+
+    @classmethod
+    def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> CaptionItems:
+        return cls(np.asarray(arrays["cider"], dtype=np.float64), tuple(str(g) for g in meta["generated"]),
+                   tuple(tuple(str(r) for r in refs) for refs in meta["references"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeItems:
+    """Each test image's discrete codes (``[n, T]`` ids) and label, and the k-means seed of the histogram NMI."""
+
+    kind: ClassVar[str] = "codes"
+    codes: np.ndarray  # [n, T] int64
+    labels: np.ndarray  # [n] int64
+    seed: int
+
+    @property
+    def num_units(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.labels)
+
+    def metric_names(self) -> tuple[str, ...]:
+        return ("codes_used", "code_perplexity", "code_class_nmi", "code_histogram_nmi")
+
+    def metrics(self) -> dict[str, float]:
+        from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
+
+        usage = code_usage(self.codes)
+        return {"codes_used": usage["distinct"], "code_perplexity": usage["perplexity"],
+                "code_class_nmi": token_nmi(self.codes, self.labels),
+                "code_histogram_nmi": histogram_cluster_nmi(self.codes, self.labels, seed=self.seed)}
+
+    def value(self, metric: str) -> float:
+        from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
+
+        if metric == "code_class_nmi":
+            return token_nmi(self.codes, self.labels)
+        if metric == "code_histogram_nmi":
+            return histogram_cluster_nmi(self.codes, self.labels, seed=self.seed)
+        usage = code_usage(self.codes)
+        return {"codes_used": usage["distinct"], "code_perplexity": usage["perplexity"]}[metric]
+
+    def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        """Code statistics of each draw of images (k-means NMI is not resampled: one k-means per draw
+        would cost minutes, and it is not a headline metric)."""
+        values, compact = np.unique(self.codes, return_inverse=True)
+        compact = compact.reshape(self.codes.shape)
+        per_image = np.zeros((self.num_units, len(values)))
+        np.add.at(per_image, (np.repeat(np.arange(self.num_units), self.codes.shape[1]), compact.ravel()), 1.0)
+        if metric in ("codes_used", "code_perplexity"):
+            totals = counts @ per_image  # [B, V]
+            if metric == "codes_used":
+                return (totals > 0).sum(axis=1).astype(np.float64)
+            p = totals / totals.sum(axis=1, keepdims=True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.exp(-np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1))
+        if metric == "code_class_nmi":
+            classes = np.unique(self.labels, return_inverse=True)[1]
+            onehot = np.zeros((self.num_units, int(classes.max()) + 1))
+            onehot[np.arange(self.num_units), classes] = 1.0
+            return np.array([_token_nmi_weighted(per_image, onehot, row) for row in counts])
+        raise BadInputError(f"code items do not resample {metric!r}")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"codes": self.codes, "labels": self.labels}
+
+    def meta(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    @classmethod
+    def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> CodeItems:
+        return cls(_int_array(arrays["codes"], "codes", 2), _int_array(arrays["labels"], "labels", 1), int(meta["seed"]))
+
+
+def _token_nmi_weighted(per_image: np.ndarray, onehot: np.ndarray, weights: np.ndarray) -> float:
+    """``I(code; class) / H(class)`` over code occurrences, each image counted ``weights[i]`` times."""
+    joint = (onehot * weights[:, None]).T @ per_image  # [classes, codes]
+    total = joint.sum()
+    if total == 0:
+        return math.nan
+    p = joint / total
+    p_class, p_code = p.sum(axis=1), p.sum(axis=0)
+    class_entropy = -sum(q * math.log(q) for q in p_class if q > 0)
+    if class_entropy == 0:
+        return 0.0
+    nz = p > 0
+    mutual = float((p[nz] * (np.log(p[nz]) - np.log(np.outer(p_class, p_code)[nz]))).sum())
+    return max(mutual, 0.0) / class_entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanItems:
+    """A metric that is the mean of one value per test item (a study's per-image correctness of a probe,
+    per-episode accuracy of an in-context evaluation, per-image error), under one name."""
+
+    kind: ClassVar[str] = "mean"
+    values: np.ndarray  # [n] float64
+    name: str
+    units: np.ndarray | None = None  # [n] int64 ids of what was resampled (same ids: same items); default 0..n-1
+
+    @property
+    def num_units(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.units if self.units is not None else np.arange(self.num_units))
+
+    def metric_names(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def metrics(self) -> dict[str, float]:
+        return {self.name: float(np.mean(self.values))}
+
+    def value(self, metric: str) -> float:
+        return self.metrics()[metric]
+
+    def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        if metric != self.name:
+            raise BadInputError(f"per-item values of {self.name!r} have no metric {metric!r}")
+        return _ratio(counts, self.values, np.ones(self.num_units))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"values": self.values, **({"units": self.units} if self.units is not None else {})}
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    @classmethod
+    def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> MeanItems:
+        units = _int_array(arrays["units"], "units", 1) if "units" in arrays else None
+        return cls(np.asarray(arrays["values"], dtype=np.float64), str(meta["name"]), units)
+
+
+Items = ClassificationItems | RetrievalItems | CaptionItems | CodeItems | MeanItems
+KINDS: dict[str, type] = {cls.kind: cls for cls in (ClassificationItems, RetrievalItems, CaptionItems, CodeItems,
+                                                     MeanItems)}
+
+
+def items_from_stored(kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Items:
+    """The items of ``kind`` from their stored arrays and metadata (a one-line error when they do not fit)."""
+    if kind not in KINDS:
+        raise BadInputError(f"unknown kind of per-item outputs {kind!r}; known: {', '.join(sorted(KINDS))}")
+    try:
+        return KINDS[kind].from_stored(arrays, meta)
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadInputError(f"{kind} per-item outputs are incomplete or malformed ({err})") from None
+
+
+def check_same_items(items: Sequence[Items], what: str = "results") -> None:
+    """A one-line error unless every entry was scored on the very same test items (kind, count, labels)."""
+    kinds = {(type(i).kind, i.num_units, i.fingerprint) for i in items}
+    if len(kinds) > 1:
+        raise BadInputError(f"{what}: were not scored on the same test items, so they cannot be compared item by item")
