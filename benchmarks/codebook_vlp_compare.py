@@ -21,16 +21,25 @@ layers (inside the model).
    - Fashion-MNIST: fit on ``train@1000`` with class-name captions (templates in turn, as the default
      benchmark), zero-shot classification on ``test@1000``.
 
-Reported: mean ± sample std over seeds, the paired difference (full - ablation) with the number of
-seeds the full model wins, code usage of the full models on the test tokens (perplexity, used and dead
-codes, top code's share, code/class NMI over token occurrences), wall time per fit, and a PNG of the
-test emoji with most tokens on each of the most used codes (first seed's emoji model).
+Reported: mean ± sample std over seeds with each mean's 95% bootstrap interval over the test items
+pooled over seeds, the paired difference (full - ablation) with its paired bootstrap interval over the
+same draws pooled over seeds, the number of seeds the full model wins and the verdict (higher / lower
+only when the paired interval excludes zero), code usage of the full models on the test tokens
+(perplexity, used and dead codes, top code's share, code/class NMI over token occurrences), wall time
+per fit, and a PNG of the test emoji with most tokens on each of the most used codes (first seed's
+emoji model).
 
-Each fit's scores are saved as a small JSON under ``--runs`` (atomically); a rerun with the same
-hyper-parameters and data reuses it, so an interrupted study resumes.
+Each fit's scores are saved as a small JSON under ``--runs`` (atomically), and a study fit's per-item
+outputs (each query's rank both ways, plain and re-ranked; each image's zero-shot predictions; each
+image's codes; :mod:`align.eval.items`) beside it as ``<run>.items.safetensors``, sealed by its
+sha256 in the JSON; a rerun with the same hyper-parameters and data reuses them, so an interrupted
+study resumes. Runs saved before per-item outputs were kept are reported without intervals
+(``--redo-without-items`` refits them).
 
     python benchmarks/codebook_vlp_compare.py --threads 1        # the study (69 min at 1 thread on 2 shared cores)
     python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
+    python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
+        --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
         [--seeds 0 1 2] [--epoch-grid 2 4 6] [--epochs N (skip validation)] [--rerank-k 16]
         [--datasets emoji fashion_mnist] [--runs results/codebook_vlp_study]
         [--output results/codebook_vlp_compare.md] [--figure docs/figures/codebook_vlp_codes.png]
@@ -47,15 +56,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
-from _common import cached_run, emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
+from _common import (PER_ITEM, cached_run, claim_cells, emit, fmt, interval_cell, machine_line,  # benchmarks/_common.py
+                     markdown_table, mean_std, save_figure)
 from align.bench.pairs import fit_captions
 from align.data.base import DatasetSplit, LabelSet
-from align.eval.metrics import classification_metrics
-from align.eval.retrieval import evaluate_retrieval, evaluate_retrieval_scores, flatten_captions
-from align.eval.token_stats import token_nmi
+from align.eval.bootstrap import Bootstrap
+from align.eval.items import CodeItems
+from align.eval.metrics import classification_items
+from align.eval.retrieval import flatten_captions, retrieval_items, retrieval_items_from_scores
 from align.eval.zeroshot import class_prompts, zeroshot_logits
 from align.features.cache import FeatureCache, FeatureKey, weights_fingerprint
 from align.methods.codebook_vlp.aligner import CodebookVLPAligner
@@ -66,14 +78,22 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "codebook_vlp"
 VARIANTS = {"full": "full.yaml", "no codebook/MIM": "no_codebook_mim.yaml"}
 SLUGS = {"full": "full", "no codebook/MIM": "no_codebook_mim"}
 VAL_FRACTION, VAL_SPLIT_SEED = 0.2, 0
-# key -> (header, higher is better); the ``_rr`` keys are the same model re-ranked by its ITM head
+# key -> (header, higher is better, (per-item outputs, their metric)); the ``_rr`` keys are the same model
+# re-ranked by its ITM head
 METRICS = {
-    "i2t_r1": ("I→T R@1", True), "t2i_r1": ("T→I R@1", True), "i2t_r5": ("I→T R@5", True),
-    "i2t_r1_rr": ("I→T R@1, ITM re-rank", True), "t2i_r1_rr": ("T→I R@1, ITM re-rank", True),
-    "i2t_r5_rr": ("I→T R@5, ITM re-rank", True),
-    "subcat_acc1": ("subcategory zero-shot acc1", True), "acc1": ("zero-shot acc1", True),
+    "i2t_r1": ("I→T R@1", True, ("retrieval", "text_retrieval_recall@1")),
+    "t2i_r1": ("T→I R@1", True, ("retrieval", "image_retrieval_recall@1")),
+    "i2t_r5": ("I→T R@5", True, ("retrieval", "text_retrieval_recall@5")),
+    "i2t_r1_rr": ("I→T R@1, ITM re-rank", True, ("retrieval_rr", "text_retrieval_recall@1")),
+    "t2i_r1_rr": ("T→I R@1, ITM re-rank", True, ("retrieval_rr", "image_retrieval_recall@1")),
+    "i2t_r5_rr": ("I→T R@5, ITM re-rank", True, ("retrieval_rr", "text_retrieval_recall@5")),
+    "subcat_acc1": ("subcategory zero-shot acc1", True, ("zeroshot", "acc1")),
+    "acc1": ("zero-shot acc1", True, ("zeroshot", "acc1")),
 }
-CODE_METRICS = {"perplexity": ".1f", "used_codes": ".0f", "dead_codes": ".0f", "top_share": ".3f", "code_nmi": ".3f"}
+# key -> (format, metric of the code items; None: not resampled)
+CODE_METRICS = {"perplexity": (".1f", "code_perplexity"), "used_codes": (".0f", "codes_used"),
+                "dead_codes": (".0f", None), "top_share": (".3f", None), "code_nmi": (".3f", "code_class_nmi")}
+BOOTSTRAP = Bootstrap()  # the intervals' settings (1000 resamples, seed 0, 95%), stated in the report
 
 
 def log(message: str) -> None:
@@ -120,34 +140,39 @@ class Eval:
 
 
 def score(aligner: CodebookVLPAligner, data: Eval, rerank_k: int) -> dict[str, Any]:
+    """The scores of one fitted model on ``data``, and under ``PER_ITEM`` the per-item outputs they are
+    read from (each metric of METRICS and the code NMI, used codes and perplexity)."""
     started = time.perf_counter()
     images = aligner.encode_image(data.tokens)
     out: dict[str, Any] = {}
+    items: dict[str, Any] = {}
     if data.captions is not None:
         texts, owner = flatten_captions(data.captions)
-        plain = evaluate_retrieval(images, aligner.encode_text_strings(texts), owner, ks=(1, 5))
-        out |= {"i2t_r1": plain["text_retrieval_recall@1"], "t2i_r1": plain["image_retrieval_recall@1"],
-                "i2t_r5": plain["text_retrieval_recall@5"]}
+        items["retrieval"] = retrieval_items(images, aligner.encode_text_strings(texts), owner, ks=(1, 5))
         if rerank_k > 0:
             aligner.hparams["rerank_k"] = rerank_k  # read by retrieval_scores; the fitted weights are unchanged
             try:
-                reranked = evaluate_retrieval_scores(*aligner.retrieval_scores(data.tokens, texts), owner, ks=(1, 5))
+                items["retrieval_rr"] = retrieval_items_from_scores(*aligner.retrieval_scores(data.tokens, texts),
+                                                                    owner, ks=(1, 5))
             finally:
                 aligner.hparams["rerank_k"] = 0
-            out |= {"i2t_r1_rr": reranked["text_retrieval_recall@1"], "t2i_r1_rr": reranked["image_retrieval_recall@1"],
-                    "i2t_r5_rr": reranked["text_retrieval_recall@5"]}
     labels = data.zeroshot
     prompts = class_prompts(labels.class_names, labels.templates)
     logits = zeroshot_logits(images, aligner.encode_text_strings(prompts), len(labels.class_names), "mean")
-    out[data.zeroshot_key] = classification_metrics(logits, torch.as_tensor(labels.labels))["acc1"]
+    items["zeroshot"] = classification_items(logits, torch.as_tensor(labels.labels))
     if aligner.hparams["codebook"]:
         codes = aligner.code_indices(data.tokens)
         usage = aligner.code_usage(data.tokens)
+        items["codes"] = CodeItems(codes.cpu().numpy().astype("int64"), np.asarray(data.code_labels, dtype=np.int64),
+                                   int(aligner.hparams["seed"]))
         out |= {"perplexity": usage["perplexity"], "used_codes": usage["used_codes"],
                 "dead_codes": usage["dead_codes"], "top_share": usage["top_share"],
-                "code_nmi": token_nmi(codes, data.code_labels)}
+                "code_nmi": items["codes"].value("code_class_nmi")}
+    for key, (_, _, (name, metric)) in METRICS.items():
+        if name in items and (name != "zeroshot" or key == data.zeroshot_key):
+            out[key] = items[name].value(metric)
     out["eval_s"] = time.perf_counter() - started
-    return {k: float(v) for k, v in out.items()}
+    return {k: float(v) for k, v in out.items()} | {PER_ITEM: items}
 
 
 def grid_data(aligner: CodebookVLPAligner, tokens: torch.Tensor, codes_shown: int = 6,
@@ -246,8 +271,9 @@ def validation_table(found: dict[str, dict[int, dict]], chosen: int) -> list[str
 
 def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_tokens: torch.Tensor,
           captions: list[str], data: Eval, rerank_k: int, info: dict[str, Any], runs: Path,
-          keep_grid: bool) -> dict[str, list[dict]]:
-    """``runs[variant] = [result per seed]``: both variants for every seed with ``epochs``."""
+          keep_grid: bool, redo_without_items: bool = False) -> dict[str, list[dict]]:
+    """``runs[variant] = [result per seed]``: both variants for every seed with ``epochs``, each with its
+    per-item outputs under ``PER_ITEM`` (None for a run saved before they were kept)."""
     results: dict[str, list[dict]] = {label: [] for label in variants}
     for seed in seeds:
         for label, hparams in variants.items():
@@ -262,7 +288,8 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
 
             key = {"stage": "study", "dataset": dataset, "variant": label, "hparams": hp, "data": info,
                    "rerank_k": rerank_k}
-            result = cached_run(runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key, make, log)
+            result = cached_run(runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key, make, log, items=True,
+                                redo_without_items=redo_without_items)
             results[label].append(result)
             shown = [k for k in (*METRICS, "perplexity") if k in result]
             log(f"  {dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown)
@@ -270,30 +297,63 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
     return results
 
 
-def main_table(results: dict[str, list[dict]]) -> list[str]:
-    """Per metric: mean ± sample std of each variant, the paired per-seed difference and the seeds won."""
+def items_by_seed(runs: list[dict], seeds: list[int], name: str) -> dict[int, Any] | None:
+    """``{seed: items}`` of one per-item output of a variant's runs; None unless every run has it."""
+    found = {seed: (r.get(PER_ITEM) or {}).get(name) for seed, r in zip(seeds, runs)}
+    return found if all(v is not None for v in found.values()) else None
+
+
+def main_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """Per metric: mean ± sample std of each variant with [its bootstrap interval pooled over seeds], the
+    paired per-seed difference (mean ± std), its paired interval over the same draws of test items
+    pooled over seeds, the seeds the full model wins and the verdict."""
     (full_label, full), (ablation_label, ablation) = results.items()
     rows = []
-    for key, (header, higher) in METRICS.items():
+    for key, (header, higher, (name, metric)) in METRICS.items():
         if key not in full[0]:
             continue
+        a_items, b_items = items_by_seed(full, seeds, name), items_by_seed(ablation, seeds, name)
         a, b = [r[key] for r in full], [r[key] for r in ablation]
-        diffs = [x - y for x, y in zip(a, b)]
-        wins = sum(d > 0 if higher else d < 0 for d in diffs)
-        rows.append((header, mean_std(a), mean_std(b), mean_std(diffs), f"{wins}/{len(diffs)}"))
-    rows.append(("seconds per fit", mean_std([r["train_s"] for r in full]),
-                 mean_std([r["train_s"] for r in ablation]), mean_std([r["train_s"] - s["train_s"]
-                                                                       for r, s in zip(full, ablation)]), ""))
-    header = ("metric", full_label, ablation_label, "paired diff (full - ablation)", "seeds full wins")
-    return [*markdown_table(header, rows, align="lrrrr"), ""]
+        cells = claim_cells(dict(zip(seeds, a)), dict(zip(seeds, b)), a_items, b_items, metric, boot, higher)
+        rows.append((header, interval_cell(a, None if a_items is None else list(a_items.values()), metric, boot),
+                     interval_cell(b, None if b_items is None else list(b_items.values()), metric, boot),
+                     cells.mean_std, cells.interval, cells.seeds_better, cells.verdict))
+    rows.append(("seconds per fit", mean_std([r["train_s"] for r in full]).format(".3f"),
+                 mean_std([r["train_s"] for r in ablation]).format(".3f"),
+                 mean_std([r["train_s"] - s["train_s"] for r, s in zip(full, ablation)]).format(".3f"),
+                 "not resampled", "", ""))
+    header = ("metric", full_label, ablation_label, "paired diff (full - ablation), mean ± std over seeds",
+              "paired 95% interval (pooled)", "seeds full wins", "verdict")
+    return [*markdown_table(header, rows, align="lrrrrrl"), ""]
 
 
-def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:
+def code_table(results: dict[str, list[dict]], seeds: list[int], what: str, boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """Code usage of the full models per seed, and mean ± std over seeds with [the bootstrap interval over
+    the test images pooled over seeds] where it is resampled (dead codes are the codes less the used
+    ones, so their interval is the used codes' reversed; the top code's share is not resampled)."""
     full = results["full"]
+    items = items_by_seed(full, seeds, "codes")
     header = ("full model", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")
-    rows = [(f"seed {s}", *(r[k] for k in CODE_METRICS)) for s, r in zip(seeds, full)]
-    rows.append(("mean ± std", *(mean_std([r[k] for r in full]) for k in CODE_METRICS)))
-    return [*markdown_table(header, rows, formats=["", *CODE_METRICS.values()], align="lrrrrr"), ""]
+    rows = [(f"seed {s}", *(fmt(r[k], spec) for k, (spec, _) in CODE_METRICS.items())) for s, r in zip(seeds, full)]
+    rows.append(("mean ± std [interval]", *(interval_cell([r[k] for r in full], None if items is None else
+                                                          list(items.values()), metric, boot, spec)
+                                            for k, (spec, metric) in CODE_METRICS.items())))
+    return [*markdown_table(header, rows, align="lrrrrr"), ""]
+
+
+def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """How the intervals are made, and which runs have none."""
+    lines = [f"Intervals: {boot.describe()} (`[low, high]`), pooled over seeds: each draw of test items (images; "
+             "a caption is drawn with its image) is applied to every seed's per-item outputs and the seeds "
+             "averaged, so the interval is for the mean shown. The paired interval gives both variants the same "
+             "draws; the verdict is higher / lower only when it excludes zero, else the two cannot be told apart. "
+             "Not resampled: seconds per fit, the top code's share and dead codes (codes less used codes). A draw "
+             "of images can only lose codes, so the interval of used codes lies below its estimate.", ""]
+    old = sum(r.get(PER_ITEM) is None for by_variant in results for rs in by_variant.values() for r in rs)
+    if old:
+        lines += [f"{old} run(s) were saved before per-item outputs were kept: their cells have no interval "
+                  "(rerun with `--redo-without-items` to refit them).", ""]
+    return lines
 
 
 def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int) -> list[str]:
@@ -337,13 +397,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/codebook_vlp_codes.png"))
     parser.add_argument("--runs", type=Path, default=Path("results/codebook_vlp_study"),
                         help="one JSON per fit; reused when rerun with the same settings")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (with --quick: 0)")
     parser.add_argument("--epoch-grid", type=int, nargs="+", default=[2, 4, 6],
                         help="epoch counts scored on the validation part of the emoji anchors")
     parser.add_argument("--epochs", type=int, default=None, help="use these epochs and skip validation")
     parser.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of each query's top k (0: none)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 120 pairs, 120 eval items, seed 0, grid 1 2, re-rank 4, runs under RUNS/quick")
+                        help="smoke run: 120 pairs, 120 eval items, seed 0 (unless --seeds), grid 1 2, re-rank 4, "
+                             "runs under RUNS/quick")
+    parser.add_argument("--redo-without-items", action="store_true",
+                        help="refit study runs saved before per-item outputs were kept (else reported without intervals)")
     parser.add_argument("--datasets", nargs="+", choices=["emoji", "fashion_mnist"], default=["emoji", "fashion_mnist"])
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
@@ -352,9 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     variants = load_variants()
-    seeds, grid, rerank_k, runs = args.seeds, args.epoch_grid, args.rerank_k, args.runs
+    seeds, grid, rerank_k, runs = args.seeds or [0, 1, 2], args.epoch_grid, args.rerank_k, args.runs
     if args.quick:
-        seeds, grid, rerank_k, runs = [0], [1, 2], 4, args.runs / "quick"
+        seeds, grid, rerank_k, runs = args.seeds or [0], [1, 2], 4, args.runs / "quick"
     n = "@120" if args.quick else ""
     cache = FeatureCache()
     encoder = VISION_ENCODERS.create(IMAGE_ENCODER)
@@ -398,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
            "", *val_lines]
     log("\n".join(out))
     seconds = val_seconds
+    reported: list[dict[str, list[dict]]] = []
+    study_at = len(out)  # the notes on intervals go before the study's tables
 
     if "emoji" in args.datasets:
         log(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji")
@@ -405,14 +470,15 @@ def main(argv: list[str] | None = None) -> None:
         data = Eval(tokens["test"], test.captions, test.extra_labels["subcategory"], "subcat_acc1", test.labels.labels)
         info = {"fit": describe(anchors), "eval": describe(test)}
         results = study("emoji", variants, seeds, epochs, tokens["anchors"], captions, data, rerank_k, info, runs,
-                        keep_grid=True)
+                        keep_grid=True, redo_without_items=args.redo_without_items)
+        reported.append(results)
         seconds += fit_seconds(results)
         n_sub = len(test.extra_labels["subcategory"].class_names)
         out += [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored "
                 f"on {test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
                 f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}). ITM "
                 f"re-ranking applies to retrieval only (`retrieval_scores`); zero-shot classification compares "
-                f"ITC embeddings.", "", *main_table(results),
+                f"ITC embeddings.", "", *main_table(results, seeds),
                 f"Code usage of the full models on the {test.num_items} test emoji x {shape[1]} tokens "
                 f"({hp['num_codes']} codes; the issue asks for perplexity >= 32; NMI against the "
                 f"{len(test.labels.class_names)} emoji categories, over token occurrences):", "",
@@ -424,15 +490,18 @@ def main(argv: list[str] | None = None) -> None:
         data = Eval(tokens["f_test"], None, f_test.labels, "acc1", f_test.labels.labels)
         info = {"fit": describe(f_train), "eval": describe(f_test), "captions": how}
         results = study("fashion_mnist", variants, seeds, epochs, tokens["f_train"], f_captions, data, rerank_k,
-                        info, runs, keep_grid=False)
+                        info, runs, keep_grid=False, redo_without_items=args.redo_without_items)
+        reported.append(results)
         seconds += fit_seconds(results)
         out += [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
-                f"(10 classes, chance 0.100; no retrieval, so no re-ranking).", "", *main_table(results),
+                f"(10 classes, chance 0.100; no retrieval, so no re-ranking).", "", *main_table(results, seeds),
                 f"Code usage of the full models on the {f_test.num_items} test images:", "",
                 *code_table(results, seeds, "class")]
+    out[study_at:study_at] = interval_notes(reported)
     out += [f"Wall time of this invocation: {time.perf_counter() - started:.0f} s; fits and scoring of every "
             f"run in the report (saved runs keep the time they took): {seconds:.0f} s.", "",
-            f"Runs: `{runs}/` (one JSON per fit).", "", machine_line(load=True)]
+            f"Runs: `{runs}/` (one JSON per fit, and a study fit's per-item outputs beside it).", "",
+            machine_line(load=True)]
     emit("\n".join(out), args.output)
 
 
