@@ -25,8 +25,8 @@ Reported: mean ± sample std over seeds with each mean's 95% bootstrap interval 
 pooled over seeds, the paired difference (full - ablation) with its paired bootstrap interval over the
 same draws pooled over seeds, the number of seeds the full model wins and the verdict (higher / lower
 only when the paired interval excludes zero), code usage of the full models on the test tokens
-(perplexity, used and dead codes, top code's share, code/class NMI over token occurrences), wall time
-per fit, and a PNG of the test emoji with most tokens on each of the most used codes (first seed's
+(perplexity, used and dead codes, top code's share, code/class NMI over token occurrences; statistics
+of the pooled codes, not resampled), wall time per fit, and a PNG of the test emoji with most tokens on each of the most used codes (first seed's
 emoji model).
 
 Each fit's scores are saved as a small JSON under ``--runs`` (atomically), and a study fit's per-item
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 import yaml
 
-from _common import (PER_ITEM, cached_run, claim_cells, emit, fmt, interval_cell, machine_line,  # benchmarks/_common.py
+from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_line,  # benchmarks/_common.py
                      markdown_table, mean_std, save_figure)
 from align.bench.pairs import fit_captions
 from align.data.base import DatasetSplit, LabelSet
@@ -90,9 +90,10 @@ METRICS = {
     "subcat_acc1": ("subcategory zero-shot acc1", True, ("zeroshot", "acc1")),
     "acc1": ("zero-shot acc1", True, ("zeroshot", "acc1")),
 }
-# key -> (format, metric of the code items; None: not resampled)
-CODE_METRICS = {"perplexity": (".1f", "code_perplexity"), "used_codes": (".0f", "codes_used"),
-                "dead_codes": (".0f", None), "top_share": (".3f", None), "code_nmi": (".3f", "code_class_nmi")}
+# key -> format. Not resampled (the codes are kept, CodeItems): statistics of the pooled codes, not means over
+# images, which a bootstrap draw (images repeated, others left out) shifts: fewer codes seen, lower
+# perplexity, higher plug-in NMI, so a percentile interval could miss the value itself.
+CODE_METRICS = {"perplexity": ".1f", "used_codes": ".0f", "dead_codes": ".0f", "top_share": ".3f", "code_nmi": ".3f"}
 BOOTSTRAP = Bootstrap()  # the intervals' settings (1000 resamples, seed 0, 95%), stated in the report
 
 
@@ -327,18 +328,13 @@ def main_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap
     return [*markdown_table(header, rows, align="lrrrrrl"), ""]
 
 
-def code_table(results: dict[str, list[dict]], seeds: list[int], what: str, boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Code usage of the full models per seed, and mean ± std over seeds with [the bootstrap interval over
-    the test images pooled over seeds] where it is resampled (dead codes are the codes less the used
-    ones, so their interval is the used codes' reversed; the top code's share is not resampled)."""
+def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:
+    """Code usage of the full models per seed and mean ± std over seeds (not resampled: see CODE_METRICS)."""
     full = results["full"]
-    items = items_by_seed(full, seeds, "codes")
     header = ("full model", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")
-    rows = [(f"seed {s}", *(fmt(r[k], spec) for k, (spec, _) in CODE_METRICS.items())) for s, r in zip(seeds, full)]
-    rows.append(("mean ± std [interval]", *(interval_cell([r[k] for r in full], None if items is None else
-                                                          list(items.values()), metric, boot, spec)
-                                            for k, (spec, metric) in CODE_METRICS.items())))
-    return [*markdown_table(header, rows, align="lrrrrr"), ""]
+    rows = [(f"seed {s}", *(r[k] for k in CODE_METRICS)) for s, r in zip(seeds, full)]
+    rows.append(("mean ± std", *(mean_std([r[k] for r in full]) for k in CODE_METRICS)))
+    return [*markdown_table(header, rows, formats=["", *CODE_METRICS.values()], align="lrrrrr"), ""]
 
 
 def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTSTRAP) -> list[str]:
@@ -347,8 +343,10 @@ def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTS
              "a caption is drawn with its image) is applied to every seed's per-item outputs and the seeds "
              "averaged, so the interval is for the mean shown. The paired interval gives both variants the same "
              "draws; the verdict is higher / lower only when it excludes zero, else the two cannot be told apart. "
-             "Not resampled: seconds per fit, the top code's share and dead codes (codes less used codes). A draw "
-             "of images can only lose codes, so the interval of used codes lies below its estimate.", ""]
+             "Not resampled: seconds per fit, and the code usage table (perplexity, used and dead codes, top share, "
+             "code NMI): statistics of the pooled codes, not means over images, which a bootstrap draw (images "
+             "repeated, others left out) shifts (fewer codes, lower perplexity, higher plug-in NMI), so a "
+             "percentile interval would not cover them. The codes are kept with each run.", ""]
     old = sum(r.get(PER_ITEM) is None for by_variant in results for rs in by_variant.values() for r in rs)
     if old:
         lines += [f"{old} run(s) were saved before per-item outputs were kept: their cells have no interval "

@@ -137,7 +137,8 @@ def test_claim_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() -
     low, high = (float(x) for x in gap["linear probe (bench repr.)"][1].split("[")[1].rstrip("]").split(","))
     assert 0.2 < low < 0.3 < high < 0.4  # the planted gap (0.3) inside a paired interval that excludes zero
     assert gap["reconstruction MSE"][2:] == ["2/2", "lower (better)"]  # lower error is better
-    assert gap["histogram k-means NMI"][1:] == ["not resampled", "0/2", "–"]  # not a mean over images
+    for metric in ("histogram k-means NMI", "code/class NMI", "codes used", "code perplexity"):
+        assert gap[metric][1:] == ["not resampled", "0/2", "–"], metric  # statistics of the pooled codes
     noise = rows_of(lines, "lqae − vq-vae")
     assert noise["linear probe (bench repr.)"][3] == "cannot be told apart"
     assert noise["reconstruction MSE"][3] == "cannot be told apart"
@@ -157,3 +158,18 @@ def test_runs_saved_without_items_are_reported_without_intervals() -> None:
     notes = study.interval_notes({"fashion_mnist": runs}, Bootstrap(resamples=50))
     assert "50 resamples" in notes[0] and "1 run(s) were saved before per-item outputs" in notes[1]
     assert not any("[" in line for line in study.study_table({"random-table": runs["random-table"]}, Bootstrap(resamples=50))[2:])
+
+
+def test_code_statistics_are_not_resampled_because_a_bootstrap_draw_shifts_them() -> None:
+    """Why METRICS leaves the code statistics without intervals: on many codes, the percentile interval
+    of codes used, perplexity and plug-in code/class NMI misses the value of the very codes it resamples."""
+    from align.eval.bootstrap import Bootstrap, metric_interval
+    from align.eval.items import CodeItems
+
+    rng = np.random.default_rng(0)
+    p = 1 / np.arange(1, 2049) ** 1.1
+    codes = [CodeItems(rng.choice(2048, size=(N, 16), p=p / p.sum()), LABELS.astype(np.int64), s) for s in (0, 1)]
+    for metric, shifted in (("codes_used", "down"), ("code_perplexity", "down"), ("code_class_nmi", "up")):
+        interval = metric_interval(codes, metric, Bootstrap(resamples=30))
+        assert (interval.high < interval.estimate) if shifted == "down" else (interval.low > interval.estimate), metric
+    assert all(metric is None for _, _, _, _, (name, metric) in study.METRICS if name == "codes")
