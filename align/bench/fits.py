@@ -61,7 +61,7 @@ def check_fit(aligner: Any, display: str, where: str, seed: int) -> None:
 def saved_state(path: Path, identity: str) -> tuple[str, str]:
     """``("ok" | "missing" | "stale" | "damaged", why)`` of the fit saved at ``path`` for a fit of
     identity sha256 ``identity`` (checked on the verified JSON; tensors hashed against it)."""
-    from align.methods.base import saved_meta
+    from align.methods.framework.base import saved_meta
 
     if not path.with_suffix(".json").exists() and not path.with_suffix(".safetensors").exists():
         return "missing", ""
@@ -83,7 +83,7 @@ def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, 
     saved at ``path`` (``None``: neither reused nor saved). A fit made here is checked for divergence and
     saved with its identity when ``path`` is given. An aligner that logs curves (``log_dir``, the trained
     ones) leaves them in ``curves`` with a ``fit.json`` naming the fit, also when it diverged."""
-    from align.methods.base import load_aligner
+    from align.methods.framework.base import load_aligner
 
     if path is not None and reuse:
         state, why = saved_state(path, identity["sha256"])

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from align.checksum import canonical
-from align.methods.trained import without_run_defaults
+from align.methods.framework.trained import without_run_defaults
 
 FORMAT = 1
 # hyper-parameters that never change a number: a fit resumed from a checkpoint equals an uninterrupted one,

@@ -2,9 +2,11 @@
 
 One subpackage per method of the papers (``asif/``, ``vlap/``, ``lqae/``, ``codebook_vlp/``), each
 holding its aligner and its own parts; the baselines are single files (``ridge.py``,
-``procrustes.py``, ``contrastive.py``); ``base.py`` is the interface every aligner implements,
-``hparams.py`` how each declares its hyper-parameters, and ``trained.py`` (with ``lightning_utils.py``)
-the base of the aligners trained by gradient descent: contrastive, VLAP, LQAE and Codebook-VLP.
+``procrustes.py``, ``contrastive.py``). What they are built on is in ``framework/``: the interface
+every aligner implements and the capabilities it declares, how it declares its hyper-parameters, and
+the base of the aligners trained by gradient descent (contrastive, VLAP, LQAE and Codebook-VLP) with
+its Lightning parts. ``base.py``, ``hparams.py``, ``trained.py`` and ``lightning_utils.py`` here only
+re-export parts of it under their earlier import paths.
 """
 
 import align.methods.asif  # noqa: F401

@@ -22,7 +22,7 @@ rows) before its head. This is a reparametrisation of an affine head that makes 
 suit encoders whose features differ in offset and scale by orders of magnitude (MobileNetV2's
 post-ReLU features vs unit-norm sentence embeddings); the statistics are saved with the weights.
 
-Training runs through Lightning (``align.methods.trained``): optional checkpoints in
+Training runs through Lightning (:mod:`align.methods.framework.trained`): optional checkpoints in
 ``checkpoint_dir``, from which a later fit on the same pairs resumes exactly (or ``fit(...,
 ckpt_path=...)``); two fits with the same seed give identical weights, and a fit leaves the caller's
 RNG state as it was. ``val_fraction`` holds out a
@@ -48,10 +48,10 @@ import torch
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import check_features, check_pairs
-from align.methods.distributed import gather_rows
-from align.methods.hparams import param
-from align.methods.trained import TrainedAligner, TrainedHParams
+from align.methods.framework.base import check_features, check_pairs
+from align.methods.framework.distributed import gather_rows
+from align.methods.framework.hparams import param
+from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS
 
 HEADS = ("image", "both", "text")
@@ -163,7 +163,7 @@ class ContrastiveAligner(TrainedAligner):
     def fit(self, image_features: torch.Tensor, text_features: torch.Tensor,
             ckpt_path: str | Path | None = None) -> ContrastiveAligner:
         """Train the heads on N pairs; ``ckpt_path`` resumes from a Lightning checkpoint of this fit."""
-        from align.methods.lightning_utils import split_sizes
+        from align.methods.framework.data import split_sizes
 
         hp = self.hparams
         need = 4 if hp["val_fraction"] > 0 else 2  # InfoNCE needs 2 rows to train on (and 2 held out)

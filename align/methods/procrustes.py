@@ -21,8 +21,8 @@ import torch
 from scipy.linalg import orthogonal_procrustes
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, check_features, check_pairs
-from align.methods.hparams import HParams, param
+from align.methods.framework.base import Aligner, check_features, check_pairs
+from align.methods.framework.hparams import HParams, param
 from align.registry import ALIGNERS
 
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from align.errors import BadInputError
-from align.methods.base import Aligner, check_features, check_pairs
-from align.methods.hparams import HParams, param
+from align.methods.framework.base import Aligner, check_features, check_pairs
+from align.methods.framework.hparams import HParams, param
 from align.registry import ALIGNERS
 
 AUTO_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 3, 15))

@@ -11,7 +11,7 @@ from scipy.stats import ortho_group
 
 from align.errors import BadInputError
 from align.eval.retrieval import evaluate_retrieval
-from align.methods.base import Aligner, load_aligner
+from align.methods.framework.base import Aligner, load_aligner
 from align.methods.procrustes import ProcrustesAligner
 from align.methods.ridge import AUTO_ALPHAS, RidgeAligner
 from align.registry import ALIGNERS

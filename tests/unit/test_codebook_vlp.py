@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from align.errors import BadInputError
-from align.methods.base import load_aligner
+from align.methods.framework.base import load_aligner
 from align.methods.codebook_vlp.aligner import (
     OBJECTIVES, CodebookVLPAligner, CodebookVLPCore, check_tokens, load_table, tokenize,
 )

@@ -13,7 +13,7 @@ from scipy.stats import ortho_group
 
 from align.errors import BadInputError
 from align.eval.retrieval import evaluate_retrieval
-from align.methods.base import Aligner, load_aligner
+from align.methods.framework.base import Aligner, load_aligner
 from align.methods.contrastive import ContrastiveAligner
 from align.registry import ALIGNERS
 
@@ -118,7 +118,7 @@ def test_loss_decreases_and_logit_scale_is_clamped(fitted) -> None:
 
 
 def test_validation_split_early_stopping_returns_best_epoch(tmp_path: Path) -> None:
-    from align.methods.lightning_utils import FeatureDataModule
+    from align.methods.framework.data import FeatureDataModule
 
     x, y = planted(64, 0, noise=3.0)  # few noisy pairs: the held-out loss turns up within ~15 epochs
     aligner = ContrastiveAligner(**{**FAST, "max_epochs": 60}, val_fraction=0.25, patience=2,

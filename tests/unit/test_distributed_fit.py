@@ -22,8 +22,8 @@ import torch
 
 from align.bench.identity import aligner_part
 from align.methods.contrastive import ContrastiveAligner
-from align.methods.lightning_utils import EpochSeededSampler
-from align.methods.trained import fingerprint
+from align.methods.framework.data import EpochSeededSampler
+from align.methods.framework.trained import fingerprint
 
 SCRIPT = textwrap.dedent('''
     import os, sys

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from align.errors import BadInputError
-from align.methods.hparams import HParams, param, specs
+from align.methods.framework.hparams import HParams, param, specs
 from align.registry import ALIGNERS
 
 NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook_vlp")

@@ -74,6 +74,36 @@ def test_each_method_lives_in_a_folder_named_after_it() -> None:
         assert ALIGNERS._entry(name).factory.__module__ == f"align.methods.{name}"
     for path in (PACKAGE / "kernels").glob("*.py"):
         assert not {n for n in imported(path) if n.startswith("align.methods")}, path
-    shared = {"__init__", "base", "lightning_utils", "trained", "hparams", "distributed"}  # interface, training plumbing
-    loose = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - shared - set(BASELINES)
+    loose = {p.stem for p in (PACKAGE / "methods").glob("*.py")} - {"__init__"} - set(FORMER_PATHS) - set(BASELINES)
     assert not loose, f"files in align/methods/ that belong to no method folder: {sorted(loose)}"
+
+
+# the framework's modules under the import paths they had before align/methods/framework/ (README and
+# plugins import align.methods.base, .hparams and .trained; a test still imports .lightning_utils)
+FORMER_PATHS = ("base", "hparams", "trained", "lightning_utils")
+
+
+@pytest.mark.parametrize("name", FORMER_PATHS)
+def test_former_paths_only_re_export_the_framework(name: str) -> None:
+    """Each former path is a module of imports from ``align.methods.framework``, all of them in its
+    ``__all__``, and nothing else."""
+    import importlib
+
+    tree = ast.parse((PACKAGE / "methods" / f"{name}.py").read_text())
+    body = [node for node in tree.body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    imported_names = set()
+    for node in body:
+        if isinstance(node, ast.ImportFrom):
+            assert node.module and node.module.startswith("align.methods.framework."), ast.dump(node)
+            imported_names |= {alias.asname or alias.name for alias in node.names}
+        else:
+            assert isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__all__"], ast.dump(node)
+    assert set(importlib.import_module(f"align.methods.{name}").__all__) == imported_names
+
+
+def test_the_framework_imports_no_method() -> None:
+    """``align/methods/framework/`` is what the methods are built on: it imports none of them (a core named
+    in an old checkpoint is imported by its name, :mod:`align.methods.framework.cores`)."""
+    for path in (PACKAGE / "methods" / "framework").glob("*.py"):
+        names = {n for n in imported(path) if n.startswith("align.methods")}
+        assert all(n.startswith("align.methods.framework") for n in names), (path.name, names)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from align.methods.base import load_aligner
+from align.methods.framework.base import load_aligner
 from align.registry import ALIGNERS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_aligners"

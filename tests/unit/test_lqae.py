@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from align.errors import BadInputError
-from align.methods.base import load_aligner
+from align.methods.framework.base import load_aligner
 from align.methods.lqae.aligner import LQAE, LQAECore, load_table, random_table
 from align.registry import ALIGNERS
 

@@ -12,8 +12,9 @@ import torch
 
 from align.errors import BadInputError
 from align.methods.contrastive import ContrastiveAligner
-from align.methods.lightning_utils import CoreModule, load_checkpoint
-from align.methods.trained import TrainedAligner
+from align.methods.framework.checkpoints import load_checkpoint
+from align.methods.framework.module import CoreModule
+from align.methods.framework.trained import TrainedAligner
 
 HP = dict(lr=1e-2, batch_size=16, max_epochs=3)
 

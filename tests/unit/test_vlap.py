@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from align.errors import BadInputError
-from align.methods.base import load_aligner
+from align.methods.framework.base import load_aligner
 from align.methods.vlap.aligner import VLAPAligner, VLAPCore, load_table, tokenize_captions
 from align.registry import ALIGNERS
 

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from align.errors import BadInputError
 from align.kernels.anchor_chunks import AnchorSource, source_shape
-from align.methods.base import Aligner, check_features, check_pairs
-from align.methods.hparams import HParams, param
+from align.methods.framework.base import Aligner, check_features, check_pairs
+from align.methods.framework.hparams import HParams, param
 from align.kernels.topk import (
     APPROX_BACKENDS, BACKENDS, DEFAULT_CHUNK_ROWS, DEFAULT_MEMORY_MB, TopK, approx_topk, build_approx_index,
     streamed_topk,

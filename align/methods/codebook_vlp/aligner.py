@@ -36,15 +36,15 @@ from typing import Any
 import torch
 
 from align.errors import BadInputError
-from align.methods.base import caption_strings, check_caption_pairs, check_tokens, is_number
+from align.methods.framework.base import caption_strings, check_caption_pairs, check_tokens, is_number
 from align.methods.codebook_vlp.codebook import UPDATES, codebook_health
 from align.methods.codebook_vlp.core import (
     CODE_SOURCES, CODEBOOK_INITS, DEFAULT_TABLE, MIM_INPUTS, MIM_WEIGHTINGS, OBJECTIVES, POOLINGS, CodebookVLPCore,
     load_table, tokenize,
 )
 from align.methods.codebook_vlp.rerank import rerank
-from align.methods.hparams import param
-from align.methods.trained import TrainedAligner, TrainedHParams
+from align.methods.framework.hparams import param
+from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS
 from align.text.base import check_texts
 
@@ -161,7 +161,7 @@ class CodebookVLPAligner(TrainedAligner):
     @staticmethod
     def _prepare(x: torch.Tensor) -> Any:
         """The fit-time initialisation of the core (k-means codes on the training tokens)."""
-        from align.methods.lightning_utils import balanced_batch_size
+        from align.methods.framework.data import balanced_batch_size
 
         def prepare(core: CodebookVLPCore, data: Any) -> None:
             rows = data.train_rows

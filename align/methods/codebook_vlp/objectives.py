@@ -1,7 +1,8 @@
 """Codebook-VLP's objective pieces as plain functions: masking, MIM targets, ITC with a momentum
 queue, hard-negative sampling for ITM. Kept apart from the model so each can be tested alone.
 
-All random draws use the global torch RNG, which ``lightning_utils.seeded`` fixes per fit.
+All random draws use the global torch RNG, which :func:`align.methods.framework.seeding.seeded` fixes
+per fit.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from align.errors import AlignError, BadInputError
-from align.methods.hparams import HParams
+from align.methods.framework.hparams import HParams
 
 
 def is_int(value: Any) -> bool:

@@ -35,7 +35,8 @@ Checkpoints are torch pickles written by this code; they are read by torch's loa
 ``weights_only`` mode, which rebuilds tensors and plain containers only. Fitted aligners themselves are
 saved with safetensors (``Aligner.save``), never pickled.
 
-Lightning is imported inside the methods that need it, so importing an aligner stays fast.
+Lightning is imported inside the methods that need it (from the training modules of
+:mod:`align.methods.framework`), so importing an aligner stays fast.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from typing import Any, ClassVar
 import torch
 
 from align.errors import BadInputError
-from align.methods.base import Aligner
-from align.methods.hparams import HParams, param
+from align.methods.framework.base import Aligner
+from align.methods.framework.hparams import HParams, param
 
 # hyper-parameters that may differ between an interrupted fit and the fit that resumes it
 RESUMABLE_CHANGES = ("max_epochs", "progress", "checkpoint_dir")
@@ -119,14 +120,14 @@ class TrainedAligner(Aligner):
     def core_args(self, shape: Mapping[str, Any]) -> dict[str, Any]:
         """The core's constructor arguments: ``shape`` (what the data fixes) and the hyper-parameters
         named like its other parameters."""
-        from align.methods.lightning_utils import import_object
+        from align.methods.framework.cores import resolve_core
 
-        wanted = inspect.signature(import_object(self.core_class)).parameters
+        wanted = inspect.signature(resolve_core(self.core_class)).parameters
         return {**shape, **{k: v for k, v in self.hparams.items() if k in wanted and k not in shape}}
 
     def build(self, shape: Mapping[str, Any] | None = None) -> Any:
         """A fresh Lightning module around a new core."""
-        from align.methods.lightning_utils import CoreModule
+        from align.methods.framework.module import CoreModule
 
         hp = self.hparams
         schedule = {k: hp[k] for k in ("warmup_fraction", "schedule") if k in hp}  # aligners that declare one
@@ -140,7 +141,7 @@ class TrainedAligner(Aligner):
             return []
         from pytorch_lightning.callbacks import EarlyStopping
 
-        from align.methods.lightning_utils import BestWeights
+        from align.methods.framework.checkpoints import BestWeights
 
         return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
 
@@ -154,7 +155,10 @@ class TrainedAligner(Aligner):
         ``prepare(core, data)`` runs on the fresh core before training (fit-time initialisation; a
         resumed fit then overwrites it with the checkpoint). ``ckpt_path`` resumes from a given
         checkpoint; without it a ``last.ckpt`` of this fit in ``checkpoint_dir`` is resumed."""
-        from align.methods.lightning_utils import FeatureDataModule, FitState, make_trainer, quiet, seeded, split_sizes
+        from align.methods.framework.checkpoints import FitState
+        from align.methods.framework.data import FeatureDataModule, split_sizes
+        from align.methods.framework.seeding import seeded
+        from align.methods.framework.trainer import make_trainer, quiet
 
         hp = self.hparams
         _, n_val = split_sizes(len(tensors[0]), val_fraction)
@@ -189,7 +193,7 @@ class TrainedAligner(Aligner):
 
     def _resume_path(self, what: str, stamp: str | None, ckpt_path: str | Path | None) -> str | None:
         """The checkpoint to resume from, if any, after checking it belongs to this fit."""
-        from align.methods.lightning_utils import saved_fingerprint
+        from align.methods.framework.checkpoints import saved_fingerprint
 
         if ckpt_path is not None:
             path, explicit = Path(ckpt_path), True
@@ -225,7 +229,7 @@ class TrainedAligner(Aligner):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> TrainedAligner:
         """The aligner in a Lightning checkpoint of ``fit`` (its hyper-parameters and weights)."""
-        from align.methods.lightning_utils import load_checkpoint, restore_core
+        from align.methods.framework.checkpoints import load_checkpoint, restore_core
 
         checkpoint = load_checkpoint(path)
         saved = checkpoint["hyper_parameters"]
@@ -254,7 +258,7 @@ class TrainedAligner(Aligner):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Needs the dimensions set first (``Aligner.load`` does this)."""
-        from align.methods.lightning_utils import restore_core
+        from align.methods.framework.checkpoints import restore_core
 
         shape = self._load_shape(state)
         self._adopt(restore_core(lambda: self.build(shape), state))

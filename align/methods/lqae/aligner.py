@@ -87,15 +87,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from align.errors import BadInputError
-from align.methods.base import ImageInput
-from align.methods.hparams import param
+from align.methods.framework.base import ImageInput
+from align.methods.framework.hparams import param
 from align.methods.lqae import denoiser
 from align.methods.lqae.augment import augment as augment_images
 from align.methods.lqae.codebook import CODEBOOK_ROWS, random_codebook, random_table, searchable_ids
 from align.methods.lqae.decoder import PixelDecoder
 from align.methods.lqae.denoiser import LMRun, mask_token_id
 from align.methods.lqae.optim import module_class
-from align.methods.trained import TrainedAligner, TrainedHParams
+from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized, usage_entropy
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES

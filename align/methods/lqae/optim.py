@@ -14,7 +14,7 @@ import torch
 def module_class() -> Any:
     """A ``CoreModule`` (which records per-epoch means of the loss terms) with the paper's optimiser
     (AdamW betas 0.9/0.95, warm-up + cosine); defined lazily so importing this file skips Lightning."""
-    from align.methods.lightning_utils import CoreModule
+    from align.methods.framework.module import CoreModule
 
     class LQAEModule(CoreModule):
         def __init__(self, core: str, core_args: dict[str, Any], lr: float, weight_decay: float,

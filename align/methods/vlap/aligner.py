@@ -61,9 +61,9 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.kernels.sinkhorn import assign
-from align.methods.base import ImageInput, caption_strings, check_caption_pairs, check_features, check_tokens
-from align.methods.hparams import param
-from align.methods.trained import TrainedAligner, TrainedHParams
+from align.methods.framework.base import ImageInput, caption_strings, check_caption_pairs, check_features, check_tokens
+from align.methods.framework.hparams import param
+from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
 from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
 from align.registry import ALIGNERS, EMBEDDING_TABLES
@@ -382,7 +382,7 @@ class VLAPAligner(TrainedAligner):
         """Train ``g`` on N images (pooled features, or token grids with ``prefix_source="grid"``) and
         their N captions; with ``checkpoint_dir`` set, ``last.ckpt`` is kept there and a later fit of the
         same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
-        from align.methods.lightning_utils import split_sizes
+        from align.methods.framework.data import split_sizes
 
         hp = self.hparams
         x = self._check_images(image_features, "vlap.fit_captions: images")
