@@ -42,6 +42,7 @@ class ProcrustesAligner(Aligner):
 
     name = "procrustes"
     config_class = ProcrustesHParams
+    config: ProcrustesHParams
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -55,7 +56,7 @@ class ProcrustesAligner(Aligner):
         n, di = x.shape
         dt = y.shape[1]
         largest = min(di, dt, n - 1)
-        dim = self.hparams["dim"]
+        dim = self.config.dim
         if dim is not None and dim > largest:
             raise BadInputError(
                 f"procrustes.fit: dim={dim} exceeds min(image dim {di}, text dim {dt}, pairs - 1 = {n - 1}) = {largest}"

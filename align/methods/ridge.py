@@ -71,6 +71,7 @@ class RidgeAligner(Aligner):
 
     name = "ridge"
     config_class = RidgeHParams
+    config: RidgeHParams
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -87,7 +88,7 @@ class RidgeAligner(Aligner):
         if scale == 0:
             raise BadInputError("ridge.fit: image features are constant across all pairs; nothing to regress on")
         xs = xc / scale
-        alpha = self.hparams["alpha"]
+        alpha = self.config.alpha
         self.alpha_ = choose_alpha(xs, yc) if alpha == "auto" else float(alpha)
         weight = ridge_solve(xs, yc, self.alpha_) / scale
         # contiguous, as safetensors stores it: a reloaded aligner then runs the same kernels bit for bit

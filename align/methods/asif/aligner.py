@@ -193,6 +193,7 @@ class ASIFAligner(Aligner):
 
     name = "asif"
     config_class = ASIFHParams
+    config: ASIFHParams
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -209,7 +210,7 @@ class ASIFAligner(Aligner):
     @property
     def k_(self) -> int:
         """The k actually used: ``k`` clipped to the number of anchors."""
-        k = self.hparams["k"]
+        k = self.config.k
         return self.num_anchors if k is None else min(k, self.num_anchors)
 
     def fit(self, image_features: torch.Tensor, text_features: torch.Tensor) -> ASIFAligner:
@@ -218,7 +219,7 @@ class ASIFAligner(Aligner):
         self.anchors_text = F.normalize(y, dim=1).contiguous()
         self.image_dim, self.text_dim = x.shape[1], y.shape[1]
         self._indexes = {}
-        effective_k(self.hparams["k"], x.shape[0], "asif.fit")
+        effective_k(self.config.k, x.shape[0], "asif.fit")
         return self
 
     def _represent(self, features: torch.Tensor, modality: str) -> SparseRel:
@@ -227,18 +228,18 @@ class ASIFAligner(Aligner):
         assert anchors is not None
         queries = check_features(features, f"asif.encode_{modality}", image_dim if modality == "image" else text_dim)
         queries = F.normalize(queries, dim=1)
-        h = self.hparams
-        if h["search"] in APPROX_BACKENDS:
+        h = self.config
+        if h.search in APPROX_BACKENDS:
             if modality not in self._indexes:
                 self._indexes[modality] = build_approx_index(
-                    anchors, h["search"], nlist=h["nlist"], nprobe=h["nprobe"], hnsw_m=h["hnsw_m"],
-                    ef_search=h["ef_search"], chunk_rows=h["chunk_size"])
+                    anchors, h.search, nlist=h.nlist, nprobe=h.nprobe, hnsw_m=h.hnsw_m, ef_search=h.ef_search,
+                    chunk_rows=h.chunk_size)
             top = approx_topk(queries, self._indexes[modality], self.k_)
         else:
-            backend, precision = _exact_search(h["search"])
-            top = streamed_topk(queries, anchors, self.k_, backend=backend, chunk_rows=h["chunk_size"],
-                                memory_mb=h["memory_mb"], search_precision=precision)[self.num_anchors]
-        return relative_from_topk(top, self.num_anchors, h["p"], h["clamp_negative"])
+            backend, precision = _exact_search(h.search)
+            top = streamed_topk(queries, anchors, self.k_, backend=backend, chunk_rows=h.chunk_size,
+                                memory_mb=h.memory_mb, search_precision=precision)[self.num_anchors]
+        return relative_from_topk(top, self.num_anchors, h.p, h.clamp_negative)
 
     def represent_image(self, image_features: torch.Tensor) -> SparseRel:
         """Sparse ASIF representations of image features ``[M, Di]``."""
