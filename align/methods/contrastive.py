@@ -57,7 +57,6 @@ from align.registry import ALIGNERS
 HEADS = ("image", "both", "text")
 INIT_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature 0.07
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clips the logit scale at 100
-CORE = "align.methods.contrastive:ContrastiveHeads"
 
 
 def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -158,27 +157,31 @@ class ContrastiveAligner(TrainedAligner):
 
     name = "contrastive"
     config_class = ContrastiveHParams
-    core_class = CORE
+    config: ContrastiveHParams
+    core_class = ContrastiveHeads
+
+    def early_stopping_patience(self) -> int | None:
+        return self.config.patience
 
     def fit(self, image_features: torch.Tensor, text_features: torch.Tensor,
             ckpt_path: str | Path | None = None) -> ContrastiveAligner:
         """Train the heads on N pairs; ``ckpt_path`` resumes from a Lightning checkpoint of this fit."""
         from align.methods.framework.data import split_sizes
 
-        hp = self.hparams
-        need = 4 if hp["val_fraction"] > 0 else 2  # InfoNCE needs 2 rows to train on (and 2 held out)
+        hp = self.config
+        need = 4 if hp.val_fraction > 0 else 2  # InfoNCE needs 2 rows to train on (and 2 held out)
         x, y = check_pairs(image_features, text_features, "contrastive.fit", min_pairs=need)
-        n_train, _ = split_sizes(len(x), hp["val_fraction"])
+        n_train, _ = split_sizes(len(x), hp.val_fraction)
         if n_train < 2:
-            raise BadInputError(f"contrastive.fit: val_fraction={hp['val_fraction']} leaves {n_train} training "
+            raise BadInputError(f"contrastive.fit: val_fraction={hp.val_fraction} leaves {n_train} training "
                                 f"pair(s) of {len(x)}; InfoNCE needs at least 2")
-        shared_dim(x.shape[1], y.shape[1], hp["heads"], hp["dim"])  # a bad dim fails before training
+        shared_dim(x.shape[1], y.shape[1], hp.heads, hp.dim)  # a bad dim fails before training
 
         def standardise(core: ContrastiveHeads, data: Any) -> None:
             core.set_standardisation(x[data.train_rows], y[data.train_rows])
 
         return self._train("contrastive.fit", (x, y), dict(image_dim=x.shape[1], text_dim=y.shape[1]),
-                           prepare=standardise, val_fraction=hp["val_fraction"], ckpt_path=ckpt_path)
+                           prepare=standardise, val_fraction=hp.val_fraction, ckpt_path=ckpt_path)
 
     def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.hparams.core_args["text_dim"]

@@ -37,20 +37,18 @@ import torch
 
 from align.errors import BadInputError
 from align.methods.framework.base import caption_strings, check_caption_pairs, check_tokens, is_number
+from align.methods.framework.hparams import param
+from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.codebook_vlp.codebook import UPDATES, codebook_health
 from align.methods.codebook_vlp.core import (
     CODE_SOURCES, CODEBOOK_INITS, DEFAULT_TABLE, MIM_INPUTS, MIM_WEIGHTINGS, OBJECTIVES, POOLINGS, CodebookVLPCore,
     load_table, tokenize,
 )
 from align.methods.codebook_vlp.rerank import rerank
-from align.methods.framework.hparams import param
-from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS
 from align.text.base import check_texts
 
-# where Lightning checkpoints find the core (the class is re-exported here, so older checkpoints resolve)
-CORE = "align.methods.codebook_vlp.aligner:CodebookVLPCore"
-__all__ = ["CORE", "OBJECTIVES", "CodebookVLPAligner", "CodebookVLPCore", "CodebookVLPHParams", "check_tokens",
+__all__ = ["OBJECTIVES", "CodebookVLPAligner", "CodebookVLPCore", "CodebookVLPHParams", "check_tokens",
            "load_table", "tokenize"]
 
 
@@ -129,7 +127,9 @@ class CodebookVLPAligner(TrainedAligner):
     image_input = "tokens"
     text_input = "strings"  # its own text encoder, trained from the table's word embeddings
     config_class = CodebookVLPHParams
-    core_class = CORE
+    config: CodebookVLPHParams
+    core_class = CodebookVLPCore
+    shape_args = ("image_dim", "num_tokens")  # the token grid's width and length
     # hyper-parameters added in version 2, at the values that reproduce a version-1 fit
     legacy_hparams = {"restart_window": 0, "code_source": "states", "codebook_init": "batch", "reconstruction": 0.0,
                       "mim_input": "fusion", "mim_weighting": "none", "hard_negative_temperature": False,
@@ -150,10 +150,9 @@ class CodebookVLPAligner(TrainedAligner):
                      ckpt_path: str | Path | None = None) -> CodebookVLPAligner:
         """Pretrain on N images (``[N, T, D]`` frozen spatial tokens) and their N captions; with
         ``checkpoint_dir`` set, a later fit of the same pairs resumes from its ``last.ckpt``."""
-        hp = self.hparams
         x = check_tokens(image_tokens, "codebook_vlp.fit_captions: image tokens")
         captions = check_caption_pairs(len(x), captions, "codebook_vlp.fit_captions")
-        ids, mask = tokenize(load_table(hp["table"]), captions, hp["max_text_tokens"])
+        ids, mask = tokenize(load_table(self.config.table), captions, self.config.max_text_tokens)
         return self._train("codebook_vlp.fit_captions", (x, ids, mask),
                            dict(image_dim=x.shape[2], num_tokens=x.shape[1]), prepare=self._prepare(x),
                            ckpt_path=ckpt_path)
@@ -202,7 +201,7 @@ class CodebookVLPAligner(TrainedAligner):
     def encode_text_strings(self, captions: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised ITC embeddings ``[M, embed_dim]`` of caption strings."""
         self._require_fitted()
-        ids, mask = tokenize(load_table(self.hparams["table"]), check_texts(captions), self.hparams["max_text_tokens"])
+        ids, mask = tokenize(load_table(self.config.table), check_texts(captions), self.config.max_text_tokens)
         return torch.cat([self.core.encode_text(ids[i:i + batch_size], mask[i:i + batch_size])
                           for i in range(0, len(ids), batch_size)])
 
@@ -215,7 +214,7 @@ class CodebookVLPAligner(TrainedAligner):
     @property
     def quantizes_images(self) -> bool:
         """Whether ``image_codes`` has codes to give (the benchmark's ``code_statistics`` task)."""
-        return bool(self.hparams["codebook"])
+        return self.config.codebook
 
     def image_codes(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """``[M, T]`` code ids of each image's tokens (as :meth:`code_indices`)."""
@@ -234,7 +233,7 @@ class CodebookVLPAligner(TrainedAligner):
         if core.itm_head is None:
             raise BadInputError("codebook_vlp: this model was trained with itm=false; it has no ITM head")
         x = self._tokens(image_tokens, "itm_scores")
-        ids, mask = tokenize(load_table(self.hparams["table"]), check_texts(captions), self.hparams["max_text_tokens"])
+        ids, mask = tokenize(load_table(self.config.table), check_texts(captions), self.config.max_text_tokens)
         if len(ids) != len(x):
             raise BadInputError(f"codebook_vlp.itm_scores: {len(x)} images but {len(ids)} captions")
         return core.itm_logit(core.text_encoder(ids, mask), mask, core.image_states(x))
@@ -245,12 +244,13 @@ class CodebookVLPAligner(TrainedAligner):
         """``(image->text, text->image)`` scores ``[M images, C captions]`` with each query's top
         ``rerank_k`` candidates (by ITC similarity) re-scored by the ITM head, as ALBEF retrieves; None
         when ``rerank_k`` is 0 (retrieval then compares ``encode_image`` and ``encode_text`` by cosine)."""
+        # read from the dict: a fitted model's re-ranking may be changed there (benchmarks/codebook_vlp_compare.py)
         k = self.hparams["rerank_k"]
         if k == 0:
             return None
         core = self.core
         x = self._tokens(image_tokens, "retrieval_scores")
-        ids, mask = tokenize(load_table(self.hparams["table"]), check_texts(captions), self.hparams["max_text_tokens"])
+        ids, mask = tokenize(load_table(self.config.table), check_texts(captions), self.config.max_text_tokens)
         images = self._batched(core.image_states, x, batch_size)
         texts = torch.cat([core.text_encoder(ids[i:i + batch_size], mask[i:i + batch_size])
                            for i in range(0, len(ids), batch_size)])

@@ -3,7 +3,8 @@ Codebook-VLP).
 
 Seeding, the trainer, checkpoints with exact resume, the fitted module, state save and load and the
 training history live here once; a method says only what it trains (``core_class``, an ``nn.Module``
-whose ``forward`` is the loss), on which tensors, and what its dimensions are.
+whose ``forward`` is the loss), on which tensors, what its dimensions are, and where it departs from the
+shared optimiser (``adamw_betas``, ``fused_adamw``, ``min_warmup_steps``, ``lr_schedule``).
 
 Resume: with ``checkpoint_dir`` set, ``last.ckpt`` is written there (atomically) after every epoch. It
 holds the weights, optimiser and scheduler states, Lightning's loop counters and callback states, the
@@ -51,9 +52,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from align.errors import BadInputError
 from align.methods.framework.base import Aligner
+from align.methods.framework.cores import core_path, resolve_core
 from align.methods.framework.hparams import HParams, param
 
 # hyper-parameters that may differ between an interrupted fit and the fit that resumes it
@@ -71,8 +74,8 @@ def without_run_defaults(hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrainedHParams(HParams):
-    """What every trained aligner takes besides its own (which include ``batch_size``, ``max_epochs``
-    and ``weight_decay``, whose defaults differ by method)."""
+    """What every trained aligner takes besides its own. ``weight_decay``, ``batch_size`` and
+    ``max_epochs`` are declared again by each aligner, with its own defaults and rules."""
 
     lr: float = param(1e-3, above=0)
     seed: int = 0
@@ -85,6 +88,9 @@ class TrainedHParams(HParams):
     devices: int = param(1, low=1)
     strategy: str = "auto"
     precision: str = param("32-true", choices=PRECISIONS)
+    weight_decay: float = param(0.0, low=0)
+    batch_size: int = param(64, low=1)
+    max_epochs: int = param(10, low=0)
 
 
 def fingerprint(name: str, hparams: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> str:
@@ -105,9 +111,20 @@ class TrainedAligner(Aligner):
     Subclasses set ``core_class`` and ``config_class`` (a ``TrainedHParams``), call :meth:`_train` from
     their fit method, and implement ``_set_dims`` (dimensions from a fitted module) and
     ``_load_shape`` (the data-dependent core arguments, from a saved state). The core's other
-    constructor arguments are the hyper-parameters of the same names."""
+    constructor arguments are the hyper-parameters of the same names.
 
-    core_class: ClassVar[str]  # "package.module:Class", as Lightning checkpoints record it
+    ``shape_args`` names the data-dependent core arguments (those ``_train`` is given as ``shape``), so
+    :meth:`from_checkpoint` takes exactly those from a checkpoint. The optimiser is ``CoreModule``'s
+    AdamW; an aligner departs from it by class (``adamw_betas``, ``fused_adamw``, ``min_warmup_steps``)
+    or by its hyper-parameters (:meth:`lr_schedule`), and stops early after
+    :meth:`early_stopping_patience` epochs."""
+
+    core_class: ClassVar[type[nn.Module]]
+    config: TrainedHParams
+    shape_args: ClassVar[tuple[str, ...]] = ("image_dim", "text_dim")
+    adamw_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
+    fused_adamw: ClassVar[bool] = True
+    min_warmup_steps: ClassVar[int] = 0
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -117,33 +134,41 @@ class TrainedAligner(Aligner):
 
     # ------------------------------------------------------------------ building
 
+    def lr_schedule(self) -> tuple[float, str]:
+        """``(warmup_fraction, "constant" | "cosine")`` of the learning rate (``CoreModule``); none by default."""
+        return 0.0, "constant"
+
+    def early_stopping_patience(self) -> int | None:
+        """Epochs without a better validation loss before the fit stops (None: no early stopping)."""
+        return None
+
     def core_args(self, shape: Mapping[str, Any]) -> dict[str, Any]:
         """The core's constructor arguments: ``shape`` (what the data fixes) and the hyper-parameters
         named like its other parameters."""
-        from align.methods.framework.cores import resolve_core
-
-        wanted = inspect.signature(resolve_core(self.core_class)).parameters
+        wanted = inspect.signature(self.core_class).parameters
         return {**shape, **{k: v for k, v in self.hparams.items() if k in wanted and k not in shape}}
 
     def build(self, shape: Mapping[str, Any] | None = None) -> Any:
         """A fresh Lightning module around a new core."""
         from align.methods.framework.module import CoreModule
 
-        hp = self.hparams
-        schedule = {k: hp[k] for k in ("warmup_fraction", "schedule") if k in hp}  # aligners that declare one
-        return CoreModule(self.core_class, self.core_args(shape or {}), lr=hp["lr"], weight_decay=hp["weight_decay"],
-                          extra=dict(hp), **schedule)
+        config = self.config
+        warmup_fraction, schedule = self.lr_schedule()
+        return CoreModule(self.core_class, self.core_args(shape or {}), lr=config.lr, weight_decay=config.weight_decay,
+                          extra=dict(self.hparams), warmup_fraction=warmup_fraction, schedule=schedule,
+                          betas=self.adamw_betas, fused=self.fused_adamw, min_warmup_steps=self.min_warmup_steps)
 
     def _callbacks(self) -> list[Any]:
-        """Extra Lightning callbacks of a fit: for an aligner that declares ``patience`` (and holds out
-        ``val_fraction`` of the pairs), early stopping on the validation loss, keeping the best epoch."""
-        if self.hparams.get("patience") is None:
+        """Extra Lightning callbacks of a fit: with an :meth:`early_stopping_patience` (and ``val_fraction`` of the pairs held
+        out), early stopping on the validation loss, keeping the best epoch."""
+        patience = self.early_stopping_patience()
+        if patience is None:
             return []
         from pytorch_lightning.callbacks import EarlyStopping
 
         from align.methods.framework.checkpoints import BestWeights
 
-        return [EarlyStopping("val_loss", patience=self.hparams["patience"]), BestWeights("val_loss")]
+        return [EarlyStopping("val_loss", patience=patience), BestWeights("val_loss")]
 
     # ------------------------------------------------------------------ training
 
@@ -160,20 +185,24 @@ class TrainedAligner(Aligner):
         from align.methods.framework.seeding import seeded
         from align.methods.framework.trainer import make_trainer, quiet
 
-        hp = self.hparams
+        undeclared = set(shape) - set(self.shape_args)
+        if undeclared:  # from_checkpoint would not rebuild the core
+            raise TypeError(f"{type(self).__name__}.shape_args lacks {sorted(undeclared)}")
+        config = self.config
         _, n_val = split_sizes(len(tensors[0]), val_fraction)
-        keep = hp["checkpoint_dir"] is not None or ckpt_path is not None
-        stamp = fingerprint(self.name, hp, tensors) if keep else None
+        keep = config.checkpoint_dir is not None or ckpt_path is not None
+        stamp = fingerprint(self.name, self.hparams, tensors) if keep else None
         resume = self._resume_path(what, stamp, ckpt_path)
-        with seeded(hp["seed"]), quiet(not hp["progress"]):
-            data = FeatureDataModule(*tensors, batch_size=hp["batch_size"], val_fraction=val_fraction, seed=hp["seed"])
+        with seeded(config.seed), quiet(not config.progress):
+            data = FeatureDataModule(*tensors, batch_size=config.batch_size, val_fraction=val_fraction, seed=config.seed)
             module = self.build(shape)
             if prepare is not None:
                 prepare(module.core, data)
             with self._curves_dir() as log_dir:
-                trainer = make_trainer(hp["max_epochs"], deterministic=hp["deterministic"], progress=hp["progress"],
-                                       **{k: hp[k] for k in RUN_DEFAULTS},
-                                       checkpoint_dir=hp["checkpoint_dir"], monitor="val_loss" if n_val else None,
+                trainer = make_trainer(config.max_epochs, deterministic=config.deterministic, progress=config.progress,
+                                       accelerator=config.accelerator, devices=config.devices,
+                                       strategy=config.strategy, precision=config.precision,
+                                       checkpoint_dir=config.checkpoint_dir, monitor="val_loss" if n_val else None,
                                        callbacks=[*self._callbacks(), FitState(stamp)], log_dir=log_dir,
                                        **({} if n_val else {"limit_val_batches": 0}))
                 trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True
@@ -199,8 +228,8 @@ class TrainedAligner(Aligner):
             path, explicit = Path(ckpt_path), True
             if not path.is_file():
                 raise BadInputError(f"{what}: no checkpoint at {path}")
-        elif self.hparams["checkpoint_dir"] is not None:
-            path, explicit = Path(self.hparams["checkpoint_dir"]) / "last.ckpt", False
+        elif self.config.checkpoint_dir is not None:
+            path, explicit = Path(self.config.checkpoint_dir) / "last.ckpt", False
             if not path.is_file():
                 return None
         else:
@@ -228,21 +257,26 @@ class TrainedAligner(Aligner):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> TrainedAligner:
-        """The aligner in a Lightning checkpoint of ``fit`` (its hyper-parameters and weights)."""
+        """The aligner in a Lightning checkpoint of ``fit`` (its hyper-parameters and weights); a checkpoint
+        of another aligner's core is a one-line error."""
         from align.methods.framework.checkpoints import load_checkpoint, restore_core
 
         checkpoint = load_checkpoint(path)
         saved = checkpoint["hyper_parameters"]
+        try:
+            core = resolve_core(saved["core"])
+        except BadInputError as err:
+            raise BadInputError(f"{path}: {err}") from None
+        if core is not cls.core_class:
+            raise BadInputError(f"{path}: a checkpoint of {saved['core']}, not of {cls.name} "
+                                f"({core_path(cls.core_class)})")
         aligner = cls(**cls.saved_hparams(saved["extra"]))
+        shape = {k: v for k, v in saved["core_args"].items() if k in cls.shape_args}
         state = {k.removeprefix("core."): v for k, v in checkpoint["state_dict"].items()}
-        module = restore_core(lambda: aligner.build(cls._checkpoint_shape(saved["core_args"])), state)
+        module = restore_core(lambda: aligner.build(shape), state)
         module.history = {k: list(v) for k, v in checkpoint.get("history", {}).items()}
         aligner._adopt(module)
         return aligner
-
-    @staticmethod
-    def _checkpoint_shape(core_args: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: core_args[k] for k in ("image_dim", "text_dim", "num_tokens") if k in core_args}
 
     # ------------------------------------------------------------------ fitted state
 

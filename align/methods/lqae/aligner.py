@@ -63,8 +63,9 @@ Design decisions, and why:
   per image, seeded (:mod:`align.methods.lqae.augment`), in training only; off by default.
 - **Sizes.** Encoder and decoder default to width 128, depth 4, which trains on 2 CPU cores in
   minutes; ``encoder_width``/``depth``/``heads`` and the decoder's allow a bigger ViT on a GPU.
-- **Optimiser.** AdamW (betas 0.9, 0.95; weight decay 5e-4 on all matrices) with linear warm-up and
-  cosine decay, as the official run, at lr 1e-3 (the paper's 3e-4 is for batch 512 and ViT-base).
+- **Optimiser.** AdamW (betas 0.9, 0.95; weight decay 5e-4 on all matrices) with linear warm-up (at least
+  one step) and cosine decay, as the official run, at lr 1e-3 (the paper's 3e-4 is for batch 512 and
+  ViT-base): the shared ``CoreModule``'s, with LQAE's betas and schedule (``LQAE.adamw_betas``, ...).
 - **No [CLS]/[SEP].** The official code feeds the token embeddings alone; so does the masked path.
 
 Version 2 (issue 14): causal LMs, ``lm_weight`` (was ``bert_weight``, default 1e-4 -> 1.0), the LM loss
@@ -89,13 +90,12 @@ from torch import nn
 from align.errors import BadInputError
 from align.methods.framework.base import ImageInput
 from align.methods.framework.hparams import param
+from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.lqae import denoiser
 from align.methods.lqae.augment import augment as augment_images
 from align.methods.lqae.codebook import CODEBOOK_ROWS, random_codebook, random_table, searchable_ids
 from align.methods.lqae.decoder import PixelDecoder
 from align.methods.lqae.denoiser import LMRun, mask_token_id
-from align.methods.lqae.optim import module_class
-from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuantizer, Quantized, usage_entropy
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
@@ -103,7 +103,6 @@ from align.text.base import EmbeddingTable, input_embedding_scale
 
 __all__ = ["LQAE", "LQAECore", "LQAEHParams", "PixelDecoder", "load_table", "mask_token_id", "random_table"]
 
-CORE = "align.methods.lqae.aligner:LQAECore"
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
 GEMMA_TABLE = "gguf:gemma-3-270m.q4_k_m"  # the causal-LM denoiser with a pretrained, tied head
 CODEBOOKS = ("language", "random", "learned")
@@ -308,12 +307,6 @@ class LQAECore(nn.Module):
         return {k: v.float().cpu() for k, v in out.items()}
 
 
-def __getattr__(name: str) -> Any:  # ``LQAEModule`` importable by name (for checkpoints)
-    if name == "LQAEModule":
-        return module_class()
-    raise AttributeError(name)
-
-
 @dataclass(frozen=True)
 class LQAEHParams(TrainedHParams):
     table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # codebook and denoiser (masked or causal LM)
@@ -385,19 +378,23 @@ class LQAE(TrainedAligner):
     legacy_hparams: ClassVar[dict[str, Any]] = {"codebook_size": None}
     renamed_hparams: ClassVar[dict[str, str]] = {"bert_weight": "lm_weight"}
     config_class = LQAEHParams
-    core_class = CORE
+    config: LQAEHParams
+    core_class = LQAECore
+    shape_args = ()  # every core argument is a hyper-parameter
+    # the official run's optimiser: AdamW betas (0.9, 0.95), warm-up of at least one step, then cosine decay
+    # (lr_schedule); the per-tensor AdamW loop LQAE was always trained with (fused rounds otherwise)
+    adamw_betas = (0.9, 0.95)
+    fused_adamw = False
+    min_warmup_steps = 1
     image_input = "pixels"
     text_input = "none"
     quantizes_images = True  # ``image_codes`` gives every image's table tokens (align bench: code_statistics)
 
     def image_input_spec(self) -> ImageInput:
-        return ImageInput("pixels", size=self.hparams["image_size"], channels=self.hparams["in_chans"])
+        return ImageInput("pixels", size=self.config.image_size, channels=self.config.in_chans)
 
-    def build(self, shape: Any = None) -> Any:
-        """A fresh ``LQAEModule`` (the Lightning module) with these hyper-parameters."""
-        hp = self.hparams
-        return module_class()(CORE, self.core_args({}), lr=hp["lr"], weight_decay=hp["weight_decay"],
-                               extra=dict(hp), warmup_fraction=hp["warmup_fraction"])
+    def lr_schedule(self) -> tuple[float, str]:
+        return self.config.warmup_fraction, "cosine"
 
     # ------------------------------------------------------------------ training
 
@@ -412,14 +409,14 @@ class LQAE(TrainedAligner):
         return self._train("lqae.fit_images", (self._check(images, "lqae.fit_images"),), {}, ckpt_path=ckpt_path)
 
     def _set_dims(self, module: Any) -> None:
-        self.image_dim = self.hparams["in_chans"] * self.hparams["image_size"] ** 2
+        self.image_dim = self.config.in_chans * self.config.image_size ** 2
         self.text_dim = module.core.table.embed_dim
 
     def _load_shape(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {}
 
     def _check(self, images: torch.Tensor, what: str) -> torch.Tensor:
-        return check_images(images, what, self.hparams["in_chans"], self.hparams["image_size"])
+        return check_images(images, what, self.config.in_chans, self.config.image_size)
 
     def _batches(self, images: torch.Tensor, what: str, batch_size: int = 256) -> list[torch.Tensor]:
         x = self._check(images, what).to(self.core.to_codebook.weight.device)
@@ -439,12 +436,12 @@ class LQAE(TrainedAligner):
 
     def tokens(self, codes: torch.Tensor) -> list[list[str]]:
         """The table's token strings of ``[N, T]`` codes."""
-        vocab = load_table(self.hparams["table"]).tokens
+        vocab = load_table(self.config.table).tokens
         return [[vocab[int(c)] for c in row] for row in codes]
 
     def token_strings(self, images: torch.Tensor) -> list[str]:
         """Each image as text: its tokens joined the tokenizer's way (WordPiece ``##`` pieces merge)."""
-        table = load_table(self.hparams["table"])
+        table = load_table(self.config.table)
         join = getattr(table.tokenizer, "convert_tokens_to_string", None)
         return [join(row) if join else " ".join(row) for row in self.tokens(self.codes(images))]
 

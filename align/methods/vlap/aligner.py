@@ -70,7 +70,6 @@ from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts, input_embedding_scale
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
 
-CORE = "align.methods.vlap.aligner:VLAPCore"
 PROMPT = "A picture of"
 DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
 PREFIX_SOURCES = ("pooled", "grid")
@@ -355,14 +354,22 @@ class VLAPAligner(TrainedAligner):
     version = "2"  # vocabulary from the captions, full-batch OT, schedule, grid prefixes
     text_input = "strings"
     config_class = VLAPHParams
-    core_class = CORE
+    config: VLAPHParams
+    core_class = VLAPCore
+    shape_args = ("image_dim", "vocab_ids", "prior_weights")  # the vocabulary, when chosen from the fit captions
     # hyper-parameters added in version 2, at the values that reproduce a version-1 fit
     legacy_hparams = {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                       "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
                       "lm_precision": "float32"}
 
     def image_input_spec(self) -> ImageInput:
-        return ImageInput("tokens" if self.hparams["prefix_source"] == "grid" else "pooled")
+        return ImageInput("tokens" if self.config.prefix_source == "grid" else "pooled")
+
+    def lr_schedule(self) -> tuple[float, str]:
+        return self.config.warmup_fraction, self.config.schedule
+
+    def early_stopping_patience(self) -> int | None:
+        return self.config.patience
 
     # ------------------------------------------------------------------ training
 
@@ -373,7 +380,7 @@ class VLAPAligner(TrainedAligner):
 
     def _check_images(self, images: Any, what: str, dim: int | None = None) -> torch.Tensor:
         """Pooled features ``[N, d]``, or token grids ``[N, T, d]`` with ``prefix_source="grid"``."""
-        if self.hparams["prefix_source"] == "grid":
+        if self.config.prefix_source == "grid":
             return check_tokens(images, what)
         return check_features(images, what, dim)
 
@@ -384,26 +391,26 @@ class VLAPAligner(TrainedAligner):
         same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
         from align.methods.framework.data import split_sizes
 
-        hp = self.hparams
+        hp = self.config
         x = self._check_images(image_features, "vlap.fit_captions: images")
         captions = check_caption_pairs(len(x), captions, "vlap.fit_captions")
-        n_train, _ = split_sizes(len(x), hp["val_fraction"])
+        n_train, _ = split_sizes(len(x), hp.val_fraction)
         if n_train < 2:
-            raise BadInputError(f"vlap.fit_captions: val_fraction={hp['val_fraction']} leaves {n_train} training "
+            raise BadInputError(f"vlap.fit_captions: val_fraction={hp.val_fraction} leaves {n_train} training "
                                 f"pair(s) of {len(x)}")
-        if hp["prefix_source"] == "grid" and hp["num_prefix_tokens"] > x.shape[1]:
-            raise BadInputError(f"vlap.fit_captions: num_prefix_tokens={hp['num_prefix_tokens']} is more than the "
+        if hp.prefix_source == "grid" and hp.num_prefix_tokens > x.shape[1]:
+            raise BadInputError(f"vlap.fit_captions: num_prefix_tokens={hp.num_prefix_tokens} is more than the "
                                 f"{x.shape[1]} tokens of each image")
-        table = load_table(hp["table"])
-        ids, mask = tokenize_captions(table, captions, hp["max_caption_tokens"])
+        table = load_table(hp.table)
+        ids, mask = tokenize_captions(table, captions, hp.max_caption_tokens)
         shape: dict[str, Any] = dict(image_dim=x.shape[-1])
-        if hp["vocab"] == "captions" or hp["prior"] == "captions":  # chosen from the data: saved with g
+        if hp.vocab == "captions" or hp.prior == "captions":  # chosen from the data: saved with g
             words = caption_tokens(ids, mask, special_mask(table))
-            vocab = vocabulary(table, hp["vocab"], hp["vocab_subset"], words)
-            shape.update(vocab_ids=vocab.tolist(), prior_weights=row_prior(table, vocab, hp["prior"], words).tolist())
+            vocab = vocabulary(table, hp.vocab, hp.vocab_subset, words)
+            shape.update(vocab_ids=vocab.tolist(), prior_weights=row_prior(table, vocab, hp.prior, words).tolist())
         rows = torch.arange(len(x))
         return self._train("vlap.fit_captions", (x, ids, mask, rows), shape,
-                           prepare=lambda core, data: core.calibrate(x, ids, mask), val_fraction=hp["val_fraction"],
+                           prepare=lambda core, data: core.calibrate(x, ids, mask), val_fraction=hp.val_fraction,
                            ckpt_path=ckpt_path)
 
     def _set_dims(self, module: Any) -> None:
@@ -423,9 +430,9 @@ class VLAPAligner(TrainedAligner):
         x = self._check_images(image_features, f"vlap.{what}", image_dim)
         if x.ndim == 3 and x.shape[-1] != image_dim:
             raise BadInputError(f"vlap.{what}: tokens have dimension {x.shape[-1]}, the aligner expects {image_dim}")
-        if x.ndim == 3 and x.shape[1] < self.hparams["num_prefix_tokens"]:
+        if x.ndim == 3 and x.shape[1] < self.config.num_prefix_tokens:
             raise BadInputError(f"vlap.{what}: {x.shape[1]} tokens per image, fewer than num_prefix_tokens="
-                                f"{self.hparams['num_prefix_tokens']}")
+                                f"{self.config.num_prefix_tokens}")
         return x.to(self.core.g.weight.device)
 
     @torch.no_grad()
@@ -443,14 +450,14 @@ class VLAPAligner(TrainedAligner):
     @property
     def text_encoder_name(self) -> str:
         """``table:<table>``: the mean-word-embedding encoder whose features are exactly ``t``."""
-        return f"table:{self.hparams['table']}"
+        return f"table:{self.config.table}"
 
     @torch.no_grad()
     def encode_text_strings(self, captions: Sequence[str]) -> torch.Tensor:
         """``t [M, D]``: each caption's mean raw word embedding (the L_map text feature)."""
         self._require_fitted()
-        table = load_table(self.hparams["table"])
-        ids, mask = tokenize_captions(table, check_texts(captions), self.hparams["max_caption_tokens"])
+        table = load_table(self.config.table)
+        ids, mask = tokenize_captions(table, check_texts(captions), self.config.max_caption_tokens)
         core = self.core
         return core.text_feature(ids.to(core.words.device), mask.to(core.words.device)).cpu()
 
@@ -469,7 +476,7 @@ class VLAPAligner(TrainedAligner):
             raise BadInputError(f"vlap.nearest_words: top must be an integer in [1, {len(core.vocab_ids)}], got {top!r}")
         v = F.normalize(core.encode_image(self._images(image_features, "nearest_words")), dim=-1)
         best = (v @ core.assignment.unit_words.T).topk(top, dim=-1).indices
-        tokens = load_table(self.hparams["table"]).tokens
+        tokens = load_table(self.config.table).tokens
         return [[tokens[int(core.vocab_ids[j])] for j in row] for row in best.cpu()]
 
 
