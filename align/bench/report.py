@@ -163,6 +163,11 @@ def _interval_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     if missing:
         lines += ["", f"No interval (written by an older align, without per-item outputs; rerun `align bench` into "
                       f"this folder to add them): {', '.join(missing)}."]
+    pooled = sorted({short_metric(metric) for row in rows for metric in MAIN_METRICS.get(row["task"], ())
+                     if (stat := row["metrics"].get(metric)) is not None and stat.get("items") and "low" not in stat})
+    if pooled:
+        lines += ["", f"No interval for {', '.join(pooled)}: a statistic of the pooled test items, not a mean over "
+                      "them, which a bootstrap draw would shift; these cells are not compared."]
     return lines
 
 

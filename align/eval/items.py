@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -299,25 +298,10 @@ class CodeItems:
         return {"codes_used": usage["distinct"], "code_perplexity": usage["perplexity"]}[metric]
 
     def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
-        """Code statistics of each draw of images (k-means NMI is not resampled: one k-means per draw
-        would cost minutes, and it is not a headline metric)."""
-        values, compact = np.unique(self.codes, return_inverse=True)
-        compact = compact.reshape(self.codes.shape)
-        per_image = np.zeros((self.num_units, len(values)))
-        np.add.at(per_image, (np.repeat(np.arange(self.num_units), self.codes.shape[1]), compact.ravel()), 1.0)
-        if metric in ("codes_used", "code_perplexity"):
-            totals = counts @ per_image  # [B, V]
-            if metric == "codes_used":
-                return (totals > 0).sum(axis=1).astype(np.float64)
-            p = totals / totals.sum(axis=1, keepdims=True)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.exp(-np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1))
-        if metric == "code_class_nmi":
-            classes = np.unique(self.labels, return_inverse=True)[1]
-            onehot = np.zeros((self.num_units, int(classes.max()) + 1))
-            onehot[np.arange(self.num_units), classes] = 1.0
-            return np.array([_token_nmi_weighted(per_image, onehot, row) for row in counts])
-        raise BadInputError(f"code items do not resample {metric!r}")
+        """Not resampled: codes in use, their perplexity and code/class NMI are statistics of the pooled codes,
+        not means over images, and a bootstrap draw (repeating some images, dropping others) shifts them
+        (fewer codes, lower perplexity, higher plug-in NMI), so a percentile interval can miss the value."""
+        raise BadInputError(f"{metric} is a statistic of the pooled codes, not a mean over images: no interval")
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"codes": self.codes, "labels": self.labels}
@@ -328,22 +312,6 @@ class CodeItems:
     @classmethod
     def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> CodeItems:
         return cls(_int_array(arrays["codes"], "codes", 2), _int_array(arrays["labels"], "labels", 1), int(meta["seed"]))
-
-
-def _token_nmi_weighted(per_image: np.ndarray, onehot: np.ndarray, weights: np.ndarray) -> float:
-    """``I(code; class) / H(class)`` over code occurrences, each image counted ``weights[i]`` times."""
-    joint = (onehot * weights[:, None]).T @ per_image  # [classes, codes]
-    total = joint.sum()
-    if total == 0:
-        return math.nan
-    p = joint / total
-    p_class, p_code = p.sum(axis=1), p.sum(axis=0)
-    class_entropy = -sum(q * math.log(q) for q in p_class if q > 0)
-    if class_entropy == 0:
-        return 0.0
-    nz = p > 0
-    mutual = float((p[nz] * (np.log(p[nz]) - np.log(np.outer(p_class, p_code)[nz]))).sum())
-    return max(mutual, 0.0) / class_entropy
 
 
 @dataclasses.dataclass(frozen=True)
