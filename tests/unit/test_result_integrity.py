@@ -20,10 +20,12 @@ from PIL import Image
 from align.bench.config import load_config
 from align.bench.pairs import FeatureBank
 from align.bench.runner import run_benchmark
+from align.checksum import seal
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import AlignError
 from align.features.cache import FeatureCache
 from align.registry import DATASETS, VISION_ENCODERS
+from item_checks import assert_items_give_every_metric
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
 
@@ -164,7 +166,7 @@ def test_truncated_and_altered_results_are_recomputed(bench, tmp_path: Path) -> 
     bench()
     root = tmp_path / "results"
     before = records(root)
-    retrieval, probe = (next(root.rglob(f"procrustes-8/*{task}*")) for task in ("retrieval", "linear_probe"))
+    retrieval, probe = (next(root.rglob(f"procrustes-8/*{task}*.json")) for task in ("retrieval", "linear_probe"))
     retrieval.write_bytes(retrieval.read_bytes()[:100])
     flip_first_metric_digit(probe)
     assert json.loads(probe.read_text())["metrics"] != before[probe.relative_to(root).as_posix()]["metrics"]
@@ -174,9 +176,26 @@ def test_truncated_and_altered_results_are_recomputed(bench, tmp_path: Path) -> 
     assert counts(summary) == (2, 6, 0, 2)
 
 
+def test_a_damaged_missing_or_absent_items_file_is_recomputed(bench, tmp_path: Path) -> None:
+    """A result is current only with its per-item outputs verified: a damaged or deleted items file, or a
+    result written before items existed, is recomputed, and its items then give back its metrics."""
+    bench()
+    root = tmp_path / "results"
+    damaged = next(root.rglob("ridge/*linear_probe*.items.safetensors"))
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"x")
+    next(root.rglob("ridge/*fewshot*.items.safetensors")).unlink()
+    older = next(root.rglob("procrustes-8/*fewshot*.json"))
+    legacy = json.loads(older.read_text())
+    legacy.pop("items")
+    older.write_text(json.dumps(seal(legacy)))
+    summary = bench()
+    assert counts(summary) == (3, 5, 1, 2)
+    assert assert_items_give_every_metric(root) == 8
+
+
 def test_a_result_without_an_identity_is_recomputed(bench, tmp_path: Path) -> None:
     bench()
-    path = next((tmp_path / "results").rglob("ridge/*fewshot*"))
+    path = next((tmp_path / "results").rglob("ridge/*fewshot*.json"))
     legacy = json.loads(path.read_text())
     for key in ("identity", "checksum"):
         legacy.pop(key, None)
@@ -192,7 +211,7 @@ def test_a_result_without_an_identity_is_recomputed(bench, tmp_path: Path) -> No
 def test_resume_counts_every_result_once(bench, tmp_path: Path) -> None:
     first = bench()
     assert (first.written, first.skipped) == (8, 0)
-    next((tmp_path / "results").rglob("ridge/*fewshot*")).unlink()
+    next((tmp_path / "results").rglob("ridge/*fewshot*.json")).unlink()
     resumed = bench()
     assert (resumed.written, resumed.skipped) == (1, 7)
     assert counts(resumed) == (1, 7, 0, 0) and counts(bench()) == (0, 8, 0, 0)
