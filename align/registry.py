@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-from align.errors import DuplicateNameError, UnknownNameError
+from align.errors import AlignError, DuplicateNameError, UnknownNameError
 from align.precision import SEPARATOR, set_precision, split_precision
 
 T = TypeVar("T")
@@ -60,17 +60,26 @@ def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+class DeclarationError(AlignError, TypeError):
+    """A part whose class declares what it does not implement (e.g. an aligner's ``can_caption`` without ``caption``)."""
+
+
 class Registry(Generic[T]):
     """Maps names to factories of one kind of part (vision encoders, aligners, datasets, ...)."""
 
-    def __init__(self, kind: str, *, sourced: bool = True, precisions: bool = False) -> None:
+    def __init__(self, kind: str, *, sourced: bool = True, precisions: bool = False,
+                 check: Callable[[str, type], None] | None = None) -> None:
         """``sourced`` registries (models) name parts ``<source>:<identifier>[.<tag>]``; the others
         (aligners, datasets) use plain names such as ``ridge`` or ``emoji.twitter``, and may still
         have open-ended sources such as ``folder:<path>``. ``precisions`` registries (encoders) also
-        take ``<name>@bfloat16`` for any registered name (:mod:`align.precision`)."""
+        take ``<name>@bfloat16`` for any registered name (:mod:`align.precision`). ``check(name, cls)``
+        vets the class of every part: a class registered as its own factory when it is registered, the
+        class a factory function builds when the first one is built; it raises to refuse the class."""
         self.kind = kind
         self.sourced = sourced
         self.precisions = precisions
+        self._check = check
+        self._checked: set[type] = set()
         self._entries: dict[str, Entry[T]] = {}
         self._sources: dict[str, Entry[T]] = {}
 
@@ -91,7 +100,14 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} name {name!r}: {SEPARATOR!r} is reserved for a precision suffix")
         if name in self._entries:
             raise DuplicateNameError(f"{self.kind} {name!r} is already registered; pick another name")
+        if isinstance(factory, type):
+            self._vet(name, factory)
         self._entries[name] = Entry(EntryMeta(name=name, **meta), factory)
+
+    def _vet(self, name: str, cls: type) -> None:
+        if self._check is not None and cls not in self._checked:
+            self._check(name, cls)
+            self._checked.add(cls)
 
     def register_source(self, source: str, **meta: Any) -> Callable[[F], F]:
         """Decorator for a factory that builds *any* ``<source>:<identifier>`` name not registered
@@ -126,7 +142,9 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build the part registered under ``name``; keyword arguments go to its factory."""
-        return self._entry(name).factory(**kwargs)
+        part = self._entry(name).factory(**kwargs)
+        self._vet(name, type(part))
+        return part
 
     def factory(self, name: str) -> Callable[..., T]:
         """The callable ``create(name, **kwargs)`` calls (e.g. to check ``kwargs`` against its signature)."""
@@ -161,7 +179,16 @@ def _built_in_precision(factory: Callable[..., Any], precision: str, **kwargs: A
 VISION_ENCODERS: Registry[Any] = Registry("encoders", precisions=True)
 TEXT_ENCODERS: Registry[Any] = Registry("text", precisions=True)
 EMBEDDING_TABLES: Registry[Any] = Registry("tables")
-ALIGNERS: Registry[Any] = Registry("aligners", sourced=False)
+def _aligner_declarations(name: str, cls: type) -> None:
+    """Refuse an aligner class whose declared capabilities and methods disagree: it answers
+    ``declaration_problems()`` (``align.methods.framework.base.Aligner`` does; a class without that
+    method declares nothing to check)."""
+    problems = cls.declaration_problems() if hasattr(cls, "declaration_problems") else []
+    if problems:
+        raise DeclarationError(f"aligner {name!r} ({cls.__module__}.{cls.__qualname__}): {'; '.join(problems)}")
+
+
+ALIGNERS: Registry[Any] = Registry("aligners", sourced=False, check=_aligner_declarations)
 DATASETS: Registry[Any] = Registry("datasets", sourced=False)
 
 REGISTRIES: dict[str, Registry[Any]] = {

@@ -6,15 +6,16 @@ line naming the fit, then one line per evaluation image (a small PNG thumbnail a
 says about it). JSON Lines, not ``.json``: every ``*.json`` under a results folder is a result or a
 fitted aligner. The report only reads these files; it never loads a model or a dataset.
 
-What an aligner says comes from a generic hook, ``report_examples(images) -> list[dict]`` on the
-aligner (one dict per image: ``{"lines": [[label, text], ...], "anchors": [[fit row, weight], ...]}``),
-or, without one, from the public methods it already has:
+What an aligner says comes from a generic hook, ``report_examples(images) -> list[dict]`` on an
+aligner that declares ``reports_examples`` (one dict per image: ``{"lines": [[label, text], ...],
+"anchors": [[fit row, weight], ...]}``), or, without one, from the capabilities it declares
+(:mod:`align.methods.framework.capabilities`):
 
-- ``caption`` (VLAP): the generated caption; ``nearest_words`` (VLAP): the closest vocabulary words;
-- ``token_strings`` (LQAE): the image as a string of the LM's tokens;
-- ``represent_image`` (ASIF): the anchors with the largest weights in its relative representation,
-  each shown as the anchor's thumbnail and caption;
-- ``code_indices`` (Codebook-VLP): the codes its token grid uses most (a code gallery is not drawn yet).
+- ``can_caption``: the generated caption; ``finds_nearest_words``: the closest vocabulary words (VLAP);
+- ``writes_token_strings`` (LQAE): the image as a string of the LM's tokens;
+- ``represents_by_anchors`` (ASIF): the anchors with the largest weights in its relative
+  representation, each shown as the anchor's thumbnail and caption;
+- ``gives_code_indices`` (Codebook-VLP): the codes its token grid uses most (a code gallery is not drawn yet).
 
 An aligner with none of these (ridge, Procrustes, contrastive) has no pictures.
 """
@@ -27,11 +28,14 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from align.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from align.methods.framework.base import Aligner
 
 FORMAT = 1
 ITEMS = 6  # evaluation images per fit
@@ -57,30 +61,30 @@ def pick_rows(count: int, items: int = ITEMS) -> list[int]:
     return sorted({round(i * (count - 1) / (items - 1)) for i in range(items)})
 
 
-def _builtin(aligner: Any, inputs: torch.Tensor) -> list[dict[str, Any]] | None:
-    """What the aligner's own public methods say about each image (module docstring), or None."""
+def _builtin(aligner: Aligner, inputs: torch.Tensor) -> list[dict[str, Any]] | None:
+    """What the aligner's declared capabilities say about each image (module docstring), or None."""
     n = len(inputs)
     found: list[dict[str, Any]] = [{"lines": [], "anchors": []} for _ in range(n)]
     any_hook = False
-    if callable(getattr(aligner, "caption", None)):
+    if aligner.can_caption:
         any_hook = True
         for record, text in zip(found, aligner.caption(inputs)):
             record["lines"].append(["caption", text])
-    if callable(getattr(aligner, "nearest_words", None)):
+    if aligner.finds_nearest_words:
         any_hook = True
         for record, words in zip(found, aligner.nearest_words(inputs)):
             record["lines"].append(["nearest words", ", ".join(words)])
-    if callable(getattr(aligner, "token_strings", None)):
+    if aligner.writes_token_strings:
         any_hook = True
         for record, text in zip(found, aligner.token_strings(inputs)):
             record["lines"].append(["tokens", text])
-    if callable(getattr(aligner, "represent_image", None)):
+    if aligner.represents_by_anchors:
         any_hook = True
         rel = aligner.represent_image(inputs)
         for record, values, indices in zip(found, rel.values, rel.indices):
             order = values.argsort(descending=True)[:ANCHORS]
             record["anchors"] = [[int(indices[j]), float(values[j])] for j in order if int(indices[j]) >= 0]
-    if callable(getattr(aligner, "code_indices", None)):
+    if aligner.gives_code_indices:
         any_hook = True
         for record, codes in zip(found, aligner.code_indices(inputs)):
             top = Counter(int(c) for c in codes.reshape(-1)).most_common(5)
@@ -88,7 +92,7 @@ def _builtin(aligner: Any, inputs: torch.Tensor) -> list[dict[str, Any]] | None:
     return found if any_hook else None
 
 
-def example_items(aligner: Any, evaluation: Any, fit: Any, fit_captions: Sequence[str] | None,
+def example_items(aligner: Aligner, evaluation: Any, fit: Any, fit_captions: Sequence[str] | None,
                   items: int = ITEMS) -> list[dict[str, Any]] | None:
     """Example records of ``aligner`` on a few images of ``evaluation`` (``SplitInputs``); anchors are rows
     of ``fit`` with their ``fit_captions``. None when the aligner has nothing to show."""
@@ -96,8 +100,7 @@ def example_items(aligner: Any, evaluation: Any, fit: Any, fit_captions: Sequenc
     if not rows:
         return None
     inputs = evaluation.for_aligner(aligner)[torch.tensor(rows)]
-    hook = getattr(aligner, "report_examples", None)
-    said = hook(inputs) if callable(hook) else _builtin(aligner, inputs)
+    said = aligner.report_examples(inputs) if aligner.reports_examples else _builtin(aligner, inputs)
     if not said:
         return None
     split, out = evaluation.split, []

@@ -7,13 +7,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from align.atomic import atomic_path
 from align.errors import AlignError, BadInputError
+
+if TYPE_CHECKING:
+    from align.methods.framework.base import Aligner
 
 
 class FitTexts:
@@ -23,20 +26,19 @@ class FitTexts:
         self.captions = captions
         self._make, self._features = features, None
 
-    def for_aligner(self, aligner: Any) -> torch.Tensor | list[str] | None:
-        text_input = getattr(aligner, "text_input", "features")
-        if text_input == "none":
+    def for_aligner(self, aligner: Aligner) -> torch.Tensor | list[str] | None:
+        if aligner.text_input == "none":
             return None
-        if text_input == "strings":
+        if aligner.text_input == "strings":
             return self.captions
         if self._features is None:
             self._features = self._make()
         return self._features
 
 
-def divergence(aligner: Any) -> str | None:
+def divergence(aligner: Aligner) -> str | None:
     """Why a fitted ``aligner`` is unusable (a non-finite training loss, NaN in its fitted tensors), or None."""
-    losses = getattr(aligner, "history", {}).get("train_loss", [])
+    losses = aligner.history.get("train_loss", [])
     for epoch, loss in enumerate(losses, 1):
         if not math.isfinite(loss):
             return f"loss {loss} at epoch {epoch}"
@@ -50,7 +52,7 @@ def divergence(aligner: Any) -> str | None:
     return None
 
 
-def check_fit(aligner: Any, display: str, where: str, seed: int) -> None:
+def check_fit(aligner: Aligner, display: str, where: str, seed: int) -> None:
     """A one-line error naming the aligner and the data if its fit diverged."""
     why = divergence(aligner)
     if why is not None:
@@ -76,9 +78,9 @@ def saved_state(path: Path, identity: str) -> tuple[str, str]:
     return "ok", ""
 
 
-def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, path: Path | None, reuse: bool,
+def fit_or_reuse(aligner: Aligner, fit_inputs: Callable[[Aligner], tuple[Any, Any]], *, path: Path | None, reuse: bool,
                  identity: dict[str, Any], display: str, where: str, seed: int,
-                 echo: Callable[[str], None], curves: Path | None = None) -> Any:
+                 echo: Callable[[str], None], curves: Path | None = None) -> Aligner:
     """``aligner`` fitted on ``fit_inputs(aligner)``, or (``reuse``) the verified fit of the same identity
     saved at ``path`` (``None``: neither reused nor saved). A fit made here is checked for divergence and
     saved with its identity when ``path`` is given. An aligner that logs curves (``log_dir``, the trained
@@ -97,7 +99,7 @@ def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, 
                 return reused
         if why:
             echo(f"{why}; fitting again")
-    logs = curves is not None and hasattr(aligner, "log_dir")
+    logs = curves is not None and aligner.logs_curves
     if logs:
         aligner.log_dir = curves
     try:
@@ -111,6 +113,6 @@ def fit_or_reuse(aligner: Any, fit_inputs: Callable[[Any], tuple[Any, Any]], *, 
                                            "diverged": divergence(aligner)}, sort_keys=False))
     check_fit(aligner, display, where, seed)
     if path is not None:
-        history = getattr(aligner, "history", None)  # per-epoch training curves, for plots of saved fits
+        history = aligner.history  # per-epoch training curves, for plots of saved fits
         aligner.save(path, provenance={"identity": identity, **({"history": history} if history else {})})
     return aligner

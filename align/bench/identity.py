@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from align.checksum import canonical
 from align.methods.framework.trained import without_run_defaults
+
+if TYPE_CHECKING:
+    from align.methods.framework.base import Aligner
 
 FORMAT = 1
 # hyper-parameters that never change a number: a fit resumed from a checkpoint equals an uninterrupted one,
@@ -34,10 +37,10 @@ def sealed(parts: Mapping[str, Any]) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(canonical(parts)).hexdigest(), "parts": dict(parts)}
 
 
-def aligner_part(name: str, aligner: Any, sweep: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def aligner_part(name: str, aligner: Aligner, sweep: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The aligner as it will be fitted: registry name, code version, resolved hyper-parameters and sweep."""
-    hparams = {k: v for k, v in without_run_defaults(getattr(aligner, "hparams", {})).items() if k not in NOT_IDENTITY}
-    part = {"name": name, "version": str(getattr(type(aligner), "version", "unversioned")), "hparams": hparams}
+    hparams = {k: v for k, v in without_run_defaults(aligner.hparams).items() if k not in NOT_IDENTITY}
+    part = {"name": name, "version": str(type(aligner).version), "hparams": hparams}
     return {**part, "sweep": dict(sweep)} if sweep is not None else part
 
 

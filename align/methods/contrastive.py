@@ -152,6 +152,14 @@ class ContrastiveHParams(TrainedHParams):
         return self
 
 
+@ALIGNERS.register(
+    "contrastive",
+    description="Linear heads trained with CLIP's symmetric InfoNCE loss (learnable temperature). "
+    "heads='image' (default): image head into the frozen text space; 'both': CLIP-style heads on both sides; "
+    "'text': text head into the frozen image space (LiT's direction).",
+    citation="Zhai et al., LiT: Zero-Shot Transfer with Locked-image text Tuning, CVPR 2022; "
+    "Radford et al., Learning Transferable Visual Models From Natural Language Supervision (CLIP), ICML 2021",
+)
 class ContrastiveAligner(TrainedAligner):
     """Linear heads trained with symmetric InfoNCE (CLIP / LiT-style baselines on the same pairs)."""
 
@@ -203,15 +211,3 @@ class ContrastiveAligner(TrainedAligner):
         """L2-normalised ``[M, dim]`` embeddings (with heads="image": the text features, normalised)."""
         _, text_dim = self._require_fitted()
         return self.core.encode_text(check_features(text_features, "contrastive.encode_text", text_dim))
-
-
-@ALIGNERS.register(
-    "contrastive",
-    description="Linear heads trained with CLIP's symmetric InfoNCE loss (learnable temperature). "
-    "heads='image' (default): image head into the frozen text space; 'both': CLIP-style heads on both sides; "
-    "'text': text head into the frozen image space (LiT's direction).",
-    citation="Zhai et al., LiT: Zero-Shot Transfer with Locked-image text Tuning, CVPR 2022; "
-    "Radford et al., Learning Transferable Visual Models From Natural Language Supervision (CLIP), ICML 2021",
-)
-def _contrastive(**hparams: Any) -> ContrastiveAligner:
-    return ContrastiveAligner(**hparams)

@@ -37,6 +37,12 @@ class ProcrustesHParams(HParams):
     dim: int | None = param(None, low=1, want="a positive integer or None")  # None: min(Di, Dt, N - 1)
 
 
+@ALIGNERS.register(
+    "procrustes",
+    description="PCA on each side to a common dim, then orthogonal Procrustes image -> text; "
+    "shared space = PCA text space. dim: common dimension (None = min(Di, Dt, pairs - 1)).",
+    citation="Schönemann, A generalized solution of the orthogonal Procrustes problem, Psychometrika 31(1), 1966",
+)
 class ProcrustesAligner(Aligner):
     """PCA on each side, then the orthogonal map image -> text; shared space = PCA text space."""
 
@@ -99,13 +105,3 @@ class ProcrustesAligner(Aligner):
         self.image_mean, self.image_weight = state["image_mean"].float(), state["image_weight"].float()
         self.text_mean, self.text_weight = state["text_mean"].float(), state["text_weight"].float()
         self.image_dim, self.text_dim = self.image_weight.shape[0], self.text_weight.shape[0]
-
-
-@ALIGNERS.register(
-    "procrustes",
-    description="PCA on each side to a common dim, then orthogonal Procrustes image -> text; "
-    "shared space = PCA text space. dim: common dimension (None = min(Di, Dt, pairs - 1)).",
-    citation="Schönemann, A generalized solution of the orthogonal Procrustes problem, Psychometrika 31(1), 1966",
-)
-def _procrustes(**hparams: Any) -> ProcrustesAligner:
-    return ProcrustesAligner(**hparams)

@@ -66,6 +66,13 @@ class RidgeHParams(HParams):
     alpha: float | str = param(1.0, low=0, choices=("auto",), want="a number >= 0 or 'auto'")
 
 
+@ALIGNERS.register(
+    "ridge",
+    description="Ridge regression (closed form) from image to text features; shared space = text space. "
+    "alpha: L2 penalty relative to the mean image-feature variance, or 'auto' (leave-one-out).",
+    citation="Hoerl & Kennard, Ridge regression: biased estimation for nonorthogonal problems, "
+    "Technometrics 12(1), 1970",
+)
 class RidgeAligner(Aligner):
     """Closed-form ridge map image -> text; shared space = the text encoder's space."""
 
@@ -116,14 +123,3 @@ class RidgeAligner(Aligner):
         self.weight, self.bias = state["weight"].float(), state["bias"].float()
         self.alpha_ = float(state["alpha"])
         self.image_dim, self.text_dim = self.weight.shape
-
-
-@ALIGNERS.register(
-    "ridge",
-    description="Ridge regression (closed form) from image to text features; shared space = text space. "
-    "alpha: L2 penalty relative to the mean image-feature variance, or 'auto' (leave-one-out).",
-    citation="Hoerl & Kennard, Ridge regression: biased estimation for nonorthogonal problems, "
-    "Technometrics 12(1), 1970",
-)
-def _ridge(**hparams: Any) -> RidgeAligner:
-    return RidgeAligner(**hparams)

@@ -188,12 +188,22 @@ class ASIFHParams(HParams):
         return replace(self, p=int(self.p) if float(self.p) == int(self.p) else float(self.p))  # 8.0 -> 8 in JSON
 
 
+@ALIGNERS.register(
+    "asif",
+    description="ASIF: training-free relative representations against stored anchor pairs (top-k cosine "
+    "similarities, clamped at 0, raised to p, normalised). k: kept anchors (default 800, the official "
+    "code's; use ~50 at ~1k anchors), p: power (default 8), clamp_negative, "
+    "search: torch|torch-bf16|faiss|faiss-ivf|faiss-hnsw.",
+    citation="Norelli, Fumero, Maiorca, Moschella, Rodolà, Locatello, ASIF: Coupled Data Turns Unimodal "
+    "Models to Multimodal Without Training, NeurIPS 2023 (arXiv 2210.01738)",
+)
 class ASIFAligner(Aligner):
     """Relative representations against stored anchor pairs; shared space = anchor-id space."""
 
     name = "asif"
     config_class = ASIFHParams
     config: ASIFHParams
+    represents_by_anchors = True  # represent_image: the anchors behind each image
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -342,16 +352,3 @@ def sweep_scores(images: ASIFSweep, texts: ASIFSweep) -> Iterator[tuple[tuple[in
         raise BadInputError("asif sweep_scores: the image and text sweeps must use the same counts, ks and ps")
     for key in images.keys():
         yield key, scores(images.relative(*key), texts.relative(*key))
-
-
-@ALIGNERS.register(
-    "asif",
-    description="ASIF: training-free relative representations against stored anchor pairs (top-k cosine "
-    "similarities, clamped at 0, raised to p, normalised). k: kept anchors (default 800, the official "
-    "code's; use ~50 at ~1k anchors), p: power (default 8), clamp_negative, "
-    "search: torch|torch-bf16|faiss|faiss-ivf|faiss-hnsw.",
-    citation="Norelli, Fumero, Maiorca, Moschella, Rodolà, Locatello, ASIF: Coupled Data Turns Unimodal "
-    "Models to Multimodal Without Training, NeurIPS 2023 (arXiv 2210.01738)",
-)
-def _asif(**hparams: Any) -> ASIFAligner:
-    return ASIFAligner(**hparams)

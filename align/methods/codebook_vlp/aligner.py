@@ -116,6 +116,14 @@ class CodebookVLPHParams(TrainedHParams):
         return self
 
 
+@ALIGNERS.register(
+    "codebook_vlp",
+    description="ALBEF-style pretraining (ITC with momentum queue, ITM with hard negatives, MLM) on frozen "
+    "spatial tokens plus a learned visual codebook and masked image modeling of its code indices. "
+    "Needs [N, T, D] tokens and caption strings: fit_captions(tokens, captions).",
+    citation="Guo et al., Augmenting Vision Language Pretraining by Learning Codebook with Visual Semantics, "
+    "ICPR 2022 (arXiv 2208.00475)",
+)
 class CodebookVLPAligner(TrainedAligner):
     """Codebook-VLP trained on frozen spatial tokens and caption strings.
 
@@ -130,6 +138,7 @@ class CodebookVLPAligner(TrainedAligner):
     config: CodebookVLPHParams
     core_class = CodebookVLPCore
     shape_args = ("image_dim", "num_tokens")  # the token grid's width and length
+    reranks_retrieval = True  # retrieval_scores: ITM re-ranking (None with rerank_k 0)
     # hyper-parameters added in version 2, at the values that reproduce a version-1 fit
     legacy_hparams = {"restart_window": 0, "code_source": "states", "codebook_init": "batch", "reconstruction": 0.0,
                       "mim_input": "fusion", "mim_weighting": "none", "hard_negative_temperature": False,
@@ -212,9 +221,11 @@ class CodebookVLPAligner(TrainedAligner):
         return self._batched(self.core.code_indices, self._tokens(image_tokens, "code_indices"))
 
     @property
-    def quantizes_images(self) -> bool:
+    def quantizes_images(self) -> bool:  # per instance: codebook on or off
         """Whether ``image_codes`` has codes to give (the benchmark's ``code_statistics`` task)."""
         return self.config.codebook
+
+    gives_code_indices = quantizes_images  # code_indices: the same codes
 
     def image_codes(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """``[M, T]`` code ids of each image's tokens (as :meth:`code_indices`)."""
@@ -262,15 +273,3 @@ class CodebookVLPAligner(TrainedAligner):
                               for i in range(0, len(image_rows), batch_size)])
 
         return rerank(similarity, k, score)
-
-
-@ALIGNERS.register(
-    "codebook_vlp",
-    description="ALBEF-style pretraining (ITC with momentum queue, ITM with hard negatives, MLM) on frozen "
-    "spatial tokens plus a learned visual codebook and masked image modeling of its code indices. "
-    "Needs [N, T, D] tokens and caption strings: fit_captions(tokens, captions).",
-    citation="Guo et al., Augmenting Vision Language Pretraining by Learning Codebook with Visual Semantics, "
-    "ICPR 2022 (arXiv 2208.00475)",
-)
-def _codebook_vlp(**hparams: Any) -> CodebookVLPAligner:
-    return CodebookVLPAligner(**hparams)

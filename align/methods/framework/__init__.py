@@ -4,6 +4,8 @@ The aligner side (no Lightning; importing it is cheap):
 
 - ``base.py``: the :class:`~align.methods.framework.base.Aligner` interface, the inputs it declares,
   input checks, save and load.
+- ``capabilities.py``: what an aligner can do beyond fitting and embedding (``can_caption``,
+  ``quantizes_images``, ...), declared on its class and checked when it is registered.
 - ``hparams.py``: how an aligner declares its hyper-parameters (:class:`HParams`, ``param``).
 - ``trained.py``: the base of the aligners trained by gradient descent (:class:`TrainedAligner`).
 - ``cores.py``: a trained aligner's core class as the string Lightning checkpoints store, and back.

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from align.errors import AlignError, BadInputError
+from align.methods.framework import capabilities
+from align.methods.framework.capabilities import IMAGE_INPUTS, Missing
 from align.methods.framework.hparams import HParams
 
 
@@ -111,10 +115,6 @@ def caption_strings(texts: Any, what: str, why: str) -> list[str]:
     raise BadInputError(f"{what} needs caption strings, not text-encoder features ({why})")
 
 
-IMAGE_INPUTS = ("pooled", "tokens", "pixels")
-TEXT_INPUTS = ("features", "strings", "none")
-
-
 @dataclass(frozen=True)
 class ImageInput:
     """What an aligner's image side consumes, so the runner can hand every aligner its own input.
@@ -148,14 +148,22 @@ class Aligner:
     A strings aligner whose text side equals a registered text encoder's features names it in
     ``text_encoder_name``, so benchmark results record what was really compared.
 
-    ``config_class`` declares the hyper-parameters (:mod:`align.methods.hparams`): the constructor
-    resolves and checks them into ``self.config``, and ``self.hparams`` is the same as a plain dict.
-    An aligner without one (e.g. a plugin written before it existed) keeps whatever it is given."""
+    ``config_class`` declares the hyper-parameters (:mod:`align.methods.framework.hparams`): the
+    constructor resolves and checks them into ``self.config`` (read them there, typed), and
+    ``self.hparams`` is the same as a plain dict (what saved fits, results and identities record). An
+    aligner without one (e.g. a plugin written before it existed) keeps whatever it is given.
+
+    What an aligner can do beyond ``fit`` and ``encode_*`` is declared by the flags below, each with the
+    method it promises (:mod:`align.methods.framework.capabilities`); the registry refuses a class whose
+    flags and methods disagree. ``history`` holds a trained aligner's per-epoch curves (empty for the
+    others), and ``logs_curves`` says whether a fit writes its curves into ``log_dir``."""
 
     name: ClassVar[str]
-    image_input: ClassVar[str] = "pooled"
-    text_input: ClassVar[str] = "features"
+    image_input: ClassVar[Literal["pooled", "tokens", "pixels"]] = "pooled"
+    text_input: ClassVar[Literal["features", "strings", "none"]] = "features"
     config_class: ClassVar[type[HParams] | None] = None
+    config: HParams
+    hparams: dict[str, Any]
     # code version, part of every result's identity (align.bench.identity): bump it when a change to the
     # method changes its numbers, so results and fits saved by the older code are recomputed
     version: ClassVar[str] = "1"
@@ -164,6 +172,34 @@ class Aligner:
     legacy_hparams: ClassVar[dict[str, Any]] = {}
     # hyper-parameters renamed since earlier versions saved fits: old name -> new name
     renamed_hparams: ClassVar[dict[str, str]] = {}
+
+    # capabilities: each flag with the method it promises (placeholders here raise MissingCapability)
+    can_caption: ClassVar[bool] = False
+    caption = Missing("can_caption", "generate captions")
+    reranks_retrieval: ClassVar[bool] = False
+    retrieval_scores = Missing("reranks_retrieval", "re-rank retrieval candidates")
+    quantizes_images: ClassVar[bool] = False
+    image_codes = Missing("quantizes_images", "write images as discrete codes")
+    finds_nearest_words: ClassVar[bool] = False
+    nearest_words = Missing("finds_nearest_words", "name the words nearest to an image")
+    writes_token_strings: ClassVar[bool] = False
+    token_strings = Missing("writes_token_strings", "write an image as a string of tokens")
+    represents_by_anchors: ClassVar[bool] = False
+    represent_image = Missing("represents_by_anchors", "represent an image by its anchors")
+    gives_code_indices: ClassVar[bool] = False
+    code_indices = Missing("gives_code_indices", "give an image's codebook indices")
+    reports_examples: ClassVar[bool] = False
+    report_examples = Missing("reports_examples", "describe example images for the report")
+
+    # training curves: per-epoch values by name (trained aligners fill it), and whether a fit logs them
+    history: Mapping[str, Sequence[float]] = MappingProxyType({})
+    logs_curves: ClassVar[bool] = False
+
+    @classmethod
+    def declaration_problems(cls) -> list[str]:
+        """Where the class's declared capabilities and its methods disagree (empty: consistent); the
+        registry refuses an aligner class with any (:func:`capabilities.declaration_problems`)."""
+        return capabilities.declaration_problems(cls)
 
     def image_input_spec(self) -> ImageInput:
         """The image input this aligner (with its hyper-parameters) consumes."""

@@ -125,6 +125,7 @@ class TrainedAligner(Aligner):
     adamw_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
     fused_adamw: ClassVar[bool] = True
     min_warmup_steps: ClassVar[int] = 0
+    logs_curves = True
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)

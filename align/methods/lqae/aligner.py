@@ -365,6 +365,15 @@ class LQAEHParams(TrainedHParams):
         return replace(self, patch_size=patch)
 
 
+@ALIGNERS.register(
+    "lqae",
+    description="Language-quantized autoencoder: a ViT encoder whose patch tokens are snapped to a frozen LM word-"
+    "embedding table (straight-through), half masked and denoised by the frozen LM (masked, e.g. BERT, or "
+    "causal, e.g. Gemma-3 with its pretrained head), decoded back to pixels. Trained on images alone: "
+    "fit_images(images). codebook='random'/'learned': random-table and VQ-VAE baselines.",
+    citation="Liu, Yan & Abbeel, Language Quantized AutoEncoders: Towards Unsupervised Text-Image Alignment, "
+    "NeurIPS 2023",
+)
 class LQAE(TrainedAligner):
     """Language-quantized autoencoder trained on images alone; images become strings of table tokens.
 
@@ -389,6 +398,7 @@ class LQAE(TrainedAligner):
     image_input = "pixels"
     text_input = "none"
     quantizes_images = True  # ``image_codes`` gives every image's table tokens (align bench: code_statistics)
+    writes_token_strings = True  # ``token_strings``: each image as text
 
     def image_input_spec(self) -> ImageInput:
         return ImageInput("pixels", size=self.config.image_size, channels=self.config.in_chans)
@@ -463,16 +473,3 @@ class LQAE(TrainedAligner):
 
     def encode_text(self, text_features: torch.Tensor) -> torch.Tensor:
         raise BadInputError("lqae: has no text side; images become table tokens (token_strings) instead")
-
-
-@ALIGNERS.register(
-    "lqae",
-    description="Language-quantized autoencoder: a ViT encoder whose patch tokens are snapped to a frozen LM word-"
-    "embedding table (straight-through), half masked and denoised by the frozen LM (masked, e.g. BERT, or "
-    "causal, e.g. Gemma-3 with its pretrained head), decoded back to pixels. Trained on images alone: "
-    "fit_images(images). codebook='random'/'learned': random-table and VQ-VAE baselines.",
-    citation="Liu, Yan & Abbeel, Language Quantized AutoEncoders: Towards Unsupervised Text-Image Alignment, "
-    "NeurIPS 2023",
-)
-def _lqae(**hparams: Any) -> LQAE:
-    return LQAE(**hparams)

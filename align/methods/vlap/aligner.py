@@ -342,6 +342,13 @@ class VLAPHParams(TrainedHParams):
         return self
 
 
+@ALIGNERS.register(
+    "vlap",
+    description="One linear layer into a frozen causal LM's word-embedding space, trained with captioning "
+    "(L_cap) + 0.1 x optimal-transport assignment prediction over the word embeddings (L_map). "
+    "Needs caption strings: fit_captions(images, captions). w_map=0: caption-only (LiMBeR); w_cap=0: L_map only.",
+    citation="Park et al., Bridging Vision and Language Spaces with Assignment Prediction (VLAP), ICLR 2024",
+)
 class VLAPAligner(TrainedAligner):
     """Linear map from image features into a frozen causal LM's word-embedding space (VLAP).
 
@@ -357,6 +364,8 @@ class VLAPAligner(TrainedAligner):
     config: VLAPHParams
     core_class = VLAPCore
     shape_args = ("image_dim", "vocab_ids", "prior_weights")  # the vocabulary, when chosen from the fit captions
+    can_caption = True  # caption: greedy captions of the frozen LM
+    finds_nearest_words = True  # nearest_words: the vocabulary words closest to each image
     # hyper-parameters added in version 2, at the values that reproduce a version-1 fit
     legacy_hparams = {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                       "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
@@ -478,14 +487,3 @@ class VLAPAligner(TrainedAligner):
         best = (v @ core.assignment.unit_words.T).topk(top, dim=-1).indices
         tokens = load_table(self.config.table).tokens
         return [[tokens[int(core.vocab_ids[j])] for j in row] for row in best.cpu()]
-
-
-@ALIGNERS.register(
-    "vlap",
-    description="One linear layer into a frozen causal LM's word-embedding space, trained with captioning "
-    "(L_cap) + 0.1 x optimal-transport assignment prediction over the word embeddings (L_map). "
-    "Needs caption strings: fit_captions(images, captions). w_map=0: caption-only (LiMBeR); w_cap=0: L_map only.",
-    citation="Park et al., Bridging Vision and Language Spaces with Assignment Prediction (VLAP), ICLR 2024",
-)
-def _vlap(**hparams: Any) -> VLAPAligner:
-    return VLAPAligner(**hparams)
