@@ -4,10 +4,10 @@ It lives in :mod:`align.methods.framework.base`; this module re-exports what it 
 """
 
 from align.methods.framework.base import (
-    Aligner, ImageInput, caption_strings, check_caption_pairs, check_features, check_pairs, check_tokens, is_int,
-    is_number, load_aligner, saved_meta,
+    Aligner, ImageInput, caption_strings, check_caption_pairs, check_features, check_pairs, check_tokens, is_number,
+    load_aligner, saved_meta,
 )
 from align.methods.framework.capabilities import IMAGE_INPUTS, TEXT_INPUTS
 
 __all__ = ["IMAGE_INPUTS", "TEXT_INPUTS", "Aligner", "ImageInput", "caption_strings", "check_caption_pairs",
-           "check_features", "check_pairs", "check_tokens", "is_int", "is_number", "load_aligner", "saved_meta"]
+           "check_features", "check_pairs", "check_tokens", "is_number", "load_aligner", "saved_meta"]

@@ -25,11 +25,6 @@ from align.methods.framework.capabilities import IMAGE_INPUTS, Missing
 from align.methods.framework.hparams import HParams
 
 
-def is_int(value: Any) -> bool:
-    """An integer hyper-parameter (bools excluded, though Python counts them as ints)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def is_number(value: Any) -> bool:
     """A finite real hyper-parameter (bools excluded)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
