@@ -80,7 +80,7 @@ METRICS = (  # key, header, format, higher is better, (per-item outputs, their m
 # The code statistics are not resampled (their codes are kept, CodeItems): they are plug-in statistics of the
 # pooled codes, not means over images, and a bootstrap draw (some images repeated, others left out) shifts
 # them: fewer distinct codes, lower perplexity, higher plug-in NMI, so the percentile interval can miss the
-# value itself (tests/unit/test_lqae_study_script.py shows it).
+# value itself (align.eval.items.CodeItems refuses to resample them).
 FEWSHOT_K = 5
 BOOTSTRAP = Bootstrap()  # the intervals' settings (1000 resamples, seed 0, 95%), stated in the report
 Choice = tuple[float, float]  # (LM-loss weight, code-usage weight)
