@@ -176,9 +176,6 @@ def _built_in_precision(factory: Callable[..., Any], precision: str, **kwargs: A
     return set_precision(factory(**kwargs), precision)
 
 
-VISION_ENCODERS: Registry[Any] = Registry("encoders", precisions=True)
-TEXT_ENCODERS: Registry[Any] = Registry("text", precisions=True)
-EMBEDDING_TABLES: Registry[Any] = Registry("tables")
 def _aligner_declarations(name: str, cls: type) -> None:
     """Refuse an aligner class whose declared capabilities and methods disagree: it answers
     ``declaration_problems()`` (``align.methods.framework.base.Aligner`` does; a class without that
@@ -188,6 +185,9 @@ def _aligner_declarations(name: str, cls: type) -> None:
         raise DeclarationError(f"aligner {name!r} ({cls.__module__}.{cls.__qualname__}): {'; '.join(problems)}")
 
 
+VISION_ENCODERS: Registry[Any] = Registry("encoders", precisions=True)
+TEXT_ENCODERS: Registry[Any] = Registry("text", precisions=True)
+EMBEDDING_TABLES: Registry[Any] = Registry("tables")
 ALIGNERS: Registry[Any] = Registry("aligners", sourced=False, check=_aligner_declarations)
 DATASETS: Registry[Any] = Registry("datasets", sourced=False)
 
