@@ -143,10 +143,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from align.bench.config import load_config
-    from align.bench.executors import make_executor
-    from align.bench.report import write_report
-    from align.bench.results import check_folder, path_part
+    from align.bench.plan.config import load_config
+    from align.bench.execute.executors import make_executor
+    from align.bench.report.leaderboard import write_report
+    from align.bench.plan.layout import path_part
+    from align.bench.record.result_json import check_folder
     from align.bench.runner import run_benchmark
 
     config = load_config(args.config)
@@ -161,15 +162,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from align.bench.report import write_report
-    from align.bench.results import check_folder
+    from align.bench.report.leaderboard import write_report
+    from align.bench.record.result_json import check_folder
 
     results = Path(args.results)
     if "\0" not in args.results and not results.exists():
         raise AlignError(f"{results}: no such results folder")
     print(write_report(check_folder(results)))
     if args.html is not None:
-        from align.bench.html_report import write_html_report
+        from align.bench.report.html import write_html_report
 
         page = write_html_report(results, check_folder(Path(args.html), "HTML report folder"))
         print(f"\nwrote {page}")
@@ -185,8 +186,8 @@ def _names(text: str) -> list[str]:
 
 
 def _cmd_pairs(args: argparse.Namespace) -> int:
-    from align.bench.encoder_pairs import markdown, score_pairs, write_markdown
-    from align.bench.pairs import FeatureBank
+    from align.bench.encoder_ranking import markdown, score_pairs, write_markdown
+    from align.bench.execute.features import FeatureBank
 
     table = score_pairs(args.dataset, args.split, args.image_encoders, args.text_encoders, k=args.k,
                         bank=FeatureBank(progress=not args.quiet),

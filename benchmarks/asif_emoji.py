@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from _common import MeanStd, emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
-from align.bench.pairs import FeatureBank
+from align.bench.execute.features import FeatureBank
 from align.eval.metrics import retrieval_metrics
 from align.methods.asif.aligner import scores, sweep
 from align.registry import ALIGNERS, DATASETS

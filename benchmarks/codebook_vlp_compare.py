@@ -62,7 +62,7 @@ import yaml
 
 from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_line,  # benchmarks/_common.py
                      markdown_table, mean_std, save_figure)
-from align.bench.pairs import fit_captions
+from align.bench.execute.features import fit_captions
 from align.data.base import DatasetSplit, LabelSet
 from align.eval.bootstrap import Bootstrap
 from align.eval.items import CodeItems

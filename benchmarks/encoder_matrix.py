@@ -4,7 +4,7 @@ image x text encoder pair the aligners score best with?
 For every image x text encoder pair of ``configs/bench/encoder_matrix.yaml`` (2 x 4 = 8 pairs) and each
 of its datasets, the four metrics of :mod:`align.eval.alignment_metrics` (mutual k-NN, CKNNA, linear
 CKA, debiased CKA) are computed on the dataset's fit split exactly as ``align pairs`` does
-(:func:`align.bench.encoder_pairs.score_pairs`: the fit captions, the same feature cache keys as
+(:func:`align.bench.encoder_ranking.score_pairs`: the fit captions, the same feature cache keys as
 ``align bench``, nothing fitted). Against them stand the test scores of that matrix run (read from its
 results folder, never refitted): per pair and aligner, the mean over seeds of the headline metric
 (emoji: image→name R@1, ``text_retrieval_recall@1``; Fashion-MNIST: zero-shot ``acc1``). Per dataset it
@@ -40,11 +40,11 @@ import numpy as np
 from scipy import stats
 
 from _common import emit, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
-from align.bench.config import BenchConfig, load_config
-from align.bench.encoder_pairs import PairTable, ranks, score_pairs
-from align.bench.pairs import FeatureBank, fit_captions
-from align.bench.report import aggregate
-from align.bench.result_files import read_results
+from align.bench.plan.config import BenchConfig, load_config
+from align.bench.encoder_ranking import PairTable, ranks, score_pairs
+from align.bench.execute.features import FeatureBank, fit_captions
+from align.bench.report.leaderboard import aggregate
+from align.bench.record.result_files import read_results
 from align.eval.alignment_metrics import METRICS
 from align.registry import DATASETS
 

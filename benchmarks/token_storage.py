@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 
-from align.bench.pairs import FeatureBank, fit_captions
+from align.bench.execute.features import FeatureBank, fit_captions
 from align.eval.retrieval import evaluate_retrieval, flatten_captions
 from align.eval.zeroshot import class_prompts, zeroshot_logits
 from align.features.cache import FeatureKey, weights_fingerprint

@@ -40,14 +40,14 @@ import torch
 import torch.nn.functional as F
 
 from _common import claim_cells, emit, interval_cell, machine_line, markdown_table, mean_std, save_figure  # benchmarks/_common.py
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
-from align.bench.report import aggregate
-from align.bench.result_files import read_results
-from align.bench.uncertainty import load_items
+from align.bench.plan.config import load_config
+from align.bench.execute.features import FeatureBank
+from align.bench.report.leaderboard import aggregate
+from align.bench.record.result_files import read_results
+from align.bench.report.uncertainty import load_items
 from align.eval.bootstrap import Bootstrap
 from align.eval.items import MeanItems
-from align.bench.results import aligner_path
+from align.bench.plan.layout import aligner_path
 from align.bench.runner import run_benchmark
 from align.methods.base import load_aligner
 from align.registry import DATASETS, TEXT_ENCODERS

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
-from align.bench.pairs import FeatureBank
+from align.bench.execute.features import FeatureBank
 from align.methods.vlap.aligner import DEFAULT_TABLE, VLAPCore, load_table, tokenize_captions
 from align.registry import DATASETS
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ class ProbeResult:
     metrics: dict[str, float]  # acc1, acc5 (>= 5 classes), mean_per_class_recall on test
     C: float  # inverse L2 strength chosen on validation
     val_acc1: dict[float, float]  # validation acc1 of every C tried
-    items: ClassificationItems | None = None  # each test item's predictions (the metrics' source)
+    items: ClassificationItems | None = field(default=None, compare=False)  # each test item's predictions
 
 
 def _as_numpy(features: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_asif_retrieves_unseen_emoji_names_far_above_chance() -> None:
     for asset in ("mobilenet_v2.imagenet1k_v1", "all-minilm-l6-v2", "emoji-google"):
         need_asset(asset)
-    from align.bench.pairs import FeatureBank
+    from align.bench.execute.features import FeatureBank
     from align.eval.metrics import retrieval_metrics
     from align.registry import ALIGNERS, DATASETS
 

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_vlap_trains_through_gemma_and_speaks_its_vocabulary() -> None:
     for asset in ("mobilenet_v2.imagenet1k_v1", "gemma-3-270m.q4_k_m", "emoji-google"):
         need_asset(asset)
-    from align.bench.pairs import FeatureBank
+    from align.bench.execute.features import FeatureBank
     from align.registry import ALIGNERS, DATASETS
 
     anchors = DATASETS.create("emoji").load("anchors")

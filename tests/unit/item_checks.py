@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from align.bench.item_files import read_items
+from align.bench.record.item_files import read_items
 
 
 def assert_items_give_every_metric(results: Path) -> int:

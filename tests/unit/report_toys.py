@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
+from align.bench.plan.config import load_config
+from align.bench.execute.features import FeatureBank
 from align.bench.runner import run_benchmark
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.features.cache import FeatureCache

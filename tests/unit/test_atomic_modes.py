@@ -45,15 +45,15 @@ def _text(folder: Path) -> list[Path]:
 
 
 def _result(folder: Path) -> list[Path]:
-    from align.bench.results import write_result
+    from align.bench.record.result_json import write_result
 
     write_result(folder / "results" / "r.json", {"dataset": "d", "metrics": {"acc": 0.5}})
     return [folder / "results" / "r.json"]
 
 
 def _reports(folder: Path) -> list[Path]:
-    from align.bench.html_report import write_html_report
-    from align.bench.report import write_report
+    from align.bench.report.html import write_html_report
+    from align.bench.report.leaderboard import write_report
 
     (folder / "results").mkdir()
     write_report(folder / "results")

@@ -221,7 +221,8 @@ def test_results_folder_not_writable(work: Path, capsys) -> None:
 
 def fake_results(root: Path) -> list[Path]:
     """Two sealed results of one aligner (seeds 0 and 1), written as the runner writes them."""
-    from align.bench.results import make_result, result_path, write_result
+    from align.bench.plan.layout import result_path
+    from align.bench.record.result_json import make_result, write_result
 
     paths = []
     for seed in (0, 1):

@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from item_checks import assert_items_give_every_metric
 from PIL import Image
 
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
-from align.bench.report import aggregate, markdown, write_report
+from align.bench.execute.features import FeatureBank
+from align.bench.plan.config import load_config
+from align.bench.report.leaderboard import aggregate, markdown, write_report
+from align.bench.report.uncertainty import load_items
 from align.bench.runner import run_benchmark
-from align.bench.uncertainty import load_items
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import BadInputError
 from align.features.cache import FeatureCache
 from align.registry import DATASETS
-from item_checks import assert_items_give_every_metric
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
 

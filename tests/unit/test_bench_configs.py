@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from align.bench.config import TASKS, load_config
+from align.bench.plan.config import TASKS, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "bench").glob("*.yaml"))
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from align.bench.item_files import ItemsProblem, items_path, read_items, write_items
-from align.bench.uncertainty import standing
+from align.bench.record.item_files import ItemsProblem, items_path, read_items, write_items
+from align.bench.report.uncertainty import standing
 from align.errors import BadInputError
 from align.eval.bootstrap import Bootstrap, metric_interval, paired_difference
-from align.eval.items import CaptionItems, ClassificationItems, CodeItems, MeanItems, RetrievalItems
+from align.eval.items import CaptionItems, ClassificationItems, CodeItems, MeanItems
 from align.eval.metrics import classification_items, retrieval_items
 
 N, CLASSES = 600, 10

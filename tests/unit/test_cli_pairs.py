@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from align.bench.encoder_pairs import PairScores, PairTable, markdown, ranks, score_pairs
-from align.bench.pairs import FeatureBank, fit_captions
+from align.bench.encoder_ranking import PairScores, PairTable, markdown, ranks, score_pairs
+from align.bench.execute.features import FeatureBank, fit_captions
 from align.cli import main
 from align.data.base import Dataset, DatasetSplit
 from align.eval.alignment_metrics import alignment_scores

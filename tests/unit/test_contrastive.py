@@ -87,7 +87,7 @@ def test_registered_with_metadata_and_lazy_lightning() -> None:
 def test_config_file_holds_the_defaults_as_a_bench_entry() -> None:
     import yaml
 
-    from align.bench.config import _aligner
+    from align.bench.plan.config import _aligner
 
     path = Path(__file__).parents[2] / "configs" / "aligners" / "contrastive.yaml"
     spec = _aligner(yaml.safe_load(path.read_text()), str(path), "aligners[0]")

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from align.atomic import atomic_dir
-from align.bench.curves import find_curves, plot_png
+from align.bench.report.curves import find_curves, plot_png
 from align.methods.contrastive import ContrastiveAligner
 from report_toys import toy_run
 
@@ -36,8 +36,8 @@ def test_a_contrastive_fit_through_the_runner_leaves_a_loss_csv_with_a_row_per_e
 
 def test_curves_change_no_identity_and_no_saved_hparam(tmp_path: Path) -> None:
     """``log_dir`` is an attribute, not a hyper-parameter: a rerun into a folder with curves keeps every result."""
-    from align.bench.config import load_config
-    from align.bench.pairs import FeatureBank
+    from align.bench.plan.config import load_config
+    from align.bench.execute.features import FeatureBank
     from align.bench.runner import run_benchmark
     from align.features.cache import FeatureCache
 

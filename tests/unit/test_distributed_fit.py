@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from align.bench.identity import aligner_part
+from align.bench.plan.specs import AlignerChoice
 from align.methods.contrastive import ContrastiveAligner
 from align.methods.framework.data import EpochSeededSampler
 from align.methods.framework.trained import fingerprint
@@ -79,6 +79,9 @@ def test_run_options_at_their_defaults_leave_identities_and_fingerprints_as_they
     legacy = {k: v for k, v in default.hparams.items() if k not in ("accelerator", "devices", "strategy", "precision")}
     tensors = (torch.ones(2, 2),)
     assert fingerprint("contrastive", default.hparams, tensors) == fingerprint("contrastive", legacy, tensors)
+    def aligner_part(name: str, aligner: ContrastiveAligner) -> dict:
+        return AlignerChoice(name, type(aligner).version, aligner.hparams).part()
+
     assert aligner_part("contrastive", default)["hparams"] == {
         k: v for k, v in legacy.items() if k not in ("progress", "checkpoint_dir")}
     assert aligner_part("contrastive", gpu) == aligner_part("contrastive", default)  # where it runs: not identity

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from align.bench.config import load_config
-from align.bench.runner import _check_sweeps, _plans
-from align.bench.targets import check_collisions
+from align.bench.plan.collisions import check_collisions
+from align.bench.plan.config import load_config
+from align.bench.plan.units import aligner_plans
+from align.bench.runner import _check_sweeps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +24,7 @@ def test_encoder_matrix_covers_every_packaged_encoder_pair_and_feature_aligner(m
     assert [(d.name, d.fit, d.eval, d.tasks) for d in config.datasets] == [
         ("emoji", "anchors", "test", ("zeroshot_retrieval",)),
         ("fashion_mnist", "train@2000", "test@1000", ("zeroshot_classification",))]
-    plans, text_encoders = _plans(config)
+    plans, text_encoders = aligner_plans(config)
     assert text_encoders == list(config.text_encoders)  # every aligner runs on features beside each text side
     _check_sweeps(config, plans)
     check_collisions(config, plans, text_encoders, save_aligners=True)

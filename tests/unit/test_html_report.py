@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from align.bench.html_report import write_html_report
+from align.bench.report.html import write_html_report
 from align.cli import main
 from report_toys import toy_run
 

@@ -107,3 +107,32 @@ def test_the_framework_imports_no_method() -> None:
     for path in (PACKAGE / "methods" / "framework").glob("*.py"):
         names = {n for n in imported(path) if n.startswith("align.methods")}
         assert all(n.startswith("align.methods.framework") for n in names), (path.name, names)
+
+
+def _map_block(heading: str) -> str:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split(heading, 1)[1]
+    return section.split("```", 2)[1]
+
+
+def _region(lines: list[str], folder: str) -> str:
+    """The map's lines about ``folder/``: its own line and the lines under it (indented deeper)."""
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{folder}/"))
+    depth = len(lines[start]) - len(lines[start].lstrip())
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) <= depth), len(lines))
+    return "\n".join(lines[start:end])
+
+
+@pytest.mark.parametrize(("heading", "folder"), [("## Where each method lives", "methods"),
+                                                 ("## Where the benchmark lives", "bench")])
+def test_the_readme_map_names_every_file_of_the_code(heading: str, folder: str) -> None:
+    """The README's map of a folder and the folder agree: every module is named under its own subfolder."""
+    lines = _map_block(heading).splitlines()
+    root = PACKAGE / folder
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        where = path.relative_to(root)
+        text = _region(lines, where.parts[0]) if len(where.parts) > 1 else "\n".join(lines)
+        assert path.name in text, f"README '{heading}' does not name align/{folder}/{where}"

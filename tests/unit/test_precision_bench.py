@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
+from align.bench.plan.config import load_config
+from align.bench.execute.features import FeatureBank
 from align.bench.runner import run_benchmark
 from align.errors import BadInputError
 from align.features.cache import FeatureCache

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
-from align.bench.runner import run_benchmark
-from align.features.cache import FeatureCache
-
 from conftest import need_tool
+from item_checks import assert_items_give_every_metric
 from report_toys import CONFIG  # also registers the toy dataset
 
+from align.bench.execute.features import FeatureBank
+from align.bench.plan.config import load_config
+from align.bench.runner import run_benchmark
+from align.features.cache import FeatureCache
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def executor() -> Any:
     need_tool(importlib.util.find_spec("ray") is not None, "ray is not installed (pip install 'align[ray]')")
     import ray
 
-    from align.bench.executors import RayExecutor
+    from align.bench.execute.executors import RayExecutor
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -43,9 +42,12 @@ def _run(tmp_path: Path, name: str, text: str, executor: Any = None) -> Any:
 
 
 def _comparable(value: Any) -> Any:
-    """A result without what differs between any two runs (timings, the date, and the checksum that covers them)."""
+    """A result without what differs between any two runs (timings, the date, and the checksum that covers
+    them; the items file's hash: a worker process computes similarities with its own thread count, so a
+    rank far past every k reported may differ by float rounding: the items' metrics are compared instead)."""
     if isinstance(value, dict):
-        return {k: _comparable(v) for k, v in value.items() if k not in ("wall_time_s", "date", "checksum", "config_path")}
+        return {k: _comparable(v) for k, v in value.items()
+                if k not in ("wall_time_s", "date", "checksum", "config_path", "sha256")}
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     return value
@@ -63,6 +65,7 @@ def test_ray_run_writes_what_the_serial_run_writes(tmp_path: Path, executor: Any
     assert found.keys() == expected.keys() and len(found) == 6
     for key in expected:
         assert found[key] == expected[key], key
+    assert assert_items_give_every_metric(tmp_path / "ray") == 6
     again = _run(tmp_path, "ray", CONFIG, executor)  # resume: everything is there
     assert (again.written, again.skipped) == (0, 6)
 

@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from item_checks import assert_items_give_every_metric
 from PIL import Image
 
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
+from align.bench.execute.features import FeatureBank
+from align.bench.plan.config import load_config
 from align.bench.runner import run_benchmark
 from align.checksum import seal
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import AlignError
 from align.features.cache import FeatureCache
 from align.registry import DATASETS, VISION_ENCODERS
-from item_checks import assert_items_give_every_metric
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
-from align.bench.report import write_report
+from align.bench.execute.features import FeatureBank
+from align.bench.plan.config import load_config
+from align.bench.report.leaderboard import write_report
 from align.bench.runner import run_benchmark
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import BadInputError
@@ -138,15 +138,15 @@ datasets:
 
 
 def test_emoji_styles_config_fits_on_google_and_scores_every_style(monkeypatch) -> None:
-    from align.bench.runner import _plans
-    from align.bench.targets import check_collisions
+    from align.bench.plan.collisions import check_collisions
+    from align.bench.plan.units import aligner_plans
 
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)  # aligner entries name configs/aligners/*.yaml from the repository root
     config = load_config(root / "configs" / "bench" / "emoji_styles.yaml")
     assert [d.eval_dataset for d in config.datasets] == [None, "emoji.twitter", "emoji.apple", "emoji.facebook"]
     assert {(d.name, d.fit, d.eval) for d in config.datasets} == {("emoji", "anchors", "test")}
-    plans, text_encoders = _plans(config)
+    plans, text_encoders = aligner_plans(config)
     check_collisions(config, plans, text_encoders, save_aligners=True)  # one shared fit, four result files
 
 
@@ -160,7 +160,7 @@ def _swept(test: float, shift: dict[str, str] | None) -> dict:
 
 
 def test_sweep_report_counts_a_shifted_twin_once_and_marks_a_shifted_only_entry() -> None:
-    from align.bench.sweep_report import sweep_markdown
+    from align.bench.report.sweeps import sweep_markdown
 
     shift = {"fit": "emoji", "eval": "emoji.twitter"}
     both = sweep_markdown([_swept(0.1, shift), _swept(0.5, None)])

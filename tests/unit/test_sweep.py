@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from align.bench.config import load_config
-from align.bench.pairs import FeatureBank
+from align.bench.plan.config import load_config
+from align.bench.execute.features import FeatureBank
 from align.bench.runner import run_benchmark
-from align.bench.report import write_report
-from align.bench.sweep import REFIT_RULE, SweepSpec, best_index, consensus, select
+from align.bench.report.leaderboard import write_report
+from align.bench.plan.sweeps import REFIT_RULE, SweepSpec, best_index, consensus, select
 from align.data.base import Dataset, DatasetSplit, LabelSet
 from align.errors import BadInputError
 from align.features.cache import FeatureCache

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from align.bench.item_files import write_items
-from align.bench.results import make_result, result_path, write_result
+from align.bench.record.item_files import write_items
+from align.bench.plan.layout import result_path
+from align.bench.record.result_json import make_result, write_result
 from align.eval.bootstrap import Bootstrap
 from align.eval.items import CaptionItems, ClassificationItems, MeanItems, RetrievalItems
 from bench_scripts import load_benchmark

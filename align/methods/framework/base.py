@@ -159,7 +159,7 @@ class Aligner:
     config_class: ClassVar[type[HParams] | None] = None
     config: HParams
     hparams: dict[str, Any]
-    # code version, part of every result's identity (align.bench.identity): bump it when a change to the
+    # code version, part of every result's identity (align.bench.plan.specs): bump it when a change to the
     # method changes its numbers, so results and fits saved by the older code are recomputed
     version: ClassVar[str] = "1"
     # values of hyper-parameters added after earlier versions saved fits, which reproduce those fits'

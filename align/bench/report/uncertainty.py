@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from align.bench.item_files import ItemsProblem, read_items
-from align.bench.result_files import UnreadableResults, result_location
+from align.bench.record.item_files import ItemsProblem, read_items
+from align.bench.record.result_files import UnreadableResults, result_location
 from align.errors import BadInputError
 from align.eval.bootstrap import Bootstrap, metric_interval, paired_difference
 from align.eval.items import Items

@@ -4,7 +4,7 @@ Every mistake in a config (unknown key, wrong type, unknown task) is a one-line 
 the file and the key, before any model is loaded, including options only used later: each aligner is
 built once with its hyper-parameters, dataset options are checked against the dataset's factory, task
 options must be positive integers, and every name must be registered. The file itself is read as
-plain, bounded YAML (:mod:`align.bench.yaml_file`).
+plain, bounded YAML (:mod:`align.bench.plan.yaml_file`).
 
 ``precision: bfloat16`` at the top level runs every encoder of the file in bfloat16 by naming it
 ``<encoder>@bfloat16`` (one encoder alone: write that name in its list). The suffix keys features and
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from align.bench.sweep import Selector, SweepSpec, is_metric, selector_for, task_metrics
-from align.bench.yaml_file import read_yaml
+from align.bench.plan.sweeps import Selector, SweepSpec, is_metric, selector_for, task_metrics
+from align.bench.plan.yaml_file import read_yaml
 from align.errors import AlignError, BadInputError
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning",
@@ -30,7 +30,7 @@ class AlignerSpec:
     name: str
     hparams: dict[str, Any] = field(default_factory=dict)
     label: str = ""
-    sweep: SweepSpec | None = None  # a grid chosen on a validation part of each fit split (align/bench/sweep.py)
+    sweep: SweepSpec | None = None  # a grid chosen on a validation part of each fit split (align/bench/plan/sweeps.py)
 
     @property
     def display(self) -> str:

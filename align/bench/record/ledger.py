@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from align.bench.result_files import status
+from align.bench.record.result_files import status
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """Where the runner's independent units run: in the calling process (the default), or on a Ray cluster.
 
 A unit is one aligner and seed on one encoder pair and dataset entry: its fit (or reuse of a saved fit)
-and every task result it writes (``runner._Run.run_one``). Units share nothing but files, so they may
+and every task result it writes (:func:`align.bench.execute.units.run_unit`). Units share nothing but files, so they may
 run anywhere that sees the same files.
 
 Ray (``pip install 'align[ray]'``; ``align bench --executor ray [--ray-address auto]``): the driver

@@ -1,7 +1,7 @@
 """``align pairs``: rank image x text encoder pairs by how aligned their features already are.
 
 Each pair is scored on the same pairs an aligner would be fitted on (a dataset's fit split and
-:func:`~align.bench.pairs.fit_captions`), read through the feature cache under the keys the benchmark
+:func:`~align.bench.execute.features.fit_captions`), read through the feature cache under the keys the benchmark
 runner uses, so features computed by ``align bench`` are reused and vice versa. The scores
 (:mod:`align.eval.alignment_metrics`) need no fit: they say which pairs are worth a benchmark run.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from align.atomic import atomic_path
-from align.bench.pairs import FeatureBank, fit_captions
+from align.bench.execute.features import FeatureBank, fit_captions
 from align.errors import AlignError, BadInputError
 from align.eval.alignment_metrics import METRICS, alignment_scores
 

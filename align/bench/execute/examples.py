@@ -1,5 +1,6 @@
 """Example records of a fitted aligner, for the pictures of ``align report --html``.
 
+Computed here from a fitted aligner; the file they go into is :mod:`align.bench.record.examples`.
 Written by the runner under ``--save-aligners`` (the fit is kept, so its pictures belong to something
 that can be looked at again) into ``examples/<fit>/examples.jsonl`` beside the fitted aligner: a header
 line naming the fit, then one line per evaluation image (a small PNG thumbnail and what the aligner
@@ -24,25 +25,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from align.atomic import atomic_path
-
 if TYPE_CHECKING:
     from align.methods.framework.base import Aligner
 
-FORMAT = 1
 ITEMS = 6  # evaluation images per fit
 ANCHORS = 4  # ASIF anchors shown per image
 THUMB = 96  # thumbnail side in pixels
-SUPPORTED = ("report_examples (any aligner)", "caption + nearest_words (VLAP)", "token_strings (LQAE)",
-             "represent_image anchors (ASIF)", "code_indices (Codebook-VLP, as text)")
 
 
 def thumbnail(image: Any, size: int = THUMB) -> str:
@@ -114,22 +108,3 @@ def example_items(aligner: Aligner, evaluation: Any, fit: Any, fit_captions: Seq
                     "lines": [[str(label), str(text)] for label, text in record.get("lines", [])],
                     "anchors": anchors})
     return out
-
-
-def write_examples(folder: Path, *, aligner_label: str, fit: str, eval_split: str, seed: int, identity: str,
-                   items: list[dict[str, Any]]) -> Path:
-    """``folder/examples.jsonl`` (header line, then one line per item), written atomically."""
-    target = Path(folder) / "examples.jsonl"
-    header = {"format": FORMAT, "aligner": aligner_label, "fit": fit, "eval": eval_split, "seed": seed,
-              "identity": identity}
-    with atomic_path(target) as tmp:
-        tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in [header, *items]), encoding="utf-8")
-    return target
-
-
-def read_examples(path: Path) -> dict[str, Any]:
-    """The header of ``path`` with its ``items`` (a ``ValueError`` when a line is not a JSON object)."""
-    lines = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines or not all(isinstance(line, dict) for line in lines):
-        raise ValueError("not an examples file (each line must be a JSON object)")
-    return {**lines[0], "items": lines[1:]}

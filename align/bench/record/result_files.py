@@ -2,7 +2,7 @@
 
 A result file is trusted when it parses, its checksum matches (:mod:`align.checksum`) and it sits at
 the path its own content names (a result copied under another seed's name is not that seed's). The
-runner also compares its identity (:mod:`align.bench.identity`) with the one the config gives now;
+runner also compares its identity (:mod:`align.bench.plan.specs`) with the one the config gives now;
 ``align report`` lists every file it cannot trust instead of leaving it out.
 """
 
@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from align.bench.item_files import ItemsProblem, read_items
-from align.bench.results import dataset_part, result_path
+from align.bench.plan.layout import dataset_part, result_path
+from align.bench.record.item_files import ItemsProblem, read_items
 from align.checksum import problem as checksum_problem
 from align.errors import AlignError
 

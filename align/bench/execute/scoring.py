@@ -4,7 +4,7 @@ Every task sees the aligner's shared space only: image features go through ``enc
 (captions, class prompts) through ``encode_text`` (as the text encoder's cached features, or as the
 strings themselves for a strings aligner such as VLAP). Labels of the fit split are used only by the
 tasks that train a classifier (linear probe, few-shot); zero-shot tasks never see eval labels
-except to score. Captioning needs an aligner with a ``caption`` method (a generative LM behind it).
+except to score. Captioning needs an aligner that can caption (``can_caption``: a generative LM behind it).
 """
 
 from __future__ import annotations
@@ -16,19 +16,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from align.bench.config import DatasetSpec
-from align.bench.pairs import FeatureBank, SplitInputs, flat_captions, label_set
+from align.bench.execute.features import FeatureBank, SplitInputs, flat_captions, label_set
+from align.bench.plan.config import DatasetSpec
 from align.errors import BadInputError
-
-EVAL_VERSION = "1"  # part of every result's identity: bump it when a change here or in align/eval moves a score
-# the dataset entry's options each task reads (also part of the identity of that task's results)
-TASK_OPTIONS = {"zeroshot_classification": ("reducer",), "zeroshot_retrieval": ("recall_k",),
-                "fewshot": ("fewshot_k",)}
-
-
-def task_options(task: str, spec: DatasetSpec) -> dict[str, Any]:
-    """The options of ``spec`` that ``task`` reads, e.g. ``{"fewshot_k": 5}``."""
-    return {name: getattr(spec, name) for name in TASK_OPTIONS.get(task, ())}
+from align.methods.framework.base import Aligner
 
 
 class Scored(NamedTuple):
@@ -43,7 +34,7 @@ class Scored(NamedTuple):
 @dataclass
 class TaskContext:
     spec: DatasetSpec
-    aligner: Any
+    aligner: Aligner
     bank: FeatureBank
     text_encoder: str
     fit: SplitInputs
@@ -56,7 +47,7 @@ class TaskContext:
 
     def texts(self, strings: list[str], what: str) -> torch.Tensor | list[str]:
         """What the aligner's ``encode_text`` takes for these eval-split texts: cached features, or strings."""
-        if getattr(self.aligner, "text_input", "features") == "strings":
+        if self.aligner.text_input == "strings":
             return list(strings)
         return self.bank.texts(self.text_encoder, strings, self.eval.split, what)
 
@@ -84,8 +75,7 @@ def zeroshot_retrieval(ctx: TaskContext) -> Scored:
     captions, owner = flat_captions(ctx.eval.split)
     texts = ctx.texts(captions, "captions")
     info: dict[str, Any] = {"num_images": len(ctx.eval), "num_captions": len(captions)}
-    scorer = getattr(ctx.aligner, "retrieval_scores", None)
-    scores = scorer(ctx.eval.for_aligner(ctx.aligner), texts) if callable(scorer) else None
+    scores = ctx.aligner.retrieval_scores(ctx.eval.for_aligner(ctx.aligner), texts) if ctx.aligner.reranks_retrieval else None
     if scores is not None:
         items = retrieval_items_from_scores(*scores, owner, ks=ctx.spec.recall_k)
         return Scored(items.metrics(), info | {"reranked": True}, items)
@@ -128,7 +118,7 @@ def captioning(ctx: TaskContext) -> Scored:
     from align.eval.captioning import caption_scores
     from align.eval.items import CaptionItems
 
-    if not callable(getattr(ctx.aligner, "caption", None)):
+    if not ctx.aligner.can_caption:
         raise BadInputError(f"captioning: aligner {ctx.aligner.name!r} cannot generate captions (no language model)")
     if ctx.eval.split.captions is None:
         raise BadInputError(f"{ctx.eval.split.dataset}/{ctx.eval.split.split}: has no reference captions")
@@ -153,19 +143,6 @@ def code_statistics(ctx: TaskContext) -> Scored:
         raise BadInputError(f"code_statistics: expected codes [N, T] for {len(labels)} images, got {codes.shape}")
     items = CodeItems(codes.astype(np.int64), np.asarray(labels, dtype=np.int64), int(ctx.seed))
     return Scored(items.metrics(), {"num_images": int(codes.shape[0]), "tokens_per_image": int(codes.shape[1])}, items)
-
-
-def not_applicable(task: str, aligner: Any) -> str | None:
-    """Why ``aligner`` cannot do ``task`` (the leaderboard shows "–" and the result file says this),
-    or None when it can."""
-    name = getattr(aligner, "name", type(aligner).__name__)
-    if task in ("zeroshot_classification", "zeroshot_retrieval") and getattr(aligner, "text_input", "") == "none":
-        return f"{name} has no text side (it learns from images alone), so it cannot score text against images"
-    if task == "captioning" and not callable(getattr(aligner, "caption", None)):
-        return f"{name} has no language model to generate captions"
-    if task == "code_statistics" and not getattr(aligner, "quantizes_images", False):
-        return f"{name} does not write images as discrete codes"
-    return None
 
 
 TASKS: dict[str, Callable[[TaskContext], Scored]] = {

@@ -1,6 +1,6 @@
 """``sweeps.md``: what each sweep of a results folder selected, and one grid point per aligner across them.
 
-The cross-dataset choice (:func:`align.bench.sweep.consensus`) reads validation scores only: each dataset
+The cross-dataset choice (:func:`align.bench.plan.sweeps.consensus`) reads validation scores only: each dataset
 entry's scores are first averaged over seeds (the seeds draw different validation parts, so the mean is
 less noisy), then compared across entries. The test column shows the selected point's test score on the
 selection metric, for the record, and chooses nothing.
@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from align.bench.sweep import consensus
+from align.bench.plan.sweeps import consensus
 
 
 def _point(values: dict[str, Any]) -> str:

@@ -9,23 +9,21 @@ weight hashes, the resolved config and wall time.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import platform
-import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from align.atomic import write_json_atomic
+from align.bench.plan.specs import ResultSpec
+from align.bench.record.item_files import write_items
 from align.checksum import seal
 from align.errors import AlignError, BadInputError
+from align.eval.items import Items
 
 PACKAGES = ("align", "torch", "torchvision", "transformers", "sentence-transformers", "open_clip_torch", "timm",
             "pot", "faiss-cpu", "pytorch-lightning", "numpy", "scikit-learn", "torchmetrics")
-_SAFE = re.compile(r"[^A-Za-z0-9._@-]+")
-_MAX_PART = 100  # every file name built from parts stays far below the usual 255-byte limit
-_RESERVED = ("fitted",)  # folder names the layout itself uses
 
 
 def package_versions() -> dict[str, str]:
@@ -37,47 +35,6 @@ def package_versions() -> dict[str, str]:
             continue
     versions["python"] = platform.python_version()
     return versions
-
-
-def path_part(name: str) -> str:
-    """A user string (config name, aligner label, dataset, encoder, split) as one path component that
-    cannot leave its folder: no separator or NUL, never ``.``/``..`` or hidden, at most 100 characters
-    (a longer one keeps the start and a hash of the whole, so distinct names stay distinct)."""
-    part = _SAFE.sub("_", name.replace(":", "__").replace("/", "--"))
-    if not part or part.startswith("."):
-        part = "_" + part
-    if part in _RESERVED:
-        part += "_"
-    if len(part) > _MAX_PART:
-        part = part[:_MAX_PART - 13] + "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return part
-
-
-def dataset_part(dataset: str, label_set: str | None, eval_dataset: str | None = None) -> str:
-    """Dataset part of a result's file name; the label set keeps e.g. emoji categories and subcategories apart,
-    and ``eval_dataset`` a shifted evaluation (fit on ``dataset``, scored on it) apart from the unshifted one."""
-    return dataset + (f"-to-{eval_dataset}" if eval_dataset else "") + (f"-{label_set}" if label_set else "")
-
-
-def result_path(root: Path, *, image_encoder: str, text_encoder: str, aligner: str, dataset: str,
-                task: str, seed: int) -> Path:
-    """``root/<image>__<text>/<aligner>/<dataset>__<task>__seed<k>.json``."""
-    return (Path(root) / f"{path_part(image_encoder)}+{path_part(text_encoder)}" / path_part(aligner)
-            / f"{path_part(dataset)}__{path_part(task)}__seed{int(seed)}.json")
-
-
-def aligner_path(root: Path, *, image_encoder: str, text_encoder: str, aligner: str, dataset: str, fit_split: str,
-                 seed: int, variant: str = "") -> Path:
-    """``root/<image>+<text>/<aligner>/fitted/<dataset>__<fit split>__seed<k>`` (+ .json/.safetensors,
-    ``Aligner.save``); ``variant`` tells apart fits of one entry with other hyper-parameters (a sweep's choice)."""
-    return (Path(root) / f"{path_part(image_encoder)}+{path_part(text_encoder)}" / path_part(aligner) / "fitted"
-            / (f"{path_part(dataset)}__{path_part(fit_split)}__seed{int(seed)}" + (f"__{variant}" if variant else "")))
-
-
-def beside_fit(fitted: Path, kind: str) -> Path:
-    """``root/<image>+<text>/<aligner>/<kind>/<dataset>__<fit split>__seed<k>``: what else a fit leaves, named
-    like its ``aligner_path`` (``kind``: ``curves``, the training logs; ``examples``, the report's pictures)."""
-    return Path(fitted).parent.parent / kind / Path(fitted).name
 
 
 def make_result(*, dataset: str, aligner: str, image_encoder: str, text_encoder: str, task: str,
@@ -117,6 +74,29 @@ def check_folder(path: Path, what: str = "results folder") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BadInputError(f"{path}: cannot create this {what} (no permission to write in {parent})")
     return path
+
+
+def record_result(path: Path, result: ResultSpec, *, metrics: dict[str, float], details: dict[str, Any],
+                  items: Items | None, hparams: dict[str, Any], image_input: dict[str, Any],
+                  provenance: dict[str, Any]) -> None:
+    """Write the result of ``result`` at ``path``, and its per-item outputs beside it, sealed by it.
+    ``provenance``: what else the run records (fit pairing and sizes, dataset version as read, skipped
+    rows, the sweep's record, the config, wall time)."""
+    fit = result.fit
+    shifted = result.eval_dataset["name"] if result.eval_dataset is not None else None
+    record = make_result(
+        dataset=fit.data.name, aligner=fit.aligner.display, image_encoder=fit.image.name,
+        text_encoder=fit.text.name, task=result.task, metrics=metrics, aligner_name=fit.aligner.name,
+        hparams=hparams, seed=fit.seed, image_input=image_input, text_side=fit.text_side,
+        fit_split=fit.data.fit, eval_split=result.eval_split, label_set=result.label_set,
+        **{k: provenance[k] for k in ("fit_pairs", "num_fit_pairs", "num_eval", "dataset_version")},
+        dataset_hashes=dict(fit.data.assets), skipped_rows=provenance["skipped_rows"],
+        weights_sha256={"image": fit.image.weights_sha256, "text": fit.text.weights_sha256},
+        **({"shift": {"fit": fit.data.name, "eval": shifted}} if shifted else {}),
+        task_details=details, **{k: provenance[k] for k in ("sweep", "config", "config_path", "wall_time_s")},
+        identity=result.identity, **({"items": write_items(path, items)} if items is not None else {}),
+    )
+    write_result(path, record)
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Aggregate result files into a leaderboard: mean and std over seeds with a 95% interval, Markdown and CSV.
 
 Each cell's interval is a bootstrap over the test items pooled over seeds, and a row's best cell is
-bold only where the paired bootstrap tells it apart from the runner-up (:mod:`align.bench.uncertainty`).
+bold only where the paired bootstrap tells it apart from the runner-up (:mod:`align.bench.report.uncertainty`).
 
 A shifted result (fit on one dataset, scored on another: its ``shift`` field) is its own row, shown as
 ``fit→eval`` with a note under the table, and its CSV row names the eval dataset in ``eval_dataset``."""
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from align.atomic import atomic_path
-from align.bench.result_files import read_results
-from align.bench.uncertainty import BOOTSTRAP, add_intervals, load_items, standing
+from align.bench.record.result_files import read_results
+from align.bench.report.uncertainty import BOOTSTRAP, add_intervals, load_items, standing
 from align.errors import AlignError
 from align.eval.items import Items
 
@@ -37,7 +37,7 @@ _SHORT = {"image_retrieval_recall@1": "T→I R@1", "text_retrieval_recall@1": "I
 
 def aggregate(results: Sequence[dict[str, Any]], items: Sequence[Items | None] | None = None) -> list[dict[str, Any]]:
     """One row per (encoders, aligner, dataset, task, splits, label set) with mean/std/values per metric;
-    with ``items`` (each result's per-item outputs, :func:`align.bench.uncertainty.load_items`), each
+    with ``items`` (each result's per-item outputs, :func:`align.bench.report.uncertainty.load_items`), each
     metric also gets its 95% interval (``low``, ``high``) and its seeds' items (``items``), which the
     leaderboard compares cell against cell."""
     groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], Items | None]]] = defaultdict(list)
@@ -90,7 +90,7 @@ Entity = tuple[str, str, str]  # (aligner, image encoder, text encoder): one lea
 def grid(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[Entity, str]], dict[tuple[str, str, str], dict[Entity, Any]]]:
     """The leaderboard's columns (entity and its header) and its rows: ``(dataset label, task, metric)`` to
     each entity's statistics (None where it has none), as ``markdown`` and the HTML report show them
-    (:func:`align.bench.uncertainty.standing` marks each row's best or tied cells)."""
+    (:func:`align.bench.report.uncertainty.standing` marks each row's best or tied cells)."""
     pairs = sorted({(r["image_encoder"], r["text_encoder"]) for r in rows})
     entities: list[Entity] = sorted({(r["aligner"], r["image_encoder"], r["text_encoder"]) for r in rows},
                                     key=lambda e: (e[1], e[2], e[0]))
@@ -218,8 +218,8 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 def write_report(results_dir: Path) -> str:
     """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``results_dir`` (and ``sweeps.md`` when some
-    aligner was swept, :mod:`align.bench.sweep_report`); return the leaderboard's Markdown."""
-    from align.bench.sweep_report import sweep_markdown
+    aligner was swept, :mod:`align.bench.report.sweeps`); return the leaderboard's Markdown."""
+    from align.bench.report.sweeps import sweep_markdown
 
     results = read_results(results_dir)  # every result file verified; any that is not is an error naming it
     rows = aggregate(results, load_items(Path(results_dir), results))

@@ -4,9 +4,9 @@ browser, sent as one file: no network, no CDN, every picture a ``data:`` URI ins
 Sections:
 - the leaderboard (the same cells as ``leaderboard.md``), sortable by clicking a column header (a few
   lines of inline JavaScript; without JavaScript it is the plain table);
-- training curves: one matplotlib PNG per fit that left curves (:mod:`align.bench.curves`);
+- training curves: one matplotlib PNG per fit that left curves (:mod:`align.bench.report.curves`);
 - pictures: for fits saved with ``--save-aligners``, the example records the runner wrote
-  (:mod:`align.bench.examples`: VLAP captions and nearest words, LQAE token strings, ASIF top anchors,
+  (:mod:`align.bench.execute.examples`: VLAP captions and nearest words, LQAE token strings, ASIF top anchors,
   Codebook-VLP's most used codes).
 
 Every text from a result, a config or a model (captions, tokens, names) is escaped; the page is
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from align.atomic import atomic_path
-from align.bench.curves import find_curves, plot_png, summary
-from align.bench.examples import SUPPORTED, read_examples
-from align.bench.report import aggregate, cell_text, encoder_lines, grid, notes, short_metric
-from align.bench.uncertainty import load_items, standing
-from align.bench.result_files import read_results
+from align.bench.record.examples import SUPPORTED, read_examples
+from align.bench.record.result_files import read_results
+from align.bench.report.curves import find_curves, plot_png, summary
+from align.bench.report.leaderboard import aggregate, cell_text, encoder_lines, grid, notes, short_metric
+from align.bench.report.uncertainty import load_items, standing
 from align.errors import AlignError
 
 STYLE = """
@@ -164,7 +164,7 @@ def pictures_html(results_dir: Path) -> str:
 
 
 def render(results_dir: Path) -> str:
-    """The page's HTML (result files verified first: :func:`align.bench.result_files.read_results`)."""
+    """The page's HTML (result files verified first: :func:`align.bench.record.result_files.read_results`)."""
     results_dir = Path(results_dir)
     results = read_results(results_dir)
     rows = aggregate(results, load_items(Path(results_dir), results))

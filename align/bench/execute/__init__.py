@@ -1,0 +1,1 @@
+"""Execute: fit and score each unit (features through the cache, fits, sweeps, tasks, executors)."""

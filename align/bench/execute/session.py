@@ -1,0 +1,57 @@
+"""What one benchmark run shares across its dataset entries and units.
+
+The feature bank, the fits and sweep choices made in this run (so entries that differ only in their
+tasks share one fit), the encoders' weights hashes, and the ledger that counts every result file once
+(:mod:`align.bench.record.ledger`). A unit run on another process (:mod:`align.bench.execute.executors`)
+gets a fresh session of the same settings and reports its ledger's events back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from align.bench.execute.features import FeatureBank
+from align.bench.plan.config import BenchConfig
+from align.bench.record.ledger import Ledger, RunSummary
+from align.methods.framework.base import Aligner
+
+
+def weights_sha256(kind: str, name: str) -> str | None:
+    """The sha256 of the weights an image or text encoder loads (None: built in code)."""
+    from align.features.cache import weights_fingerprint
+    from align.registry import TEXT_ENCODERS, VISION_ENCODERS
+
+    return weights_fingerprint(VISION_ENCODERS if kind == "image" else TEXT_ENCODERS, name)
+
+
+@dataclasses.dataclass
+class Session:
+    """One call of :func:`align.bench.runner.run_benchmark`: its settings and what it has made so far."""
+
+    config: BenchConfig
+    root: Path
+    bank: FeatureBank
+    echo: Callable[[str], None]
+    overwrite: bool = False
+    save_aligners: bool = False
+    summary: RunSummary = dataclasses.field(default_factory=RunSummary)
+    fitted: dict[str, tuple[Aligner, float]] = dataclasses.field(default_factory=dict)  # fit key -> (aligner, s)
+    sweeps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # sweep key -> its record
+    examples_written: set[Path] = dataclasses.field(default_factory=set)  # report pictures written in this run
+    _weights: dict[tuple[str, str], str | None] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.summary, self.overwrite)
+
+    def weights(self, kind: str, name: str) -> str | None:
+        if (kind, name) not in self._weights:
+            self._weights[(kind, name)] = weights_sha256(kind, name)
+        return self._weights[(kind, name)]
+
+    def fresh(self, echo: Callable[[str], None]) -> Session:
+        """A session of the same settings with nothing made yet, for a unit run elsewhere (absolute root:
+        a worker's working directory is not this process's)."""
+        return Session(self.config, self.root.resolve(), self.bank, echo, self.overwrite, self.save_aligners)

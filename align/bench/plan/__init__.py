@@ -1,0 +1,1 @@
+"""Plan: a config parsed into typed specs (identities, paths) and the units of work they make."""
