@@ -75,9 +75,6 @@ class ClassificationItems:
     def _correct(self, k: int) -> np.ndarray:
         return (self.predictions[:, :k] == self.labels[:, None]).any(axis=1)
 
-    def metric_names(self) -> tuple[str, ...]:
-        return ("acc1", "acc5", "mean_per_class_recall") if self.num_classes >= 5 else ("acc1", "mean_per_class_recall")
-
     def metrics(self) -> dict[str, float]:
         """``acc1``, ``acc5`` (with >= 5 classes) and ``mean_per_class_recall`` (scikit-learn's balanced
         accuracy: recall averaged over the classes present in the labels), as CLIP_benchmark reports them."""
@@ -166,9 +163,6 @@ class RetrievalItems:
     def fingerprint(self) -> str:
         return _fingerprint(self.text_image_index, np.asarray([self.num_units]))
 
-    def metric_names(self) -> tuple[str, ...]:
-        return tuple(name for k in self.ks for name in (f"image_retrieval_recall@{k}", f"text_retrieval_recall@{k}"))
-
     def _queried_images(self) -> np.ndarray:
         return self.image_ranks >= 0
 
@@ -231,9 +225,6 @@ class CaptionItems:
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.references).encode("utf-8")).hexdigest()
 
-    def metric_names(self) -> tuple[str, ...]:
-        return ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
-
     def metrics(self) -> dict[str, float]:
         from align.eval.captioning import caption_scores
 
@@ -275,9 +266,6 @@ class CodeItems:
     @property
     def fingerprint(self) -> str:
         return _fingerprint(self.labels)
-
-    def metric_names(self) -> tuple[str, ...]:
-        return ("codes_used", "code_perplexity", "code_class_nmi", "code_histogram_nmi")
 
     def metrics(self) -> dict[str, float]:
         from align.eval.token_stats import code_usage, histogram_cluster_nmi, token_nmi
@@ -331,9 +319,6 @@ class MeanItems:
     @property
     def fingerprint(self) -> str:
         return _fingerprint(self.units if self.units is not None else np.arange(self.num_units))
-
-    def metric_names(self) -> tuple[str, ...]:
-        return (self.name,)
 
     def metrics(self) -> dict[str, float]:
         return {self.name: float(np.mean(self.values))}

@@ -158,7 +158,3 @@ class ResultSpec:
                            aligner=self.fit.aligner.display, task=self.task, seed=self.fit.seed,
                            dataset=dataset_part(self.fit.data.name, self.label_set, shifted))
 
-
-def identity_fields(spec: Any) -> list[str]:
-    """The fields of a spec dataclass that are part of its identity (those not marked ``naming_only``)."""
-    return [f.name for f in dataclasses.fields(spec) if f.metadata.get("identity", True)]
