@@ -11,7 +11,7 @@ from align.data.base import DatasetSplit, LabelSet
 from align.data.pixels import images_tensor
 from align.errors import BadInputError
 from align.features.cache import FeatureCache, image_features, image_tokens, text_features
-from align.methods.base import ImageInput
+from align.methods.framework.base import Aligner, ImageInput
 
 
 def fit_captions(split: DatasetSplit) -> tuple[list[str], str]:
@@ -84,10 +84,9 @@ class SplitInputs:
         """Pooled features ``[N, D]`` (what most aligners and the older API take)."""
         return self.get(ImageInput("pooled"))
 
-    def for_aligner(self, aligner: Any) -> torch.Tensor:
+    def for_aligner(self, aligner: Aligner) -> torch.Tensor:
         """The image input ``aligner`` declares (``Aligner.image_input_spec``)."""
-        spec = aligner.image_input_spec() if hasattr(aligner, "image_input_spec") else ImageInput("pooled")
-        return self.get(spec)
+        return self.get(aligner.image_input_spec())
 
 
 class FeatureBank:
