@@ -62,13 +62,15 @@ def check_fit(aligner: Aligner, display: str, where: str, seed: int) -> None:
 
 def saved_state(path: Path, identity: str) -> tuple[str, str]:
     """``("ok" | "missing" | "stale" | "damaged", why)`` of the fit saved at ``path`` for a fit of
-    identity sha256 ``identity`` (checked on the verified JSON; tensors hashed against it)."""
+    identity sha256 ``identity`` (checked on the verified JSON; tensors hashed against it). A fit saved
+    without its checksums is "damaged": nothing ties the tensors beside it to the fit its JSON names, so
+    it is never reused (an explicit ``load_aligner`` of such a file still loads it, with a warning)."""
     from align.methods.framework.base import saved_meta
 
     if not path.with_suffix(".json").exists() and not path.with_suffix(".safetensors").exists():
         return "missing", ""
     try:
-        meta = saved_meta(path)
+        meta = saved_meta(path, require_checksums=True)
     except AlignError as err:
         return "damaged", str(err)
     found = meta.get("provenance", {}).get("identity", {}).get("sha256") if isinstance(
@@ -91,7 +93,7 @@ def fit_or_reuse(aligner: Aligner, fit_inputs: Callable[[Aligner], tuple[Any, An
         state, why = saved_state(path, identity["sha256"])
         if state == "ok":
             try:
-                reused = load_aligner(path)
+                reused = load_aligner(path, require_checksums=True)
             except AlignError as err:
                 state, why = "damaged", str(err)
             else:

@@ -295,10 +295,12 @@ class Aligner:
 _SAVED_KEYS = {"aligner": str, "hparams": dict, "image_dim": (int, type(None)), "text_dim": (int, type(None))}
 
 
-def saved_meta(path: Path) -> dict[str, Any]:
+def saved_meta(path: Path, *, require_checksums: bool = False) -> dict[str, Any]:
     """The verified ``path``.json of a saved aligner: it parses, has every key, its checksum matches and the
     ``.safetensors`` beside it is the file it names. Files saved before checksums existed load with a
-    warning (nothing to verify them against); anything else wrong is a one-line error naming the file."""
+    warning (nothing to verify them against), unless ``require_checksums`` (a fit about to be reused in
+    place of fitting, :mod:`align.bench.execute.fitting`): then such a file is refused like a damaged one,
+    since any tensors could stand beside it. Anything else wrong is a one-line error naming the file."""
     from align.checksum import file_sha256
     from align.checksum import problem as checksum_problem
 
@@ -311,6 +313,8 @@ def saved_meta(path: Path) -> dict[str, Any]:
         raise BadInputError(f"{meta_path}: cannot read ({err.strerror or err})") from None
     except (UnicodeDecodeError, ValueError):
         raise BadInputError(f"{meta_path}: not a saved aligner (not valid JSON; truncated or damaged?)") from None
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise BadInputError(f"{meta_path}: not a saved aligner (its JSON is nested too deeply)") from None
     if not isinstance(meta, dict):
         raise BadInputError(f"{meta_path}: not a saved aligner (a JSON {type(meta).__name__}, not an object)")
     for key, kind in _SAVED_KEYS.items():
@@ -319,8 +323,14 @@ def saved_meta(path: Path) -> dict[str, Any]:
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             raise BadInputError(f"{meta_path}: {key!r} has the wrong type ({type(meta[key]).__name__})")
     sealed = "checksum" in meta or "safetensors_sha256" in meta
+    if not sealed and require_checksums:
+        raise BadInputError(f"{meta_path}: saved without checksums (by an older align, or they were removed), "
+                            "so it cannot be verified")
     if sealed:
-        why = checksum_problem(meta)
+        try:
+            why = checksum_problem(meta)
+        except RecursionError:  # nesting the decoder took, but the encoder (deeper in the stack) did not
+            why = "its JSON is nested too deeply"
         if why is None and not isinstance(meta.get("safetensors_sha256"), str):
             why = "no 'safetensors_sha256'"
         if why is not None:
@@ -334,14 +344,15 @@ def saved_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_aligner(path: Path) -> Aligner:
+def load_aligner(path: Path, *, require_checksums: bool = False) -> Aligner:
     """Reload any saved aligner: the class comes from the ``aligner`` name in ``path``.json. Everything
     is verified first (:func:`saved_meta`); a damaged, truncated or incomplete file is a one-line
-    :class:`BadInputError` naming it, never a traceback or an aligner with altered numbers."""
+    :class:`BadInputError` naming it, never a traceback or an aligner with altered numbers.
+    ``require_checksums``: refuse a file without checksums too, instead of loading it with a warning."""
     from align.registry import ALIGNERS
 
     path = Path(path)
-    meta = saved_meta(path)
+    meta = saved_meta(path, require_checksums=require_checksums)
     try:
         cls = type(ALIGNERS.create(meta["aligner"]))
     except AlignError as err:
