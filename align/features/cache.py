@@ -6,8 +6,12 @@ really loaded (:mod:`align.features.weights`), preprocessing, dataset name, vers
 the exact texts for text features. A cache written under another key is never read. Shards are
 written atomically one by one, each with its checksums (:mod:`align.features.shards`), so an
 interrupted run resumes at the first missing shard after checking the ones it finds; the index
-(``index.json``, with every shard's sha256) is written last and marks the entry complete. A
-damaged shard or index is logged in one line and recomputed: it is a cache.
+(``index.json``, with every shard's sha256) is written last and marks the entry complete. Reading an
+entry checks bytes and structure: every shard's sha256, and that the shards' own headers name this
+entry and tile its rows in index order. A damaged shard or index is logged in one line and
+recomputed: it is a cache. What cannot be recomputed in place (a folder where a shard or the index
+belongs, a write the disk refuses) is a one-line error naming the file; every write is atomic, so a
+failed one leaves no partial file and the shards already written are reused by the next run.
 
 Layout: ``$ALIGN_HOME/features/<encoder>/<dataset>/<split>/<modality>-<key12>/`` (the root can be
 moved with ``ALIGN_FEATURE_CACHE``).
@@ -22,7 +26,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +85,22 @@ def texts_sha256(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A refused write or folder creation (a full disk, no permission) as one line naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        raise AlignError(f"{path}: cannot write the feature cache ({err.strerror or type(err).__name__})") from None
+
+
+def _must_be_a_file(path: Path) -> None:
+    """A folder (or anything but a file) where the cache writes ``path`` is not the cache's to remove."""
+    if os.path.lexists(path) and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise AlignError(f"{path}: {what} where the feature cache keeps a file; move it away and run again")
+
+
 def default_root() -> Path:
     """``$ALIGN_FEATURE_CACHE``, else ``$ALIGN_HOME/features``."""
     override = os.environ.get("ALIGN_FEATURE_CACHE")
@@ -112,7 +133,14 @@ class FeatureCache:
             dtype = _DTYPES.get(index.get("dtype", "float32"))
             if dtype is None:
                 raise DamagedShard(f"{index_path}: unknown dtype {index.get('dtype')!r}")
-            shards = [read_shard(folder / name, sha256=index["sha256"][name], dtype=dtype) for name in index["shards"]]
+            entry, shards, row = key.digest(), [], 0
+            for name in index["shards"]:  # each shard must hold the rows its place in the index says
+                shard = read_shard(folder / name, sha256=index["sha256"][name], header={"entry": entry},
+                                   dtype=dtype, first_row=row)
+                if shard.shape[1] != index["dim"]:
+                    raise DamagedShard(f"{folder / name}: rows of {shard.shape[1]} features, index.json says {index['dim']}")
+                shards.append(shard)
+                row += shard.shape[0]
             features = torch.cat(shards) if shards else torch.empty(0, index["dim"], dtype=dtype)
             if features.shape != (index["num_items"], index["dim"]):
                 raise DamagedShard(f"{folder}: shards hold {tuple(features.shape)}, index.json says "
@@ -164,9 +192,13 @@ class FeatureCache:
         from tqdm.auto import tqdm
 
         folder = key.folder(self.root)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "index.json").unlink(missing_ok=True)  # stale or damaged: rewritten once complete
         num_shards = max(1, -(-num_items // self.shard_size))
+        for path in [*(self._shard(folder, s) for s in range(num_shards)), folder / "index.json"]:
+            _must_be_a_file(path)  # before anything is computed or removed
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+        with _writing(folder / "index.json"):
+            (folder / "index.json").unlink(missing_ok=True)  # stale or damaged: rewritten once complete
         shards, names, hashes = [], [], {}
         bar = tqdm(total=num_items, unit="item", desc=description or key.split, disable=not progress,
                    dynamic_ncols=True, leave=False)
@@ -182,19 +214,22 @@ class FeatureCache:
                 shard = torch.cat(parts).to(dtype).contiguous() if parts else torch.empty(0, 0, dtype=dtype)
                 if not torch.isfinite(shard).all():
                     raise BadInputError(f"{key.encoder} on {key.dataset}/{key.split}: features contain NaN or inf")
-                hashes[path.name] = write_shard(path, shard, header)
+                with _writing(path):
+                    hashes[path.name] = write_shard(path, shard, header)
             else:
-                hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+                with _writing(path):
+                    hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
             shards.append(shard)
             names.append(path.name)
             bar.update(stop - start)
         bar.close()
         features = torch.cat(shards)
-        write_json_atomic(folder / "index.json", {
-            "key": dataclasses.asdict(key), "num_items": num_items, "dim": int(features.shape[1]),
-            "shards": names, "sha256": hashes, "seconds": round(time.perf_counter() - started, 3),
-            "dtype": str(dtype).removeprefix("torch."),
-        })
+        with _writing(folder / "index.json"):
+            write_json_atomic(folder / "index.json", {
+                "key": dataclasses.asdict(key), "num_items": num_items, "dim": int(features.shape[1]),
+                "shards": names, "sha256": hashes, "seconds": round(time.perf_counter() - started, 3),
+                "dtype": str(dtype).removeprefix("torch."),
+            })
         return features
 
 
