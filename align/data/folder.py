@@ -7,14 +7,15 @@ missing or corrupt one is a one-line :class:`BadInputError` naming the file, or 
 ``skip_bad=True`` it is dropped and counted in ``DatasetSplit.skipped`` (one warning with the count).
 
 Splits: ``all``; ``train`` / ``test`` = seeded stratified 50/50 (seed 0, keyed by relative path, see
-:mod:`align.data.subsample`). ``version`` hashes the file list (names, sizes, mtimes), so editing the
-folder invalidates cached features. Templates: ``templates=`` (file or list), else ``default.txt``.
+:mod:`align.data.subsample`). ``version`` hashes the class names and each file's relative name and
+content (sha256; unchanged files are not re-read, see :mod:`align.data.filehash`), so any edit to the
+folder, even one that keeps a file's size and mtime (``cp -p``, ``rsync -t``), invalidates cached
+features and results. Templates: ``templates=`` (file or list), else ``default.txt``.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,25 +24,13 @@ from PIL import Image
 
 from align.data.badrows import BadRows, image_problem
 from align.data.base import Dataset, DatasetSplit, LabelSet
+from align.data.filehash import content_digest
 from align.data.options import resolve_templates
 from align.data.subsample import select, stratified_halves
 from align.errors import BadInputError
 from align.registry import DATASETS
 
 RECIPE = "r1"
-
-
-def file_list_digest(root: Path, paths: Sequence[Path], extra: Sequence[str] = ()) -> str:
-    """Short hash of relative names, sizes and mtimes: changes whenever the files do."""
-    digest = hashlib.sha1()
-    for part in extra:
-        digest.update(f"{part}\0".encode())
-    for path in paths:
-        stat = path.stat() if path.is_file() else None
-        size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
-        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-        digest.update(f"{name}\0{size}\0{mtime}\n".encode())
-    return digest.hexdigest()[:12]
 
 
 class ImageFolder(Dataset):
@@ -67,8 +56,14 @@ class ImageFolder(Dataset):
             if not found:
                 raise BadInputError(f"{folder}: class folder without image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             self.files += [(p, label) for p in found]
-        self.version = f"folder+{RECIPE}-" + file_list_digest(
-            self.root, [p for p, _ in self.files], self.class_names)
+
+    @functools.cached_property
+    def version(self) -> str:  # type: ignore[override]
+        """Hashes the class names and every file's relative name and content (sha256, cached in
+        ``$ALIGN_HOME``, see :mod:`align.data.filehash`): any change to the bytes gives a new version,
+        whatever the file's size and modification time say."""
+        return f"folder+{RECIPE}-" + content_digest(self.root, self.root, [p for p, _ in self.files],
+                                                    self.class_names)
 
     @functools.cached_property
     def _all(self) -> DatasetSplit:

@@ -23,7 +23,8 @@ the same image, a malformed row. With ``skip_bad=True`` each bad row is dropped 
 
 Splits: ``all``; ``train`` / ``test`` = seeded 50/50 (seed 0, keyed by image path), stratified by
 label when there are labels. ``version`` hashes the manifest, the class list and the referenced
-files' names, sizes and mtimes.
+files' names and contents (sha256; unchanged files are not re-read, see :mod:`align.data.filehash`),
+so an image whose bytes change gives a new version even when its size and mtime stay.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from PIL import Image
 
 from align.data.badrows import BadRows, image_problem
 from align.data.base import Dataset, DatasetSplit, LabelSet
-from align.data.folder import file_list_digest
+from align.data.filehash import content_digest
 from align.data.options import resolve_classes, resolve_templates
 from align.data.subsample import select, stratified_halves
 from align.data.textfile import read_text, split_lines
@@ -202,8 +203,8 @@ class Manifest(Dataset):
     def version(self) -> str:  # type: ignore[override]
         folder = self.path.parent
         images = sorted({folder / row.image for row in self.parsed.rows if row.image})
-        digest = hashlib.sha1(self.path.read_bytes()).hexdigest()[:12]
-        return f"manifest+{RECIPE}-{digest}-" + file_list_digest(folder, images, self.classes or ())
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        return f"manifest+{RECIPE}-{digest}-" + content_digest(self.path, folder, images, self.classes or ())
 
     def _row_problem(self, row: Row, image_problems: dict[Path, str | None]) -> str | None:
         """Why ``row`` is bad (label-list checks aside), or ``None``."""
