@@ -50,7 +50,7 @@ from torch import nn
 from align.errors import BadInputError
 from align.methods.framework.base import check_features, check_pairs
 from align.methods.framework.distributed import gather_rows
-from align.methods.framework.hparams import param
+from align.methods.framework.hparams import MAX_EPOCHS, MAX_ROWS, MAX_WIDTH, param
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.registry import ALIGNERS
 
@@ -137,14 +137,14 @@ class ContrastiveHeads(nn.Module):
 @dataclass(frozen=True)
 class ContrastiveHParams(TrainedHParams):
     heads: str = param("image", choices=HEADS)
-    dim: int | None = param(None, low=1, want="a positive integer or None")  # shared width, heads="both" only
+    dim: int | None = param(None, low=1, high=MAX_WIDTH)  # shared width, heads="both" only
     # lr, weight_decay, max_epochs: chosen on validation parts (README "How the defaults were chosen")
     lr: float = param(3e-3, above=0)
     weight_decay: float = param(0.01, low=0)
-    batch_size: int = param(256, low=2, why="InfoNCE needs negatives")
-    max_epochs: int = param(10, low=0)
+    batch_size: int = param(256, low=2, high=MAX_ROWS, why="InfoNCE needs negatives")
+    max_epochs: int = param(10, low=0, high=MAX_EPOCHS)
     val_fraction: float = param(0.0, low=0, below=1)  # held-out pairs for a validation loss per epoch
-    patience: int | None = param(None, low=1)  # early stopping on the validation loss (epochs without gain)
+    patience: int | None = param(None, low=1, high=MAX_EPOCHS)  # early stopping on the validation loss (epochs without gain)
 
     def check(self, aligner: str) -> ContrastiveHParams:
         if self.patience is not None and self.val_fraction == 0:

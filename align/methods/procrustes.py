@@ -22,7 +22,7 @@ from scipy.linalg import orthogonal_procrustes
 
 from align.errors import BadInputError
 from align.methods.framework.base import Aligner, check_features, check_pairs
-from align.methods.framework.hparams import HParams, param
+from align.methods.framework.hparams import MAX_WIDTH, HParams, param
 from align.registry import ALIGNERS
 
 
@@ -34,7 +34,7 @@ def pca_basis(centred: torch.Tensor, dim: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ProcrustesHParams(HParams):
-    dim: int | None = param(None, low=1, want="a positive integer or None")  # None: min(Di, Dt, N - 1)
+    dim: int | None = param(None, low=1, high=MAX_WIDTH)  # None: min(Di, Dt, N - 1)
 
 
 @ALIGNERS.register(

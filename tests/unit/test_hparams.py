@@ -96,7 +96,8 @@ def test_every_declared_rule_is_enforced_with_a_one_line_error(name: str, key: s
 
 @pytest.mark.parametrize("name, hparams, message", [
     ("contrastive", {"lr": 0}, "contrastive: lr must be a number > 0, got 0"),
-    ("contrastive", {"batch_size": 1}, "contrastive: batch_size must be an integer >= 2 (InfoNCE needs negatives), got 1"),
+    ("contrastive", {"batch_size": 1}, "contrastive: batch_size must be an integer in [2, 16777216] (InfoNCE needs "
+                                       "negatives), got 1"),
     ("contrastive", {"heads": "left"}, "contrastive: heads must be one of image, both, text, got 'left'"),
     ("contrastive", {"patience": 3}, "contrastive: patience must be None when val_fraction is 0 (early stopping "
                                      "watches the validation loss), got 3"),
@@ -104,7 +105,7 @@ def test_every_declared_rule_is_enforced_with_a_one_line_error(name: str, key: s
     ("lqae", {"in_chans": 2}, "lqae: in_chans must be 1 or 3, got 2"),
     ("lqae", {"image_size": 32, "patch_size": 5}, "lqae: patch_size must be a divisor of image_size=32, got 5"),
     ("ridge", {"alpha": "big"}, "ridge: alpha must be a number >= 0 or 'auto', got 'big'"),
-    ("procrustes", {"dim": True}, "procrustes: dim must be a positive integer or None, got True"),
+    ("procrustes", {"dim": True}, "procrustes: dim must be an integer in [1, 16384] or None, got True"),
     ("vlap", {"w_cap": 0, "w_map": 0}, "vlap: w_cap and w_map are both 0; nothing would be trained"),
     ("vlap", {"prompt": "  "}, "vlap: prompt must be a non-empty string, got '  '"),
     ("asif", {"p": 1.5, "clamp_negative": False}, "asif: with clamp_negative=False, p must be an integer (got 1.5); "

@@ -32,7 +32,6 @@ feature-cache folder).
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Iterator, Sequence
@@ -45,7 +44,7 @@ import torch.nn.functional as F
 from align.errors import BadInputError
 from align.kernels.anchor_chunks import AnchorSource, source_shape
 from align.methods.framework.base import Aligner, check_features, check_pairs
-from align.methods.framework.hparams import HParams, param
+from align.methods.framework.hparams import MAX_ROWS, HParams, finite, param
 from align.kernels.topk import (
     APPROX_BACKENDS, BACKENDS, DEFAULT_CHUNK_ROWS, DEFAULT_MEMORY_MB, TopK, approx_topk, build_approx_index,
     streamed_topk,
@@ -74,12 +73,18 @@ class SparseRel:
         return dense.scatter_add_(1, self.indices.clamp(min=0), self.values.masked_fill(self.indices < 0, 0.0))
 
 
+# the largest power: similarities are scaled to at most 1 first, so a larger p only sends more of them to 0
+MAX_P = 1000
+K_WANT = f"an integer in [1, {MAX_ROWS}] (or None for all anchors)"
+P_WANT = f"a number in (0, {MAX_P}]"
+
+
 def check_k_p(k: Any, p: Any, clamp_negative: Any, what: str = "asif") -> None:
     """One-line errors for hyper-parameters ASIF cannot use."""
-    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
-        raise BadInputError(f"{what}: k must be a positive integer (or None for all anchors), got {k!r}")
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p <= 0:
-        raise BadInputError(f"{what}: p must be a finite number > 0, got {p!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_ROWS):
+        raise BadInputError(f"{what}: k must be {K_WANT}, got {k!r}")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not finite(p) or not 0 < p <= MAX_P:
+        raise BadInputError(f"{what}: p must be {P_WANT}, got {p!r}")
     if not isinstance(clamp_negative, bool):
         raise BadInputError(f"{what}: clamp_negative must be true or false, got {clamp_negative!r}")
     if not clamp_negative and float(p) != int(p):
@@ -172,16 +177,16 @@ def _exact_search(search: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class ASIFHParams(HParams):
-    k: int | None = param(800, low=1, want="a positive integer (or None for all anchors)")
-    p: float = param(8, above=0, want="a finite number > 0")
+    k: int | None = param(800, low=1, high=MAX_ROWS, want=K_WANT)
+    p: float = param(8, above=0, high=MAX_P, want=P_WANT)
     clamp_negative: bool = True
     search: str = param("torch", choices=SEARCHES)
-    chunk_size: int = param(DEFAULT_CHUNK_ROWS, low=1)
-    memory_mb: float = param(DEFAULT_MEMORY_MB, above=0)
-    nlist: int | None = param(None, low=1)  # faiss-ivf lists (None: default_nlist of the anchor count)
-    nprobe: int = param(16, low=1)
-    hnsw_m: int = param(32, low=1)
-    ef_search: int = param(128, low=1)
+    chunk_size: int = param(DEFAULT_CHUNK_ROWS, low=1, high=MAX_ROWS)
+    memory_mb: float = param(DEFAULT_MEMORY_MB, above=0, high=2**20)  # up to 1 TiB
+    nlist: int | None = param(None, low=1, high=MAX_ROWS)  # faiss-ivf lists (None: default_nlist of the anchor count)
+    nprobe: int = param(16, low=1, high=MAX_ROWS)
+    hnsw_m: int = param(32, low=1, high=512)  # faiss-hnsw links per node (2 M of them in the bottom layer)
+    ef_search: int = param(128, low=1, high=2**20)
 
     def check(self, aligner: str) -> ASIFHParams:
         check_k_p(self.k, self.p, self.clamp_negative, aligner)

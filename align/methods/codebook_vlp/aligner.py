@@ -37,7 +37,9 @@ import torch
 
 from align.errors import BadInputError
 from align.methods.framework.base import caption_strings, check_caption_pairs, check_tokens, is_number
-from align.methods.framework.hparams import param
+from align.methods.framework.hparams import (
+    MAX_CODES, MAX_EPOCHS, MAX_LAYERS, MAX_ROWS, MAX_STEPS, MAX_TOKENS, MAX_WIDTH, param,
+)
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.codebook_vlp.codebook import UPDATES, codebook_health
 from align.methods.codebook_vlp.core import (
@@ -55,29 +57,29 @@ __all__ = ["OBJECTIVES", "CodebookVLPAligner", "CodebookVLPCore", "CodebookVLPHP
 @dataclass(frozen=True)
 class CodebookVLPHParams(TrainedHParams):
     table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # the masked LM the text side starts from
-    image_width: int = param(128, low=1)
-    image_heads: int = param(4, low=1)
-    image_layers: int = param(2, low=0)  # the image encoder's depth; MIM needs >= 1 to see other tokens
-    text_layers: int = param(1, low=0)  # the LM's first layers, copied
-    fusion_layers: int = param(1, low=1)  # the LM's next layers, with fresh cross-attention
-    embed_dim: int = param(128, low=1)  # the ITC space
+    image_width: int = param(128, low=1, high=MAX_WIDTH)
+    image_heads: int = param(4, low=1, high=MAX_LAYERS)
+    image_layers: int = param(2, low=0, high=MAX_LAYERS)  # the image encoder's depth; MIM needs >= 1 to see other tokens
+    text_layers: int = param(1, low=0, high=MAX_LAYERS)  # the LM's first layers, copied
+    fusion_layers: int = param(1, low=1, high=MAX_LAYERS)  # the LM's next layers, with fresh cross-attention
+    embed_dim: int = param(128, low=1, high=MAX_WIDTH)  # the ITC space
     itc: bool = True
     itm: bool = True
     mlm: bool = True
     codebook: bool = True  # the visual codebook and its VQ loss
     mim: bool = True  # masked image modeling of code indices (needs the codebook)
     momentum: bool = True  # ALBEF's momentum encoders and distillation
-    queue_size: int = param(256, low=0)
+    queue_size: int = param(256, low=0, high=MAX_ROWS)
     momentum_decay: float = param(0.995, low=0, below=1)
     distill_alpha: float = param(0.4, low=0, below=1)
     temperature: float = param(0.07, above=0)
-    num_codes: int = param(64, low=2)
-    code_dim: int = param(32, low=1)
+    num_codes: int = param(64, low=2, high=MAX_CODES)
+    code_dim: int = param(32, low=1, high=MAX_WIDTH)
     codebook_update: str = param("ema", choices=UPDATES)
     commitment: float = param(0.25, low=0)
     codebook_decay: float = param(0.99, low=0, below=1)
     restart_threshold: float = param(1.0, low=0)  # restart_window=0: dead-code restarts below this EMA usage
-    restart_window: int = param(10, low=0)  # restart a code that won no token in this many training steps
+    restart_window: int = param(10, low=0, high=MAX_STEPS)  # restart a code that won no token in this many training steps
     code_source: str = param("tokens", choices=CODE_SOURCES)  # the frozen tokens, or projected encoder states
     codebook_init: str = param("kmeans", choices=CODEBOOK_INITS)  # k-means of the fit tokens, or the first batch
     reconstruction: float = param(0.0, low=0)  # weight of VQ-VAE's reconstruction term (code_source=states)
@@ -86,15 +88,15 @@ class CodebookVLPHParams(TrainedHParams):
     mim_input: str = param("encoder", choices=MIM_INPUTS)  # the evaluated image encoder, or an image-side fusion
     mim_weighting: str = param("inverse_frequency", choices=MIM_WEIGHTINGS)  # of each target code's loss
     hard_negative_temperature: bool = True  # ITM negatives from softmax(sim / ITC temperature), as ALBEF
-    rerank_k: int = param(0, low=0)  # retrieval: re-score each query's top k by ITM (0: ITC similarity only)
+    rerank_k: int = param(0, low=0, high=MAX_ROWS)  # retrieval: re-score each query's top k by ITM (0: ITC similarity only)
     weights: dict[str, float] | None = param(None, want=f"a mapping from {', '.join(OBJECTIVES)} to numbers >= 0")
     pretrained_text: bool = True
     freeze_word_embeddings: bool = True
     pooling: str = param("mean", choices=POOLINGS)
     weight_decay: float = param(0.02, low=0)
-    batch_size: int = param(64, low=2)
-    max_epochs: int = param(10, low=0)
-    max_text_tokens: int = param(32, low=3)
+    batch_size: int = param(64, low=2, high=MAX_ROWS)
+    max_epochs: int = param(10, low=0, high=MAX_EPOCHS)
+    max_text_tokens: int = param(32, low=3, high=MAX_TOKENS)
 
     def check(self, aligner: str) -> CodebookVLPHParams:
         if self.mim and not self.codebook:

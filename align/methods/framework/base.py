@@ -9,7 +9,6 @@ hyper-parameters as JSON, so any fitted aligner can be reloaded without pickle.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,12 +21,12 @@ import torch
 from align.errors import AlignError, BadInputError
 from align.methods.framework import capabilities
 from align.methods.framework.capabilities import IMAGE_INPUTS, Missing
-from align.methods.framework.hparams import HParams
+from align.methods.framework.hparams import HParams, finite
 
 
 def is_number(value: Any) -> bool:
-    """A finite real hyper-parameter (bools excluded)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real hyper-parameter (bools excluded; an integer too large for a float is not finite)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and finite(value)
 
 
 def check_features(features: torch.Tensor, what: str, dim: int | None = None) -> torch.Tensor:

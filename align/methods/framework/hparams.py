@@ -2,7 +2,10 @@
 
 An aligner lists its hyper-parameters as one frozen dataclass (a subclass of :class:`HParams`): the
 annotation is the type, the default is the default, and ``param(...)`` adds the range, the choices or
-the wording of the error. :meth:`HParams.resolve` is the only validator, so every aligner refuses bad
+the wording of the error. Every integer states an upper bound (``high``) as well as a lower one: a count
+that sizes memory or a loop, or a seed, has a largest sane value, and a larger one is refused here in one
+line rather than failing deep inside a fit (a MemoryError, an OverflowError from a C library). A number
+too large for a float (``10**400``) is not a finite number, so no float hyper-parameter accepts it. :meth:`HParams.resolve` is the only validator, so every aligner refuses bad
 values the same way, with one line: ``"<aligner>: <name> must be <want>, got <value>"``; an unknown
 name is refused by name, not by a ``TypeError`` from a constructor. Rules that tie several
 hyper-parameters together go in the class's :meth:`HParams.check`.
@@ -28,20 +31,32 @@ from typing import Any, TypeVar
 from align.errors import BadInputError
 
 H = TypeVar("H", bound="HParams")
+
+# Upper bounds the declarations share: far above any setting in use, far below what breaks a fit (an
+# allocation no machine makes, an index a C library cannot hold, a loop that never ends).
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces
+MAX_ROWS = 2**24  # counts of rows: a batch, a queue, anchors kept, rows per chunk, re-ranked candidates
+MAX_CODES = 2**20  # codebook and vocabulary sizes (rows of a trained or searched table)
+MAX_WIDTH = 16384  # a layer width or an embedding dimension
+MAX_LAYERS = 256  # layers of a network, and attention heads
+MAX_TOKENS = 4096  # tokens of a sequence: a caption, an image's grid
+MAX_EPOCHS = 10**6  # epochs, and epochs of patience
+MAX_STEPS = 10**9  # training steps
 _KINDS = (bool, int, float, str, dict)  # what a hyper-parameter may be (JSON's types), None aside
 _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
 
 
 @dataclass(frozen=True)
 class Rule:
-    """What a value must satisfy beyond its type: ``low <= v``, ``above < v``, ``v < below`` (numbers),
-    ``v in choices`` (values of the choices' type). ``want`` replaces the generated wording of the error,
+    """What a value must satisfy beyond its type: ``low <= v``, ``above < v``, ``v < below``, ``v <= high``
+    (numbers), ``v in choices`` (values of the choices' type). ``want`` replaces the generated wording of the error,
     ``why`` is added to it in parentheses; ``path`` lets a string be given as a ``Path`` (kept as a
     string, since hyper-parameters are saved as JSON)."""
 
     low: float | None = None
     above: float | None = None
     below: float | None = None
+    high: float | None = None
     choices: tuple[Any, ...] = ()
     want: str | None = None
     why: str | None = None
@@ -49,20 +64,37 @@ class Rule:
 
 
 def param(default: Any, *, low: float | None = None, above: float | None = None, below: float | None = None,
-          choices: tuple[Any, ...] = (), want: str | None = None, why: str | None = None, path: bool = False) -> Any:
+          high: float | None = None, choices: tuple[Any, ...] = (), want: str | None = None, why: str | None = None,
+          path: bool = False) -> Any:
     """A dataclass field with a default and a :class:`Rule`."""
-    rule = Rule(low=low, above=above, below=below, choices=tuple(choices), want=want, why=why, path=path)
+    rule = Rule(low=low, above=above, below=below, high=high, choices=tuple(choices), want=want, why=why, path=path)
     return field(default=default, metadata={"rule": rule})
 
 
+def number(value: float) -> str:
+    """A bound in words: integers in full (``4294967295``, not ``4.29497e+09``), other numbers as ``%g``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _bounds(rule: Rule) -> str:
-    """`` >= 0``, `` > 0``, `` in [0, 1)``: the numeric range in words."""
-    lower = f"[{rule.low:g}" if rule.low is not None else f"({rule.above:g}" if rule.above is not None else None
+    """`` >= 0``, `` > 0``, `` in [0, 1)``, `` in [1, 512]``: the numeric range in words."""
+    lower = f"[{number(rule.low)}" if rule.low is not None else f"({number(rule.above)}" if rule.above is not None \
+        else None
     if rule.below is not None:
-        return f" in {lower or '(-inf'}, {rule.below:g})"
+        return f" in {lower or '(-inf'}, {number(rule.below)})"
+    if rule.high is not None:
+        return f" in {lower or '(-inf'}, {number(rule.high)}]"
     if rule.low is not None:
-        return f" >= {rule.low:g}"
-    return f" > {rule.above:g}" if rule.above is not None else ""
+        return f" >= {number(rule.low)}"
+    return f" > {number(rule.above)}" if rule.above is not None else ""
+
+
+def finite(value: numbers.Real) -> bool:
+    """Whether a real number is a finite float (an integer too large for a float is not: ``10**400``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -99,7 +131,7 @@ class Spec:
         if kind is int:
             return isinstance(value, numbers.Integral), int(value) if isinstance(value, numbers.Integral) else value
         if kind is float:
-            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            if not isinstance(value, numbers.Real) or not finite(value):
                 return False, value
             return True, value if isinstance(value, int) else float(value)
         if kind is str:
@@ -115,7 +147,7 @@ class Spec:
             return False
         if kind in (int, float):
             return ((rule.low is None or value >= rule.low) and (rule.above is None or value > rule.above)
-                    and (rule.below is None or value < rule.below))
+                    and (rule.below is None or value < rule.below) and (rule.high is None or value <= rule.high))
         return True
 
     def check(self, aligner: str, value: Any) -> Any:

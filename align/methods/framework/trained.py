@@ -57,7 +57,7 @@ from torch import nn
 from align.errors import BadInputError
 from align.methods.framework.base import Aligner
 from align.methods.framework.cores import core_path, resolve_core
-from align.methods.framework.hparams import HParams, param
+from align.methods.framework.hparams import MAX_EPOCHS, MAX_ROWS, SEED_MAX, HParams, param
 
 # hyper-parameters that may differ between an interrupted fit and the fit that resumes it
 RESUMABLE_CHANGES = ("max_epochs", "progress", "checkpoint_dir")
@@ -78,19 +78,19 @@ class TrainedHParams(HParams):
     ``max_epochs`` are declared again by each aligner, with its own defaults and rules."""
 
     lr: float = param(1e-3, above=0)
-    seed: int = 0
+    seed: int = param(0, low=0, high=SEED_MAX)
     checkpoint_dir: str | None = param(None, path=True, want="a directory path or None")
     deterministic: bool = True
     progress: bool = False
     # Lightning's: e.g. accelerator "gpu", devices 4, strategy "ddp"; devices > 1 trains data-parallel on
     # the same global batch (``batch_size`` rows split across the devices)
     accelerator: str = param("cpu", choices=("cpu", "gpu", "cuda", "mps", "tpu", "auto"))
-    devices: int = param(1, low=1)
+    devices: int = param(1, low=1, high=1024)
     strategy: str = "auto"
     precision: str = param("32-true", choices=PRECISIONS)
     weight_decay: float = param(0.0, low=0)
-    batch_size: int = param(64, low=1)
-    max_epochs: int = param(10, low=0)
+    batch_size: int = param(64, low=1, high=MAX_ROWS)
+    max_epochs: int = param(10, low=0, high=MAX_EPOCHS)
 
 
 def fingerprint(name: str, hparams: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> str:

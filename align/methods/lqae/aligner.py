@@ -89,7 +89,7 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.framework.base import ImageInput
-from align.methods.framework.hparams import param
+from align.methods.framework.hparams import MAX_CODES, MAX_EPOCHS, MAX_LAYERS, MAX_ROWS, MAX_TOKENS, MAX_WIDTH, param
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.lqae import denoiser
 from align.methods.lqae.augment import augment as augment_images
@@ -312,17 +312,17 @@ class LQAEHParams(TrainedHParams):
     table: str = param(DEFAULT_TABLE, want="an embedding-table name")  # codebook and denoiser (masked or causal LM)
     codebook: str = param("language", choices=CODEBOOKS)  # the table, a random table (baseline) or learned (VQ-VAE)
     codebook_rows: str = param("all", choices=CODEBOOK_ROWS)  # searchable rows: non-special, or frequent whole words
-    codebook_size: int | None = param(1024, low=1)  # words kept by codebook_rows="words"; codes of "learned"; None: all
-    image_size: int = param(32, low=2)
-    patch_size: int = param(8, low=1)
-    tokens_per_image: int | None = param(None, low=1)  # when set, patch_size follows from it (16, 64, ...)
+    codebook_size: int | None = param(1024, low=1, high=MAX_CODES)  # words kept by codebook_rows="words"; codes of "learned"; None: all
+    image_size: int = param(32, low=2, high=1024)
+    patch_size: int = param(8, low=1, high=1024)
+    tokens_per_image: int | None = param(None, low=1, high=MAX_TOKENS)  # when set, patch_size follows from it (16, 64, ...)
     in_chans: int = param(1, choices=(1, 3), want="1 or 3")
-    encoder_width: int = param(128, low=1)
-    encoder_depth: int = param(4, low=0)
-    encoder_heads: int = param(4, low=1)
-    decoder_width: int = param(128, low=1)
-    decoder_depth: int = param(4, low=0)
-    decoder_heads: int = param(4, low=1)
+    encoder_width: int = param(128, low=1, high=MAX_WIDTH)
+    encoder_depth: int = param(4, low=0, high=MAX_LAYERS)
+    encoder_heads: int = param(4, low=1, high=MAX_LAYERS)
+    decoder_width: int = param(128, low=1, high=MAX_WIDTH)
+    decoder_depth: int = param(4, low=0, high=MAX_LAYERS)
+    decoder_heads: int = param(4, low=1, high=MAX_LAYERS)
     mask_ratio: float = param(0.5, low=0, below=1)  # Bernoulli masking of the tokens the LM reads
     commitment: float = param(0.005, low=0)
     lm_weight: float = param(1.0, low=0)  # weight of the LM's cross-entropy on masked codes (was bert_weight)
@@ -330,15 +330,15 @@ class LQAEHParams(TrainedHParams):
     exclude_special: bool = True  # special tokens are never codes
     mlm_head: str = param("train", choices=MLM_HEADS)  # masked LM only (MiniLM ships no MLM head)
     l2_normalize: bool = True  # nearest code by cosine
-    table_seed: int = 0  # of codebook="random"
+    table_seed: int = param(0, low=-2**63, high=2**64 - 1)  # of codebook="random" (torch.Generator's seed range)
     augment: bool = False  # random resized crop + horizontal flip in training
     crop_min_scale: float = param(0.2, above=0)  # smallest crop area fraction (at most 1)
     usage_weight: float = param(0.0, low=0)  # code-usage entropy term (MAGVIT-v2's), against codebook collapse
     usage_temperature: float = param(0.01, above=0)  # softmax temperature of its cosine soft assignment
     weight_decay: float = param(5e-4, low=0)
     warmup_fraction: float = param(0.05, low=0, below=1)
-    batch_size: int = param(64, low=1)
-    max_epochs: int = param(5, low=0)
+    batch_size: int = param(64, low=1, high=MAX_ROWS)
+    max_epochs: int = param(5, low=0, high=MAX_EPOCHS)
 
     def check(self, aligner: str) -> LQAEHParams:
         hp = self if self.tokens_per_image is None else self._patch_from_tokens(aligner)

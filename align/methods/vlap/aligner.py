@@ -62,7 +62,7 @@ from torch import nn
 from align.errors import BadInputError
 from align.kernels.sinkhorn import assign
 from align.methods.framework.base import ImageInput, caption_strings, check_caption_pairs, check_features, check_tokens
-from align.methods.framework.hparams import param
+from align.methods.framework.hparams import MAX_CODES, MAX_EPOCHS, MAX_ROWS, MAX_TOKENS, param
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
 from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
@@ -310,23 +310,23 @@ class VLAPHParams(TrainedHParams):
     w_map: float = param(10.0, low=0)  # weight of the assignment loss L_map (lambda)
     tau: float = param(0.01, above=0)  # softmax temperature of the assignment prediction
     eps: float = param(0.01, above=0)  # Sinkhorn's entropic regularisation
-    sinkhorn_iters: int = param(3, low=1)
+    sinkhorn_iters: int = param(3, low=1, high=10_000)
     prior: str = param("captions", choices=PRIORS)  # OT marginal over the vocabulary
     vocab: str = param("captions", choices=VOCABULARIES)  # frequent words, or those joined by the captions' words
-    vocab_subset: int | None = param(2000, low=2)  # the N most frequent words (None: every word row)
+    vocab_subset: int | None = param(2000, low=2, high=MAX_CODES)  # the N most frequent words (None: every word row)
     ot_columns: str = param("all", choices=OT_COLUMNS)  # text targets from OT over the batch or all fit captions
     lr: float = param(3e-3, above=0)
     weight_decay: float = param(0.0, low=0)
     warmup_fraction: float = param(0.1, low=0, below=1)  # linear warm-up over this fraction of the steps
     schedule: str = param("cosine", choices=("constant", "cosine"))  # after the warm-up
     init_scale: float = param(1.0, above=0)  # prefix norm at init, in units of the vocabulary's row norm
-    batch_size: int = param(64, low=2)
-    max_epochs: int = param(10, low=0)
+    batch_size: int = param(64, low=2, high=MAX_ROWS)
+    max_epochs: int = param(10, low=0, high=MAX_EPOCHS)
     val_fraction: float = param(0.0, low=0, below=0.5)  # fit pairs held out for val_loss / val_r1 per epoch
-    patience: int | None = param(None, low=1)  # early stopping on val_loss (needs val_fraction > 0)
+    patience: int | None = param(None, low=1, high=MAX_EPOCHS)  # early stopping on val_loss (needs val_fraction > 0)
     prefix_source: str = param("pooled", choices=PREFIX_SOURCES)  # pooled features, or the encoder's token grid
-    num_prefix_tokens: int = param(1, low=1)  # visual tokens per image (grid: a square number, or the grid's size)
-    max_caption_tokens: int = param(64, low=1)
+    num_prefix_tokens: int = param(1, low=1, high=1024)  # visual tokens per image (grid: a square number, or the grid's size)
+    max_caption_tokens: int = param(64, low=1, high=MAX_TOKENS)
     prompt: str = param(PROMPT, want="a non-empty string")
     lm_precision: str = param("float32", choices=PRECISIONS)  # the frozen LM's forward/backward
 
