@@ -113,14 +113,19 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if not args.input:
         raise AlignError("give an image folder, a text file, or --dataset NAME --split SPLIT")
     source = Path(args.input)
+    output = Path(args.output) if args.output else Path(f"{source.name or 'features'}.safetensors")
     if args.text_encoder:
         sentences = read_sentences(source)
+        inputs = [source]
+        embed.check_outputs(output, inputs)  # before any encoding: the output never replaces an input
         name = with_precision(args.text_encoder, args.precision)
         encoder = TEXT_ENCODERS.create(name)
         features = embed.encode_texts(encoder, sentences, batch_size=args.batch_size)
         meta = {"encoder": name, "input": str(source), "rows": sentences}
     else:
         paths = list_images(source) if source.is_dir() else [source]
+        inputs = list(paths)  # every image listed, skipped ones too
+        embed.check_outputs(output, inputs)
         if args.skip_bad:
             paths = _readable_images(paths, source)
         name = with_precision(args.encoder or "torchvision:mobilenet_v2.imagenet1k_v1", args.precision)
@@ -135,9 +140,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             for path, classes in zip(paths, top):
                 shown = ", ".join(f"{name} {prob:.2f}" for name, prob in classes)
                 print(f"{path}: {shown}")
-    output = Path(args.output) if args.output else Path(f"{source.name or 'features'}.safetensors")
     meta["shape"] = list(features.shape)
-    embed.save_features(output, features, meta)
+    embed.save_features(output, features, meta, inputs=inputs)
     print(f"wrote {tuple(features.shape)} features to {output}", file=sys.stderr)
     return 0
 
