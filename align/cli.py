@@ -7,11 +7,13 @@ Every user-facing failure is an :class:`~align.errors.AlignError` and is printed
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from align.errors import AlignError
+from align.errors import AlignError, RunInterrupted
 
 LIST_KINDS = ("encoders", "text", "tables", "aligners", "datasets", "assets")
 
@@ -146,20 +148,42 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise :class:`RunInterrupted` in the main thread for the block, so a stopped run
+    unwinds, says what finished and exits non-zero (Lightning calls this handler after its own)."""
+    def stop(signum: int, frame: object) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from align.bench.plan.config import load_config
     from align.bench.execute.executors import make_executor
-    from align.bench.report.leaderboard import write_report
+    from align.bench.plan.config import load_config
     from align.bench.plan.layout import path_part
     from align.bench.record.result_json import check_folder
+    from align.bench.report.leaderboard import write_report
     from align.bench.runner import run_benchmark
 
     config = load_config(args.config)
     executor = make_executor(args.executor, args.ray_address)
     # the config's name is a user string: one path component under results/, never a path of its own
     results = check_folder(Path(args.results) if args.results else Path("results") / path_part(config.name))
-    summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet,
-                            skip_bad=args.skip_bad, save_aligners=args.save_aligners, executor=executor)
+    try:
+        with _stop_on_signals():
+            summary = run_benchmark(config, results, overwrite=args.overwrite, progress=not args.quiet,
+                                    skip_bad=args.skip_bad, save_aligners=args.save_aligners, executor=executor)
+    except RunInterrupted as stop:
+        done = stop.summary.line() if stop.summary is not None else "no result written"
+        print(f"\nalign bench: stopped by {signal.Signals(stop.signum).name}: {done}; every finished result is "
+              f"kept in {results}; run the same command again to resume", file=sys.stderr)
+        return 128 + stop.signum
     print(f"\n{summary.line()}, {summary.seconds:.1f} s; files in {results}\n")
     print(write_report(results))
     return 0

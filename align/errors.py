@@ -32,3 +32,25 @@ class SourceUnavailableError(AlignError):
 
 class BadInputError(AlignError):
     """User-supplied data that cannot be used: not an image, empty text, wrong shape."""
+
+
+class EncoderUnavailable(AlignError):
+    """An image or text encoder a run names that cannot be built (weights missing, unknown model)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "image" or "text": which list of a config names it
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM or SIGINT during a long command, raised in the main thread by the command's own handler.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so no ``except Exception`` on the way swallows it and
+    every layer unwinds: atomic writes leave nothing half-written. Lightning's own SIGTERM handling would
+    otherwise end a fit with ``SystemExit(None)``, which a shell reads as success. The command says what
+    finished (``summary``, filled in by the run) and exits ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.summary: object | None = None

@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from align.bench.plan.tasks import not_applicable
 from align.bench.plan.units import AlignerPlan, Entry, Unit, aligner_plans, chosen_fit, open_entry, plan_unit
 from align.bench.record.ledger import RunSummary
 from align.bench.record.result_files import ResultProblem, read_result
-from align.errors import BadInputError
+from align.errors import BadInputError, EncoderUnavailable, RunInterrupted
 
 __all__ = ["RunSummary", "run_benchmark"]
 
@@ -54,17 +55,44 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     _check_sweeps(config, plans)
     check_collisions(config, plans, text_encoders, save_aligners)
     session = Session(config, Path(results_dir), bank or FeatureBank(progress=progress), echo, overwrite, save_aligners)
-    for spec in config.datasets:
-        entry = open_entry(spec, skip_bad)
-        work = _select(session, entry, plans, text_encoders)
-        if not work:
-            continue
-        evaluation = _EvalInputs(entry, session.bank)  # the eval split, read only now: every selection is done
-        for unit, inputs, sweep in work:
-            _submit(executor, session, entry.spec, unit, inputs, evaluation.of(unit.fit.image.name), sweep)
-    executor.finish()
+    try:
+        for i, spec in enumerate(config.datasets):
+            with _naming_entry(config, i):
+                _run_entry(executor, session, open_entry(spec, skip_bad), plans, text_encoders)
+        executor.finish()
+    except RunInterrupted as stop:  # SIGTERM / SIGINT (align bench): say what finished
+        stop.summary = session.summary
+        raise
     session.summary.seconds = time.perf_counter() - started
     return session.summary
+
+
+@contextlib.contextmanager
+def _naming_entry(config: BenchConfig, index: int) -> Iterator[None]:
+    """A data or fit error of one dataset entry (an unknown label set, an empty split, too few pairs left
+    after ``--skip-bad``) names the config file and the entry's key, an encoder that cannot be built its
+    ``image_encoders`` / ``text_encoders`` list; an error already naming the file passes as it is."""
+    source = config.source or "config"
+    try:
+        yield
+    except EncoderUnavailable as err:
+        raise BadInputError(f"{source}: {err.kind}_encoders: {err}") from None
+    except BadInputError as err:
+        if str(err).startswith(source):
+            raise
+        spec = config.datasets[index]
+        raise BadInputError(f"{source}: datasets[{index}] ({spec.name}, fit {spec.fit}, eval {spec.eval}): {err}") from None
+
+
+def _run_entry(executor: SerialExecutor | RayExecutor, session: Session, entry: Entry, plans: list[AlignerPlan],
+               text_encoders: list[str]) -> None:
+    """Select on the entry's fit split, then (its eval split read only now) fit and score every pending unit."""
+    work = _select(session, entry, plans, text_encoders)
+    if not work:
+        return
+    evaluation = _EvalInputs(entry, session.bank)
+    for unit, inputs, sweep in work:
+        _submit(executor, session, entry.spec, unit, inputs, evaluation.of(unit.fit.image.name), sweep)
 
 
 def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:

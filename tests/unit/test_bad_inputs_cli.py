@@ -340,3 +340,83 @@ def test_assets_pull_without_network_says_so(isolated_home: Path, capsys, monkey
 
 def test_assets_verify_unknown_name(isolated_home: Path, capsys) -> None:
     fails(capsys, ["assets", "verify", "mobilenet_v9"], "mobilenet_v9")
+
+
+# ---- issue 27: keys written twice, bounds, data errors named by their config key, confined writes -------
+
+def test_a_key_written_twice_is_refused_not_last_wins(work: Path, capsys) -> None:
+    """YAML loaders keep the last of two equal keys: ``aligners: [ridge]`` then ``aligners: [procrustes]``
+    would run Procrustes alone, silently."""
+    twice = CONFIG.replace("aligners: [ridge]", "aligners: [ridge]\naligners: [procrustes]")
+    bench_fails(capsys, work, twice, "'aligners' appears twice", "lines 6 and 7")
+    nested = CONFIG.replace("{name: digits,", "{name: digits, fit: test,")
+    bench_fails(capsys, work, nested, "'fit' appears twice")
+
+
+def test_a_merge_key_may_still_be_overridden(work: Path) -> None:
+    """``<<: *anchor`` then the same key is YAML's override, not a repeated key."""
+    from align.bench.plan.yaml_file import read_yaml
+
+    path = work / "merge.yaml"
+    path.write_text("base: &b {fit: train, eval: test}\nentry:\n  <<: *b\n  eval: train\n")
+    assert read_yaml(path)["entry"] == {"fit": "train", "eval": "train"}
+
+
+def test_a_seed_beyond_numpys_range_is_refused(work: Path, capsys) -> None:
+    """Lightning replaces a seed outside [0, 2**32 - 1] with another one and only warns."""
+    bench_fails(capsys, work, CONFIG.replace("seeds: [0]", "seeds: [4294967296]"), "seeds", "4294967295")
+    bench_fails(capsys, work, CONFIG.replace("fewshot_k: 2", "fewshot_k: 100000000000"), "datasets[0].fewshot_k")
+
+
+def run_fails(capsys: pytest.CaptureFixture[str], work: Path, text: str, *names: str,
+              extra: tuple[str, ...] = ()) -> str:
+    """Like :func:`bench_fails` for an error found while running (features may be cached before it)."""
+    config = work / "bench.yaml"
+    config.write_text(text)
+    return fails(capsys, ["bench", "--config", str(config), "--results", str(work / "results"), "--quiet", *extra],
+                 str(config), *names)
+
+
+def test_an_unknown_label_set_names_the_config_entry(work: Path, capsys) -> None:
+    text = CONFIG.replace("{name: digits,", "{name: digits, label_set: nosuch,")
+    run_fails(capsys, work, text, "datasets[0]", "no label set 'nosuch'")
+
+
+def test_an_empty_subsample_names_the_config_entry(work: Path, capsys) -> None:
+    run_fails(capsys, work, CONFIG.replace("fit: train,", "fit: train@0,"), "datasets[0]", "train@0")
+
+
+def test_a_text_encoder_that_cannot_be_built_names_the_config_key(work: Path, capsys) -> None:
+    missing = work / "no-such-model"
+    run_fails(capsys, work, CONFIG.replace("[toy:text]", f"[hf:{missing}]"), "text_encoders", str(missing))
+
+
+def test_too_few_pairs_after_skip_bad_names_the_config_entry(work: Path, capsys) -> None:
+    """Two readable images of one class and a class of unreadable files: ``--skip-bad`` leaves one pair
+    in the fit half."""
+    from PIL import Image
+
+    data = work / "data"
+    for name in ("cat", "dog"):
+        (data / name).mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(data / "cat" / f"{i}.png")
+        (data / "dog" / f"{i}.png").write_bytes(b"not a png at all")
+    text = CONFIG.replace("{name: digits, fit: train, eval: test, tasks: [zeroshot_classification, fewshot], fewshot_k: 2}",
+                          f"{{name: 'folder:{data}', fit: train, eval: test, tasks: [zeroshot_classification]}}")
+    run_fails(capsys, work, text, "datasets[0]", "needs at least 2 pairs", extra=("--skip-bad",))
+
+
+def test_a_symlinked_folder_inside_results_cannot_lead_writes_outside(work: Path, capsys, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (work / "results" / "toy__cnn+toy__text").symlink_to(outside, target_is_directory=True)
+    bench_fails(capsys, work, CONFIG, "outside the results folder", "toy__cnn+toy__text")
+    assert not any(outside.rglob("*"))
+
+
+def test_a_result_nested_too_deeply_is_named_not_a_traceback(work: Path, capsys) -> None:
+    folder = work / "results" / "toy__cnn+toy__text" / "ridge"
+    folder.mkdir(parents=True)
+    (folder / "digits__fewshot__seed0.json").write_text("[" * 100_000 + "]" * 100_000)
+    fails(capsys, ["report", str(work / "results")], "digits__fewshot__seed0.json", "nested too deeply")

@@ -9,7 +9,7 @@ import torch
 
 from align.data.base import DatasetSplit, LabelSet
 from align.data.pixels import images_tensor
-from align.errors import BadInputError
+from align.errors import AlignError, BadInputError, EncoderUnavailable
 from align.features.cache import FeatureCache, image_features, image_tokens, text_features
 from align.methods.framework.base import Aligner, ImageInput
 
@@ -108,7 +108,12 @@ class FeatureBank:
 
         if (kind, name) not in self._encoders:
             registry = VISION_ENCODERS if kind == "image" else TEXT_ENCODERS
-            self._encoders[(kind, name)] = registry.create(name)
+            try:
+                self._encoders[(kind, name)] = registry.create(name)
+            except EncoderUnavailable:
+                raise
+            except AlignError as err:
+                raise EncoderUnavailable(kind, str(err)) from None
         return self._encoders[(kind, name)]
 
     def images(self, encoder: str, split: DatasetSplit) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 from align.bench.execute.features import FeatureBank
 from align.bench.plan.config import BenchConfig
 from align.bench.record.ledger import Ledger, RunSummary
+from align.errors import AlignError, EncoderUnavailable
 from align.methods.framework.base import Aligner
 
 
@@ -47,8 +48,12 @@ class Session:
         self.ledger = Ledger(self.summary, self.overwrite)
 
     def weights(self, kind: str, name: str) -> str | None:
+        """The sha256 of an encoder's weights (one that cannot be found: :class:`EncoderUnavailable`)."""
         if (kind, name) not in self._weights:
-            self._weights[(kind, name)] = weights_sha256(kind, name)
+            try:
+                self._weights[(kind, name)] = weights_sha256(kind, name)
+            except AlignError as err:
+                raise EncoderUnavailable(kind, str(err)) from None
         return self._weights[(kind, name)]
 
     def fresh(self, echo: Callable[[str], None]) -> Session:

@@ -22,7 +22,7 @@ from align.bench.execute.fitting import FitTexts, fit_or_reuse, saved_state
 from align.bench.execute.scoring import TASKS, Scored, TaskContext
 from align.bench.execute.session import Session
 from align.bench.plan.config import DatasetSpec
-from align.bench.plan.layout import beside_fit
+from align.bench.plan.layout import beside_fit, check_inside
 from align.bench.plan.specs import FitSpec
 from align.bench.plan.units import Unit, chosen_fit
 from align.bench.record.result_json import record_result
@@ -68,6 +68,9 @@ def fit_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
     torch.manual_seed(unit.seed)
     started = time.perf_counter()
     path = fit_path(session, unit, selected)
+    if session.save_aligners:
+        check_inside(session.root, path)
+    check_inside(session.root, beside_fit(path, "curves") / "fit.yaml")
     aligner = fit_or_reuse(
         aligner, lambda a: (inputs.split.for_aligner(a), inputs.texts.for_aligner(a)),
         path=path if session.save_aligners else None, reuse=not session.overwrite, identity=fit_spec.identity,
@@ -85,6 +88,7 @@ def write_examples(session: Session, spec: DatasetSpec, unit: Unit, fit_spec: Fi
     from align.bench.record.examples import write_examples as write
 
     folder = beside_fit(fit_path(session, unit, selected), "examples")
+    check_inside(session.root, folder / "examples.jsonl")
     if folder in session.examples_written:
         return
     session.examples_written.add(folder)
@@ -115,7 +119,7 @@ def run_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
     for result in todo:
         if _kept(session, result):
             continue
-        path = result.path(session.root)
+        path = check_inside(session.root, result.path(session.root))
         found, why = session.ledger.before_write(path, result.sha256)
         if found == "unreadable":
             session.echo(f"{why}; recomputing it")

@@ -127,9 +127,13 @@ def _known(registry: str, name: str, source: str, where: str) -> None:
         raise _fail(source, where, str(err)) from None
 
 
-def _positive_int(value: Any, source: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(source, where, f"expected a positive integer, got {value!r}")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range: a larger seed would be replaced silently
+MAX_TASK_INT = 1_000_000  # fewshot_k, recall_k: far above any split's size, far below what overflows
+
+
+def _positive_int(value: Any, source: str, where: str, most: int = MAX_TASK_INT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise _fail(source, where, f"expected a positive integer up to {most}, got {value!r}")
     return value
 
 
@@ -349,8 +353,8 @@ def load_config(path: str | Path) -> BenchConfig:
         raise _fail(source, "top level", "'aligners' and 'datasets' must be lists")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise _fail(source, "seeds", "expected a non-empty list of integers >= 0")
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds):
+        raise _fail(source, "seeds", f"expected a non-empty list of integers from 0 to {MAX_SEED}")
     if len(set(seeds)) != len(seeds):
         raise _fail(source, "seeds", "repeats a seed")
     name = raw.get("name") or path.stem

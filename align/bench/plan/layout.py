@@ -56,3 +56,21 @@ def beside_fit(fitted: Path, kind: str) -> Path:
     """``root/<image>+<text>/<aligner>/<kind>/<dataset>__<fit split>__seed<k>``: what else a fit leaves, named
     like its ``aligner_path`` (``kind``: ``curves``, the training logs; ``examples``, the report's pictures)."""
     return Path(fitted).parent.parent / kind / Path(fitted).name
+
+
+def check_inside(root: Path, path: Path) -> Path:
+    """``path``, or a one-line error when writing it would leave ``root``: every part of a results folder's
+    layout is a safe name, but a folder inside it may be a symlink to elsewhere. The nearest existing
+    folder on the way to ``path`` must resolve inside the resolved ``root`` (what does not exist yet is
+    created inside it)."""
+    from align.errors import BadInputError
+
+    root, existing = Path(root), Path(path).parent
+    while not existing.exists() and existing != root and existing != existing.parent:
+        existing = existing.parent
+    if not existing.exists() or not existing.is_relative_to(root):
+        return Path(path)  # nothing of the results folder exists yet: all of it is made inside
+    if not existing.resolve().is_relative_to(root.resolve()):
+        raise BadInputError(f"{path}: would be written outside the results folder {root} ({existing} leads to "
+                            f"{existing.resolve()}); remove that link or use another results folder")
+    return Path(path)

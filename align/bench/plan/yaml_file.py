@@ -3,8 +3,10 @@
 ``yaml.safe_load`` builds plain data only (no tags run code), but it still accepts things a config
 must not hold: a binary or non-UTF-8 file, anchors and aliases that expand into millions of values
 (a few lines of YAML whose expansion fills every result file with hundreds of MB), nesting deep
-enough to overflow the parser, and values JSON cannot represent (dates, binary, sets), which every
-result stores. Each of these is refused here, before any key is read.
+enough to overflow the parser, values JSON cannot represent (dates, binary, sets), which every
+result stores, and a key written twice in one mapping (YAML's loaders keep the last silently, so
+``aligners: [ridge]`` followed by ``aligners: [procrustes]`` would run Procrustes alone). Each of these
+is refused here, before any key is read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,29 @@ from typing import Any
 import yaml
 
 from align.errors import BadInputError
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated within one mapping, naming its line."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    written = [key_node for key_node, _ in node.value if not key_node.tag.endswith(":merge")]
+    seen: dict[Any, int] = {}
+    for key_node in written:  # keys written here; one merged in by ``<<`` may be overridden, as YAML says
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # an unhashable key: the base constructor gives its own error
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 MAX_BYTES = 1 << 20  # a config is a few kB; a larger file is not one
 MAX_VALUES = 10_000  # values once aliases are expanded (the all-methods config has about 100)
@@ -43,7 +68,12 @@ def read_yaml(path: Path, what: str = "config file") -> Any:
     except UnicodeDecodeError as err:
         raise BadInputError(f"{source}: not UTF-8 text (byte {err.start}); not a YAML {what}") from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader: plain data only)
+    except yaml.constructor.ConstructorError as err:
+        if err.problem and "appears twice" in err.problem:
+            raise BadInputError(f"{source}: {err.problem}: a repeated key would silently replace the first; "
+                                "write it once") from None
+        raise BadInputError(f"{source}: line {err.problem_mark.line + 1}: not valid YAML") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"

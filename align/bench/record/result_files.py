@@ -53,6 +53,8 @@ def read_result(path: Path) -> dict[str, Any]:
         raise ResultProblem(f"{path}: cannot read ({err.strerror or err})") from None
     except (UnicodeDecodeError, ValueError):
         raise ResultProblem(f"{path}: not valid JSON (truncated or damaged)") from None
+    except RecursionError:
+        raise ResultProblem(f"{path}: JSON nested too deeply to be a result") from None
     if not isinstance(data, dict):
         raise ResultProblem(f"{path}: not a result (a JSON {type(data).__name__}, not an object)")
     missing = [field for field in FIELDS if field not in data]
