@@ -4,14 +4,19 @@
 - ``FitState``: a fit's fingerprint, the RNG states and early stopping, kept in checkpoints for an
   exact resume (:func:`saved_fingerprint` reads the fingerprint back).
 - ``BestWeights``: keep the weights of the best validation epoch and restore them at the end.
-- ``SafeCheckpointIO`` / :func:`load_checkpoint`: written atomically, read back with ``weights_only=True``.
+- ``SafeCheckpointIO`` / :func:`load_checkpoint`: written atomically, read back with ``weights_only=True``;
+  :func:`fit_checkpoint` also checks that it holds what resuming reads, and :func:`weights_problem` that
+  its weights fit the model to resume. A file that is not such a checkpoint is a one-line
+  ``BadInputError`` naming it (never a traceback from torch's unpickler or Lightning's restore).
 - :func:`restore_core`: a fresh module with saved weights in its core (loading a fitted aligner).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import pickle
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
 from align.atomic import atomic_path
+from align.errors import BadInputError
 from align.methods.framework.seeding import rng_state, set_rng_state
 
 
@@ -28,8 +34,10 @@ def restore_core(build: Callable[[], Any], state: dict[str, torch.Tensor]) -> An
     """Build a module and load ``state`` into its ``core``, leaving the global RNG as it was: the
     fresh initialisation that building draws is overwritten anyway (used by aligners' load)."""
     rng = torch.get_rng_state()
-    module = build()
-    torch.set_rng_state(rng)
+    try:
+        module = build()
+    finally:
+        torch.set_rng_state(rng)
     module.core.load_state_dict(state)
     return module
 
@@ -78,10 +86,75 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path)
 
 
+# what Lightning writes into every checkpoint of a fit, and reads back to resume one
+LIGHTNING_KEYS: dict[str, type] = {"pytorch-lightning_version": str, "epoch": int, "global_step": int,
+                                   "state_dict": dict, "loops": dict, "callbacks": dict,
+                                   "optimizer_states": list, "lr_schedulers": list}
+
+
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """A checkpoint's contents on the CPU, read with ``weights_only=True`` (``mmap``: tensors are read
-    only when touched, for a quick look at the metadata)."""
-    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    only when touched, for a quick look at the metadata). A file that is missing, unreadable, damaged
+    or holds something other than a dict is a one-line ``BadInputError`` naming it."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no checkpoint there") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{path}: a folder, not a checkpoint file") from None
+    except PermissionError as err:
+        raise BadInputError(f"{path}: cannot read ({err.strerror or err})") from None
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise BadInputError(f"{path}: not a readable checkpoint (truncated, damaged, or not written by "
+                                "torch.save)") from None
+        raise BadInputError(f"{path}: holds pickled objects other than tensors and plain data ({found[1]}), which "
+                            "are never loaded (weights only load failed)") from None
+    except Exception:  # torch reports a damaged file in many ways (UnpicklingError, RuntimeError, EOFError, OSError)
+        raise BadInputError(f"{path}: not a readable checkpoint (truncated, damaged, or not written by "
+                            "torch.save)") from None
+    if not isinstance(checkpoint, dict):
+        raise BadInputError(f"{path}: not a checkpoint of a fit (it holds a {type(checkpoint).__name__}, "
+                            "not Lightning's dict)")
+    return checkpoint
+
+
+def fit_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """:func:`load_checkpoint`, with everything Lightning reads to resume a fit there and of its type."""
+    checkpoint = load_checkpoint(path, mmap=mmap)
+    for key, kind in LIGHTNING_KEYS.items():
+        value = checkpoint.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "no" if key not in checkpoint else f"a {type(value).__name__} as"
+            raise BadInputError(f"{path}: not a Lightning checkpoint of a fit ({found} {key!r})")
+    state = checkpoint["callbacks"].get(FitState.__qualname__, {})
+    if not isinstance(state, dict) or not isinstance(state.get("fingerprint"), (str, type(None))):
+        raise BadInputError(f"{path}: not a Lightning checkpoint of a fit (a damaged {FitState.__qualname__!r} state)")
+    return checkpoint
+
+
+def checkpoint_fingerprint(checkpoint: Mapping[str, Any]) -> str | None:
+    """The ``FitState`` fingerprint in a checkpoint read by :func:`fit_checkpoint` (None in one written
+    before it existed)."""
+    return checkpoint["callbacks"].get(FitState.__qualname__, {}).get("fingerprint")
+
+
+def weights_problem(saved: Mapping[str, Any], model: torch.nn.Module) -> str | None:
+    """Why the weights ``saved`` (a checkpoint's ``state_dict``) cannot be loaded into ``model`` (names or
+    shapes differ), or None; the words of a one-line error."""
+    own = model.state_dict()
+    missing, unexpected = [k for k in own if k not in saved], [k for k in saved if k not in own]
+    if missing or unexpected:
+        example = f"no {missing[0]!r}" if missing else f"an unexpected {unexpected[0]!r}"
+        return f"its weights are not this model's ({len(missing)} missing, {len(unexpected)} unexpected: {example})"
+    for key, tensor in own.items():
+        theirs = saved[key]
+        if not isinstance(theirs, torch.Tensor) or theirs.shape != tensor.shape:
+            found = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs).__name__
+            return f"its {key!r} has shape {found}, the model's {tuple(tensor.shape)}"
+    return None
 
 
 class LastCheckpoint(Checkpoint):
@@ -132,6 +205,6 @@ class FitState(pl.Callback):
 
 
 def saved_fingerprint(path: str | Path) -> str | None:
-    """The ``FitState`` fingerprint in a checkpoint (None in one written before it existed)."""
-    state = load_checkpoint(path, mmap=True).get("callbacks", {}).get(FitState.__qualname__, {})
-    return state.get("fingerprint")
+    """The ``FitState`` fingerprint in a checkpoint of a fit (None in one written before it existed); a
+    file that is not one is a one-line ``BadInputError`` (:func:`fit_checkpoint`)."""
+    return checkpoint_fingerprint(fit_checkpoint(path, mmap=True))

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,14 +192,19 @@ class TrainedAligner(Aligner):
             raise TypeError(f"{type(self).__name__}.shape_args lacks {sorted(undeclared)}")
         config = self.config
         _, n_val = split_sizes(len(tensors[0]), val_fraction)
+        self._check_checkpoint_dir(what)
         keep = config.checkpoint_dir is not None or ckpt_path is not None
         stamp = fingerprint(self.name, self.hparams, tensors) if keep else None
-        resume = self._resume_path(what, stamp, ckpt_path)
+        found = self._resume_from(what, stamp, ckpt_path)
+        resume = found[0] if found is not None else None
         with seeded(config.seed), quiet(not config.progress):
             data = FeatureDataModule(*tensors, batch_size=config.batch_size, val_fraction=val_fraction, seed=config.seed)
             module = self.build(shape)
             if prepare is not None:
                 prepare(module.core, data)
+            if found is not None:  # weights Lightning could not load would fail the resume with a traceback
+                self._check_resumable(what, found, module, explicit=ckpt_path is not None)
+                found = None  # the checkpoint's (memory-mapped) tensors are not kept through the fit
             with self._curves_dir() as log_dir:
                 trainer = make_trainer(config.max_epochs, deterministic=config.deterministic, progress=config.progress,
                                        accelerator=config.accelerator, devices=config.devices,
@@ -221,9 +227,27 @@ class TrainedAligner(Aligner):
         with atomic_dir(Path(self.log_dir)) as tmp:
             yield tmp
 
-    def _resume_path(self, what: str, stamp: str | None, ckpt_path: str | Path | None) -> str | None:
-        """The checkpoint to resume from, if any, after checking it belongs to this fit."""
-        from align.methods.framework.checkpoints import saved_fingerprint
+    def _check_checkpoint_dir(self, what: str) -> None:
+        """A ``checkpoint_dir`` that is a file, cannot be created or cannot be written is a one-line error
+        before any training (Lightning would fail on the first ``last.ckpt``, after an epoch's work)."""
+        if self.config.checkpoint_dir is None:
+            return
+        folder = Path(self.config.checkpoint_dir)
+        if folder.exists() and not folder.is_dir():
+            raise BadInputError(f"{what}: checkpoint_dir {folder} is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise BadInputError(f"{what}: checkpoint_dir {folder} cannot be created ({err.strerror or err})") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise BadInputError(f"{what}: checkpoint_dir {folder} is not writable")
+
+    def _resume_from(self, what: str, stamp: str | None,
+                     ckpt_path: str | Path | None) -> tuple[str, dict[str, Any]] | None:
+        """The checkpoint to resume from, if any (its path, and its contents memory-mapped), after checking it
+        is a readable checkpoint of this fit. One that is not is a one-line error naming it, and is left
+        as it is: a fit never starts over in place of a user's checkpoint."""
+        from align.methods.framework.checkpoints import checkpoint_fingerprint, fit_checkpoint
 
         if ckpt_path is not None:
             path, explicit = Path(ckpt_path), True
@@ -231,16 +255,33 @@ class TrainedAligner(Aligner):
                 raise BadInputError(f"{what}: no checkpoint at {path}")
         elif self.config.checkpoint_dir is not None:
             path, explicit = Path(self.config.checkpoint_dir) / "last.ckpt", False
-            if not path.is_file():
+            if not path.exists():
                 return None
         else:
             return None
-        saved = saved_fingerprint(path)
+        try:
+            checkpoint = fit_checkpoint(path, mmap=True)
+        except BadInputError as err:
+            raise BadInputError(f"{what}: {err}{self._resume_advice(explicit)}") from None
+        saved = checkpoint_fingerprint(checkpoint)
         # a checkpoint written before fingerprints existed is resumed only when named explicitly
         if saved != stamp and not (explicit and saved is None):
             raise BadInputError(f"{what}: {path} is a checkpoint of another fit (other data or hyper-parameters); "
                                 "delete it or choose another checkpoint_dir")
-        return str(path)
+        return str(path), checkpoint
+
+    def _check_resumable(self, what: str, found: tuple[str, dict[str, Any]], module: Any, explicit: bool) -> None:
+        """A one-line error if the checkpoint's weights do not fit ``module`` (names or shapes)."""
+        from align.methods.framework.checkpoints import weights_problem
+
+        path, checkpoint = found
+        why = weights_problem(checkpoint["state_dict"], module)
+        if why is not None:
+            raise BadInputError(f"{what}: {path}: {why}{self._resume_advice(explicit)}")
+
+    @staticmethod
+    def _resume_advice(explicit: bool) -> str:
+        return "" if explicit else "; delete it to fit from the start, or choose another checkpoint_dir"
 
     def _adopt(self, module: Any) -> None:
         """Keep a trained (or restored) module in eval mode, with its history and dimensions."""
@@ -258,12 +299,17 @@ class TrainedAligner(Aligner):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> TrainedAligner:
-        """The aligner in a Lightning checkpoint of ``fit`` (its hyper-parameters and weights); a checkpoint
-        of another aligner's core is a one-line error."""
-        from align.methods.framework.checkpoints import load_checkpoint, restore_core
+        """The aligner in a Lightning checkpoint of ``fit`` (its hyper-parameters and weights); a file that
+        is not one (missing, damaged, another kind of file, a checkpoint of another aligner's core or of
+        other shapes) is a one-line error naming it."""
+        from align.methods.framework.checkpoints import load_checkpoint, restore_core, weights_problem
 
         checkpoint = load_checkpoint(path)
-        saved = checkpoint["hyper_parameters"]
+        saved, weights = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
+        if not (isinstance(saved, dict) and isinstance(saved.get("core"), str) and isinstance(weights, dict)
+                and isinstance(saved.get("extra"), dict) and isinstance(saved.get("core_args"), dict)):
+            raise BadInputError(f"{path}: not a Lightning checkpoint of an align fit (no core, hyper-parameters "
+                                "and weights in it)")
         try:
             core = resolve_core(saved["core"])
         except BadInputError as err:
@@ -271,10 +317,20 @@ class TrainedAligner(Aligner):
         if core is not cls.core_class:
             raise BadInputError(f"{path}: a checkpoint of {saved['core']}, not of {cls.name} "
                                 f"({core_path(cls.core_class)})")
-        aligner = cls(**cls.saved_hparams(saved["extra"]))
+        try:
+            aligner = cls(**cls.saved_hparams(saved["extra"]))
+        except BadInputError as err:
+            raise BadInputError(f"{path}: {err}") from None
         shape = {k: v for k, v in saved["core_args"].items() if k in cls.shape_args}
-        state = {k.removeprefix("core."): v for k, v in checkpoint["state_dict"].items()}
-        module = restore_core(lambda: aligner.build(shape), state)
+
+        def build() -> Any:
+            module = aligner.build(shape)
+            why = weights_problem(weights, module)
+            if why is not None:
+                raise BadInputError(f"{path}: {why}")
+            return module
+
+        module = restore_core(build, {k.removeprefix("core."): v for k, v in weights.items()})
         module.history = {k: list(v) for k, v in checkpoint.get("history", {}).items()}
         aligner._adopt(module)
         return aligner
