@@ -11,15 +11,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import pickle
+import pickletools
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from align.errors import AlignError, BadInputError
 from align.registry import DATASETS
 
 
@@ -198,3 +204,227 @@ def test_an_unwritable_cache_home_still_gives_the_right_version(tmp_path: Path, 
     first = DATASETS.create(f"folder:{root}").version
     _same_size_same_mtime_rewrite(root / "red" / "r0.bmp", (4, 4, 4))
     assert DATASETS.create(f"folder:{root}").version != first
+
+
+# ---- 2. MNIST pickles ------------------------------------------------------------------------------------
+
+
+def _mnist_file(folder: Path, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _load_mnist(path: Path) -> object:
+    from align.data.mnist import MNIST
+
+    return MNIST(path.parent).load("train")
+
+
+def _genuine(rows: int = 4) -> bytes:
+    """A small pickle in the classic file's own format (Python 2 cPickle, protocol 2: the arrays'
+    bytes as BINSTRING, read back with encoding="latin1"), built opcode by opcode as that pickler wrote it."""
+    import struct
+
+    def string(s: bytes) -> bytes:
+        return (b"U" + bytes([len(s)]) + s) if len(s) < 256 else (b"T" + struct.pack("<i", len(s)) + s)
+
+    def array(values: np.ndarray, code: bytes) -> bytes:
+        shape = b"".join(b"J" + struct.pack("<i", n) for n in values.shape)
+        return (b"cnumpy.core.multiarray\n_reconstruct\n" b"cnumpy\nndarray\n" b"K\x00\x85" + string(b"b")
+                + b"\x87R(K\x01(" + shape + b"tcnumpy\ndtype\n" + string(code) + b"K\x00K\x01\x87R"
+                + b"(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89" + string(values.tobytes())
+                + b"tb")
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for n in (rows, 2, 3):
+        x = (rng.integers(0, 256, (n, 784)) / 256).astype("<f4")
+        y = (np.arange(n) % 10).astype("<i8")
+        parts.append(array(x, b"f4") + array(y, b"i8") + b"\x86")
+    return b"\x80\x02" + b"".join(parts) + b"\x87."
+
+
+def test_a_genuine_format_pickle_still_loads(tmp_path: Path) -> None:
+    data = _genuine()
+    assert [op.name for op, _, _ in pickletools.genops(data)][-2:] == ["TUPLE3", "STOP"]
+    split = _load_mnist(_mnist_file(tmp_path / "m", data))
+    assert len(split) == 4 and split.labels.labels.tolist() == [0, 1, 2, 3]
+
+
+def test_a_pickle_written_by_this_python_still_loads(tmp_path: Path) -> None:
+    parts = tuple(((np.arange(n * 784) % 256 / 256).astype(np.float32).reshape(n, 784), np.arange(n) % 10)
+                  for n in (5, 2, 3))
+    split = _load_mnist(_mnist_file(tmp_path / "m", pickle.dumps(parts, protocol=4)))
+    assert len(split) == 5
+
+
+@pytest.mark.parametrize("depth", [2_000, 200_000])
+def test_deeply_nested_pickle_is_one_line(tmp_path: Path, depth: int) -> None:
+    """((((...),),),) nested deeper than the interpreter's recursion limit."""
+    data = b"\x80\x02)" + b"\x85" * depth + b"."
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path), "nested")
+
+
+def _shared(levels: int, width: int = 3) -> bytes:
+    """Each level a tuple holding the previous level ``width`` times (by memo reference): a few bytes
+    per level, ``width ** levels`` paths through the result."""
+    out = bytearray(b"\x80\x02)q\x00")
+    for i in range(1, levels + 1):
+        out += b"(" + (b"h" + bytes([i - 1])) * width + b"tq" + bytes([i]) + b"0"
+    return bytes(out + b"h" + bytes([levels]) + b".")
+
+
+def test_shared_references_are_checked_in_linear_time(tmp_path: Path) -> None:
+    from align.data import safe_pickle
+
+    data = _shared(16)  # 3**16 = 43 million paths through 17 tuples
+    assert len(data) < 400
+    ops = sum(1 for _ in pickletools.genops(data))
+    start = time.perf_counter()
+    try:
+        value = safe_pickle.load_arrays(data, "crafted.pkl")
+    except BadInputError as err:
+        assert "crafted.pkl" in str(err) and "\n" not in str(err)
+    else:  # accepted (empty tuples hold no non-numeric value): then the check visited each tuple once
+        assert safe_pickle.check_arrays(value, "crafted.pkl", len(data)) <= ops
+    assert time.perf_counter() - start < 2  # a safety net; the bound above is the real check
+    path = _mnist_file(tmp_path / "m", _shared(40))  # 3**40 paths, 500 bytes
+    start = time.perf_counter()
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+    assert time.perf_counter() - start < 2
+
+
+def test_a_cycle_is_one_line(tmp_path: Path) -> None:
+    """A list that holds itself (EMPTY_LIST, memo, GET, APPEND)."""
+    data = b"\x80\x02]q\x00h\x00a."
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+
+
+_RECONSTRUCT = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+_INT64 = b"cnumpy\ndtype\nU\x02i8K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+_NO_LABELS = _RECONSTRUCT + b"(K\x01K\x00\x85" + _INT64 + b"\x89U\x00tb"  # an empty int64 array
+
+
+def test_a_self_referencing_dtype_is_refused(tmp_path: Path) -> None:
+    """Images of a float32 dtype whose BUILD state names the dtype itself as its sub-array base: numpy
+    builds the cycle (its repr then recurses without end); refused before numpy sees it."""
+    looped = b"cnumpy\ndtype\nU\x02f4K\x00K\x01\x87Rq\x00(K\x03U\x01|h\x00K\x02\x85\x86NNK\x08K\x01K\x00tb"
+    images = _RECONSTRUCT + b"(K\x01K\x00M\x10\x03\x86" + looped + b"\x89U\x00tb"
+    data = b"\x80\x02" + (images + _NO_LABELS + b"\x86") * 3 + b"\x87."
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+
+
+def test_a_dtype_whose_flags_claim_python_objects_is_refused(tmp_path: Path) -> None:
+    """numpy's own dtype ``__setstate__`` takes the flags from the file: an int64 dtype flagged as
+    holding object references (found by fuzzing: numpy then fails when the array is freed)."""
+    flagged = _INT64.replace(b"K\x00tb", b"K\x01tb")
+    labels = _RECONSTRUCT + b"(K\x01K\x00\x85" + flagged + b"\x89U\x00tb"
+    images = _RECONSTRUCT + b"(K\x01K\x00M\x10\x03\x86cnumpy\ndtype\nU\x02f4K\x00K\x01\x87R" + b"\x89U\x00tb"
+    data = b"\x80\x02" + (images + labels + b"\x86") * 3 + b"\x87."
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path), "dtype")
+
+
+def test_a_huge_memo_index_is_refused_before_allocating(tmp_path: Path) -> None:
+    """LONG_BINPUT 2**26: the unpickler sizes its memo to twice the index, 1 GB from an 8-byte pickle."""
+    data = b"\x80\x02)r\x00\x00\x00\x04."
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path), "memo index")
+
+
+def test_arrays_cannot_claim_more_memory_than_the_file_holds(tmp_path: Path) -> None:
+    """``numpy.ndarray((65536, 784), "f4")`` called directly: 200 MB of uninitialised memory from a
+    file of about a hundred bytes, which would load as 65536 garbage images."""
+    pair = (b"cnumpy\nndarray\nJ\x00\x00\x01\x00M\x10\x03\x86U\x02f4\x86R"
+            b"cnumpy\nndarray\nJ\x00\x00\x01\x00\x85U\x02i8\x86R\x86")
+    data = b"\x80\x02" + pair + b"q\x00h\x00h\x00\x87."
+    assert len(data) < 120
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+
+
+def test_every_mangled_genuine_pickle_is_one_line_or_loads(tmp_path: Path) -> None:
+    """Seeded byte flips, insertions and cuts of a genuine-format file: each loads or is one line."""
+    from align.data import safe_pickle
+
+    data = _genuine(rows=1)
+    rng = random.Random(0)
+    for trial in range(400):
+        mangled = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(mangled))
+            action = rng.choice(["flip", "insert", "cut"])
+            if action == "flip":
+                mangled[at] = rng.randrange(256)
+            elif action == "insert":
+                mangled[at:at] = bytes([rng.choice(list(b"()tq0h]ae\x85\x86\x87RbNJKM"))])
+            else:
+                del mangled[at:]
+        try:
+            safe_pickle.load_arrays(bytes(mangled), f"mangled-{trial}.pkl")
+        except AlignError as err:
+            assert f"mangled-{trial}.pkl" in str(err) and "\n" not in str(err), (trial, err)
+
+
+@pytest.mark.parametrize("data", [b"", b"not gzip at all", gzip.compress(b"\x80\x02)."), b"\x1f\x8b\x08\x00junk"])
+def test_broken_gzip_or_wrong_shape_is_one_line(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "m" / "mnist.pkl.gz"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+
+
+def test_a_corrupt_deflate_stream_is_one_line(tmp_path: Path) -> None:
+    whole = bytearray(gzip.compress(_genuine()))
+    for at in range(20, len(whole) - 20, 97):
+        whole[at] ^= 0xFF
+    path = tmp_path / "m" / "mnist.pkl.gz"
+    path.parent.mkdir()
+    path.write_bytes(bytes(whole))
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+
+
+def _pickled_parts(x: object, y: object) -> bytes:
+    return pickle.dumps(((x, y),) * 3, protocol=4)
+
+
+@pytest.mark.parametrize("parts", ["lists", "labels out of range", "float labels", "nan images"])
+def test_arrays_of_the_wrong_kind_are_one_line(tmp_path: Path, parts: str) -> None:
+    x, y = np.zeros((2, 784), np.float32), np.array([0, 1])
+    data = {"lists": _pickled_parts([], []),
+            "labels out of range": _pickled_parts(x, np.array([3, 57])),
+            "float labels": _pickled_parts(x, np.array([0.5, 1.0])),
+            "nan images": _pickled_parts(np.full((2, 784), np.nan, np.float32), y)}[parts]
+    path = _mnist_file(tmp_path / "m", data)
+    fails(lambda: _load_mnist(path), BadInputError, str(path))
+
+
+def test_a_decompression_bomb_is_refused_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from align.data import mnist
+
+    monkeypatch.setattr(mnist, "MAX_PICKLE_BYTES", 10_000)
+    path = _mnist_file(tmp_path / "m", _genuine(rows=8))  # some 40 kB once decompressed
+    fails(lambda: _load_mnist(path), BadInputError, str(path), "decompresses to more than 10000 bytes")
+
+
+def test_a_pickle_rewritten_with_same_size_and_mtime_is_read_again(tmp_path: Path) -> None:
+    """The in-memory copy of the file is keyed by ctime and inode too, not by size and mtime alone."""
+    path = tmp_path / "m" / "mnist.pkl.gz"
+    path.parent.mkdir()
+    data = bytearray(_genuine())
+    path.write_bytes(gzip.compress(bytes(data), compresslevel=0, mtime=0))  # stored: same length for same input length
+    first = np.asarray(_load_mnist(path).load_image(0)).copy()
+    before = path.stat()
+    at = data.index(b"T") + 5  # the first image's pixels (BINSTRING, 4-byte length)
+    pixel = b"\x00\x00\x00\x3f" if data[at:at + 4] != b"\x00\x00\x00\x3f" else b"\x00\x00\x80\x3e"
+    data[at:at + 4] = pixel  # its first pixel becomes 0.5 (or 0.25): 128 (or 64) once read
+    path.write_bytes(gzip.compress(bytes(data), compresslevel=0, mtime=0))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert not np.array_equal(np.asarray(_load_mnist(path).load_image(0)), first)
