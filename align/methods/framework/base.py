@@ -33,7 +33,9 @@ def check_features(features: torch.Tensor, what: str, dim: int | None = None) ->
     """Float32 2-D features without NaN/inf (and of width ``dim`` if given), or a one-line error.
 
     Array-likes (numpy arrays, nested lists) are accepted and converted, so a caller's mistake in
-    type is reported as bad input rather than as a torch traceback."""
+    type is reported as bad input rather than as a torch traceback. Features are inputs: the result is
+    detached, so a tensor that requires grad fits and embeds exactly as the same values without it
+    (no graph is built, nothing flows back into the caller's encoder)."""
     if not isinstance(features, torch.Tensor):
         try:
             features = torch.as_tensor(features)
@@ -49,11 +51,12 @@ def check_features(features: torch.Tensor, what: str, dim: int | None = None) ->
     if not torch.isfinite(features).all():
         bad = int((~torch.isfinite(features)).any(dim=1).nonzero()[0, 0])
         raise BadInputError(f"{what}: row {bad} contains NaN or inf")
-    return features.float()
+    return features.detach().float()
 
 
 def check_tokens(tokens: Any, what: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """Float32 ``[N, T, D]`` spatial tokens without NaN/inf (and of ``(T, D)`` if given), or a one-line error."""
+    """Float32 ``[N, T, D]`` spatial tokens without NaN/inf (and of ``(T, D)`` if given), or a one-line error;
+    detached, like :func:`check_features`."""
     if not isinstance(tokens, torch.Tensor):
         try:
             tokens = torch.as_tensor(tokens)
@@ -70,7 +73,7 @@ def check_tokens(tokens: Any, what: str, shape: tuple[int, int] | None = None) -
     if not torch.isfinite(tokens).all():
         bad = int((~torch.isfinite(tokens)).flatten(1).any(1).nonzero()[0, 0])
         raise BadInputError(f"{what}: image {bad} has NaN or inf tokens")
-    return tokens.float()
+    return tokens.detach().float()
 
 
 def check_pairs(

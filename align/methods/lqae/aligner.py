@@ -426,7 +426,7 @@ class LQAE(TrainedAligner):
         return {}
 
     def _check(self, images: torch.Tensor, what: str) -> torch.Tensor:
-        return check_images(images, what, self.config.in_chans, self.config.image_size)
+        return check_images(images, what, self.config.in_chans, self.config.image_size).detach()  # inputs, no graph
 
     def _batches(self, images: torch.Tensor, what: str, batch_size: int = 256) -> list[torch.Tensor]:
         x = self._check(images, what).to(self.core.to_codebook.weight.device)
