@@ -40,6 +40,7 @@ class Digits(Dataset):
     name = "digits"
     version = VERSION
     splits = ("train", "test")
+    label_sets = ()
 
     def build_split(self, split: str) -> DatasetSplit:
         images, labels = _digits()

@@ -102,6 +102,7 @@ def _classes(values: Sequence[str]) -> tuple[str, ...]:
 
 class Emoji(Dataset):
     splits = ("anchors", "test", "all")
+    label_sets = ("subcategory",)
 
     def __init__(self, style: str = "google", *, name: str | None = None, root: str | Path | None = None) -> None:
         if style not in STYLES:

@@ -49,6 +49,7 @@ class FashionMNIST(Dataset):
     name = "fashion_mnist"
     version = VERSION
     splits = ("train", "test")
+    label_sets = ()
 
     def __init__(self, root: str | Path | None = None) -> None:
         self._root = None if root is None else Path(root)

@@ -172,6 +172,7 @@ def parse_jsonl(path: Path) -> Parsed:
 
 class Manifest(Dataset):
     splits = ("all", "train", "test")
+    label_sets = ()
 
     def __init__(self, path: str | Path, *, classes: str | Path | Sequence[str] | None = None,
                  skip_bad: bool = False, templates: str | Path | Sequence[str] | None = None) -> None:

@@ -77,6 +77,7 @@ class MNIST(Dataset):
     name = "mnist"
     version = VERSION
     splits = SPLITS
+    label_sets = ()
 
     def __init__(self, root: str | Path | None = None) -> None:
         self._root = None if root is None else Path(root)

@@ -11,11 +11,14 @@ import them from there or from :mod:`align.data`) and the split recipes (:mod:`a
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+
+from align.errors import BadInputError
 
 
 @dataclass(frozen=True)
@@ -42,3 +45,26 @@ class DatasetSplit:
 
     def __len__(self) -> int:
         return self.num_items
+
+    def label_set(self, name: str | None = None) -> LabelSet:
+        """The main labels (``name=None``) or the extra label set ``name``; a one-line
+        :class:`BadInputError` naming the dataset, the split, the label set and the valid ones otherwise."""
+        if name is None:
+            if self.labels is None:
+                raise BadInputError(f"dataset {self.dataset!r}, split {self.split!r}: has no labels "
+                                    "(a classification task needs them)")
+            return self.labels
+        if name not in self.extra_labels:
+            raise BadInputError(unknown_label_set(self.dataset, name, tuple(self.extra_labels), split=self.split))
+        return self.extra_labels[name]
+
+
+def unknown_label_set(dataset: str, name: str, known: Sequence[str], split: str | None = None) -> str:
+    """The message for a label set ``name`` that ``dataset`` does not have: what it has instead."""
+    where = f"dataset {dataset!r}" + (f", split {split!r}" if split is not None else "")
+    if not known:
+        return f"{where}: no label set {name!r} (it has no extra label sets: leave label_set out for the main labels)"
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"{where}: no label set {name!r} (label sets: {', '.join(known)}; "
+            f"leave label_set out for the main labels){hint}")

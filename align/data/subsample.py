@@ -110,7 +110,7 @@ def subsample(split: DatasetSplit, n: int, seed: int = SEED) -> DatasetSplit:
     if n > len(split):
         raise BadInputError(
             f"dataset {split.dataset!r}: split {split.split!r} has {len(split)} items, fewer than "
-            f"{split.split}@{n} asks for")
+            f"{split.split}@{n} asks for (at most {split.split}@{len(split)})")
     labels = None if split.labels is None else np.asarray(split.labels.labels)
     indices = subsample_indices(labels, item_keys(split), n, seed)
     return select(split, indices, f"{split.split}@{n}", f"{split.version}+{SUBSAMPLE_RECIPE}")
@@ -121,6 +121,8 @@ def parse_split(split: str) -> tuple[str, int | None]:
     if "@" not in split:
         return split, None
     match = _AT_N.match(split)
-    if match is None or int(match["n"]) < 1:
-        raise BadInputError(f"split {split!r}: expected NAME or NAME@N with N a positive integer (e.g. test@1000)")
+    if match is not None and int(match["n"]) == 0:
+        raise BadInputError(f"split {split!r} asks for 0 items: expected NAME or NAME@N with N a positive integer")
+    if match is None:
+        raise BadInputError(f"split {split!r}: expected NAME or NAME@N with N a positive integer")
     return match["base"], int(match["n"])

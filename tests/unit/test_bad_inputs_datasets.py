@@ -390,6 +390,59 @@ def test_a_corrupt_deflate_stream_is_one_line(tmp_path: Path) -> None:
     fails(lambda: _load_mnist(path), BadInputError, str(path))
 
 
+# ---- 3. split specs and label sets ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["train@0", "train@", "@5", "train@-1", "train@1.5", "train@@3"])
+def test_a_bad_split_spec_names_dataset_split_and_what_is_valid(spec: str) -> None:
+    dataset = DATASETS.create("digits")
+    message = fails(lambda: dataset.load(spec), BadInputError, "'digits'", repr(spec), "train, test", "NAME@N")
+    assert "positive" in message
+
+
+def _emoji_root(root: Path, n: int = 12) -> Path:
+    """A tiny ``emoji-google`` asset folder: ``emoji.json`` and ``64/<image>``."""
+    records = []
+    for i in range(n):
+        code = f"1F{600 + i:03X}"
+        category, subcategory = [("Smileys & Emotion", "face-smiling"), ("Food & Drink", "food-fruit")][i % 2]
+        records.append({"name": f"THING {i}", "unified": code, "image": f"{code.lower()}.png",
+                        "short_names": [f"thing_{i}"], "category": category, "subcategory": subcategory,
+                        "sort_order": i, "has_img_google": True})
+        (root / "64").mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", (8, 8), (0, 200, 0, 100)).save(root / "64" / f"{code.lower()}.png")
+    (root / "emoji.json").write_text(json.dumps(records))
+    return root
+
+
+def test_an_unknown_label_set_names_dataset_split_and_what_is_valid(tmp_path: Path) -> None:
+    dataset = DATASETS.create("emoji.google", root=_emoji_root(tmp_path / "emoji"))
+    split = dataset.load("test")
+    assert split.label_set(None) is split.labels and split.label_set("subcategory") is split.extra_labels["subcategory"]
+    message = fails(lambda: split.label_set("subcat"), BadInputError, "'emoji.google'", "'test'", "'subcat'",
+                    "subcategory")
+    assert "did you mean 'subcategory'" in message
+    fails(lambda: dataset.check_label_set("subcat"), BadInputError, "'emoji.google'", "'subcat'", "subcategory")
+    dataset.check_label_set("subcategory")
+    dataset.check_label_set(None)
+
+
+def test_a_label_set_on_a_dataset_without_any() -> None:
+    dataset = DATASETS.create("digits")
+    fails(lambda: dataset.load("test").label_set("subcategory"), BadInputError, "'digits'", "'subcategory'",
+          "no extra label sets")
+    fails(lambda: dataset.check_label_set("subcategory"), BadInputError, "'digits'", "'subcategory'")
+
+
+def test_a_split_spec_is_checked_without_building_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config layer checks a spec before anything is loaded."""
+    dataset = DATASETS.create("digits")
+    monkeypatch.setattr(type(dataset), "build_split", lambda self, split: pytest.fail("built"))
+    assert dataset.check_split("test@10") == ("test", 10) and dataset.check_split("train") == ("train", None)
+    fails(lambda: dataset.check_split("train@0"), BadInputError, "'digits'", "'train@0'", "train, test")
+    fails(lambda: dataset.check_split("tarin@3"), AlignError, "'digits'", "'tarin'", "did you mean 'train'")
+
+
 def _pickled_parts(x: object, y: object) -> bytes:
     return pickle.dumps(((x, y),) * 3, protocol=4)
 
