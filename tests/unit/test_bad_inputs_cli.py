@@ -379,11 +379,11 @@ def run_fails(capsys: pytest.CaptureFixture[str], work: Path, text: str, *names:
 
 def test_an_unknown_label_set_names_the_config_entry(work: Path, capsys) -> None:
     text = CONFIG.replace("{name: digits,", "{name: digits, label_set: nosuch,")
-    run_fails(capsys, work, text, "datasets[0]", "no label set 'nosuch'")
+    bench_fails(capsys, work, text, "datasets[0].label_set", "nosuch")
 
 
 def test_an_empty_subsample_names_the_config_entry(work: Path, capsys) -> None:
-    run_fails(capsys, work, CONFIG.replace("fit: train,", "fit: train@0,"), "datasets[0]", "train@0")
+    bench_fails(capsys, work, CONFIG.replace("fit: train,", "fit: train@0,"), "datasets[0].fit", "train@0")
 
 
 def test_a_text_encoder_that_cannot_be_built_names_the_config_key(work: Path, capsys) -> None:

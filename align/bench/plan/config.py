@@ -13,6 +13,7 @@ results apart from float32 ones, whose names, caches and results are unchanged (
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,7 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
         label_set = _name(label_set, source, f"{where}.label_set")
     if entry["fit"] == entry["eval"]:
         raise _fail(source, where, f"fit and eval are the same split {entry['fit']!r}; scores must be held out")
+    _check_data_names(name, {"fit": fit, **({} if eval_dataset else {"eval": eval_})}, label_set, source, where)
     reducer = entry.get("reducer", "mean")
     if reducer not in ("mean", "max"):
         raise _fail(source, f"{where}.reducer", f"{reducer!r} is not 'mean' or 'max'")
@@ -241,6 +243,34 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     return DatasetSpec(name=name, fit=fit, eval=eval_, tasks=tasks, label_set=label_set, reducer=reducer,
                        fewshot_k=fewshot_k, recall_k=recall_k, options=options, select=select,
                        eval_dataset=eval_dataset)
+
+
+def _check_data_names(dataset: str, splits: dict[str, str], label_set: str | None, source: str, where: str) -> None:
+    """Split names (``NAME`` or ``NAME@N``) and the label set checked against what a dataset class declares,
+    before anything is built; a dataset made by a function is checked when it is built (the runner then
+    names the entry)."""
+    from align.data.base import Dataset
+    from align.data.splits import unknown_label_set
+    from align.data.subsample import parse_split
+    from align.registry import DATASETS
+
+    factory = DATASETS.factory(dataset)
+    if not isinstance(factory, type):  # a factory function: the class it declares it returns
+        try:
+            factory = typing.get_type_hints(factory).get("return")
+        except Exception:  # noqa: BLE001 (an annotation that does not resolve: checked when built)
+            return
+    if not (isinstance(factory, type) and issubclass(factory, Dataset)):
+        return
+    for key, split in splits.items():
+        try:
+            base, _ = parse_split(split)
+        except BadInputError as err:
+            raise _fail(source, f"{where}.{key}", str(err)) from None
+        if factory.splits and base not in factory.splits:
+            raise _fail(source, f"{where}.{key}", f"{dataset} has no split {base!r} (splits: {', '.join(factory.splits)})")
+    if label_set is not None and factory.label_sets is not None and label_set not in factory.label_sets:
+        raise _fail(source, f"{where}.label_set", unknown_label_set(dataset, label_set, tuple(factory.label_sets)))
 
 
 def _eval_dataset(value: Any, name: str, source: str, where: str) -> str | None:
