@@ -67,6 +67,16 @@ def _check_shard(path: Path, expected: str) -> None:
         raise AlignError(f"{path}: sha256 does not match the one in index.json (damaged); write the folder again")
 
 
+def _check_rows(path: Path, header: dict[str, str], first: int, rows: int) -> None:
+    """A shard's own header must give the rows its place in the index does: shards reordered, repeated
+    or taken from another folder keep their bytes (and hashes) but would feed anchors in the wrong order."""
+    if "start" not in header and "stop" not in header:
+        return  # written without row headers: its hash and the total row count are all there is to check
+    if header.get("start") != str(first) or header.get("stop") != str(first + rows):
+        raise AlignError(f"{path}: holds rows {header.get('start')}-{header.get('stop')} but its place in "
+                         f"index.json is rows {first}-{first + rows} (shards reordered?); write the folder again")
+
+
 def iter_shard_chunks(folder: Path, chunk_rows: int, limit: int | None = None) -> Iterator[torch.Tensor]:
     """``[chunk_rows, D]`` float32 tensors (the last one shorter) of a feature-cache folder's first
     ``limit`` rows, read shard slice by shard slice: chunks may straddle shards."""
@@ -84,6 +94,7 @@ def iter_shard_chunks(folder: Path, chunk_rows: int, limit: int | None = None) -
         with safe_open(str(folder / name), framework="pt") as shard:
             part = shard.get_slice("features")
             rows, start = part.get_shape()[0], 0
+            _check_rows(folder / name, shard.metadata() or {}, seen, rows)
             while start < rows and seen < total:
                 take = min(rows - start, chunk_rows - have, total - seen)
                 pending.append(part[start:start + take])

@@ -115,6 +115,16 @@ def test_anchor_folder_with_a_garbage_index(tmp_path: Path, garbage: bytes) -> N
         fails(read_all(folder), BadInputError, "index.json")
 
 
+def test_anchor_folder_with_its_shards_reordered_in_the_index(tmp_path: Path) -> None:
+    """Each shard keeps its bytes and hash, but the anchors would come in the wrong order (issue 27)."""
+    folder = anchor_folder(tmp_path)
+    index = json.loads((folder / "index.json").read_text())
+    index["shards"] = index["shards"][::-1]
+    (folder / "index.json").write_text(json.dumps(index))
+    with untouched(tmp_path):
+        fails(read_all(folder), AlignError, "shard-00002.safetensors", "its place in index.json")
+
+
 def test_anchor_folder_written_without_checksums(tmp_path: Path) -> None:
     folder = anchor_folder(tmp_path)
     index = json.loads((folder / "index.json").read_text())

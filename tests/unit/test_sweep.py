@@ -314,7 +314,7 @@ def test_bad_sweeps_are_one_line_errors_at_config_time(tmp_path: Path, old: str,
 
 
 @pytest.mark.parametrize("entry,message", [
-    ("{name: asif, sweep: {grid: {k: [0, 5]}}}", r"aligners\[0\].sweep.grid: asif\(k=0\): asif: k must be a positive"),
+    ("{name: asif, sweep: {grid: {k: [0, 5]}}}", r"aligners\[0\].sweep.grid: asif\(k=0\): asif: k must be an integer in \[1, "),
     ("{name: nope, sweep: {grid: {k: [1]}}}", r"aligners\[0\].name: unknown aligners 'nope'"),
     ("{name: ridge, sweep: {grid: {alpha: [1.0]}, select: {task: zeroshot_retrieval, metric: text_retrieval_recall@3}}}",
      r"text_retrieval_recall@3 is not scored by datasets\[0\]"),
