@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,39 +18,7 @@ from PIL import Image
 
 from align.cli import main
 from align.errors import AlignError, AssetVerificationError, BadInputError
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@contextlib.contextmanager
-def untouched(root: Path) -> Iterator[None]:
-    """Every file under ``root`` is byte-identical afterwards, and no file appeared or vanished."""
-    before = tree(root)
-    yield
-    assert tree(root) == before
-
-
-def fails(call: Callable[[], object], kind: type[BaseException], *names: str) -> str:
-    """Run ``call``; it must raise ``kind`` with a one-line message containing every one of ``names``."""
-    with pytest.raises(kind) as caught:
-        call()
-    message = str(caught.value)
-    assert message and "\n" not in message, message
-    for name in names:
-        assert name in message, (name, message)
-    return message
-
-
-def cli_fails(capsys: pytest.CaptureFixture[str], argv: list[str], *names: str) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("align: error: ") and "\n" not in err and "Traceback" not in err, err
-    for name in names:
-        assert name in err, (name, err)
-    return err
+from bad_input_checks import cli_fails, fails, untouched
 
 
 def images(folder: Path, count: int = 3, size: int = 8) -> list[Path]:

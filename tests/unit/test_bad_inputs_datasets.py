@@ -18,7 +18,6 @@ import pickle
 import pickletools
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,7 @@ from PIL import Image
 
 from align.errors import AlignError, BadInputError
 from align.registry import DATASETS
-
-
-def fails(call: Callable[[], object], kind: type[BaseException], *names: str) -> str:
-    """Run ``call``; it must raise ``kind`` with a one-line message containing every one of ``names``."""
-    with pytest.raises(kind) as caught:
-        call()
-    message = str(caught.value)
-    assert message and "\n" not in message, message
-    for name in names:
-        assert name in message, (name, message)
-    return message
+from bad_input_checks import fails
 
 
 # ---- 1. user datasets are versioned by content --------------------------------------------------------

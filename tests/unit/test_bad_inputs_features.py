@@ -28,6 +28,7 @@ from PIL import Image
 from align.cli import main
 from align.errors import AlignError
 from align.features.cache import FeatureCache, FeatureKey
+from bad_input_checks import cli_fails, one_line, tree
 
 
 def key(**changes: object) -> FeatureKey:
@@ -44,27 +45,6 @@ class Counter:
     def __call__(self, start: int, stop: int) -> torch.Tensor:
         self.rows.extend(range(start, stop))
         return (torch.arange(start, stop, dtype=torch.float32) + self.offset)[:, None].repeat(1, self.dim)
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file (its sha256) and folder under ``root``."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
-
-
-def one_line(message: str, *names: str) -> str:
-    assert message and "\n" not in message and "Traceback" not in message, message
-    for name in names:
-        assert name in message, (name, message)
-    return message
-
-
-def cli_fails(capsys: pytest.CaptureFixture[str], argv: list[str], *names: str) -> str:
-    """``align argv`` exits 2 with one ``align: error:`` line on stderr naming every one of ``names``."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("align: error: "), err
-    return one_line(err, *names)
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
