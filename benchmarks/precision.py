@@ -28,21 +28,20 @@ from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
 from encoders import DEFAULT_ENCODERS, digits_as_images  # benchmarks/encoders.py
 from align.features.encoding import encode_pil
 from align.kernels.topk import exact_topk, recall_at_k
-from align.precision import as_input, autocast_for, with_precision
+from align.precision import as_input, auto_line, auto_precision, autocast_for, cpu_flags, with_precision
 from align.registry import VISION_ENCODERS
 
 BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "bf16")  # x86 flags; "bf16" on Arm (Features line)
 
 
-def bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The bf16-related CPU flags present (AMX, AVX512-BF16), or "none"."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
+def bf16_units(cpuinfo: Path | None = None) -> str:
+    """The bf16-related CPU flags present (AMX, AVX512-BF16, Arm BF16), or "none"; read as
+    ``precision: auto`` reads them (:func:`align.precision.cpu_flags`)."""
+    flags = cpu_flags(cpuinfo)
+    if flags is None:
         return "unknown (no /proc/cpuinfo)"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith(("flags", "Features"))), [])
-    found = [flag for flag in BF16_FLAGS if flag in flags]
+    words = set(flags.get("flags", ())) | set(flags.get("Features", ()))
+    found = [flag for flag in BF16_FLAGS if flag in words]
     return ", ".join(found) if found else "none"
 
 
@@ -124,7 +123,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    lines = [f"CPU bf16 units: {bf16_units()}"]
+    lines = [f"CPU bf16 units: {bf16_units()}", "",
+             f"`precision: auto` for encoders on {args.device}: {auto_line(*auto_precision(args.device))}"]
     if args.device.startswith("cuda") and torch.cuda.is_available():
         lines.append(f"GPU: {torch.cuda.get_device_name()} (bf16 supported: {torch.cuda.is_bf16_supported()})")
     lines.append("")
@@ -144,7 +144,7 @@ def main() -> None:
                   *markdown_table(("queries x anchors x dim", "k", "fp32 s", "bf16 s", "bf16/fp32 time",
                                    "top-k agreement", "top-1 agreement"), [row],
                                   formats=("", "d", ".3f", ".3f", "{:.2f}x", ".4f", ".4f")), ""]
-    lines.append(machine_line(packages=("torch", "numpy")))
+    lines.append(machine_line(packages=("torch", "numpy"), load=True))
     emit("\n".join(lines), args.output)
 
 

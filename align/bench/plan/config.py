@@ -9,6 +9,10 @@ plain, bounded YAML (:mod:`align.bench.plan.yaml_file`).
 ``precision: bfloat16`` at the top level runs every encoder of the file in bfloat16 by naming it
 ``<encoder>@bfloat16`` (one encoder alone: write that name in its list). The suffix keys features and
 results apart from float32 ones, whose names, caches and results are unchanged (:mod:`align.precision`).
+``precision: auto`` (never the default) is resolved once, here, to bfloat16 where the CPU that computes
+the features has native bfloat16 units, else float32; one line on stderr says which and why, and the
+config (as results record it) and every encoder name then hold the resolved precision, exactly as if
+the file had said it.
 """
 
 from __future__ import annotations
@@ -358,12 +362,23 @@ def _encoders(value: Any, registry: str, source: str, where: str, precision: str
 
 
 def _precision(raw: dict[str, Any], source: str) -> str:
-    """The top-level ``precision`` (default float32) every encoder of the run computes in."""
-    from align.precision import DEFAULT_PRECISION, PRECISIONS
+    """The top-level ``precision`` (default float32) every encoder of the run computes in.
+
+    ``auto`` is resolved here, once, for the CPU (where the benchmark computes features), printed
+    as one line on stderr, and written back into ``raw`` so the config each result records names
+    the precision its numbers were computed in."""
+    import sys
+
+    from align.precision import AUTO, DEFAULT_PRECISION, PRECISIONS, REQUESTS, auto_line, auto_precision
 
     value = raw.get("precision", DEFAULT_PRECISION)
+    if value == AUTO:
+        value, reason = auto_precision("cpu")
+        raw["precision"] = value
+        print(f"{source}: {auto_line(value, reason)}; every encoder name, feature and result carries it",
+              file=sys.stderr, flush=True)
     if value not in PRECISIONS:
-        raise _fail(source, "precision", f"unknown precision {value!r}; choose one of {', '.join(PRECISIONS)}")
+        raise _fail(source, "precision", f"unknown precision {value!r}; choose one of {', '.join(REQUESTS)}")
     return str(value)
 
 
