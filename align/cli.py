@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed.add_argument("--text-encoder", help="text encoder name, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
     p_embed.add_argument("-o", "--output", help="output .safetensors (a .json sidecar is written beside it)")
     p_embed.add_argument("--batch-size", type=_positive_int, default=32)
-    p_embed.add_argument("--precision", default="float32", help="float32 (default) or bfloat16 (autocast; only "
-                         "faster on CPUs with AMX/AVX512-BF16 or on GPUs); features are cached apart")
+    p_embed.add_argument("--precision", default="float32", help="float32 (default), bfloat16 (autocast; only "
+                         "faster on CPUs with AMX/AVX512-BF16 or on GPUs), or auto (bfloat16 where this CPU has "
+                         "those units, else float32); features are cached apart")
     p_embed.add_argument("--top-k", type=_positive_int, default=5, help="classes printed for encoders with a head")
     p_embed.set_defaults(func=_cmd_embed)
 
