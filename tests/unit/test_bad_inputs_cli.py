@@ -5,17 +5,15 @@ inputs are in test_bad_inputs_data.py."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from align.cli import main
+from bad_input_checks import untouched
 
 CONFIG = """
 name: cli
@@ -26,18 +24,6 @@ aligners: [ridge]
 datasets:
   - {name: digits, fit: train, eval: test, tasks: [zeroshot_classification, fewshot], fewshot_k: 2}
 """
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
-
-
-@contextlib.contextmanager
-def untouched(root: Path) -> Iterator[None]:
-    before = tree(root)
-    yield
-    assert tree(root) == before
 
 
 @pytest.fixture
