@@ -273,18 +273,14 @@ def test_shared_references_are_checked_in_linear_time(tmp_path: Path) -> None:
     data = _shared(16)  # 3**16 = 43 million paths through 17 tuples
     assert len(data) < 400
     ops = sum(1 for _ in pickletools.genops(data))
-    start = time.perf_counter()
     try:
         value = safe_pickle.load_arrays(data, "crafted.pkl")
     except BadInputError as err:
         assert "crafted.pkl" in str(err) and "\n" not in str(err)
     else:  # accepted (empty tuples hold no non-numeric value): then the check visited each tuple once
-        assert safe_pickle.check_arrays(value, "crafted.pkl", len(data)) <= ops
-    assert time.perf_counter() - start < 2  # a safety net; the bound above is the real check
-    path = _mnist_file(tmp_path / "m", _shared(40))  # 3**40 paths, 500 bytes
-    start = time.perf_counter()
+        assert safe_pickle.check_arrays(value, "crafted.pkl", len(data)) <= ops  # each object visited once
+    path = _mnist_file(tmp_path / "m", _shared(40))  # 3**40 paths, 500 bytes: a check walking paths never ends
     fails(lambda: _load_mnist(path), BadInputError, str(path))
-    assert time.perf_counter() - start < 2
 
 
 def test_a_cycle_is_one_line(tmp_path: Path) -> None:
