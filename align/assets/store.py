@@ -9,16 +9,15 @@ file was verified and moved into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from align.assets.spec import AssetSpec
 from align.atomic import atomic_path, write_json_atomic  # noqa: F401  (re-exported)
+from align.checksum import file_sha256
 from align.errors import AssetMissingError, AssetVerificationError
 
-_CHUNK = 1 << 20
 
 
 def align_home() -> Path:
@@ -37,11 +36,8 @@ def torch_hub_checkpoints() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a file's bytes (:func:`align.checksum.file_sha256`)."""
+    return file_sha256(path)
 
 
 def asset_root(spec: AssetSpec) -> Path:

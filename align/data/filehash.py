@@ -34,13 +34,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from align.checksum import file_sha256
+
 log = logging.getLogger(__name__)
 
 FORMAT = "align.data.file-hashes"
 FORMAT_VERSION = 1
 RACY_NS = 2_000_000_000  # files changed less than this before hashing are not cached
 MISSING = "missing"  # the hash given for a path that is not a readable regular file
-_CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Key = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
@@ -48,15 +49,6 @@ Key = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
 
 def _now_ns() -> int:
     return time.time_ns()
-
-
-def read_sha256(path: Path) -> str:
-    """sha256 of the file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_file(location: Path) -> Path:
@@ -127,7 +119,7 @@ def _hash_one(resolved: str, cached: dict[str, tuple[Key, str]], kept: dict[str,
         return hit[1]
     started = _now_ns()
     try:
-        sha = read_sha256(Path(resolved))
+        sha = file_sha256(Path(resolved))
         after = os.stat(resolved)
     except OSError:
         return MISSING

@@ -114,13 +114,13 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     from align.data import filehash
 
     seen: list[Path] = []
-    real = filehash.read_sha256
+    real = filehash.file_sha256
 
     def counting(path: Path) -> str:
         seen.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(filehash, "read_sha256", counting)
+    monkeypatch.setattr(filehash, "file_sha256", counting)
     return seen
 
 
