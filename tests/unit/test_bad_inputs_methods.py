@@ -31,12 +31,7 @@ NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook
 TOY_MASKED = "toy:table-masked"
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gaussian(*shape: int, seed: int) -> torch.Tensor:

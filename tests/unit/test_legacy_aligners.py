@@ -58,12 +58,7 @@ def meta() -> dict:
     return json.loads((FIXTURES / "expected.json").read_text())
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def renamed(name: str, hparams: dict) -> dict:

@@ -19,12 +19,7 @@ TINY = dict(table="toy:table-masked", image_size=16, patch_size=4, in_chans=1, e
             codebook_size=256)  # the toy table has fewer than the default 1024 rows for learned codes
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def toy_images(n: int = 48, seed: int = 0) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,12 +14,7 @@ TINY = dict(table="toy:table-masked", image_size=16, in_chans=1, encoder_width=3
             decoder_width=32, decoder_depth=1, decoder_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def gradient_images(n: int = 6) -> torch.Tensor:

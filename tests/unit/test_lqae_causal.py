@@ -32,12 +32,7 @@ def gemma_table() -> Iterator[None]:
     load_table.cache_clear()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def core(**kw: Any) -> LQAECore:

@@ -92,12 +92,7 @@ def child(name: str, checkpoint_dir: str, marker: str) -> None:
     raise SystemExit("the fit ended without being killed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def kill_part_way(name: str, checkpoint_dir: Path, tmp_path: Path) -> None:

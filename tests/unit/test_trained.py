@@ -22,12 +22,7 @@ from align.methods.framework.trained import TrainedAligner
 HP = dict(lr=1e-2, batch_size=16, max_epochs=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def pairs(seed: int = 0, rows: int = 48, noise: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
