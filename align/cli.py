@@ -184,7 +184,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"\nalign bench: stopped by {signal.Signals(stop.signum).name}: {done}; every finished result is "
               f"kept in {results}; run the same command again to resume", file=sys.stderr)
         return 128 + stop.signum
-    print(f"\n{summary.line()}, {summary.seconds:.1f} s; files in {results}\n")
+    print(f"\n{summary.line()}, {summary.seconds:.1f} s; files in {results}")
+    print(f"{summary.phase_line()}\n")
     print(write_report(results))
     return 0
 

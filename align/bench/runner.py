@@ -64,6 +64,7 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
         stop.summary = session.summary
         raise
     session.summary.seconds = time.perf_counter() - started
+    session.summary.phases = session.clock.split(session.summary.seconds)
     return session.summary
 
 
@@ -125,7 +126,8 @@ def _select(session: Session, entry: Entry, plans: list[AlignerPlan], text_encod
             split = fit_splits.setdefault(image_encoder, SplitInputs(entry.fit_split, bank=session.bank,
                                                                      image_encoder=image_encoder))
             inputs = _fit_inputs(session, entry, split, text_encoder)
-            work += [(unit, inputs, run_sweep(session, entry.spec, unit, split, inputs.texts)) for unit in pending]
+            with session.clock.phase("sweeps"):
+                work += [(unit, inputs, run_sweep(session, entry.spec, unit, split, inputs.texts)) for unit in pending]
     return work
 
 

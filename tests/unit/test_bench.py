@@ -74,6 +74,8 @@ def test_end_to_end_writes_clip_benchmark_results_and_skips_existing(tmp_path: P
     results = tmp_path / "results"
     summary = run_benchmark(config, results, bank=bank, echo=lambda _: None)
     assert summary.written == 2 * 2 * 4 and summary.skipped == 0
+    assert {"build encoders", "image features", "text features", "fits", "scoring", "other"} <= set(summary.phases)
+    assert sum(summary.phases.values()) == pytest.approx(summary.seconds, abs=0.01)  # every second counted once
     files = sorted(results.rglob("*.json"))
     assert len(files) == 16
     record = json.loads(files[0].read_text())

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from align.bench.execute.phases import PhaseClock
 from align.data.base import DatasetSplit, LabelSet
 from align.data.pixels import images_tensor
 from align.errors import AlignError, BadInputError, EncoderUnavailable
@@ -92,9 +93,11 @@ class SplitInputs:
 class FeatureBank:
     """Builds encoders once per run and hands out cached features."""
 
-    def __init__(self, cache: FeatureCache | None = None, progress: bool = True) -> None:
+    def __init__(self, cache: FeatureCache | None = None, progress: bool = True,
+                 clock: PhaseClock | None = None) -> None:
         self.cache = cache or FeatureCache()
         self.progress = progress
+        self.clock = clock or PhaseClock()  # the run's wall time by phase (:mod:`align.bench.execute.phases`)
         self._encoders: dict[tuple[str, str], Any] = {}
         self._pixels: dict[tuple[Any, ...], torch.Tensor] = {}
 
@@ -109,7 +112,8 @@ class FeatureBank:
         if (kind, name) not in self._encoders:
             registry = VISION_ENCODERS if kind == "image" else TEXT_ENCODERS
             try:
-                self._encoders[(kind, name)] = registry.create(name)
+                with self.clock.phase("build encoders"):
+                    self._encoders[(kind, name)] = registry.create(name)
             except EncoderUnavailable:
                 raise
             except AlignError as err:
@@ -117,27 +121,31 @@ class FeatureBank:
         return self._encoders[(kind, name)]
 
     def images(self, encoder: str, split: DatasetSplit) -> torch.Tensor:
-        return image_features(encoder, split, cache=self.cache, encoder=self._encoder("image", encoder),
-                              progress=self.progress)
+        with self.clock.phase("image features"):
+            return image_features(encoder, split, cache=self.cache, encoder=self._encoder("image", encoder),
+                                  progress=self.progress)
 
     def tokens(self, encoder: str, split: DatasetSplit) -> torch.Tensor:
         """Spatial token grids ``[N, T, D]`` (stored as float16 in the cache)."""
-        return image_tokens(encoder, split, cache=self.cache, encoder=self._encoder("image", encoder),
-                            progress=self.progress)
+        with self.clock.phase("image features"):
+            return image_tokens(encoder, split, cache=self.cache, encoder=self._encoder("image", encoder),
+                                progress=self.progress)
 
     def pixels(self, split: DatasetSplit, spec: ImageInput) -> torch.Tensor:
         """Images as ``[N, channels, size, size]`` floats in [0, 1], decoded once per run (cheap at
         these sizes, so not cached on disk)."""
         key = (split.dataset, split.version, split.split, spec.size, spec.channels)
         if key not in self._pixels:
-            self._pixels[key] = images_tensor(split, size=spec.size, channels=spec.channels)
+            with self.clock.phase("image features"):
+                self._pixels[key] = images_tensor(split, size=spec.size, channels=spec.channels)
         return self._pixels[key]
 
     def texts(self, encoder: str, texts: Sequence[str], split: DatasetSplit, what: str) -> torch.Tensor:
         """Features of ``texts`` (``what`` names them: captions, prompts); no model load on a cache hit."""
-        return text_features(encoder, texts, dataset=split.dataset, version=split.version,
-                             split=f"{split.split}:{what}", cache=self.cache,
-                             make_encoder=lambda: self._encoder("text", encoder), progress=self.progress)
+        with self.clock.phase("text features"):
+            return text_features(encoder, texts, dataset=split.dataset, version=split.version,
+                                 split=f"{split.split}:{what}", cache=self.cache,
+                                 make_encoder=lambda: self._encoder("text", encoder), progress=self.progress)
 
 
 def flat_captions(split: DatasetSplit) -> tuple[list[str], torch.Tensor]:

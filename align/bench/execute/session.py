@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from align.bench.execute.features import FeatureBank
+from align.bench.execute.phases import PhaseClock
 from align.bench.plan.config import BenchConfig
 from align.bench.record.ledger import Ledger, RunSummary
 from align.errors import AlignError, EncoderUnavailable
@@ -46,6 +47,11 @@ class Session:
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.summary, self.overwrite)
+
+    @property
+    def clock(self) -> PhaseClock:
+        """The run's wall time by phase (kept by the feature bank, which times the features)."""
+        return self.bank.clock
 
     def weights(self, kind: str, name: str) -> str | None:
         """The sha256 of an encoder's weights (one that cannot be found: :class:`EncoderUnavailable`)."""

@@ -71,11 +71,12 @@ def fit_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
     if session.save_aligners:
         check_inside(session.root, path)
     check_inside(session.root, beside_fit(path, "curves") / "fit.yaml")
-    aligner = fit_or_reuse(
-        aligner, lambda a: (inputs.split.for_aligner(a), inputs.texts.for_aligner(a)),
-        path=path if session.save_aligners else None, reuse=not session.overwrite, identity=fit_spec.identity,
-        display=unit.plan.spec.display, where=f"{spec.name}/{spec.fit}", seed=unit.seed,
-        echo=session.echo, curves=beside_fit(path, "curves"))
+    with session.clock.phase("fits"):
+        aligner = fit_or_reuse(
+            aligner, lambda a: (inputs.split.for_aligner(a), inputs.texts.for_aligner(a)),
+            path=path if session.save_aligners else None, reuse=not session.overwrite, identity=fit_spec.identity,
+            display=unit.plan.spec.display, where=f"{spec.name}/{spec.fit}", seed=unit.seed,
+            echo=session.echo, curves=beside_fit(path, "curves"))
     session.fitted[fit_spec.key] = aligner, time.perf_counter() - started
     return (*session.fitted[fit_spec.key], fit_spec)
 
@@ -127,7 +128,8 @@ def run_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
         if result.task in reasons:
             scored = Scored({}, {"not_applicable": reasons[result.task]})
         else:
-            scored = TASKS[result.task](context)
+            with session.clock.phase("scoring"):
+                scored = TASKS[result.task](context)
         seconds = {"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - started, 4)}
         provenance = {"fit_pairs": inputs.pairing, "num_fit_pairs": len(inputs.split), "num_eval": len(evaluation),
                       "dataset_version": evaluation.split.version, "sweep": sweep,

@@ -22,6 +22,7 @@ class RunSummary:
     stale: int = 0  # of ``written``: recomputed because what produced the old file changed
     unreadable: int = 0  # of ``written``: recomputed because the old file was damaged or altered
     seconds: float = 0.0
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds by phase (execute.phases)
 
     def line(self) -> str:
         """``"8 results written (2 recomputed as stale, 1 as unreadable), 4 already there"``."""
@@ -30,6 +31,12 @@ class RunSummary:
             redone.append(f"{self.unreadable} {'as' if redone else 'recomputed as'} unreadable")
         shown = f" ({', '.join(redone)})" if redone else ""
         return f"{self.written} results written{shown}, {self.skipped} already there"
+
+    def phase_line(self) -> str:
+        """``"time by phase: image features 95.2 s, fits 30.1 s, ..., other 4.0 s"`` ("" before the run ends)."""
+        if not self.phases:
+            return ""
+        return "time by phase: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases.items())
 
 
 class Ledger:
