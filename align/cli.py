@@ -105,11 +105,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from align import embed
     from align.data.images import list_images
     from align.data.sentences import read_sentences
-    from align.precision import precision_of, with_precision
+    from align.precision import AUTO, auto_line, auto_precision, precision_of, with_precision
     from align.registry import TEXT_ENCODERS, VISION_ENCODERS
 
     if args.encoder and args.text_encoder:
         raise AlignError("give --encoder (images) or --text-encoder (sentences), not both")
+    if args.precision == AUTO:  # resolved once, said once; the output's names carry the choice
+        args.precision, reason = auto_precision("cpu")
+        print(f"align embed: {auto_line(args.precision, reason)}", file=sys.stderr)
     if args.dataset:
         return _cmd_embed_dataset(args)
     if not args.input:

@@ -185,7 +185,8 @@ def test_capability_mock_really_steers_the_choice(cpuinfo) -> None:
 
 
 @pytest.mark.parametrize("extra,encoder", [("avx512_bf16", "toy:cnn@bfloat16"), ("avx512_vnni", "toy:cnn")])
-def test_embed_accepts_auto_and_records_what_it_chose(cpuinfo, tmp_path: Path, extra: str, encoder: str) -> None:
+def test_embed_accepts_auto_and_records_what_it_chose(cpuinfo, tmp_path: Path, capsys, extra: str,
+                                                      encoder: str) -> None:
     from align.cli import main
     from tests.unit.test_cli import make_images
 
@@ -194,3 +195,5 @@ def test_embed_accepts_auto_and_records_what_it_chose(cpuinfo, tmp_path: Path, e
     out = tmp_path / "feats.safetensors"
     assert main(["embed", "--encoder", "toy:cnn", str(tmp_path / "imgs"), "-o", str(out), "--precision", "auto"]) == 0
     assert json.loads(out.with_name(out.name + ".json").read_text())["encoder"] == encoder
+    said = "bfloat16 (x86 avx512_bf16)" if extra == "avx512_bf16" else "float32 (no native bfloat16 units on cpu)"
+    assert f"align embed: precision auto -> {said}" in capsys.readouterr().err

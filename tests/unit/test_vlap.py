@@ -281,3 +281,20 @@ def test_validation_r1_per_epoch_and_early_stopping() -> None:
     assert len(r1) == len(aligner.history["val_loss"]) < 30 and all(0 <= v <= 1 for v in r1)
     with pytest.raises(BadInputError):
         VLAPAligner(table=TABLE, patience=2)  # nothing to stop on
+
+
+@pytest.mark.parametrize("units, chosen", [("x86 avx512_bf16", "bfloat16"), (None, "float32")])
+def test_auto_lm_precision_is_resolved_and_recorded(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                    units: str | None, chosen: str) -> None:
+    """``lm_precision="auto"`` becomes what the device does well (capability mocked), is said on stderr,
+    and the hyper-parameters (hence the fit's identity) hold the choice, never ``auto``."""
+    import align.methods.vlap.aligner as vlap
+    import align.precision
+
+    monkeypatch.setattr(align.precision, "native_bfloat16", lambda device="cpu": units)
+    vlap._auto_lm_precision.cache_clear()
+    aligner = VLAPAligner(table=TABLE, lm_precision="auto")
+    assert aligner.hparams["lm_precision"] == chosen
+    assert aligner.hparams == VLAPAligner(table=TABLE, lm_precision=chosen).hparams
+    assert f"lm_precision auto -> {chosen}" in capsys.readouterr().err
+    vlap._auto_lm_precision.cache_clear()

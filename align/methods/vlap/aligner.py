@@ -36,7 +36,9 @@ Design decisions (deviations from the draft code, and why):
 * **Precision.** ``lm_precision="bfloat16"`` runs the frozen LM's forward and backward under bfloat16
   autocast; ``g`` and ``L_map`` stay float32. It pays off only on CPUs or GPUs with bfloat16 matrix
   units (AMX on recent Xeons); without them it is slower, hence the float32 default
-  (``benchmarks/vlap_lm_speed.py`` measures the speed and the effect on the loss).
+  (``benchmarks/vlap_lm_speed.py`` measures the speed and the effect on the loss). ``"auto"`` picks
+  bfloat16 where the training device has such units (:func:`align.precision.auto_precision`), says so
+  once on stderr, and the hyper-parameters keep the precision it chose, never ``auto``.
 * **Loss weights.** ``w_map`` (lambda) defaults to 10, not the draft code's 0.1: over a short
   training the captioning gradient otherwise decides ``g`` alone and ``v̄`` learns no alignment with
   the caption's words (chosen on validation, README "How the defaults were chosen").
@@ -50,8 +52,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,7 @@ from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
 from align.methods.vlap.caption_loss import caption_nll
 from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
+from align.precision import AUTO, auto_line, auto_precision
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts, input_embedding_scale
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
@@ -76,6 +80,8 @@ DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
 PREFIX_SOURCES = ("pooled", "grid")
 OT_COLUMNS = ("batch", "all")
 PRECISIONS = ("float32", "bfloat16")
+# the device ``lm_precision="auto"`` asks about, by Lightning accelerator (None: the CPU, then a GPU)
+AUTO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}
 
 
 @functools.lru_cache(maxsize=4)
@@ -320,7 +326,7 @@ class VLAPHParams(TrainedHParams):
     num_prefix_tokens: int = param(1, low=1, high=1024)  # visual tokens per image (grid: a square number, or the grid's size)
     max_caption_tokens: int = param(64, low=1, high=MAX_TOKENS)
     prompt: str = param(PROMPT, want="a non-empty string")
-    lm_precision: str = param("float32", choices=PRECISIONS)  # the frozen LM's forward/backward
+    lm_precision: str = param("float32", choices=(*PRECISIONS, AUTO))  # the frozen LM's forward/backward
 
     def check(self, aligner: str) -> VLAPHParams:
         if self.w_cap == 0 and self.w_map == 0:
@@ -331,7 +337,17 @@ class VLAPHParams(TrainedHParams):
             raise BadInputError(f"{aligner}: patience={self.patience} needs val_fraction > 0 to stop on")
         if self.prefix_source == "grid" and math.isqrt(self.num_prefix_tokens) ** 2 != self.num_prefix_tokens:
             raise self.bad(aligner, "num_prefix_tokens", "a square number (p x p pooled grid tokens) with prefix_source='grid'")
+        if self.lm_precision == AUTO:
+            return replace(self, lm_precision=_auto_lm_precision(AUTO_DEVICE.get(self.accelerator)))
         return self
+
+
+@functools.cache
+def _auto_lm_precision(device: str | None) -> str:
+    """What ``lm_precision="auto"`` means on ``device``, said once per process on stderr."""
+    precision, reason = auto_precision(device)
+    print(f"vlap: lm_{auto_line(precision, reason)}", file=sys.stderr)
+    return precision
 
 
 @ALIGNERS.register(
