@@ -1,4 +1,4 @@
-"""Splits over in-memory uint8 greyscale arrays (digits, MNIST, Fashion-MNIST)."""
+"""Splits over in-memory uint8 image arrays: greyscale (digits, MNIST, Fashion-MNIST) or RGB (CIFAR)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ def array_split(
     templates: Sequence[str],
     item_ids: Sequence[str],
 ) -> DatasetSplit:
-    """A split whose item ``i`` is ``images[i]`` (``[N, H, W]`` uint8) as an 8-bit ``L`` image."""
-    if images.dtype != np.uint8 or images.ndim != 3 or not len(images) == len(labels) == len(item_ids):
-        raise ValueError(f"{dataset}/{split}: expected [N, H, W] uint8 images with N labels and ids")
+    """A split whose item ``i`` is ``images[i]``: ``[N, H, W]`` uint8 as an ``L`` image, ``[N, H, W, 3]`` as ``RGB``."""
+    rgb = images.ndim == 4 and images.shape[3] == 3
+    if images.dtype != np.uint8 or not (images.ndim == 3 or rgb) or not len(images) == len(labels) == len(item_ids):
+        raise ValueError(f"{dataset}/{split}: expected [N, H, W] or [N, H, W, 3] uint8 images with N labels and ids")
 
     def load_image(i: int) -> Image.Image:
         return Image.fromarray(images[i])

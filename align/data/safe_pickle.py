@@ -29,6 +29,11 @@ Then the value is converted and checked (:func:`check_arrays`) visiting each obj
 often the memo shares it (a few hundred bytes can share a tuple ``3**40`` ways); the result must be
 (nested) tuples/lists of numeric arrays. Every problem is a one-line :class:`BadInputError` naming
 the source.
+
+:func:`load_records` reads the "python version" of CIFAR-10/100 the same way: a dict of arrays, ints,
+strings and lists of them. Its replay also accepts the dict opcodes (``EMPTY_DICT``, ``DICT``,
+``SETITEM(S)``), with every key a literal (a string or a number): a tuple key would make the unpickler
+hash it, and hashing a tuple shared ``3**40`` ways through the memo costs that many steps.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ _LITERALS = frozenset({
     "BINBYTES8", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "GLOBAL",
 })
 _TUPLES = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+_DICT_OPS = frozenset({"EMPTY_DICT", "DICT", "SETITEM", "SETITEMS"})
 _PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
@@ -64,7 +70,9 @@ class _Replay:
     """The unpickler's stack and memo, holding object numbers; per object its containment depth and
     the objects that contain it (so a depth raised later reaches them too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, records: bool = False) -> None:
+        self.records = records  # dicts with literal keys allowed (load_records)
+        self.literals: set[int] = set()  # objects made by a literal opcode: the only allowed dict keys
         self.depth: list[int] = []
         self.parents: dict[int, list[int]] = {}
         self.stack: list[int] = []
@@ -124,6 +132,10 @@ class _Replay:
     def step(self, name: str, arg: Any) -> None:
         if name in _LITERALS:
             self.stack.append(self.new([]))
+            if name != "GLOBAL":
+                self.literals.add(self.stack[-1])
+        elif self.records and name in _DICT_OPS:
+            self.dict_step(name)
         elif name in ("PROTO", "FRAME"):
             if name == "PROTO" and not 0 <= arg <= pickle.HIGHEST_PROTOCOL:
                 raise self.fail(f"unsupported pickle protocol {arg}")
@@ -172,15 +184,32 @@ class _Replay:
         else:
             raise self.fail(f"opcode {name}, which a pickle of numeric arrays never uses,")
 
+    def dict_step(self, name: str) -> None:
+        """``EMPTY_DICT``, ``DICT``, ``SETITEM``, ``SETITEMS``, each key checked to be a literal."""
+        if name == "EMPTY_DICT":
+            self.stack.append(self.new([], empty_depth=1))
+            return
+        items = self.pop_mark() if name in ("DICT", "SETITEMS") else self.pop(2)
+        if len(items) % 2:
+            raise self.fail(f"{name} with an odd number of items")
+        if any(key not in self.literals for key in items[::2]):
+            raise self.fail(f"{name} with a key that is not a string or a number")
+        if name == "DICT":
+            self.stack.append(self.new(items, empty_depth=1))
+            return
+        target = self.top()
+        for child in items:
+            self.contain(target, child)
+
     def stop(self) -> None:
         if self.marks or len(self.stack) != 1:
             raise self.fail("STOP with a malformed stack")
 
 
-def scan(data: bytes) -> int:
+def scan(data: bytes, records: bool = False) -> int:
     """Replay the opcodes of ``data`` once (see the module docstring); the number of opcodes, or
-    :class:`_Refused`. Time and memory are linear in ``len(data)``."""
-    replay = _Replay()
+    :class:`_Refused`. Time and memory are linear in ``len(data)``. ``records`` also accepts dicts."""
+    replay = _Replay(records)
     count = 0
     try:
         for op, arg, pos in pickletools.genops(io.BytesIO(data)):
@@ -345,3 +374,66 @@ def load_arrays(data: bytes, source: str) -> Any:
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         raise BadInputError(f"{source}: not a pickle of numeric arrays ({reason})") from None
     return value
+
+
+_RECORD_LEAVES = (int, float, str, bytes, type(None))
+
+
+def _resolve_record(value: Any, where: str, done: dict[int, Any], depth: int = 0) -> Any:
+    """Like :func:`_resolve`, for :func:`load_records`: dicts and scalar leaves are kept too."""
+    if id(value) in done:
+        return done[id(value)]
+    if depth > MAX_DEPTH:
+        raise _Refused(f"{where} is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        out: Any = {key: _resolve_record(item, f"{where}[{key!r}]", done, depth + 1) for key, item in value.items()}
+    elif isinstance(value, (tuple, list)) and all(isinstance(item, _RECORD_LEAVES) for item in value):
+        out = value  # a list of labels or file names: nothing to convert, and no call per item
+    elif isinstance(value, (_Array, tuple, list)):
+        out = _resolve(value, where, done, depth) if isinstance(value, _Array) else type(value)(
+            _resolve_record(item, f"{where}[{i}]", done, depth + 1) for i, item in enumerate(value))
+    elif isinstance(value, _RECORD_LEAVES):
+        out = value
+    else:
+        kind = {_DType: "dtype", _NDArrayType: "ndarray type"}.get(type(value), type(value).__name__)
+        raise _Refused(f"{where} is a {kind}, not an array, number, string, list or dict")
+    done[id(value)] = out
+    return out
+
+
+def load_records(data: bytes, source: str) -> Any:
+    """A dict (or list/tuple) of numeric arrays, numbers, strings and lists of them from pickle bytes,
+    read like :func:`load_arrays` (nothing executed, linear time); a one-line error naming ``source``.
+    Python 2 strings come back as ``str`` (latin1), bytes as ``bytes``."""
+    try:
+        scan(data, records=True)
+        value = _resolve_record(_NumpyOnly(io.BytesIO(data), encoding="latin1").load(), "the pickle", {})
+        budget = len(data)
+        for array in _arrays_in(value):
+            budget -= array.nbytes
+            if budget < 0:
+                raise _Refused("its arrays claim more than the file's bytes")
+    except Exception as err:  # noqa: BLE001  (the file is untrusted: whatever it makes fail is its fault)
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise BadInputError(f"{source}: not a pickle of arrays, numbers and strings ({reason})") from None
+    return value
+
+
+def _arrays_in(value: Any) -> list[np.ndarray]:
+    """Every distinct array inside ``value`` (each container visited once, whatever the sharing)."""
+    seen: set[int] = set()
+    todo, found = [value], []
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            if item.dtype.kind not in "biuf":
+                raise _Refused(f"an array of dtype kind {item.dtype.kind!r}, not plain numbers")
+            found.append(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (tuple, list)):
+            todo.extend(i for i in item if not isinstance(i, _RECORD_LEAVES))
+    return found
