@@ -78,10 +78,11 @@ CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def _pixels(n: int, offset: int) -> np.ndarray:
-    """``[n, 3072]`` uint8 rows: image i is red ``offset + i``, green 100, blue 200 everywhere."""
+    """``[n, 3072]`` uint8 rows: image i is red ``offset + i`` and blue 200 everywhere; green at row y,
+    column x is ``(32 * y + x) % 256`` (the planes are stored row by row)."""
     planes = np.zeros((n, 3, 1024), np.uint8)
     planes[:, 0] = (offset + np.arange(n))[:, None]
-    planes[:, 1], planes[:, 2] = 100, 200
+    planes[:, 1], planes[:, 2] = np.arange(1024) % 256, 200
     return planes.reshape(n, 3072)
 
 

@@ -15,6 +15,8 @@ from layout_fixtures import (CIFAR10_NAMES, cifar10_files, cifar100_files, clip_
 from align.errors import BadInputError, UnknownNameError
 from align.registry import DATASETS
 
+pytestmark = pytest.mark.usefixtures("isolated_home")  # file-hash caches go to an empty ALIGN_HOME
+
 
 def test_karpathy_coco_splits_captions_and_ids(tmp_path: Path) -> None:
     coco = DATASETS.create("coco", root=str(karpathy_coco(tmp_path)))
@@ -78,10 +80,10 @@ def test_cifar10_from_the_archive_and_the_folder_agree(tmp_path: Path) -> None:
     for train in splits:
         assert len(train) == 10 and train.labels.labels.tolist() == [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
         assert tuple(train.labels.class_names) == tuple(CIFAR10_NAMES) and len(train.labels.templates) == 18
-        assert train.load_image(0).mode == "RGB" and train.load_image(0).getpixel((5, 7)) == (10, 100, 200)
-        assert train.load_image(9).getpixel((0, 0)) == (51, 100, 200)  # batch 5, second image
+        assert train.load_image(0).mode == "RGB" and train.load_image(0).getpixel((5, 7)) == (10, 229, 200)
+        assert train.load_image(9).getpixel((0, 0)) == (51, 0, 200)  # batch 5, second image
     test = DATASETS.create("cifar10", root=str(tmp_path / "a")).load("test")
-    assert test.labels.labels.tolist() == [3, 5, 3] and test.load_image(2).getpixel((31, 31)) == (202, 100, 200)
+    assert test.labels.labels.tolist() == [3, 5, 3] and test.load_image(2).getpixel((31, 30)) == (202, 223, 200)
 
 
 def test_cifar100_fine_and_coarse(tmp_path: Path) -> None:
