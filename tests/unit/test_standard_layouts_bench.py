@@ -62,3 +62,24 @@ def test_cli_wrong_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     config.write_text(CONFIG.format(coco=tmp_path / "nowhere", cifar=tmp_path / "nowhere"))
     cli_fails(capsys, ["bench", "--config", str(config), "--results", str(tmp_path / "results"), "--quiet"],
               str(config), "datasets[0]", "nowhere", "dataset_coco.json")
+
+
+def test_own_pairs_fit_and_coco_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What configs/bench/coco.yaml documents: fit on the user's manifest, score on COCO's test split."""
+    from layout_fixtures import image
+
+    pairs = tmp_path / "pairs"
+    rows = ["image,caption"]
+    for i in range(8):
+        image(pairs / f"p{i}.png", 40 + i)
+        rows.append(f"p{i}.png,my picture {i}")
+    (pairs / "pairs.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv("ALIGN_COCO_ROOT", str(karpathy_coco(tmp_path / "coco")))
+    path = tmp_path / "bench.yaml"
+    path.write_text(CONFIG.split("datasets:")[0] + "datasets:\n  - {name: \"manifest:" + str(pairs / "pairs.csv")
+                    + "\", fit: all, eval: test, eval_dataset: coco, tasks: [zeroshot_retrieval]}\n")
+    bank = FeatureBank(FeatureCache(tmp_path / "features"), progress=False)
+    assert run_benchmark(load_config(path), tmp_path / "results", bank=bank, echo=lambda _: None).written == 1
+    record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
+    assert record["shift"] == {"fit": f"manifest:{pairs / 'pairs.csv'}", "eval": "coco"}
+    assert record["eval_split"] == "test"
