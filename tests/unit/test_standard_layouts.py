@@ -190,3 +190,39 @@ def test_a_missing_or_wrong_root_names_the_layout(tmp_path: Path, monkeypatch: p
     (tmp_path / "empty").mkdir()
     if name != "imagenet1k":  # an empty folder is an ImageNet root without class folders: the count says so
         fails(lambda: DATASETS.create(name, root=str(tmp_path / "empty")), BadInputError, "empty", layout)
+
+
+def test_clip_benchmark_webdataset_retrieval(tmp_path: Path) -> None:
+    """``dataset_type.txt`` = retrieval: each sample's ``.txt`` holds its captions, one per line."""
+    import io
+    import tarfile
+
+    from layout_fixtures import png_bytes
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "nshards.txt").write_text("1")
+    (tmp_path / "dataset_type.txt").write_text("retrieval\n")
+    with tarfile.open(tmp_path / "test" / "0.tar", "w") as tar:
+        for key, text in (("a", "a red square\na crimson block\n"), ("b", "a blue square")):
+            for ext, data in (("jpg", png_bytes(9)), ("txt", text.encode())):  # Pillow reads the bytes, not the suffix
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    test = DATASETS.create(f"wds:{tmp_path}").load("test")
+    assert test.captions == [["a red square", "a crimson block"], ["a blue square"]] and test.labels is None
+
+
+def test_webdataset_missing_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from align.errors import AlignError
+
+    root = clip_benchmark_wds(tmp_path, [[("s000", 0)]], ["cat"], ["a {c}."])
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # import webdataset now raises ImportError
+    fails(lambda: DATASETS.create(f"wds:{root}").load("test"), AlignError, "align[webdataset]")
+
+
+def test_karpathy_images_option(tmp_path: Path) -> None:
+    root = karpathy_flickr(tmp_path, "flickr30k", "my-images")
+    fails(lambda: DATASETS.create("flickr30k", root=str(root)), BadInputError, "flickr30k-images")
+    assert len(DATASETS.create("flickr30k", root=str(root), images="my-images").load("test")) == 3
