@@ -19,7 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_ROWS = 128
+# Rows per chunk: large, because each chunk streams (and the BLAS packs) the whole [V, D] head again; a
+# VLAP batch's few hundred caption positions are one chunk. Memory: chunk x V floats.
+DEFAULT_CHUNK_ROWS = 1024
 
 
 def _chunk_loss_and_grad(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
