@@ -17,7 +17,8 @@ names). The prompt follows the template of the V2L-Tokenizer reproduction of LQA
 
 The answer is read from the next-token scores of the N letters (rank classification rather than free
 generation: a 270M LM often answers outside the label set, which says nothing about the tokens).
-Chance is 1/N; a letter bias averages out because letters are reassigned every episode.
+Chance is 1/N; a letter bias averages out because letters are reassigned every episode. A wrong
+letter tied with the right one is a miss (the tie rule of every task, :mod:`align.eval.ties`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from align.errors import BadInputError
+from align.eval.ties import label_positives, rank_of_best_positive
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -90,6 +92,8 @@ def incontext_accuracy(lm: Any, tokenizer: Any, texts: Sequence[str], labels: An
         inputs = tokenizer(prompt, return_tensors="pt").to(device)
         lengths.append(int(inputs["input_ids"].shape[1]))
         logits = lm(**inputs, logits_to_keep=1).logits[0, -1]
-        correct += int(int(logits[ids.to(logits.device)].argmax()) == target)
+        letter_scores = logits[ids.to(logits.device)].float().cpu()[None]
+        target_column = label_positives(torch.tensor([target]), n_way)
+        correct += int(rank_of_best_positive(letter_scores, target_column)) == 0  # a tie is a miss
     return {"acc": correct / episodes, "chance": 1 / n_way, "episodes": float(episodes),
             "prompt_tokens": float(np.mean(lengths))}

@@ -57,7 +57,9 @@ def _int_array(values: Any, what: str, ndim: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationItems:
-    """Each test image's first predictions (class ids, best first; column 0 is the argmax) and label."""
+    """Each test image's first predictions (class ids, best first) and label, ranked by the tie rule of
+    :mod:`align.eval.ties`: a wrong class tied with the label comes before it (column 0 is the argmax
+    except where a wrong class ties with the label at the top)."""
 
     kind: ClassVar[str] = "classification"
     predictions: np.ndarray  # [n, k] int64, k = min(5, num_classes)
@@ -117,8 +119,11 @@ class ClassificationItems:
 
     @classmethod
     def from_scores(cls, scores: Any, labels: Any) -> ClassificationItems:
-        """From ``[n, C]`` scores (only their order matters; ``-inf`` marks an unreachable class) and labels."""
+        """From ``[n, C]`` scores (only their order matters; ``-inf`` marks an unreachable class) and labels;
+        the label's place among the predictions is its rank under :func:`align.eval.ties.ranked_predictions`."""
         import torch
+
+        from align.eval.ties import ranked_predictions
 
         scores = torch.as_tensor(scores).float()
         if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
@@ -135,12 +140,7 @@ class ClassificationItems:
         real = scores[torch.isfinite(scores)]
         lowest = float(real.min()) if real.numel() else 0.0
         finite = scores.masked_fill(torch.isneginf(scores), lowest - 1.0 - abs(lowest))
-        top = torch.topk(finite, k=min(5, num_classes), dim=1).indices
-        best = finite.argmax(dim=1)  # the first of tied maxima: column 0 is the prediction, as argmax gives it
-        differs = (top[:, 0] != best).nonzero().flatten().tolist()
-        for row in differs:  # a tie at the top: put argmax first, the rest keep topk's order
-            rest = [c for c in top[row].tolist() if c != int(best[row])]
-            top[row] = torch.tensor([int(best[row]), *rest][: top.shape[1]])
+        top = ranked_predictions(finite, labels, k=min(5, num_classes))  # ties count against the image
         return cls(top.numpy().astype(np.int64), labels.numpy().astype(np.int64), int(num_classes))
 
 

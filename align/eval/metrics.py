@@ -3,7 +3,8 @@
 Retrieval follows the CLIP-paper recall (CLIP_benchmark ``metrics/zeroshot_retrieval.py``): a query
 scores 1 at k if at least one of its correct candidates is among its k best-scored candidates, and
 the recall is the mean over queries. Classification gives ``acc1``, ``acc5`` and
-``mean_per_class_recall`` (scikit-learn's balanced accuracy, as CLIP_benchmark computes it).
+``mean_per_class_recall`` (scikit-learn's balanced accuracy, as CLIP_benchmark computes it). Ties
+count against the query in every task (:mod:`align.eval.ties`, where it says how CLIP_benchmark differs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from align.errors import BadInputError
 from align.eval.items import ClassificationItems, RetrievalItems
+from align.eval.ties import rank_of_best_positive
 
 _CHUNK = 1024  # query rows compared at once: bounds memory to CHUNK x candidates booleans
 
@@ -37,23 +39,13 @@ def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return tuple(int(k) for k in ks)
 
 
-def _rank_of_best_positive(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """For each query row, how many negatives score >= its best positive (``[Q]`` int64).
-
-    A query is a hit at k iff this is < k. Ties between a positive and a negative go to the
-    negative, so a degenerate model scoring everything equal gets no credit; CLIP_benchmark instead
-    takes ``torch.topk``'s arbitrary order among ties. Without ties the two agree exactly."""
-    best = scores.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
-    return ((scores >= best) & ~positive).sum(dim=1)
-
-
 def retrieval_items(
     similarity: torch.Tensor, text_image_index: torch.Tensor | Sequence[int], ks: Iterable[int] = (1, 5, 10)
 ) -> RetrievalItems:
     """Each query's rank (:class:`align.eval.items.RetrievalItems`) from a ``[n_images, n_texts]`` similarity.
 
     ``text_image_index [n_texts]`` gives the image each text describes; an image may have any number of
-    texts, and one without any cannot be queried (its rank is -1). Ties: see ``_rank_of_best_positive``
+    texts, and one without any cannot be queried (its rank is -1). Ties: :mod:`align.eval.ties`
     (pessimistic: a negative tied with a positive ranks first)."""
     sim = _check_scores(similarity, "retrieval_metrics")
     ks = _check_ks(ks)
@@ -71,12 +63,12 @@ def retrieval_items(
     images = torch.arange(n_images)
     # text -> image: the one positive of text t is image index[t]
     text_ranks = torch.cat([
-        _rank_of_best_positive(sim[:, s:s + _CHUNK].T, index[s:s + _CHUNK, None] == images[None, :])
+        rank_of_best_positive(sim[:, s:s + _CHUNK].T, index[s:s + _CHUNK, None] == images[None, :])
         for s in range(0, n_texts, _CHUNK)
     ])
     # image -> text: the positives of image i are the texts t with index[t] == i
     image_ranks = torch.cat([
-        _rank_of_best_positive(sim[s:s + _CHUNK], images[s:s + _CHUNK, None] == index[None, :])
+        rank_of_best_positive(sim[s:s + _CHUNK], images[s:s + _CHUNK, None] == index[None, :])
         for s in range(0, n_images, _CHUNK)
     ])
     image_ranks[torch.bincount(index, minlength=n_images) == 0] = -1  # no text: not a query
@@ -108,8 +100,8 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor | Sequence
 
     ``mean_per_class_recall`` averages recall over the classes present in ``labels`` (scikit-learn's
     ``balanced_accuracy_score``, as in CLIP_benchmark). Scores may be logits, probabilities or
-    cosines: only their order matters. Unreachable classes may score ``-inf``. Ties: the prediction is
-    ``argmax``'s (the first tied class), the top 5 ``torch.topk``'s. Computed from
+    cosines: only their order matters. Unreachable classes may score ``-inf``. Ties count against the
+    image (:mod:`align.eval.ties`): a wrong class tied with the label ranks first. Computed from
     :func:`classification_items`, so the per-item outputs always give back these numbers."""
     return classification_items(logits, labels).metrics()
 

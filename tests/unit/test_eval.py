@@ -9,8 +9,10 @@ import torch
 from align.errors import BadInputError
 from align.eval import linear_probe as lp
 from align.eval.fewshot import fewshot, fewshot_over_seeds, nearest_mean_logits, sample_support
+from align.eval.items import ClassificationItems
 from align.eval.metrics import aggregate_seeds, classification_metrics, retrieval_metrics
 from align.eval.retrieval import evaluate_retrieval, flatten_captions
+from align.eval.ties import label_positives, rank_of_best_positive, ranked_predictions
 from align.eval.zeroshot import class_prompts, evaluate_zeroshot, zeroshot_logits
 
 # ---------------------------------------------------------------- numpy references
@@ -163,6 +165,37 @@ def test_classification_neg_inf_classes_and_bad_inputs() -> None:
         classification_metrics(torch.zeros(2, 3), [0, 3])
     with pytest.raises(BadInputError, match="NaN"):
         classification_metrics(torch.full((2, 3), float("nan")), [0, 1])
+
+
+def test_classification_ties_count_against_the_image_as_retrieval_does() -> None:
+    """One rule for both tasks: a wrong class tied with the label ranks first, so a constant scorer gets
+    nothing at 1, and the label tied with four wrong classes is outside the top 5 but inside a top 6."""
+    constant = torch.zeros(4, 6)
+    got = classification_metrics(constant, [0, 1, 2, 5])
+    assert got == {"acc1": 0.0, "acc5": 0.0, "mean_per_class_recall": 0.0}
+    logits = torch.tensor([[3.0, 3.0, 1.0, 0.0, 0.0, 0.0, 0.0],    # label 0 tied at the top with class 1
+                           [3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.0],    # label 5 tied with 1..4: rank 5
+                           [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 9.0]])   # no tie: label 6 first
+    items = ClassificationItems.from_scores(logits, [0, 5, 6])
+    assert items.predictions[0, :2].tolist() == [1, 0] and items.predictions[2, 0] == 6
+    assert 5 not in items.predictions[1].tolist()
+    assert items.metrics() == {"acc1": 1 / 3, "acc5": 2 / 3, "mean_per_class_recall": 1 / 3}
+    as_retrieval = rank_of_best_positive(logits, label_positives(torch.tensor([0, 5, 6]), 7))
+    assert as_retrieval.tolist() == [1, 5, 0]  # the same ranks retrieval would give each label
+
+
+def test_ranked_predictions_put_the_label_at_its_rank() -> None:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (200, 8), generator=gen).float()  # many ties
+    labels = torch.randint(0, 8, (200,), generator=gen)
+    ranks = rank_of_best_positive(scores, label_positives(labels, 8))
+    for k in (1, 3, 5, 8):
+        top = ranked_predictions(scores, labels, k)
+        assert ((top == labels[:, None]).any(dim=1) == (ranks < k)).all()
+        assert all(len(set(row)) == k for row in top.tolist())  # no class twice
+        wrong = scores.masked_fill(label_positives(labels, 8), float("-inf"))
+        picked = wrong.gather(1, top).masked_fill(top == labels[:, None], float("inf"))
+        assert (picked[:, :-1] >= picked[:, 1:]).logical_or(top[:, 1:] == labels[:, None]).all()
 
 
 def test_aggregate_seeds() -> None:

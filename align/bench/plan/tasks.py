@@ -9,7 +9,8 @@ from typing import Any
 
 from align.bench.plan.config import DatasetSpec
 
-EVAL_VERSION = "1"  # part of every result's identity: bump it when a change in scoring or align/eval moves a score
+EVAL_VERSION = "2"  # part of every result's identity: bump it when a change in scoring or align/eval moves a score
+# 2: one tie rule for every task (align/eval/ties.py): a wrong class tied with the label ranks first
 # the dataset entry's options each task reads (also part of the identity of that task's results)
 TASK_OPTIONS = {"zeroshot_classification": ("reducer",), "zeroshot_retrieval": ("recall_k",),
                 "fewshot": ("fewshot_k",)}
