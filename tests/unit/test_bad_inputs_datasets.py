@@ -395,7 +395,7 @@ def _emoji_root(root: Path, n: int = 12) -> Path:
                         "short_names": [f"thing_{i}"], "category": category, "subcategory": subcategory,
                         "sort_order": i, "has_img_google": True})
         (root / "64").mkdir(parents=True, exist_ok=True)
-        Image.new("RGBA", (8, 8), (0, 200, 0, 100)).save(root / "64" / f"{code.lower()}.png")
+        Image.new("RGBA", (8, 8), (i, 200, 0, 100)).save(root / "64" / f"{code.lower()}.png")
     (root / "emoji.json").write_text(json.dumps(records))
     return root
 

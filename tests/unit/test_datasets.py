@@ -186,7 +186,7 @@ def _emoji_root(tmp_path: Path, style: str, records: list[dict], missing: tuple[
     (root / "emoji.json").write_text(json.dumps(records))
     for i, record in enumerate(records):
         if record[f"has_img_{style}"] and i not in missing:
-            mode, color = ("P", 3) if i == 1 else ("RGBA", (0, 200, 0, 100))
+            mode, color = ("P", 3) if i == 1 else ("RGBA", (i, 200, 0, 100))  # every picture its own
             _png(root / "64" / record["image"], mode, color)
             _png(root / "64" / record["skin_variations"]["1F3FB"]["image"])
     return root
@@ -208,7 +208,7 @@ def test_emoji_items_captions_labels(tmp_path: Path) -> None:
     assert set(sub.class_names) == {"face smiling", "animal mammal", "food fruit"}
     assert sub.templates == load_templates("emoji")
     image = everything.load_image(position)
-    assert image.mode == "RGBA" and image.getpixel((0, 0)) == (0, 200, 0, 100)
+    assert image.mode == "RGBA" and image.getpixel((0, 0)) == (2, 200, 0, 100)
     assert everything.load_image(everything.item_ids.index(codes[1])).mode == "RGBA"  # palette converted
 
 
@@ -227,6 +227,29 @@ def test_emoji_halves_disjoint_and_identical_across_styles(tmp_path: Path) -> No
     both = set().union(*halves["google"]) & set().union(*halves["twitter"])
     assert both and all((code in halves["google"][0]) == (code in halves["twitter"][0]) for code in both)
     assert Emoji("google", root=tmp_path / "google").load("anchors").item_ids == google.load("anchors").item_ids
+
+
+def test_emoji_anchors_leave_out_a_picture_also_in_test(tmp_path: Path) -> None:
+    """Plant one picture under two names, one in each half: the anchors drop their copy, the test half
+    keeps its own, and no image is left on both sides."""
+    from align.data.duplicates import check_no_shared_images, shared_images
+
+    records = _emoji_records()
+    root = _emoji_root(tmp_path, "google", records)
+    clean = Emoji("google", root=root)
+    anchors, test = clean.load("anchors"), clean.load("test")
+    assert not shared_images(anchors, test)
+    twin_anchor, twin_test = anchors.item_ids[3], test.item_ids[5]
+    image_of = {r["unified"]: r["image"] for r in records}
+    (root / "64" / image_of[twin_anchor]).write_bytes((root / "64" / image_of[twin_test]).read_bytes())
+    planted = Emoji("google", root=root)
+    with pytest.raises(BadInputError, match="pixel-identical") as err:  # what the split would leak
+        check_no_shared_images(planted.load("all"), test)
+    assert "\n" not in str(err.value)
+    anchors_now, test_now = planted.load("anchors"), planted.load("test")
+    assert anchors_now.item_ids == [c for c in anchors.item_ids if c != twin_anchor]
+    assert test_now.item_ids == test.item_ids
+    check_no_shared_images(anchors_now, test_now)
 
 
 def test_emoji_registered_names_use_the_asset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
