@@ -18,7 +18,7 @@ import torch
 from align.registry import ALIGNERS, DATASETS, VISION_ENCODERS
 encoder = VISION_ENCODERS.create("example:mean-color")
 assert encoder(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
-split = DATASETS.create("shapes").load("test@10")
+split = DATASETS.create("circles-squares").load("test@10")
 assert split.num_items == 10 and split.load_image(0).size == (32, 32)
 x, y = torch.randn(8, 4), torch.randn(8, 4)
 shift = ALIGNERS.create("mean-shift").fit(x, y)
