@@ -98,6 +98,21 @@ def build_vlap(inputs: Path) -> Any:
         loss = core(data["tokens"], ids, mask)
         loss.backward()
         return {"loss": float(loss.detach()), "grad": core.g.weight.grad.flatten()[:4096].tolist()}
+
+    def exact() -> dict[str, Any]:
+        """``L_cap`` as this tree computes it, and in float64 from the same hidden states (padded batch)."""
+        with torch.no_grad():
+            lm = core.lm()
+            context = core._context(lm, core.project(data["tokens"]))
+            inputs = torch.cat([context, lm.get_input_embeddings()(ids)], dim=1)
+            attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
+            hidden = lm.base_model(inputs_embeds=inputs, attention_mask=attention).last_hidden_state
+            h = hidden[:, context.shape[1] - 1:-1][mask.bool()].double()
+            weight = lm.get_output_embeddings().weight.double()
+            exact = torch.nn.functional.cross_entropy(h @ weight.T, ids[mask.bool()])
+            l_cap = core.caption_loss(core.project(data["tokens"]), ids, mask)
+            return {"l_cap": float(l_cap), "l_cap_float64": float(exact)}
+    step.exact = exact  # type: ignore[attr-defined]
     return step
 
 
@@ -137,6 +152,8 @@ def worker(inputs: Path) -> None:
             reply: dict[str, Any] = {}
         elif verb == "step":
             reply = steps[method]()
+        elif verb == "exact":
+            reply = steps[method].exact()
         else:
             reply = {"components": profile_components(steps[method])}
         reply["seconds"] = time.perf_counter() - started
@@ -235,6 +252,11 @@ def main(argv: list[str] | None = None) -> None:
                     runs[name].append(w.ask("step", method))
             for name, w in trees.items():
                 parts[(method, name)] = w.ask("profile", method)["components"]
+                if method == "vlap":
+                    exact = w.ask("exact", method)
+                    notes.append(f"vlap L_cap, {name}: {exact['l_cap']:.7f}, float64 head on the same hidden states "
+                                 f"{exact['l_cap_float64']:.7f} (relative error "
+                                 f"{abs(exact['l_cap'] - exact['l_cap_float64']) / exact['l_cap_float64']:.1e})")
             seconds = {name: statistics.median(r["seconds"] for r in runs[name]) for name in trees}
             rows.append((method, seconds["reference"], seconds["this tree"],
                          seconds["reference"] / seconds["this tree"]))
