@@ -18,7 +18,8 @@ from PIL import Image
 from torch import nn
 
 # DataConfig lives beside the transforms built from it; imported here, where encoders have always found it
-from align.encoders.transforms import DataConfig, RGBThen, build_transform
+from align.encoders.inference import inference_encoder
+from align.encoders.transforms import DataConfig, RGBThen, build_transform, preprocess_batch
 from align.precision import as_input, autocast_for
 
 
@@ -112,13 +113,15 @@ class VisionEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> torch.Tensor:
-        """Pooled embeddings ``[len(images), D]`` (float32, on CPU) of PIL images."""
-        preprocess = self.preprocess
+        """Pooled embeddings ``[len(images), D]`` (float32, on CPU) of PIL images, preprocessed a batch
+        at a time (:func:`preprocess_batch`) and computed by the encoder's inference copy where it has
+        one (:mod:`align.encoders.inference`)."""
         chunks = []
         for start in range(0, len(images), batch_size):
-            batch = torch.stack([preprocess(image) for image in images[start:start + batch_size]])
+            batch = preprocess_batch(self.preprocess, images[start:start + batch_size])
+            runner = inference_encoder(self)
             with autocast_for(self):
-                chunks.append(self(as_input(self, batch.to(self.device))).float().cpu())
+                chunks.append(runner(as_input(runner, batch.to(self.device))).float().cpu())
         if not chunks:
             return torch.empty(0, self.embed_dim)
         return torch.cat(chunks)

@@ -1,5 +1,8 @@
 """One batch through a frozen encoder, in the encoder's precision: pooled image features (and head
-logits), spatial tokens, text features.
+logits), spatial tokens, text features. Images are preprocessed a batch at a time
+(:func:`align.encoders.transforms.preprocess_batch`: the same pixels as one at a time), and a frozen
+float32 conv net computes their features with its inference copy (BatchNorm folded, channels-last:
+:mod:`align.encoders.inference`).
 
 Shared by the feature cache (:mod:`align.features.cache`) and the ``align embed`` command
 (:mod:`align.embed`, which re-exports these names), so the cache never imports a command module.
@@ -13,6 +16,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from align.encoders.inference import inference_encoder
+from align.encoders.transforms import preprocess_batch
 from align.precision import as_input, autocast_for
 
 __all__ = ["encode_pil", "encode_pil_tokens", "encode_texts"]
@@ -22,9 +27,10 @@ __all__ = ["encode_pil", "encode_pil_tokens", "encode_texts"]
 def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled features ``[B, D]`` of one batch of PIL images, and head logits when the encoder has a head."""
     encoder.eval()
-    pixels = as_input(encoder, torch.stack([encoder.preprocess(image) for image in images]))
+    runner = inference_encoder(encoder)
+    pixels = as_input(runner, preprocess_batch(encoder.preprocess, images))
     with autocast_for(encoder):
-        pooled = encoder(pixels).float()
+        pooled = runner(pixels).float()
         logits = encoder.classify(pooled).float() if encoder.class_names is not None else None
     return pooled, logits
 
@@ -33,9 +39,10 @@ def encode_pil(encoder: Any, images: Sequence[Image.Image]) -> tuple[torch.Tenso
 def encode_pil_tokens(encoder: Any, images: Sequence[Image.Image]) -> torch.Tensor:
     """Spatial tokens ``[B, T, D]`` (float32) of one batch of PIL images."""
     encoder.eval()
-    pixels = as_input(encoder, torch.stack([encoder.preprocess(image) for image in images]))
+    runner = inference_encoder(encoder)
+    pixels = as_input(runner, preprocess_batch(encoder.preprocess, images))
     with autocast_for(encoder):
-        return encoder.forward_tokens(pixels).float()
+        return runner.forward_tokens(pixels).float()
 
 
 def encode_texts(encoder: Any, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
