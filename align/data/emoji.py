@@ -164,11 +164,12 @@ class Emoji(Dataset):
         folder = self.root() / "64"
         if split != "all":
             anchors = concept_halves([e.code for e in entries])
-            hashes = dict(zip((e.code for e in items), pixel_hashes(folder, [e.image for e in items])))
-            in_test = {hashes[e.code] for e in items if e.code not in anchors}
-            items = [e for e in items if (e.code in anchors) == (split == "anchors")]
             if split == "anchors":  # a picture also in test is never fitted on
-                items = [e for e in items if hashes[e.code] not in in_test]
+                hashes = dict(zip((e.code for e in items), pixel_hashes(folder, [e.image for e in items])))
+                in_test = {hashes[e.code] for e in items if e.code not in anchors}
+                items = [e for e in items if e.code in anchors and hashes[e.code] not in in_test]
+            else:
+                items = [e for e in items if e.code not in anchors]
         categories = _classes([e.category for e in entries])
         subcategories = _classes([e.subcategory for e in entries])
         templates = load_templates("emoji")
