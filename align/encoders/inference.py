@@ -164,12 +164,15 @@ def apply_plan(module: nn.Module, plan: Plan) -> nn.Module:
     return module
 
 
-def inference_copy(encoder: nn.Module) -> nn.Module:
-    """A deep copy of ``encoder`` with BatchNorms folded, activations in place where safe, and
-    channels-last weights (``as_input`` then gives it channels-last pixels)."""
+def inference_copy(encoder: nn.Module, plan: Plan | None = None) -> nn.Module:
+    """A deep copy of ``encoder`` with BatchNorms folded, activations in place where safe (``plan``,
+    by default what every traced method allows), and channels-last weights (``as_input`` then gives
+    it channels-last pixels)."""
     with torch.inference_mode(False), torch.no_grad():
         fast = copy.deepcopy(encoder)
-        apply_plan(fast, common_plan(plan_of(fast, method) for method in TRACED_METHODS))
+        if plan is None:
+            plan = common_plan(plan_of(fast, method) for method in TRACED_METHODS)
+        apply_plan(fast, plan)
         fast.to(memory_format=torch.channels_last)
     object.__setattr__(fast, "channels_last", True)
     return fast
