@@ -11,6 +11,9 @@ import torch
 
 from align.errors import BadInputError, UnknownNameError
 
+# The weights hash of an encoder with randomly initialised, unseeded weights: distinct from every checkpoint.
+RANDOM_INIT = "random-init"
+
 # CIFAR-10 labels: readable names for the 10-way heads of the toy encoders.
 TOY_CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

@@ -15,7 +15,7 @@ from torch import nn
 
 from align.assets import file_sha256, get_spec, require
 from align.encoders.base import DataConfig, VisionEncoder
-from align.features.weights import RANDOM_INIT
+from align.encoders._common import RANDOM_INIT
 from align.registry import VISION_ENCODERS
 
 

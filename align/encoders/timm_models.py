@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from align.encoders._common import existing_file, unknown
+from align.encoders._common import RANDOM_INIT, existing_file, unknown
 from align.encoders.base import DataConfig, VisionEncoder
 from align.registry import VISION_ENCODERS
 
@@ -217,7 +217,6 @@ def _weights_sha256(model: nn.Module, pretrained: bool, checkpoint_path: str | N
     overlay file, or the hub-cache file of a ``pretrained`` load; ``random-init`` without weights, None
     when the file timm read cannot be found."""
     from align.assets.hashing import combined_sha256, file_sha256
-    from align.features.weights import RANDOM_INIT
 
     files: dict[str, str] = {}
     if pretrained:

@@ -19,7 +19,7 @@ from torch import nn
 from align.assets import file_sha256, get_spec, require, torch_hub_checkpoints, verified_files
 from align.encoders.base import DataConfig, VisionEncoder
 from align.errors import AssetMissingError, BadInputError
-from align.features.weights import RANDOM_INIT
+from align.encoders._common import RANDOM_INIT
 from align.registry import VISION_ENCODERS
 
 _TORCHVISION_LICENSE = "BSD-3-Clause (torchvision weights)"

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# Encoders with randomly initialised, unseeded weights: distinct from every real checkpoint.
-RANDOM_INIT = "random-init"
+# RANDOM_INIT: the hash of randomly initialised, unseeded weights. It lives with the encoders, which set
+# it, so that they need not import this package (features are built on encoders); re-exported here.
+from align.encoders._common import RANDOM_INIT
+
+__all__ = ["RANDOM_INIT", "registry_fingerprint", "weights_fingerprint"]
 
 
 def registry_fingerprint(registry: Any, name: str) -> str | None:
