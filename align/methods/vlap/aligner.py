@@ -68,7 +68,6 @@ from align.methods.framework.base import ImageInput, caption_strings, check_capt
 from align.methods.framework.hparams import MAX_CODES, MAX_EPOCHS, MAX_ROWS, MAX_TOKENS, param
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
-from align.methods.vlap.caption_loss import caption_nll
 from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
 from align.precision import AUTO, auto_line, auto_precision
 from align.registry import ALIGNERS, EMBEDDING_TABLES
@@ -244,11 +243,20 @@ class VLAPCore(nn.Module):
         return torch.cat(parts, dim=1)
 
     def caption_loss(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean NLL per caption token given the visual prefix and the prompt (frozen LM), computed on
-        each caption's own length and with logits only where a caption token comes next
-        (:mod:`align.methods.vlap.caption_loss`)."""
+        """Mean NLL per caption token given the visual prefix and the prompt (frozen LM).
+
+        Logits are computed only where a caption token (not padding) comes next (a boolean
+        ``logits_to_keep``): over Gemma's 262k-word vocabulary the output projection otherwise costs as
+        much as the whole transformer, and most of the memory."""
         lm = self.lm()
-        return caption_nll(lm, self._context(lm, prefix), ids, mask, self.lm_autocast())
+        context = self._context(lm, prefix)
+        inputs = torch.cat([context, lm.get_input_embeddings()(ids)], dim=1)
+        attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
+        predicts_caption = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
+        predicts_caption[:, context.shape[1] - 1:-1] = mask.bool()  # position i predicts token i + 1
+        with self.lm_autocast():
+            logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts_caption).logits
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[mask.bool()])
 
     def map_loss(self, visual: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                  rows: torch.Tensor | None) -> torch.Tensor:
