@@ -68,6 +68,9 @@ figures: assets-bench
 	$(BIN)/align assets pull efficientnet_lite0.imagenet gemma-3-270m.q4_k_m all-mpnet-base-v2 spacy-en-core-web-md \
 	    emoji-twitter emoji-apple emoji-facebook
 	$(BIN)/python benchmarks/bench_walltime.py --config $(BENCH_CONFIG) --output results/walltime.md
+	$(BIN)/python benchmarks/precision.py --output results/precision-bench.md
+	$(BIN)/python benchmarks/image_path_speed.py --output results/image_path_speed.md
+	$(BIN)/python benchmarks/lm_step_speed.py --output results/lm_step_speed.md
 	$(BIN)/python benchmarks/asif_emoji.py --output results/asif_emoji.md --figure docs/figures/asif_anchors.png
 	$(BIN)/python benchmarks/asif_scale.py --output results/asif_scale.md
 	$(BIN)/python benchmarks/encoders.py --output results/encoders.md

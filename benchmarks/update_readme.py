@@ -19,7 +19,12 @@ from _common import write_atomic  # benchmarks/_common.py
 README = Path(__file__).resolve().parents[1] / "README.md"
 # (results file, heading, the command that writes it)
 FIGURES = (
-    ("walltime.md", "Wall time of `make bench`", "python benchmarks/bench_walltime.py"),
+    ("walltime.md", "Wall time of `make bench` from empty caches, by phase", "python benchmarks/bench_walltime.py"),
+    ("precision-bench.md", "Encoder precision on this machine: float32, bfloat16 and `auto` (more: docs/precision.md)",
+     "python benchmarks/precision.py"),
+    ("image_path_speed.md", "The float32 image path against b19147a", "python benchmarks/image_path_speed.py"),
+    ("lm_step_speed.md", "Training steps through the frozen LM against b19147a, by component (more: docs/speed.md)",
+     "python benchmarks/lm_step_speed.py"),
     ("asif_emoji.md", "ASIF against the baselines on unseen emoji (plot: docs/figures/asif_anchors.png)",
      "python benchmarks/asif_emoji.py"),
     ("asif_scale.md", "ASIF's anchor search at scale", "python benchmarks/asif_scale.py"),
