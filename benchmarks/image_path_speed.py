@@ -128,6 +128,17 @@ def extract(commit: str, folder: Path) -> Path:
     return folder
 
 
+def progress(text: str) -> None:
+    """One line on stderr per timed pass, so a long run shows where it is (and what it had, if cut off)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def timed(side: Side, encoder: str, what: str) -> float:
+    seconds = float(side.ask("run")["seconds"])
+    progress(f"{encoder} {side.label} {what}: {seconds:.2f} s")
+    return seconds
+
+
 def compare(encoder: str, ref_root: Path, args: argparse.Namespace, scratch: Path) -> tuple[tuple, int]:
     """One table row (timings of both sides, interleaved, and how far their features are apart) and
     the number of images timed."""
@@ -137,11 +148,11 @@ def compare(encoder: str, ref_root: Path, args: argparse.Namespace, scratch: Pat
     sides: list[Side] = []
     try:
         sides += [Side("ref", ref_root, encoder, args), Side("new", REPO, encoder, args)]
-        first = [side.ask("run")["seconds"] for side in sides]
+        first = [timed(side, encoder, "first pass") for side in sides]
         best = [float("inf")] * len(sides)
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             for i, side in enumerate(sides):
-                best[i] = min(best[i], side.ask("run")["seconds"])
+                best[i] = min(best[i], timed(side, encoder, f"pass {repeat + 1}"))
         saved = [side.ask(f"save {scratch / f'{side.label}.pt'}")["saved"] for side in sides]
     finally:
         for side in sides:
@@ -199,9 +210,10 @@ def parts_table(name: str, args: argparse.Namespace) -> list[tuple]:
     best = dict.fromkeys(runners, float("inf"))
     for label, runner in runners.items():
         one_pass(*runner)  # warm-up
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for label, runner in runners.items():
             best[label] = min(best[label], one_pass(*runner))
+            progress(f"{name} {label} pass {repeat + 1}: best {best[label]:.2f} s")
     base = next(iter(best.values()))
     return [(name, label, count / seconds, base / seconds) for label, seconds in best.items()]
 
