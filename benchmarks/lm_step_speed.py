@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import emit, machine_line, markdown_table  # benchmarks/_common.py
+from _common import emit, machine_line, markdown_table, write_atomic  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 GEMMA = "gguf:gemma-3-270m.q4_k_m"
@@ -199,7 +199,7 @@ def write_inputs(folder: Path, batch: int) -> Path:
     tokens = FeatureBank(progress=False).tokens(ENCODER, split)[:batch].float().contiguous()
     path = folder / "vlap_inputs.safetensors"
     save_file({"tokens": tokens}, str(path))
-    path.with_suffix(".json").write_text(json.dumps([c[0] for c in split.captions][:batch]))
+    write_atomic(path.with_suffix(".json"), json.dumps([c[0] for c in split.captions][:batch]))
     return path
 
 
