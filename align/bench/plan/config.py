@@ -233,6 +233,8 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     if entry["fit"] == entry["eval"]:
         raise _fail(source, where, f"fit and eval are the same split {entry['fit']!r}; scores must be held out")
     _check_data_names(name, {"fit": fit, **({} if eval_dataset else {"eval": eval_})}, label_set, source, where)
+    if eval_dataset is not None:  # a shifted entry's eval split is one of the eval dataset's
+        _check_data_names(eval_dataset, {"eval": eval_}, None, source, where)
     reducer = entry.get("reducer", "mean")
     if reducer not in ("mean", "max"):
         raise _fail(source, f"{where}.reducer", f"{reducer!r} is not 'mean' or 'max'")
