@@ -71,13 +71,14 @@ def _cmd_assets_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed_dataset(args: argparse.Namespace) -> int:
+    from align.data.skip_bad import skip_bad_options
     from align.features.cache import image_features
     from align.precision import with_precision
     from align.registry import DATASETS
 
     if not args.encoder:
         raise AlignError("--dataset needs --encoder (a vision encoder name)")
-    options = {"skip_bad": True} if args.skip_bad and args.dataset.startswith(("folder:", "manifest:")) else {}
+    options = skip_bad_options(args.dataset, args.skip_bad)
     split = DATASETS.create(args.dataset, **options).load(args.split)
     if split.skipped:
         print(f"{args.dataset}/{args.split}: skipped {split.skipped} bad row(s)", file=sys.stderr)
@@ -271,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed.add_argument("--split", default="test", help="split of --dataset (e.g. train, test, test@1000)")
     p_embed.add_argument("--quiet", action="store_true", help="no progress bar")
     p_embed.add_argument("--skip-bad", action="store_true",
-                         help="skip (and count) bad images of a folder, or bad rows of --dataset folder:/manifest:")
+                         help="skip (and count) bad images of a folder, or bad rows of a --dataset read from your files "
+                         "(folder:, manifest:, coco, flickr30k, imagenet1k, wds:, ...)")
     p_embed.add_argument("--encoder", help="vision encoder name (default torchvision:mobilenet_v2.imagenet1k_v1)")
     p_embed.add_argument("--text-encoder", help="text encoder name, e.g. hf:sentence-transformers/all-MiniLM-L6-v2")
     p_embed.add_argument("-o", "--output", help="output .safetensors (a .json sidecar is written beside it)")
@@ -288,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     p_bench.add_argument("--quiet", action="store_true", help="no progress bars")
     p_bench.add_argument("--skip-bad", action="store_true",
-                         help="skip (and count in each result) bad rows of folder:/manifest: datasets instead of failing")
+                         help="skip (and count in each result) bad rows of datasets read from your files (folder:, "
+                         "manifest:, coco, flickr30k, imagenet1k, wds:, ...) instead of failing")
     p_bench.add_argument("--save-aligners", action="store_true",
                          help="save each fitted aligner beside its results and reuse it on a re-run")
     p_bench.add_argument("--executor", choices=("serial", "ray"), default="serial",

@@ -19,7 +19,6 @@ from align.bench.plan.tasks import EVAL_VERSION, not_applicable, task_options
 from align.data.base import Dataset, DatasetSplit
 from align.methods.framework.base import Aligner
 
-USER_DATA_SOURCES = ("folder", "manifest")
 Weights = Callable[[str, str], "str | None"]  # (kind "image" | "text", encoder name) -> sha256 of its weights
 
 
@@ -119,25 +118,21 @@ def _dataset_fingerprint(name: str) -> dict[str, Any]:
     return {"asset": asset, "asset_version": spec.version, "sha256": dict(spec.sha256)}
 
 
-def _user_data(name: str | None) -> bool:
-    return (name or "").split(":", 1)[0] in USER_DATA_SOURCES
-
-
 def open_entry(spec: DatasetSpec, skip_bad: bool) -> Entry:
-    """Open ``spec``'s dataset (and a shifted entry's eval dataset) and load its fit split. User data
-    (folder:, manifest:) under ``--skip-bad`` leaves unreadable files out, and says so in each result."""
+    """Open ``spec``'s dataset (and a shifted entry's eval dataset) and load its fit split. Under
+    ``--skip-bad`` a dataset that takes ``skip_bad`` (a user's files: folder:, manifest:, COCO, Flickr,
+    ImageNet, wds:; :mod:`align.data.skip_bad`) leaves unreadable files out, and says so in each result."""
+    from align.data.skip_bad import skip_bad_options
     from align.registry import DATASETS
 
-    options = dict(spec.options)
-    if skip_bad and _user_data(spec.name):
-        options.setdefault("skip_bad", True)
+    options = {**skip_bad_options(spec.name, skip_bad), **spec.options}  # the entry's own skip_bad wins
     dataset = DATASETS.create(spec.name, **options)
     fit_split = dataset.load(spec.fit)
     data = FitData(spec.name, spec.fit, options, str(getattr(dataset, "version", fit_split.version)),
                    fit_split.version, _dataset_fingerprint(spec.name))
     if spec.eval_dataset is None:
         return Entry(spec, data, fit_split, dataset, None)
-    eval_options = {"skip_bad": True} if skip_bad and _user_data(spec.eval_dataset) else {}
+    eval_options = skip_bad_options(spec.eval_dataset, skip_bad)
     eval_source = DATASETS.create(spec.eval_dataset, **eval_options)
     shifted = {"name": spec.eval_dataset, "options": eval_options, "version": str(getattr(eval_source, "version", "")),
                "assets": _dataset_fingerprint(spec.eval_dataset)}
