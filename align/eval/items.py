@@ -343,9 +343,70 @@ class MeanItems:
         return cls(np.asarray(arrays["values"], dtype=np.float64), str(meta["name"]), units)
 
 
-Items = ClassificationItems | RetrievalItems | CaptionItems | CodeItems | MeanItems
+@dataclasses.dataclass(frozen=True)
+class QueryItems:
+    """Queries about test images (a visual arithmetic query from its source image, a question about its
+    image), each with the rank of its best right answer under the tie rule of :mod:`align.eval.ties`.
+
+    The resampling unit is the image a query is about, not the query: one image's queries share its
+    embedding, so they hit or miss together and drawing them one by one would make intervals too
+    narrow (retrieval's text queries are resampled with their image for the same reason). Each metric
+    is a hit rate at one depth: ``metric_ks`` pairs its name with k (a hit at k when the rank is below k)."""
+
+    kind: ClassVar[str] = "queries"
+    ranks: np.ndarray  # [Q] int64: wrong candidates scoring at least as high as the best right one
+    images: np.ndarray  # [Q] int64: the image each query is about, in [0, num_images)
+    num_images: int  # every test image, with or without queries: the resampling units
+    metric_ks: tuple[tuple[str, int], ...]  # e.g. (("recall@1", 1), ("recall@5", 5)) or (("acc1", 1),)
+
+    def __post_init__(self) -> None:
+        if self.ranks.shape != self.images.shape or self.ranks.ndim != 1 or not len(self.ranks):
+            raise BadInputError(f"query items: expected as many ranks as images, at least one, got "
+                                f"{self.ranks.shape} and {self.images.shape}")
+        if self.images.min() < 0 or self.images.max() >= self.num_images:
+            raise BadInputError(f"query items: image ids must lie in [0, {self.num_images})")
+
+    @property
+    def num_units(self) -> int:
+        return int(self.num_images)
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.images, np.asarray([self.num_images]))
+
+    def _k(self, metric: str) -> int:
+        ks = dict(self.metric_ks)
+        if metric not in ks:
+            raise BadInputError(f"query items have no metric {metric!r} (have: {', '.join(ks)})")
+        return ks[metric]
+
+    def metrics(self) -> dict[str, float]:
+        """Each metric's share of queries whose rank is below its k."""
+        return {name: int((self.ranks < k).sum()) / len(self.ranks) for name, k in self.metric_ks}
+
+    def value(self, metric: str) -> float:
+        return int((self.ranks < self._k(metric)).sum()) / len(self.ranks)
+
+    def resampled(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        hits = np.bincount(self.images, weights=(self.ranks < self._k(metric)), minlength=self.num_images)
+        asked = np.bincount(self.images, minlength=self.num_images)
+        return _ratio(counts, hits, asked)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"ranks": self.ranks, "images": self.images}
+
+    def meta(self) -> dict[str, Any]:
+        return {"num_images": int(self.num_images), "metric_ks": [[name, int(k)] for name, k in self.metric_ks]}
+
+    @classmethod
+    def from_stored(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> QueryItems:
+        return cls(_int_array(arrays["ranks"], "ranks", 1), _int_array(arrays["images"], "images", 1),
+                   int(meta["num_images"]), tuple((str(name), int(k)) for name, k in meta["metric_ks"]))
+
+
+Items = ClassificationItems | RetrievalItems | CaptionItems | CodeItems | MeanItems | QueryItems
 KINDS: dict[str, type] = {cls.kind: cls for cls in (ClassificationItems, RetrievalItems, CaptionItems, CodeItems,
-                                                     MeanItems)}
+                                                     MeanItems, QueryItems)}
 
 
 def items_from_stored(kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Items:

@@ -5,6 +5,8 @@ Every task sees the aligner's shared space only: image features go through ``enc
 strings themselves for a strings aligner such as VLAP). Labels of the fit split are used only by the
 tasks that train a classifier (linear probe, few-shot); zero-shot tasks never see eval labels
 except to score. Captioning needs an aligner that can caption (``can_caption``: a generative LM behind it).
+Visual arithmetic and attribute questions also read the dataset's ground truth about the eval images
+(:mod:`align.bench.execute.truth`), only to score.
 """
 
 from __future__ import annotations
@@ -145,6 +147,47 @@ def code_statistics(ctx: TaskContext) -> Scored:
     return Scored(items.metrics(), {"num_images": int(codes.shape[0]), "tokens_per_image": int(codes.shape[1])}, items)
 
 
+def visual_arithmetic(ctx: TaskContext) -> Scored:
+    """``image - old word + new word`` searched among the other eval images (:mod:`align.eval.arithmetic`),
+    on the dataset's swaps with both images in the eval split (:mod:`align.bench.execute.truth`); the
+    words are embedded as texts of their own, and the same search without them is recorded beside."""
+    from align.bench.execute.truth import arithmetic_swaps
+    from align.eval.arithmetic import arithmetic_items, arithmetic_queries, image_only_items, recall_by_attribute
+
+    swaps = arithmetic_swaps(ctx.spec, ctx.eval.split)
+    queries = arithmetic_queries(swaps)
+    if not queries:
+        raise BadInputError(f"{ctx.eval.split.dataset}/{ctx.eval.split.split}: no visual arithmetic swap has both "
+                            "its images in the split; score a larger split")
+    words = sorted({w for q in queries for w in (q.old, q.new)})
+    word_emb = ctx.aligner.encode_text(ctx.texts(words, "arithmetic-words"))
+    images = ctx.embed_images(ctx.eval)
+    items = arithmetic_items(images, word_emb, words, queries)
+    alone = image_only_items(images, queries).metrics()
+    info = {"query": "normalize(image[source]) - normalize(text(old)) + normalize(text(new)), cosine",
+            "candidates": "every eval image but the source", "num_images": len(ctx.eval), "num_swaps": len(swaps),
+            "num_queries": len(queries), "image_only": alone, "by_attribute": recall_by_attribute(items, queries)}
+    return Scored(items.metrics(), info, items)
+
+
+def attribute_questions(ctx: TaskContext) -> Scored:
+    """One-word answers chosen by the similarity of ``question + " " + answer`` prompts with the image
+    (:mod:`align.eval.questions`), on the dataset's questions about the eval images; acc1 per attribute beside."""
+    from align.bench.execute.truth import split_questions
+    from align.eval.questions import accuracy_by_attribute, answer_choices, answer_prompt, question_items
+
+    asked = split_questions(ctx.spec, ctx.eval.split)
+    if not asked.questions:
+        raise BadInputError(f"{ctx.eval.split.dataset}/{ctx.eval.split.split}: has no attribute questions")
+    choices = answer_choices(asked.questions, asked.answers, asked.attributes, asked.candidates)
+    prompts = ctx.aligner.encode_text(ctx.texts(list(choices.prompts), "question-answers"))
+    items = question_items(ctx.embed_images(ctx.eval), asked.images, prompts, choices)
+    info = {"prompt": answer_prompt("{question}", "{answer}"), "num_images": len(ctx.eval),
+            "num_questions": len(asked.questions), "candidates": asked.candidates,
+            "by_attribute": accuracy_by_attribute(items, asked.attributes)}
+    return Scored(items.metrics(), info, items)
+
+
 TASKS: dict[str, Callable[[TaskContext], Scored]] = {
     "zeroshot_classification": zeroshot_classification,
     "zeroshot_retrieval": zeroshot_retrieval,
@@ -152,4 +195,6 @@ TASKS: dict[str, Callable[[TaskContext], Scored]] = {
     "fewshot": fewshot,
     "captioning": captioning,
     "code_statistics": code_statistics,
+    "visual_arithmetic": visual_arithmetic,
+    "attribute_questions": attribute_questions,
 }

@@ -27,7 +27,7 @@ from align.bench.plan.yaml_file import read_yaml
 from align.errors import AlignError, BadInputError
 
 TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning",
-         "code_statistics")
+         "code_statistics", "visual_arithmetic", "attribute_questions")
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,7 @@ def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
             raise _fail(source, f"{where}.tasks", f"unknown task {task!r} (known: {', '.join(TASKS)})")
     if len(set(tasks)) != len(tasks):
         raise _fail(source, f"{where}.tasks", "repeats a task")
+    _check_ground_truth(tasks, eval_dataset or name, source, f"{where}.tasks")
     label_set = entry.get("label_set")
     if label_set is not None:
         label_set = _name(label_set, source, f"{where}.label_set")
@@ -277,6 +278,17 @@ def _check_data_names(dataset: str, splits: dict[str, str], label_set: str | Non
             raise _fail(source, f"{where}.{key}", f"{dataset} has no split {base!r} (splits: {', '.join(factory.splits)})")
     if label_set is not None and factory.label_sets is not None and label_set not in factory.label_sets:
         raise _fail(source, f"{where}.label_set", unknown_label_set(dataset, label_set, tuple(factory.label_sets)))
+
+
+def _check_ground_truth(tasks: tuple[str, ...], dataset: str, source: str, where: str) -> None:
+    """A task scored on ground truth beyond labels and captions (visual arithmetic, attribute questions)
+    needs a dataset that has it: the one the entry is scored on (its eval dataset when shifted)."""
+    from align.bench.plan.tasks import truth_problem
+
+    for task in tasks:
+        problem = truth_problem(task, dataset)
+        if problem is not None:
+            raise _fail(source, where, problem)
 
 
 def _eval_dataset(value: Any, name: str, source: str, where: str) -> str | None:

@@ -28,8 +28,10 @@ _CAPTIONING = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 # (the leaderboard's; retrieval at the entry's smallest recall_k).
 DEFAULT_METRICS = {"zeroshot_classification": "acc1", "zeroshot_retrieval": "image_retrieval_recall@{k}",
                    "linear_probe": "acc1", "fewshot": "acc1", "captioning": "CIDEr",
-                   "code_statistics": "code_class_nmi"}
+                   "code_statistics": "code_class_nmi", "visual_arithmetic": "recall@1",
+                   "attribute_questions": "acc1"}
 _CODES = ("codes_used", "code_perplexity", "code_class_nmi", "code_histogram_nmi")
+_GROUND_TRUTH = {"visual_arithmetic": ("recall@1", "recall@5"), "attribute_questions": ("acc1",)}
 _RETRIEVAL = re.compile(r"^(image|text)_retrieval_recall@[1-9][0-9]*$")
 
 
@@ -39,6 +41,8 @@ def task_metrics(task: str, recall_k: Sequence[int] = (1, 5, 10)) -> tuple[str, 
         return tuple(f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in recall_k)
     if task == "code_statistics":
         return _CODES
+    if task in _GROUND_TRUTH:
+        return _GROUND_TRUTH[task]
     return _CAPTIONING if task == "captioning" else _CLASSIFICATION
 
 

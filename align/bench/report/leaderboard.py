@@ -30,9 +30,12 @@ MAIN_METRICS = {
     "fewshot": ("acc1",),
     "captioning": ("CIDEr",),
     "code_statistics": ("code_class_nmi", "code_perplexity"),
+    "visual_arithmetic": ("recall@1", "recall@5"),
+    "attribute_questions": ("acc1",),
 }
 _SHORT = {"image_retrieval_recall@1": "T→I R@1", "text_retrieval_recall@1": "I→T R@1", "acc1": "acc1",
-          "CIDEr": "CIDEr", "code_class_nmi": "code NMI", "code_perplexity": "code ppl"}
+          "CIDEr": "CIDEr", "code_class_nmi": "code NMI", "code_perplexity": "code ppl", "recall@1": "R@1",
+          "recall@5": "R@5"}
 
 
 def aggregate(results: Sequence[dict[str, Any]], items: Sequence[Items | None] | None = None) -> list[dict[str, Any]]:
