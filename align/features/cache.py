@@ -319,7 +319,27 @@ def text_features(
 ) -> torch.Tensor:
     """Text features ``[len(texts), D]`` (captions or class prompts), from the cache when possible.
 
-    The encoder is only built (``make_encoder``, default: from the registry) on a cache miss."""
+    Each distinct text is embedded once and the rows repeated: fit captions built from class names
+    repeat ten-odd strings thousands of times. The cache holds the distinct texts' rows (a list
+    without repeats has the same key as before). The encoder is only built (``make_encoder``,
+    default: from the registry) on a cache miss."""
+    distinct, rows = distinct_texts(texts)
+    features = _distinct_text_features(encoder_name, distinct, dataset=dataset, version=version, split=split,
+                                       cache=cache, make_encoder=make_encoder, batch_size=batch_size,
+                                       progress=progress)
+    return features if len(distinct) == len(rows) else features[rows]
+
+
+def distinct_texts(texts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct texts in order of first appearance, and each input's row among them."""
+    first: dict[str, int] = {}
+    rows = [first.setdefault(text, len(first)) for text in texts]
+    return list(first), torch.tensor(rows, dtype=torch.long)
+
+
+def _distinct_text_features(encoder_name: str, texts: Sequence[str], *, dataset: str, version: str, split: str,
+                            cache: FeatureCache | None, make_encoder: Callable[[], Any] | None, batch_size: int,
+                            progress: bool) -> torch.Tensor:
     from align.registry import TEXT_ENCODERS
 
     cache = cache or FeatureCache()

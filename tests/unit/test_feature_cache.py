@@ -14,6 +14,7 @@ from PIL import Image
 from align.data.base import DatasetSplit
 from align.errors import BadInputError
 from align.features.cache import FeatureCache, FeatureKey, image_features, text_features
+from align.registry import TEXT_ENCODERS
 
 
 def key(**changes: object) -> FeatureKey:
@@ -97,6 +98,32 @@ def test_text_features_are_keyed_by_content(tmp_path: Path) -> None:
                       cache=cache, progress=False)
     assert a.shape == b.shape and torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
     assert len(list(tmp_path.rglob("index.json"))) == 2
+
+
+
+def test_repeated_texts_are_embedded_once(tmp_path: Path) -> None:
+    """Class-name fit captions repeat a few strings thousands of times: each distinct one is encoded
+    once, every input still gets its own row, and the cache keeps only the distinct rows."""
+    seen: list[str] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = TEXT_ENCODERS.create("toy:text")
+
+        def encode_text(self, texts, batch_size=64):  # noqa: ANN001, ANN201
+            seen.extend(texts)
+            return self.inner.encode_text(texts, batch_size=batch_size)
+
+    texts = ["a cat", "a dog", "a cat", "a cat", "a bird", "a dog"]
+    cache = FeatureCache(tmp_path)
+    args = dict(dataset="toyset", version="1", split="test", cache=cache, progress=False)
+    repeated = text_features("toy:text", texts, make_encoder=Counting, **args)
+    distinct = text_features("toy:text", ["a cat", "a dog", "a bird"], make_encoder=Counting, **args)
+    assert seen == ["a cat", "a dog", "a bird"]  # the second call is a cache hit on the same distinct list
+    assert repeated.shape[0] == len(texts)
+    for i, text in enumerate(texts):
+        assert torch.equal(repeated[i], distinct[["a cat", "a dog", "a bird"].index(text)])
+    assert len(list(tmp_path.rglob("index.json"))) == 1
 
 
 # ---- verification: every shard is checked before it is used --------------------------------------
@@ -214,7 +241,6 @@ def test_two_weight_files_never_share_a_cache_entry(tmp_path: Path) -> None:
 def test_text_features_are_filed_under_the_weights_really_loaded(tmp_path: Path) -> None:
     """The key is first guessed from the registry (no model load on a hit); once an encoder is built,
     its own record of the files it loaded decides where the features go."""
-    from align.registry import TEXT_ENCODERS
 
     class Scaled:
         def __init__(self, sha: str, scale: float) -> None:
