@@ -1,6 +1,7 @@
 """The benchmark's ground-truth tasks (visual arithmetic, attribute questions): a config asking them of a
 dataset without such ground truth is a one-line error, an aligner without a text side gets "–", the
-ground truth follows a subsample's items, and a small run on ``shapes`` scores both with intervals."""
+ground truth follows a subsample's items (and a sweep's validation part of one), sweeps may select on
+their metrics, and a small run on ``shapes`` scores both with intervals."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from align.bench.report.leaderboard import write_report
 from align.bench.runner import run_benchmark
 from align.data.base import Dataset, DatasetSplit
 from align.data.shapes_truth import questions, swaps
+from align.data.validation import carve_validation
 from align.errors import BadInputError
 from align.features.cache import FeatureCache
 from align.registry import DATASETS
@@ -91,6 +93,25 @@ def test_ground_truth_follows_a_subsample_to_its_items() -> None:
     assert asked.images == [q.item for q in expected] and asked.questions == [q.question for q in expected]
     assert asked.answers == [q.answer for q in expected]
     assert set(asked.candidates["colour"]) >= {q.answer for q in expected if q.attribute == "colour"}
+
+
+def test_ground_truth_follows_a_validation_part_of_a_subsample() -> None:
+    dataset = DATASETS.create("shapes", **SMALL)
+    part = carve_validation(dataset.load("train@200"), 0.5, seed=0).validation_split  # what a sweep scores on
+    assert "~" in part.split and "+" in part.version
+    full_ids = list(dataset.load("train").item_ids)
+    scenes = [dataset.scenes("train")[full_ids.index(i)] for i in part.item_ids]
+    spec = DatasetSpec("shapes", "train@200", "test@60", ("visual_arithmetic",), options=dict(SMALL))
+    got = sorted(arithmetic_swaps(spec, part))
+    assert got and got == sorted((s.source, s.target, s.attribute, s.old, s.new) for s in swaps(scenes, scenes))
+
+
+def test_sweeps_can_select_on_the_new_tasks_metrics(tmp_path: Path) -> None:
+    entry = ("  - {name: shapes, fit: train@100, eval: test@80, tasks: [visual_arithmetic, attribute_questions],\n"
+             "     select: {task: visual_arithmetic, metric: METRIC}}\n")
+    assert load_config(config(tmp_path, entry.replace("METRIC", "recall@5"))).datasets[0].select.metric == "recall@5"
+    with pytest.raises(BadInputError, match="visual_arithmetic reports no metric 'acc1'"):
+        load_config(config(tmp_path, entry.replace("METRIC", "acc1")))
 
 
 def test_ground_truth_of_a_dataset_built_otherwise_is_refused() -> None:
