@@ -22,6 +22,7 @@ from typing import Any
 from align.bench.execute.executors import RayExecutor, SerialExecutor
 from align.bench.execute.features import FeatureBank, SplitInputs, fit_captions
 from align.bench.execute.fitting import FitTexts
+from align.bench.execute.optional import available
 from align.bench.execute.selection import run_sweep
 from align.bench.execute.session import Session
 from align.bench.execute.units import FitInputs, fit_is_saved, run_unit
@@ -29,7 +30,9 @@ from align.bench.plan.collisions import check_collisions
 from align.bench.plan.config import BenchConfig, DatasetSpec
 from align.bench.plan.sweeps import selector_for
 from align.bench.plan.tasks import not_applicable
-from align.bench.plan.units import AlignerPlan, Entry, Unit, aligner_plans, chosen_fit, open_entry, plan_unit
+from align.bench.plan.units import (
+    AlignerPlan, Entry, Unit, aligner_plans, chosen_fit, encoder_lists, open_entry, plan_unit,
+)
 from align.bench.record.ledger import RunSummary
 from align.bench.record.result_files import ResultProblem, read_result
 from align.errors import BadInputError, EncoderUnavailable, RunInterrupted
@@ -48,17 +51,20 @@ def run_benchmark(config: BenchConfig, results_dir: Path, *, overwrite: bool = F
     sweep's grid points) leaves its training curves beside them, which ``align report --html`` plots.
 
     ``executor`` runs each unit's fit and results (:mod:`align.bench.execute.executors`; default: here,
-    in order). Sweeps and feature extraction stay in this process."""
+    in order). Sweeps and feature extraction stay in this process. An ``optional`` aligner whose own encoders
+    cannot be built here is left out with one ``skipped:`` line (:mod:`align.bench.execute.optional`)."""
     started = time.perf_counter()
     executor = executor or SerialExecutor()
     plans, text_encoders = aligner_plans(config)
     _check_sweeps(config, plans)
     check_collisions(config, plans, text_encoders, save_aligners)
     session = Session(config, Path(results_dir), bank or FeatureBank(progress=progress), echo, overwrite, save_aligners)
+    plans = available(plans, session.bank, echo)
+    image_encoders, text_encoders = encoder_lists(config, plans)
     try:
         for i, spec in enumerate(config.datasets):
             with _naming_entry(config, i):
-                _run_entry(executor, session, open_entry(spec, skip_bad), plans, text_encoders)
+                _run_entry(executor, session, open_entry(spec, skip_bad), plans, image_encoders, text_encoders)
         executor.finish()
     except RunInterrupted as stop:  # SIGTERM / SIGINT (align bench): say what finished
         stop.summary = session.summary
@@ -86,9 +92,9 @@ def _naming_entry(config: BenchConfig, index: int) -> Iterator[None]:
 
 
 def _run_entry(executor: SerialExecutor | RayExecutor, session: Session, entry: Entry, plans: list[AlignerPlan],
-               text_encoders: list[str]) -> None:
+               image_encoders: list[str], text_encoders: list[str]) -> None:
     """Select on the entry's fit split, then (its eval split read only now) fit and score every pending unit."""
-    work = _select(session, entry, plans, text_encoders)
+    work = _select(session, entry, plans, image_encoders, text_encoders)
     if not work:
         return
     evaluation = _EvalInputs(entry, session.bank)
@@ -111,15 +117,16 @@ def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:
 Work = list[tuple[Unit, FitInputs, "dict[str, Any] | None"]]
 
 
-def _select(session: Session, entry: Entry, plans: list[AlignerPlan], text_encoders: list[str]) -> Work:
+def _select(session: Session, entry: Entry, plans: list[AlignerPlan], image_encoders: list[str],
+            text_encoders: list[str]) -> Work:
     """The entry's pending units with their fit inputs and sweep choices (fit split only)."""
     config = session.config
     fit_splits: dict[str, SplitInputs] = {}  # one per image encoder, shared by the text encoders
     work: Work = []
-    for image_encoder in config.image_encoders:
+    for image_encoder in image_encoders:
         for text_encoder in text_encoders:
             units = [plan_unit(entry, plan, seed, image_encoder, text_encoder, session.weights)
-                     for plan in plans if plan.runs_with(text_encoder, config.text_encoders) for seed in config.seeds]
+                     for plan in plans if plan.runs_with(image_encoder, text_encoder, config) for seed in config.seeds]
             pending = [unit for unit in units if not _done(session, entry, unit)]
             if not pending:
                 continue

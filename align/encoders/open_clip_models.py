@@ -91,6 +91,24 @@ def _cached_tag_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
     return None
 
 
+def missing_weights(cfg: dict[str, Any], cache_dir: str | None) -> str:
+    """Where a tag's weights were looked for, and how to provide them, in one line."""
+    places = [cfg["file"]] if cfg.get("file") else []
+    env = None
+    if cfg.get("hf_hub"):
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo_id, _ = os.path.split(cfg["hf_hub"])  # as _cached_tag_file reads it
+        places.append(str(Path(cache_dir or HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"))
+        env = "HF_HUB_CACHE"
+    if cfg.get("url"):
+        places.append(str(Path(cache_dir or "~/.cache/clip").expanduser() / os.path.basename(cfg["url"])))
+    where = " or ".join(places) or "nowhere (the tag names no file)"
+    hint = f" or set {env} to the cache that holds it" if env and cache_dir is None else ""
+    return (f"weights not found under {where}; put the checkpoint there{hint} "
+            "(from Python: download=True, or pretrained=<local file>)")
+
+
 def load_open_clip(arch_tag: str, pretrained: str | None = None, *, download: bool = False,
                    cache_dir: str | None = None) -> tuple[nn.Module, Callable[..., torch.Tensor], Any]:
     """``(model, preprocess_val, tokenizer)`` for ``arch[.tag]``, in eval mode on CPU; cached per arguments.
@@ -120,10 +138,7 @@ def _load_open_clip(arch_tag: str, pretrained: str | None, download: bool,
         if weights is None and download:
             weights = tag
         if weights is None:
-            raise AssetMissingError(
-                f"open_clip weights {arch}:{tag} are not in the cache; pass download=True to fetch them, "
-                "or pretrained=<local file>"
-            )
+            raise AssetMissingError(f"open_clip {arch}/{tag}: {missing_weights(cfg, cache_dir)}")
     with seeded(0 if weights is None else None):
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, **options)
     if weights is not None and not os.path.isfile(weights):  # a tag open_clip just downloaded

@@ -106,6 +106,11 @@ class FeatureBank:
         worker builds what it needs, and reads features from the same cache folder."""
         return {**self.__dict__, "_encoders": {}, "_pixels": {}}
 
+    def encoder(self, kind: str, name: str) -> Any:
+        """The ``kind`` ("image" or "text") encoder ``name``, built once per run (one that cannot be built:
+        :class:`EncoderUnavailable`)."""
+        return self._encoder(kind, name)
+
     def _encoder(self, kind: str, name: str) -> Any:
         from align.registry import TEXT_ENCODERS, VISION_ENCODERS
 

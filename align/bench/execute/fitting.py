@@ -105,7 +105,7 @@ def fit_or_reuse(aligner: Aligner, fit_inputs: Callable[[Aligner], tuple[Any, An
     if logs:
         aligner.log_dir = curves
     try:
-        aligner.fit(*fit_inputs(aligner))
+        aligner.fit(*fit_inputs(aligner)) if aligner.fits_on_pairs else aligner.fit()  # nothing to learn: no features
     finally:
         if logs:
             aligner.log_dir = None

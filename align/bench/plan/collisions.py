@@ -9,7 +9,7 @@ from pathlib import Path
 from align.bench.plan.config import BenchConfig, DatasetSpec
 from align.bench.plan.layout import aligner_path, dataset_part, result_path
 from align.bench.plan.tasks import task_options
-from align.bench.plan.units import AlignerPlan
+from align.bench.plan.units import AlignerPlan, encoder_lists
 from align.errors import BadInputError
 
 
@@ -42,10 +42,11 @@ def check_collisions(config: BenchConfig, plans: list[AlignerPlan], text_encoder
     """A one-line error if two dataset entries or two aligners of ``config`` would write the same result (or,
     with ``save_aligners``, the same fitted aligner) with different settings."""
     seen: dict[Path, tuple[str, str]] = {}
+    image_encoders = encoder_lists(config, plans)[0]
     for i, spec in enumerate(config.datasets):
         for j, plan in enumerate(plans):
-            for image_encoder in config.image_encoders:
-                for text_encoder in (t for t in text_encoders if plan.runs_with(t, config.text_encoders)):
+            for image_encoder in image_encoders:
+                for text_encoder in (t for t in text_encoders if plan.runs_with(image_encoder, t, config)):
                     for path, settings in _files(spec, plan, image_encoder, text_encoder, save_aligners):
                         where = f"datasets[{i}] with aligners[{j}]"
                         if path in seen and seen[path][0] != settings:

@@ -36,6 +36,7 @@ class AlignerSpec:
     hparams: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     sweep: SweepSpec | None = None  # a grid chosen on a validation part of each fit split (align/bench/plan/sweeps.py)
+    optional: bool = False  # skipped in one line where its own encoders' weights are not on the machine
 
     @property
     def display(self) -> str:
@@ -100,7 +101,7 @@ def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
         raise _fail(source, where, "expected a name or a mapping with 'name'")
-    _take(entry, {"name", "hparams", "label", "sweep"}, source, where)
+    _take(entry, {"name", "hparams", "label", "sweep", "optional"}, source, where)
     name = _name(entry["name"], source, f"{where}.name")
     _known("ALIGNERS", name, source, f"{where}.name")
     hparams = entry.get("hparams") or {}
@@ -113,7 +114,21 @@ def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
     sweep = None
     if entry.get("sweep") is not None:
         sweep = _sweep(entry["sweep"], name, dict(hparams), source, f"{where}.sweep")
-    return AlignerSpec(name, dict(hparams), label, sweep)
+    optional = _optional(entry.get("optional", False), name, dict(hparams), source, f"{where}.optional")
+    return AlignerSpec(name, dict(hparams), label, sweep, optional)
+
+
+def _optional(value: Any, name: str, hparams: dict[str, Any], source: str, where: str) -> bool:
+    """``optional: true`` lets a run skip, in one line, an aligner whose own encoders (a pretrained CLIP's
+    towers) cannot be built on this machine; an aligner on the config's encoders has nothing to skip for."""
+    from align.registry import ALIGNERS
+
+    if not isinstance(value, bool):
+        raise _fail(source, where, f"expected true or false, got {value!r}")
+    if value and ALIGNERS.create(name, **hparams).own_encoders is None:
+        raise _fail(source, where, f"{name} runs on the config's encoders, which every run needs; only an aligner "
+                    "with its own encoders (clip) can be optional")
+    return value
 
 
 def _name(value: Any, source: str, where: str) -> str:

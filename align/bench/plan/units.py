@@ -35,17 +35,23 @@ def build_aligner(name: str, hparams: dict[str, Any], seed: int) -> Aligner:
 @dataclasses.dataclass(frozen=True)
 class AlignerPlan:
     """What the runner knows of one config aligner before fitting it: what its image and text sides
-    consume, the text encoder its results are filed under, and which tasks it cannot do (and why)."""
+    consume, the encoders its results are filed under, and which tasks it cannot do (and why)."""
 
     spec: AlignerSpec
     aligner: Aligner  # built with the config's hyper-parameters (cheap: nothing is loaded or fitted)
     text_side: str | None  # the only text encoder it runs beside; None: beside every one
+    image_side: str | None = None  # the only image encoder it runs on (its own encoders); None: every one
 
     @classmethod
-    def of(cls, spec: AlignerSpec, text_encoders: tuple[str, ...]) -> AlignerPlan:
+    def of(cls, spec: AlignerSpec, text_encoders: tuple[str, ...], precision: str = "float32") -> AlignerPlan:
+        """``precision``: the config's, which an aligner's own encoders (a CLIP reference's towers) run in too."""
+        from align.precision import with_precision
         from align.registry import ALIGNERS
 
         aligner = ALIGNERS.create(spec.name, **spec.hparams)
+        if aligner.own_encoders is not None:
+            image_side, text_side = (with_precision(name, precision) for name in aligner.own_encoders)
+            return cls(spec, aligner, text_side, image_side)
         text_side = aligner.text_encoder_name if aligner.text_input == "strings" else None
         if aligner.text_input in ("strings", "none") and text_side is None:
             # its own text side (or none): one run, filed beside the config's first text encoder
@@ -61,9 +67,13 @@ class AlignerPlan:
             return f"its own text encoder ({self.spec.name})"
         return None
 
-    def runs_with(self, text_encoder: str, listed: tuple[str, ...]) -> bool:
-        """Beside ``text_encoder``: its own text side, or any text encoder the config lists."""
-        return self.text_side == text_encoder or (self.text_side is None and text_encoder in listed)
+    def runs_with(self, image_encoder: str, text_encoder: str, config: BenchConfig) -> bool:
+        """On this encoder pair: its own encoders, or an image encoder the config lists beside its own text
+        side or any text encoder the config lists."""
+        if self.image_side is not None:
+            return (image_encoder, text_encoder) == (self.image_side, self.text_side)
+        return image_encoder in config.image_encoders and (
+            self.text_side == text_encoder or (self.text_side is None and text_encoder in config.text_encoders))
 
     def not_applicable(self, spec: DatasetSpec) -> dict[str, str]:
         reasons = {task: not_applicable(task, self.aligner) for task in spec.tasks}
@@ -78,16 +88,24 @@ class AlignerPlan:
 
 
 def aligner_plans(config: BenchConfig) -> tuple[list[AlignerPlan], list[str]]:
-    """One plan per aligner, and every text encoder results are filed under: the config's, then the
-    text sides of strings aligners that the config does not list (VLAP's ``table:<its LM>``, whose
-    features are its own text side). List that text encoder in the config to fit the feature
-    aligners in the same space beside it."""
-    plans = [AlignerPlan.of(spec, config.text_encoders) for spec in config.aligners]
-    text_encoders = list(config.text_encoders)
+    """One plan per aligner, and every text encoder results are filed under (:func:`encoder_lists`)."""
+    precision = str(config.raw.get("precision", "float32"))  # resolved by load_config ("auto" included)
+    plans = [AlignerPlan.of(spec, config.text_encoders, precision) for spec in config.aligners]
+    return plans, encoder_lists(config, plans)[1]
+
+
+def encoder_lists(config: BenchConfig, plans: list[AlignerPlan]) -> tuple[list[str], list[str]]:
+    """Every image and text encoder results are filed under: the config's, then the encoders of aligners
+    that bring their own and that the config does not list (VLAP's ``table:<its LM>``, whose features
+    are its own text side; a CLIP reference's two towers). List such a text encoder in the config to fit
+    the feature aligners in the same space beside it."""
+    image_encoders, text_encoders = list(config.image_encoders), list(config.text_encoders)
     for plan in plans:
+        if plan.image_side is not None and plan.image_side not in image_encoders:
+            image_encoders.append(plan.image_side)
         if plan.text_side is not None and plan.text_side not in text_encoders:
             text_encoders.append(plan.text_side)
-    return plans, text_encoders
+    return image_encoders, text_encoders
 
 
 @dataclasses.dataclass
@@ -163,6 +181,7 @@ def plan_unit(entry: Entry, plan: AlignerPlan, seed: int, image_encoder: str, te
     """The unit of ``plan`` and ``seed`` on this encoder pair: its fit spec and its result specs."""
     spec = entry.spec
     aligner = build_aligner(plan.spec.name, plan.spec.hparams, seed)
+    aligner.check_encoders(image_encoder, text_encoder)  # an aligner with its own encoders: on them only
     choice = AlignerChoice(plan.spec.name, str(type(aligner).version), dict(aligner.hparams),
                            plan.sweep_part(spec), label=plan.spec.display)
     fit = FitSpec(choice, seed, EncoderSpec(image_encoder, weights("image", image_encoder)),

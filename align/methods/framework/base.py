@@ -191,6 +191,9 @@ class Aligner:
     # training curves: per-epoch values by name (trained aligners fill it), and whether a fit logs them
     history: Mapping[str, Sequence[float]] = MappingProxyType({})
     logs_curves: ClassVar[bool] = False
+    # False: fit() learns nothing from pairs (a pretrained model's own space, e.g. the CLIP reference), so
+    # the runner calls fit() with no inputs and computes no fit-split features for it
+    fits_on_pairs: ClassVar[bool] = True
 
     @classmethod
     def declaration_problems(cls) -> list[str]:
@@ -226,6 +229,25 @@ class Aligner:
     def text_encoder_name(self) -> str | None:
         """The registered text encoder a strings aligner's text side equals (None for features aligners)."""
         return None
+
+    @property
+    def own_encoders(self) -> tuple[str, str] | None:
+        """The (image, text) encoder pair this aligner compares by itself, such as a pretrained CLIP's own
+        two towers: the benchmark scores it on that pair only. None: on any pair a config lists."""
+        return None
+
+    def check_encoders(self, image_encoder: str, text_encoder: str) -> None:
+        """A one-line error if this aligner's scores on features of this encoder pair would mean nothing: an
+        aligner with :attr:`own_encoders` on any other pair (precision suffixes aside: the same weights)."""
+        from align.precision import split_precision
+
+        own = self.own_encoders
+        if own is None:
+            return
+        given = (split_precision(image_encoder)[0], split_precision(text_encoder)[0])
+        if given != own:
+            raise BadInputError(f"{self.name}: compares its own encoders only (image {own[0]}, text {own[1]}); "
+                                f"got image encoder {image_encoder!r} and text encoder {text_encoder!r}")
 
     def _require_fitted(self) -> tuple[int, int]:
         """``(image_dim, text_dim)``, or an error if neither ``fit`` nor ``load`` has run."""
