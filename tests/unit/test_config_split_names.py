@@ -35,8 +35,8 @@ def check(tmp_path: Path, entry: str) -> str:
      "train, restval, val, test"),
     ("{name: imagenet1k, fit: train, eval: val, tasks: [zeroshot_classification]}", "datasets[0].fit", "train",
      "val"),
-    ("{name: shapes, fit: train, eval: test_compositionl, eval_dataset: shapes.compositional, "
-     "tasks: [zeroshot_retrieval]}", "datasets[0].eval", "test_compositionl", "test_compositional"),
+    (("{name: shapes, fit: train, eval: test_compositionl, eval_dataset: shapes.compositional, "
+      "tasks: [zeroshot_retrieval]}"), "datasets[0].eval", "test_compositionl", "test_compositional"),
 ])
 def test_unknown_split_is_refused_in_one_line(tmp_path: Path, entry: str, key: str, split: str, known: str) -> None:
     message = check(tmp_path, entry)
