@@ -34,6 +34,7 @@ from align.bench.plan.units import (
     AlignerPlan, Entry, Unit, aligner_plans, chosen_fit, encoder_lists, open_entry, plan_unit,
 )
 from align.bench.record.ledger import RunSummary
+from align.data.splits import DatasetSplit
 from align.bench.record.result_files import ResultProblem, read_result
 from align.errors import BadInputError, EncoderUnavailable, RunInterrupted
 
@@ -98,8 +99,24 @@ def _run_entry(executor: SerialExecutor | RayExecutor, session: Session, entry: 
     if not work:
         return
     evaluation = _EvalInputs(entry, session.bank)
+    if entry.user_copy:
+        _warn_shared_images(session, entry.fit_split, evaluation.split)
     for unit, inputs, sweep in work:
         _submit(executor, session, entry.spec, unit, inputs, evaluation.of(unit.fit.image.name), sweep)
+
+
+def _warn_shared_images(session: Session, fit: DatasetSplit, test: DatasetSplit) -> None:
+    """Once per run and split pair: images of a user's copy on both sides, counted, not dropped
+    (:mod:`align.data.shared_images` says why)."""
+    from align.data.shared_images import shared_images_line
+
+    key = repr([(s.dataset, s.split, s.version) for s in (fit, test)])
+    if key in session.warned:
+        return
+    session.warned.add(key)
+    line = shared_images_line(fit, test)
+    if line is not None:
+        session.echo(line)
 
 
 def _check_sweeps(config: BenchConfig, plans: list[AlignerPlan]) -> None:

@@ -41,6 +41,10 @@ class Dataset:
     # names of the extra label sets every split carries (DatasetSplit.extra_labels), besides the main
     # labels; None where a dataset does not declare them (then they are known once a split is built)
     label_sets: Sequence[str] | None = None
+    # read from the user's own copy (COCO, Flickr, ImageNet, CIFAR, folder:, manifest:, wds:): its splits
+    # are the user's, so align cannot check them once for everyone as it checks its packaged data; a run
+    # counts their shared images instead (align.data.shared_images)
+    user_copy: bool = False
 
     def check_split(self, split: str) -> tuple[str, int | None]:
         """``(NAME, N)`` for ``NAME@N`` (``N`` None for a plain ``NAME``), checked without building

@@ -80,6 +80,7 @@ def _record(data: bytes, source: str) -> dict[str, Any]:
 
 class CIFAR(Dataset):
     splits = ("train", "test")
+    user_copy = True
 
     def __init__(self, layout: Layout, root: str | Path | None = None) -> None:
         self.layout = layout

@@ -75,6 +75,7 @@ def tar_offsets(shard: Path, _mtime_ns: int) -> dict[str, tuple[int, int]]:
 
 class CLIPBenchmarkWDS(Dataset):
     splits: tuple[str, ...] = ()  # the split folders found in the dataset's own folder
+    user_copy = True
     label_sets = ()
 
     def __init__(self, path: str, *, skip_bad: bool = False) -> None:

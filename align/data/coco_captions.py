@@ -51,6 +51,7 @@ def read_captions(path: Path, _mtime_ns: int) -> tuple[tuple[str, tuple[str, ...
 
 class CocoCaptions(Dataset):
     splits = ("train", "val")
+    user_copy = True
     label_sets = ()
 
     def __init__(self, year: int, root: str | Path | None = None, *, skip_bad: bool = False) -> None:

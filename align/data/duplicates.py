@@ -8,7 +8,9 @@ not the files: two PNG encoders write different bytes for the same picture.
 
 A source whose recipe could split a duplicate fixes it where it builds the split (emoji drops the fit
 side's copy); ``tests/integration/test_no_shared_images.py`` checks every built-in split pair with
-:func:`shared_images`, and :func:`check_no_shared_images` does the same for any two splits.
+:func:`shared_images`, and :func:`check_no_shared_images` does the same for any two splits. A user's
+copy (COCO, Flickr, ImageNet, CIFAR, their own pairs) is checked by the run that reads it, which counts
+what it finds and keeps it (:mod:`align.data.shared_images` says why).
 """
 
 from __future__ import annotations
@@ -45,13 +47,19 @@ def duplicate_groups(hashes: Sequence[str]) -> list[list[int]]:
 
 def shared_images(fit: DatasetSplit, test: DatasetSplit) -> list[tuple[int, int]]:
     """``(fit row, test row)`` for every pair of pixel-identical images across the two splits."""
+    return shared_rows(pixel_hashes(fit), pixel_hashes(test))
+
+
+def shared_rows(fit: Sequence[str], test: Sequence[str]) -> list[tuple[int, int]]:
+    """``(fit row, test row)`` for every pair of equal hashes across two splits' :func:`pixel_hashes`."""
     by_hash: dict[str, list[int]] = defaultdict(list)
-    for row, value in enumerate(pixel_hashes(fit)):
+    for row, value in enumerate(fit):
         by_hash[value].append(row)
-    return [(f, t) for t, value in enumerate(pixel_hashes(test)) for f in by_hash.get(value, ())]
+    return [(f, t) for t, value in enumerate(test) for f in by_hash.get(value, ())]
 
 
-def _name(split: DatasetSplit, row: int) -> str:
+def item_name(split: DatasetSplit, row: int) -> str:
+    """How a row is named in messages: its item id, else ``#row``."""
     return str(split.item_ids[row]) if split.item_ids is not None else f"#{row}"
 
 
@@ -62,4 +70,4 @@ def check_no_shared_images(fit: DatasetSplit, test: DatasetSplit) -> None:
         f, t = pairs[0]
         raise BadInputError(
             f"{fit.dataset}: {len(pairs)} image(s) of split {test.split!r} are pixel-identical to images of "
-            f"{fit.split!r} (first: {_name(test, t)} = {_name(fit, f)}); a test image seen while fitting")
+            f"{fit.split!r} (first: {item_name(test, t)} = {item_name(fit, f)}); a test image seen while fitting")

@@ -35,6 +35,7 @@ RECIPE = "r1"
 
 class ImageFolder(Dataset):
     splits = ("all", "train", "test")
+    user_copy = True
     label_sets = ()
 
     def __init__(self, path: str | Path, *, skip_bad: bool = False,

@@ -79,6 +79,7 @@ class Karpathy(Dataset):
     """One Karpathy-split dataset over the user's copy; the root is checked when the dataset is made."""
 
     splits = ("train", "restval", "val", "test")  # what a config may name; each layout narrows it
+    user_copy = True
     label_sets = ()
 
     def __init__(self, layout: Layout, root: str | Path | None = None, *, images: str | None = None,

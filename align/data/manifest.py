@@ -172,6 +172,7 @@ def parse_jsonl(path: Path) -> Parsed:
 
 class Manifest(Dataset):
     splits = ("all", "train", "test")
+    user_copy = True
     label_sets = ()
 
     def __init__(self, path: str | Path, *, classes: str | Path | Sequence[str] | None = None,

@@ -34,7 +34,8 @@ def test_no_image_on_both_sides(name: str, asset: str | None, fit: str, test: st
     check_no_shared_images(dataset.load(fit), dataset.load(test))
 
 
-# read from the user's own copy (their official splits): check them there with check_no_shared_images
+# read from the user's own copy (their official splits): a run counts their shared images in one line
+# (align/data/shared_images.py, tests/unit/test_shared_images.py)
 USER_COPIES = {"cifar10", "cifar100", "coco", "coco2014", "coco2017", "flickr8k", "flickr30k", "imagenet1k"}
 # generated, not read: checked by their own tests (tests/unit/test_shapes.py)
 GENERATED = {"shapes", "shapes.single", "shapes.compositional", "shapes.single.compositional"}

@@ -43,6 +43,7 @@ class Session:
     fitted: dict[str, tuple[Aligner, float]] = dataclasses.field(default_factory=dict)  # fit key -> (aligner, s)
     sweeps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # sweep key -> its record
     examples_written: set[Path] = dataclasses.field(default_factory=set)  # report pictures written in this run
+    warned: set[str] = dataclasses.field(default_factory=set)  # one-time warnings already echoed in this run
     _weights: dict[tuple[str, str], str | None] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -118,6 +118,7 @@ class Entry:
     fit_split: DatasetSplit
     eval_source: Dataset
     eval_dataset: dict[str, Any] | None  # a shifted entry's eval dataset: name, options, version, assets
+    user_copy: bool = False  # either side read from the user's copy (Dataset.user_copy): shared images counted
 
     def load_eval(self) -> DatasetSplit:
         return self.eval_source.load(self.spec.eval)
@@ -149,12 +150,13 @@ def open_entry(spec: DatasetSpec, skip_bad: bool) -> Entry:
     data = FitData(spec.name, spec.fit, options, str(getattr(dataset, "version", fit_split.version)),
                    fit_split.version, _dataset_fingerprint(spec.name))
     if spec.eval_dataset is None:
-        return Entry(spec, data, fit_split, dataset, None)
+        return Entry(spec, data, fit_split, dataset, None, getattr(dataset, "user_copy", False))
     eval_options = skip_bad_options(spec.eval_dataset, skip_bad)
     eval_source = DATASETS.create(spec.eval_dataset, **eval_options)
     shifted = {"name": spec.eval_dataset, "options": eval_options, "version": str(getattr(eval_source, "version", "")),
                "assets": _dataset_fingerprint(spec.eval_dataset)}
-    return Entry(spec, data, fit_split, eval_source, shifted)
+    user_copy = getattr(dataset, "user_copy", False) or getattr(eval_source, "user_copy", False)
+    return Entry(spec, data, fit_split, eval_source, shifted, user_copy)
 
 
 @dataclasses.dataclass(frozen=True)
