@@ -91,6 +91,15 @@ def _cached_tag_file(cfg: dict[str, Any], cache_dir: str | None) -> str | None:
     return None
 
 
+def tag_weights_file(arch_tag: str) -> str | None:
+    """The cached file a pretrained tag loads from by default (no ``pretrained=`` file, no ``cache_dir``):
+    what its features are computed from, so results can record its sha256; None without a tag or a file."""
+    import open_clip
+
+    arch, tag = split_arch_tag(arch_tag)
+    return None if tag is None else _cached_tag_file(open_clip.get_pretrained_cfg(arch, tag), None)
+
+
 def missing_weights(cfg: dict[str, Any], cache_dir: str | None) -> str:
     """Where a tag's weights were looked for, and how to provide them, in one line."""
     places = [cfg["file"]] if cfg.get("file") else []

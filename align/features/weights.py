@@ -21,7 +21,7 @@ __all__ = ["RANDOM_INIT", "registry_fingerprint", "weights_fingerprint"]
 def registry_fingerprint(registry: Any, name: str) -> str | None:
     """Weights hash of ``name`` as the registry would build it, without building it (no model load)."""
     from align.assets import CATALOG, asset_fingerprint, is_present, require
-    from align.assets.hashing import combined_sha256, hf_folder_sha256
+    from align.assets.hashing import combined_sha256, file_sha256, hf_folder_sha256
 
     meta = registry.meta(name)
     if meta.weights in CATALOG:
@@ -38,6 +38,11 @@ def registry_fingerprint(registry: Any, name: str) -> str | None:
         from align.assets import hf_hub_cache
 
         return hf_folder_sha256(identifier, hf_hub_cache())
+    if source == "open_clip" and identifier:  # a pretrained tag's file in open_clip's cache (None: random init)
+        from align.encoders.open_clip_models import tag_weights_file
+
+        found = tag_weights_file(identifier)
+        return file_sha256(found) if found is not None else None
     return None
 
 

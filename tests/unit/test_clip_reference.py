@@ -161,6 +161,8 @@ def test_present_weights_score_the_row_on_its_own_towers(monkeypatch: pytest.Mon
     from align.assets.hashing import file_sha256
 
     assert bank.encoder("image", clip).weights_sha256 == file_sha256(checkpoint)  # the checkpoint, not random init
+    for record in (r for r in records if r["aligner"] == "clip"):  # and results name it, so a new one recomputes
+        assert record["weights_sha256"] == {"image": file_sha256(checkpoint), "text": file_sha256(checkpoint)}
     own = tmp_path / "features" / "open_clip__align-tiny-clip.here" / "test-colours"
     assert {p.name for p in own.iterdir()} == {"test", "test__captions", "test__prompts-main"}  # nothing of train
 
