@@ -220,7 +220,7 @@ def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
         raise _fail(source, where, f"aligner config {entry!r} not found")
     loaded = read_yaml(path, "aligner config")
     if not isinstance(loaded, dict):  # not a name, and never another file (which could name this one)
-        raise _fail(source, where, f"{path}: expected a mapping with 'name' (and 'hparams', 'label', 'sweep')")
+        raise _fail(source, where, f"{path}: expected a mapping with 'name' (and 'hparams', 'label', 'sweep', 'optional')")
     return _aligner(loaded, str(path), "top level")
 
 
