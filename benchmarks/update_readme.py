@@ -3,7 +3,8 @@
     python benchmarks/update_readme.py [--results results]
 
 Reads ``results/default/leaderboard.md`` (from `make bench`), ``results/all-methods/leaderboard.md``
-(from `make bench-all`) and the figure tables that `make figures`
+(from `make bench-all`), ``results/shapes/leaderboard.md`` (``align bench --config
+configs/bench/shapes.yaml``) and the figure tables that `make figures`
 writes (``FIGURES`` below, in that order). A figure whose results file is missing keeps the text the
 README has for it now, so one study can be re-run and copied in without re-running all of them.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 from _common import write_atomic  # benchmarks/_common.py
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+# (README marker, results folder): leaderboards copied whole (make bench, make bench-all, the shapes config)
+LEADERBOARDS = (("bench", "default"), ("all-methods", "all-methods"), ("shapes", "shapes"))
 # (results file, heading, the command that writes it)
 FIGURES = (
     ("walltime.md", "Wall time of `make bench` from empty caches, by phase", "python benchmarks/bench_walltime.py"),
@@ -83,12 +86,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args()
     text = README.read_text()
-    leaderboard = args.results / "default" / "leaderboard.md"
-    if leaderboard.is_file():
-        text = replace_between(text, "bench", leaderboard.read_text())
-    all_methods = args.results / "all-methods" / "leaderboard.md"
-    if all_methods.is_file():
-        text = replace_between(text, "all-methods", all_methods.read_text())
+    for marker, folder in LEADERBOARDS:
+        board = args.results / folder / "leaderboard.md"
+        if board.is_file():
+            text = replace_between(text, marker, board.read_text())
     current = current_figures(text)
     figures = [f"### {heading}\n\n`{command}`:\n\n{(args.results / name).read_text().rstrip()}"
                if (args.results / name).is_file() else current.get(command, "")
