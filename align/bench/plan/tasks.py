@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from align.bench.plan.config import DatasetSpec
-
 EVAL_VERSION = "2"  # part of every result's identity: bump it when a change in scoring or align/eval moves a score
 # 2: one tie rule for every task (align/eval/ties.py): a wrong class tied with the label ranks first
 # the dataset entry's options each task reads (also part of the identity of that task's results)
@@ -49,8 +47,9 @@ def truth_problem(task: str, dataset: str) -> str | None:
     return None if callable(getattr(factory, GROUND_TRUTH[task][0], None)) else missing_truth(task, dataset)
 
 
-def task_options(task: str, spec: DatasetSpec) -> dict[str, Any]:
-    """The options of ``spec`` that ``task`` reads, e.g. ``{"fewshot_k": 5}``."""
+def task_options(task: str, spec: Any) -> dict[str, Any]:
+    """The options of dataset entry ``spec`` (a ``config.DatasetSpec``, not imported: config.py asks this
+    module which tasks a dataset's ground truth allows) that ``task`` reads, e.g. ``{"fewshot_k": 5}``."""
     return {name: getattr(spec, name) for name in TASK_OPTIONS.get(task, ())}
 
 
