@@ -25,6 +25,14 @@ def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
     return n - n_val, n_val
 
 
+def split_rows(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_rows, val_rows)``, each sorted: the seeded split :class:`FeatureDataModule` makes, so a fit
+    can compute its data statistics from the training rows before the data module exists."""
+    n_train, _ = split_sizes(n, val_fraction)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:n_train].sort().values, order[n_train:].sort().values
+
+
 class EpochSeededSampler(Sampler[int]):
     """A fresh permutation each epoch drawn from ``(seed, epoch)`` alone. Lightning calls ``set_epoch``
     before each epoch (also after a resume), so an interrupted and resumed fit sees the same batches as
@@ -66,10 +74,7 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, val_fraction: float = 0.0, seed: int = 0) -> None:
         super().__init__()
-        n = tensors[0].shape[0]
-        n_train, n_val = split_sizes(n, val_fraction)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        self.train_rows, self.val_rows = order[:n_train].sort().values, order[n_train:].sort().values
+        self.train_rows, self.val_rows = split_rows(tensors[0].shape[0], val_fraction, seed)
         self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
 
     def _loader(self, rows: torch.Tensor, shuffle: bool) -> DataLoader:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -68,13 +69,15 @@ from align.methods.framework.base import ImageInput, caption_strings, check_capt
 from align.methods.framework.hparams import MAX_CODES, MAX_EPOCHS, MAX_ROWS, MAX_TOKENS, param
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
-from align.methods.vlap.vocabulary import PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
+from align.methods.vlap.vocabulary import CAPTION_PRIORS, PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
+from align.methods.vlap.word_prior import is_special
 from align.precision import AUTO, auto_line, auto_precision
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, check_texts, input_embedding_scale
 from align.text.table_mean import mean_word_embedding, pad_rows, special_mask
 
 PROMPT = "A picture of"
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # SentencePiece byte fallback: text, not a control token
 DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
 PREFIX_SOURCES = ("pooled", "grid")
 OT_COLUMNS = ("batch", "all")
@@ -105,6 +108,16 @@ def tokenize_captions(table: EmbeddingTable, captions: Sequence[str], max_tokens
         if not row:
             raise BadInputError(f"vlap: caption {i} has no tokens")
     return pad_rows([r + [eos] if eos is not None else r for r in rows], pad)
+
+
+def decode_captions(table: EmbeddingTable, ids: torch.Tensor) -> list[str]:
+    """Generated token ids ``[N, L]`` as text without control tokens. ``skip_special_tokens`` drops only
+    what the tokenizer flags special, and Gemma's GGUF tokenizer does not flag e.g. ``<start_of_image>``
+    (greedy captions were full of it), so the table's bracketed special rows (``<...>``, ``[...]``) are
+    dropped first; byte fallbacks (``<0x0A>``) and whitespace rows stay, they are text."""
+    drop = {i for i in table.special_ids if is_special(table.tokens[i]) and not BYTE_TOKEN.fullmatch(table.tokens[i])}
+    rows = [[t for t in row if t not in drop] for row in ids.tolist()]
+    return [s.strip() for s in table.tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
 
 def pool_grid(tokens: torch.Tensor, count: int) -> torch.Tensor:
@@ -190,9 +203,13 @@ class VLAPCore(nn.Module):
         return pool_grid(x, self.num_prefix_tokens) if self.prefix_source == "grid" else x
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
+    def calibrate(self, x: torch.Tensor, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                  train_rows: torch.Tensor | None = None) -> None:
         """Fit-time conditioning of ``g`` (the function class is unchanged: still one affine layer), and,
-        with ``ot_columns="all"``, the text side's OT targets over every fit caption ``(ids, mask)``.
+        with ``ot_columns="all"``, the text side's OT targets of the fit captions ``(ids, mask)``.
+
+        ``train_rows`` (None: every row) are the rows the fit trains on: the standardisation and the
+        training rows' targets see only them, so held-out validation rows cannot leak into training.
 
         Frozen image features are far from the word-embedding scale (MobileNetV2: mean norm 24, of which
         a shared mean vector of norm 19; Gemma's raw rows: norm 1.03), so the default ``nn.Linear`` init
@@ -200,21 +217,31 @@ class VLAPCore(nn.Module):
         out-of-distribution token and the images start collapsed. So the input is centred and scaled to
         unit mean norm (a fixed affine map, saved with ``g``), and ``g``'s weight is drawn so that a
         prefix token has ``init_scale`` times the mean norm of the vocabulary's rows (bias 0)."""
-        tokens = self.visual_tokens(x).reshape(-1, x.shape[-1])
+        train = x if train_rows is None else x[train_rows]
+        tokens = self.visual_tokens(train).reshape(-1, x.shape[-1])
         mean = tokens.mean(0)
         self.x_mean.copy_(mean)
         self.x_scale.copy_((tokens - mean).norm(dim=1).mean().clamp_min(1e-12))
         nn.init.normal_(self.g.weight, std=self.init_scale * self.word_norm / self.embed_dim**0.5)
         nn.init.zeros_(self.g.bias)
         if self.ot_columns == "all" and ids is not None:
-            self.set_text_targets(ids, mask)
+            self.set_text_targets(ids, mask, train_rows)
 
     @torch.no_grad()
-    def set_text_targets(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
-        """``q^t`` of every fit caption from one OT over all of them (the text side is frozen)."""
+    def set_text_targets(self, ids: torch.Tensor, mask: torch.Tensor, train_rows: torch.Tensor | None = None) -> None:
+        """``q^t [N, K]`` of every fit caption (the text side is frozen, so solved once): one OT over the
+        training captions (``train_rows``; None: all), and a separate one over the other (validation)
+        captions for their ``val_loss``, so neither split's targets depend on the other's captions."""
         unit = self.assignment.unit_words
         scores = F.normalize(self.text_feature(ids, mask).float(), dim=-1) @ unit.T  # [N, K]
-        self.text_targets = assign(scores.T, self.assignment.prior, *self.sinkhorn).T.contiguous()
+        targets = torch.zeros_like(scores)
+        held = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+        if train_rows is not None:
+            held[train_rows] = False
+        for rows in (~held, held) if train_rows is not None else (held,):
+            if rows.any():
+                targets[rows] = assign(scores[rows].T, self.assignment.prior, *self.sinkhorn).T
+        self.text_targets = targets.contiguous()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Visual tokens ``[N, P, D]`` in the raw word-embedding space."""
@@ -292,7 +319,7 @@ class VLAPCore(nn.Module):
 
     @torch.no_grad()
     def generate(self, x: torch.Tensor, max_new_tokens: int) -> list[str]:
-        """Greedy captions from ``[<bos>] + prefix + prompt``."""
+        """Greedy captions from ``[<bos>] + prefix + prompt``, control tokens removed (:func:`decode_captions`)."""
         lm = self.lm()
         context = self._context(lm, self.project(x))
         tok = self.table.tokenizer
@@ -300,7 +327,7 @@ class VLAPCore(nn.Module):
             out = lm.generate(inputs_embeds=context, attention_mask=torch.ones(context.shape[:2], dtype=torch.long,
                               device=context.device), max_new_tokens=max_new_tokens, do_sample=False,
                               pad_token_id=getattr(tok, "pad_token_id", None) or 0)
-        return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+        return decode_captions(self.table, out)
 
 
 @dataclass(frozen=True)
@@ -317,7 +344,10 @@ class VLAPHParams(TrainedHParams):
     tau: float = param(0.01, above=0)  # softmax temperature of the assignment prediction
     eps: float = param(0.01, above=0)  # Sinkhorn's entropic regularisation
     sinkhorn_iters: int = param(3, low=1, high=10_000)
-    prior: str = param("captions", choices=PRIORS)  # OT marginal over the vocabulary
+    # OT marginal over the vocabulary: captions (word counts of the training captions), frequency (wordfreq),
+    # uniform (SwAV: flat over every vocabulary word), uniform_on_captions (flat over the words of the
+    # training captions, the others at the captions prior's pseudo-count: its support, not its shape)
+    prior: str = param("captions", choices=PRIORS)
     vocab: str = param("captions", choices=VOCABULARIES)  # frequent words, or those joined by the captions' words
     vocab_subset: int | None = param(2000, low=2, high=MAX_CODES)  # the N most frequent words (None: every word row)
     ot_columns: str = param("all", choices=OT_COLUMNS)  # text targets from OT over the batch or all fit captions
@@ -361,7 +391,8 @@ def _auto_lm_precision(device: str | None) -> str:
 @ALIGNERS.register(
     "vlap",
     description="One linear layer into a frozen causal LM's word-embedding space, trained with captioning "
-    "(L_cap) + 0.1 x optimal-transport assignment prediction over the word embeddings (L_map). "
+    "(L_cap) + w_map x optimal-transport assignment prediction over the word embeddings (L_map); w_map "
+    "(lambda) defaults to 10, chosen on validation (the VLAP draft code uses 0.1). "
     "Needs caption strings: fit_captions(images, captions). w_map=0: caption-only (LiMBeR); w_cap=0: L_map only.",
     citation="Park et al., Bridging Vision and Language Spaces with Assignment Prediction (VLAP), ICLR 2024",
 )
@@ -414,14 +445,14 @@ class VLAPAligner(TrainedAligner):
         """Train ``g`` on N images (pooled features, or token grids with ``prefix_source="grid"``) and
         their N captions; with ``checkpoint_dir`` set, ``last.ckpt`` is kept there and a later fit of the
         same pairs resumes from it exactly (or ``ckpt_path=`` names one)."""
-        from align.methods.framework.data import split_sizes
+        from align.methods.framework.data import split_rows
 
         hp = self.config
         x = self._check_images(image_features, "vlap.fit_captions: images")
         captions = check_caption_pairs(len(x), captions, "vlap.fit_captions")
-        n_train, _ = split_sizes(len(x), hp.val_fraction)
-        if n_train < 2:
-            raise BadInputError(f"vlap.fit_captions: val_fraction={hp.val_fraction} leaves {n_train} training "
+        train, _ = split_rows(len(x), hp.val_fraction, hp.seed)  # the data module's split, made again here
+        if len(train) < 2:
+            raise BadInputError(f"vlap.fit_captions: val_fraction={hp.val_fraction} leaves {len(train)} training "
                                 f"pair(s) of {len(x)}")
         if hp.prefix_source == "grid" and hp.num_prefix_tokens > x.shape[1]:
             raise BadInputError(f"vlap.fit_captions: num_prefix_tokens={hp.num_prefix_tokens} is more than the "
@@ -429,14 +460,19 @@ class VLAPAligner(TrainedAligner):
         table = load_table(hp.table)
         ids, mask = tokenize_captions(table, captions, hp.max_caption_tokens)
         shape: dict[str, Any] = dict(image_dim=x.shape[-1])
-        if hp.vocab == "captions" or hp.prior == "captions":  # chosen from the data: saved with g
-            words = caption_tokens(ids, mask, special_mask(table))
+        if hp.vocab == "captions" or hp.prior in CAPTION_PRIORS:  # chosen from the training captions: saved with g
+            words = caption_tokens(ids[train], mask[train], special_mask(table))
             vocab = vocabulary(table, hp.vocab, hp.vocab_subset, words)
             shape.update(vocab_ids=vocab.tolist(), prior_weights=row_prior(table, vocab, hp.prior, words).tolist())
+
+        def prepare(core: VLAPCore, data: Any) -> None:
+            if not torch.equal(data.train_rows, train):  # the vocabulary above assumed this split
+                raise RuntimeError("vlap.fit_captions: the data module split the fit rows differently")
+            core.calibrate(x, ids, mask, train)
+
         rows = torch.arange(len(x))
-        return self._train("vlap.fit_captions", (x, ids, mask, rows), shape,
-                           prepare=lambda core, data: core.calibrate(x, ids, mask), val_fraction=hp.val_fraction,
-                           ckpt_path=ckpt_path)
+        return self._train("vlap.fit_captions", (x, ids, mask, rows), shape, prepare=prepare,
+                           val_fraction=hp.val_fraction, ckpt_path=ckpt_path)
 
     def _set_dims(self, module: Any) -> None:
         self.image_dim, self.text_dim = module.hparams.core_args["image_dim"], module.core.embed_dim
