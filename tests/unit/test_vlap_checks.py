@@ -82,7 +82,7 @@ def test_validation_rows_do_not_reach_the_fit_statistics() -> None:
     n, val_fraction, seed = 24, 0.25, 0
     train, val = split_rows(n, val_fraction, seed)
     g = torch.Generator().manual_seed(0)
-    concepts = "cat dog bird fish horse cow car truck bus boat".split()
+    concepts = ["cat", "dog", "bird", "fish", "horse", "cow", "car", "truck", "bus", "boat"]
     x = torch.randn(n, 16, generator=g)
     captions = [f"a {concepts[i]}" for i in torch.randint(len(concepts), (n,), generator=g)]
     planted = int(val[0])
@@ -125,7 +125,7 @@ def test_uniform_on_captions_has_the_caption_priors_support_and_is_flat_on_it() 
     used = torch.isin(vocab, words)
     assert 5 <= int(used.sum()) < len(vocab) - 40
     assert float(flat.sum()) == pytest.approx(1.0)
-    assert torch.allclose(flat[~used], counts[~used], rtol=1e-12, atol=0)  # off the captions: the same pseudo-count mass
+    assert torch.allclose(flat[~used], counts[~used], rtol=1e-12, atol=0)  # off the captions: the same mass
     assert float(flat[used].sum()) == pytest.approx(float(counts[used].sum()))
     assert torch.allclose(flat[used], flat[used][0].expand(int(used.sum())))  # flat on the caption words
     assert counts[used].max() > 2 * counts[used].min()  # the arms differ in shape only

@@ -27,8 +27,10 @@ Design decisions (deviations from the draft code, and why):
   pooled feature mapped by ``Linear(d_img, P·D)`` and reshaped to P tokens (LiMBeR's recipe; with P = 1
   the same function class as the grid with P = 1, since the pooled feature is the grid's mean).
 * **OT columns.** The text side is frozen, so with ``ot_columns="all"`` its assignment is solved once
-  over every fit caption (the targets are then those of full-batch OT); the draft assigns per batch
-  (``"batch"``), which dilutes the targets when the vocabulary is much larger than the batch.
+  over every training caption (the targets are then those of full-batch OT); the draft assigns per batch
+  (``"batch"``), which dilutes the targets when the vocabulary is much larger than the batch. Held-out
+  validation captions (``val_fraction``) get an OT of their own, and the vocabulary, prior and input
+  standardisation also come from the training rows alone: nothing of the validation rows reaches training.
 * **Embedding scale.** ``g`` maps into the *raw* table space (where ``W`` and ``L_map`` live). Gemma
   multiplies embeddings by ``sqrt(D)`` inside its embedding module, and ``inputs_embeds`` bypasses that
   module, so the prompt and caption are embedded through ``lm.get_input_embeddings()`` (scaled) and the
@@ -142,7 +144,7 @@ class VLAPCore(nn.Module):
     ``rows`` are the batch's row numbers in the fit data (for the text targets of ``ot_columns="all"``).
 
     ``vocab_ids`` / ``prior_weights``: the assignment vocabulary and its marginal when they were chosen
-    from the fit captions (saved with the weights); without them both follow from the hyper-parameters."""
+    from the training captions (saved with the weights); without them both follow from the hyper-parameters."""
 
     def __init__(self, image_dim: int, table: str, num_prefix_tokens: int = 1, w_cap: float = 1.0,
                  w_map: float = 10.0, tau: float = 0.01, eps: float = 0.01, sinkhorn_iters: int = 3,
@@ -350,7 +352,7 @@ class VLAPHParams(TrainedHParams):
     prior: str = param("captions", choices=PRIORS)
     vocab: str = param("captions", choices=VOCABULARIES)  # frequent words, or those joined by the captions' words
     vocab_subset: int | None = param(2000, low=2, high=MAX_CODES)  # the N most frequent words (None: every word row)
-    ot_columns: str = param("all", choices=OT_COLUMNS)  # text targets from OT over the batch or all fit captions
+    ot_columns: str = param("all", choices=OT_COLUMNS)  # text targets from OT over the batch or all training captions
     lr: float = param(3e-3, above=0)
     weight_decay: float = param(0.0, low=0)
     warmup_fraction: float = param(0.1, low=0, below=1)  # linear warm-up over this fraction of the steps
