@@ -71,6 +71,7 @@ from align.methods.framework.base import ImageInput, caption_strings, check_capt
 from align.methods.framework.hparams import MAX_CODES, MAX_EPOCHS, MAX_ROWS, MAX_TOKENS, param
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.vlap.assignment import AssignmentLoss
+from align.methods.vlap.packing import attention_mask, pack, packed_inputs, row_width
 from align.methods.vlap.vocabulary import CAPTION_PRIORS, PRIORS, VOCABULARIES, caption_tokens, row_prior, vocabulary
 from align.methods.vlap.word_prior import is_special
 from align.precision import AUTO, auto_line, auto_precision
@@ -120,6 +121,12 @@ def decode_captions(table: EmbeddingTable, ids: torch.Tensor) -> list[str]:
     drop = {i for i in table.special_ids if is_special(table.tokens[i]) and not BYTE_TOKEN.fullmatch(table.tokens[i])}
     rows = [[t for t in row if t not in drop] for row in ids.tolist()]
     return [s.strip() for s in table.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+
+def _right_padded(mask: torch.Tensor) -> bool:
+    """Every row of ``mask`` is ones then zeros (what :func:`tokenize_captions` gives)."""
+    lengths = mask.sum(1, keepdim=True)
+    return bool((mask.bool() == (torch.arange(mask.shape[1], device=mask.device) < lengths)).all())
 
 
 def pool_grid(tokens: torch.Tensor, count: int) -> torch.Tensor:
@@ -276,16 +283,36 @@ class VLAPCore(nn.Module):
 
         Logits are computed only where a caption token (not padding) comes next (a boolean
         ``logits_to_keep``): over Gemma's 262k-word vocabulary the output projection otherwise costs as
-        much as the whole transformer, and most of the memory."""
+        much as the whole transformer, and most of the memory. Where the LM's attention takes a ready
+        mask, the sequences are packed into a few rows instead of padded to the longest (:mod:`.packing`)."""
         lm = self.lm()
         context = self._context(lm, prefix)
         inputs = torch.cat([context, lm.get_input_embeddings()(ids)], dim=1)
+        lengths = context.shape[1] + mask.sum(1)
+        width = row_width(lengths, lm) if _right_padded(mask) else None
+        if width is not None:
+            return self._packed_caption_loss(lm, inputs, lengths, ids, context.shape[1], width)
         attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
         predicts_caption = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
         predicts_caption[:, context.shape[1] - 1:-1] = mask.bool()  # position i predicts token i + 1
         with self.lm_autocast():
             logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts_caption).logits
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[mask.bool()])
+
+    def _packed_caption_loss(self, lm: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor,
+                             context: int, width: int) -> torch.Tensor:
+        """:meth:`caption_loss` with the sequences packed into a few rows (:mod:`.packing`): the same
+        positions predict the same tokens, without the padding's positions."""
+        packing = pack(lengths.cpu(), width)
+        packed, positions, allowed, source = packed_inputs(inputs, lengths, packing)
+        t = inputs.shape[1]
+        item, step = source.div(t, rounding_mode="floor"), source % t
+        keep = (source >= 0) & (step >= context - 1) & (step <= lengths[item.clamp_min(0)] - 2)
+        targets = ids[item[keep], step[keep] - context + 1]  # position t predicts token t + 1
+        with self.lm_autocast():
+            logits = lm(inputs_embeds=packed, position_ids=positions, attention_mask=attention_mask(allowed, lm),
+                        logits_to_keep=keep, use_cache=False).logits
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets)
 
     def map_loss(self, visual: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                  rows: torch.Tensor | None) -> torch.Tensor:
@@ -407,7 +434,9 @@ class VLAPAligner(TrainedAligner):
     grid ``[N, T, d]`` (``image_input_spec`` tells the runner)."""
 
     name = "vlap"
-    version = "2"  # vocabulary from the captions, full-batch OT, schedule, grid prefixes
+    # 2: vocabulary from the captions, full-batch OT, schedule, grid prefixes; 3: fit-time statistics from the
+    # training rows only (val_fraction > 0 fits move), captions packed through the LM, captions without specials
+    version = "3"
     text_input = "strings"
     config_class = VLAPHParams
     config: VLAPHParams
