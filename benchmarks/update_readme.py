@@ -24,7 +24,7 @@ LEADERBOARDS = (("bench", "default"), ("all-methods", "all-methods"), ("shapes",
 FIGURES = (
     ("walltime.md", "Wall time of `make bench` from empty caches, by phase", "python benchmarks/bench_walltime.py"),
     ("precision-bench.md", "Encoder precision on this machine: float32, bfloat16 and `auto` (more: docs/precision.md)",
-     "python benchmarks/precision.py"),
+     "python benchmarks/precision.py --images 64 --repeats 1"),
     ("image_path_speed.md", "The float32 image path against b19147a", "python benchmarks/image_path_speed.py"),
     ("lm_step_speed.md", "Training steps through the frozen LM against b19147a, by component (more: docs/speed.md)",
      "python benchmarks/lm_step_speed.py"),
@@ -42,7 +42,7 @@ FIGURES = (
      "emoji, 3 seeds (curves: docs/figures/vlap_lm_curves.png)",
      "python benchmarks/vlap_emoji.py --figure docs/figures/vlap_lm_curves.png"),
     ("vlap_lm_speed.md", "VLAP's training step through the frozen LM: float32 against bfloat16",
-     "python benchmarks/vlap_lm_speed.py --steps 2 --batch 16"),
+     "python benchmarks/vlap_lm_speed.py --steps 1 --batch 16"),
     ("sinkhorn_speed.md", "Sinkhorn: one VLAP-sized solve against POT's log solver",
      "python benchmarks/sinkhorn_speed.py"),
     ("lqae_study.md", "LQAE (Gemma-3's table and LM) against a random table and a VQ-VAE, over seeds "
