@@ -58,7 +58,7 @@ def test_imports_point_down(path: Path) -> None:
 
 
 METHODS_OF_THE_PAPERS = ("asif", "vlap", "lqae", "codebook_vlp")
-BASELINES = ("ridge", "procrustes", "contrastive")
+BASELINES = ("ridge", "procrustes", "contrastive", "clip")
 
 
 def test_each_method_lives_in_a_folder_named_after_it() -> None:
