@@ -80,10 +80,11 @@ def packed_inputs(sequences: torch.Tensor, lengths: torch.Tensor, packing: Packi
     valid = offsets < lengths.unsqueeze(1)  # [N, T]
     seq_index, seq_pos = valid.nonzero(as_tuple=True)
     dest = (packing.row[seq_index] * packing.width + packing.start[seq_index] + seq_pos).to(device)
+    origin = seq_index * t + seq_pos
     source = torch.full((packing.positions,), -1, dtype=torch.long, device=device)
-    source[dest] = seq_index * t + seq_pos
+    source[dest] = origin
     flat = sequences.reshape(n * t, d)
-    inputs = flat.new_zeros(packing.positions, d).index_copy(0, dest, flat[source[dest]])
+    inputs = flat.new_zeros(packing.positions, d).index_copy(0, dest, flat[origin])
     # padding: each position a sequence of its own, at position 0, seeing only itself
     segment = torch.full((packing.positions,), -1, dtype=torch.long, device=device)
     segment[dest] = seq_index
