@@ -14,8 +14,8 @@ from torch import nn
 
 from align.errors import BadInputError
 from align.methods.lqae.aligner import LQAE, LQAECore, load_table
-from align.registry import EMBEDDING_TABLES
 from align.text.toy import toy_gemma_table
+from registered_tables import registered_tables  # tests/unit/registered_tables.py
 
 GEMMA = "test:lqae-gemma"  # registered for this module only (the registered toy tables are WordPiece)
 TINY = dict(table=GEMMA, image_size=16, patch_size=4, in_chans=1, encoder_width=32, encoder_depth=1,
@@ -24,12 +24,9 @@ TINY = dict(table=GEMMA, image_size=16, patch_size=4, in_chans=1, encoder_width=
 
 @pytest.fixture(scope="module", autouse=True)
 def gemma_table() -> Iterator[None]:
-    EMBEDDING_TABLES.add(GEMMA, toy_gemma_table, embed_dim=32, license="MIT", citation=None, weights=None,
-                         description="tiny random Gemma-3 causal LM, for LQAE's tests")
-    load_table.cache_clear()
-    yield
-    EMBEDDING_TABLES._entries.pop(GEMMA)
-    load_table.cache_clear()
+    with registered_tables({GEMMA: (toy_gemma_table, "tiny random Gemma-3 causal LM, for LQAE's tests")},
+                           (load_table,)):
+        yield
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

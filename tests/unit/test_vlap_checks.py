@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from align.methods.framework.data import split_rows
 from align.methods.vlap.aligner import PROMPT, VLAPAligner, VLAPCore, load_table, tokenize_captions
 from align.methods.vlap.vocabulary import caption_tokens, row_prior, vocabulary
-from align.registry import EMBEDDING_TABLES
 from align.text.table_mean import special_mask
 from align.text.tables import table_from_lm
 from align.text.toy import toy_gemma_table
+from registered_tables import registered_tables  # tests/unit/registered_tables.py
 
 TABLE = "toy:table-causal"  # WordPiece Llama toy
 GEMMA = "test:vlap-gemma"  # tiny random Gemma-3: embeddings scaled by sqrt(32) inside the LM
@@ -61,14 +61,9 @@ def _copy_table() -> object:
 
 @pytest.fixture(scope="module", autouse=True)
 def tables() -> Iterator[None]:
-    meta = dict(embed_dim=32, license="MIT", citation=None, weights=None)
-    EMBEDDING_TABLES.add(GEMMA, lambda: toy_gemma_table(GEMMA), description="tiny random Gemma-3", **meta)
-    EMBEDDING_TABLES.add(COPY, _copy_table, description="tiny Gemma-3 pre-trained to copy", **meta)
-    load_table.cache_clear()
-    yield
-    for name in (GEMMA, COPY):
-        EMBEDDING_TABLES._entries.pop(name)
-    load_table.cache_clear()
+    with registered_tables({GEMMA: (lambda: toy_gemma_table(GEMMA), "tiny random Gemma-3"),
+                            COPY: (_copy_table, "tiny Gemma-3 pre-trained to copy")}, (load_table,)):
+        yield
 
 
 # ---------------------------------------------------------------------------------------- no leak

@@ -11,8 +11,8 @@ import torch
 import align.methods.vlap.aligner as vlap
 from align.methods.vlap.aligner import VLAPCore, load_table, tokenize_captions
 from align.methods.vlap.packing import pack, packed_inputs, row_width
-from align.registry import EMBEDDING_TABLES
 from align.text.toy import toy_gemma_table
+from registered_tables import registered_tables  # tests/unit/registered_tables.py
 
 GEMMA = "test:vlap-packing-gemma"  # registered for this module only (sliding window 64, like Gemma's 512)
 CAPTIONS = ["a cat", "a very big dog on a mat", "bird", "the fish swims in the blue sea today", "x y",
@@ -21,12 +21,9 @@ CAPTIONS = ["a cat", "a very big dog on a mat", "bird", "the fish swims in the b
 
 @pytest.fixture(scope="module", autouse=True)
 def gemma_table() -> Iterator[None]:
-    EMBEDDING_TABLES.add(GEMMA, toy_gemma_table, embed_dim=32, license="MIT", citation=None, weights=None,
-                         description="tiny random Gemma-3 causal LM, for VLAP's packing tests")
-    load_table.cache_clear()
-    yield
-    EMBEDDING_TABLES._entries.pop(GEMMA)
-    load_table.cache_clear()
+    with registered_tables({GEMMA: (toy_gemma_table, "tiny random Gemma-3 causal LM, for VLAP's packing tests")},
+                           (load_table,)):
+        yield
 
 
 def test_pack_places_every_sequence_once_inside_its_row() -> None:
