@@ -26,7 +26,7 @@ ADDED = {"lqae": {"checkpoint_dir": None, "codebook_rows": "all", "codebook_size
                           "hard_negative_temperature": False, "rerank_k": 0},
          "vlap": {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                   "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
-                  "lm_precision": "float32"}}
+                  "lm_precision": "float32", "val_lm_items": 0, "monitor": "val_loss"}}
 # Lightning run options every trained aligner gained (issue 18); at these defaults they leave identities alone
 RUN_OPTIONS = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
 ADDED = {name: RUN_OPTIONS | ADDED.get(name, {}) for name in ("contrastive", "vlap", "lqae", "codebook_vlp")}

@@ -43,21 +43,24 @@ def restore_core(build: Callable[[], Any], state: dict[str, torch.Tensor]) -> An
 
 
 class BestWeights(pl.Callback):
-    """Snapshot the module's weights whenever ``monitor`` (a logged metric) reaches a new minimum and
+    """Snapshot the module's weights whenever ``monitor`` (a logged metric) reaches a new best (its minimum,
+    or its maximum with ``mode="max"``) and
     load the best snapshot when fitting ends, so early stopping returns the best epoch, not the last.
     The snapshot is part of the callback state, so it survives a checkpoint resume."""
 
-    def __init__(self, monitor: str = "val_loss") -> None:
-        self.monitor = monitor
-        self.best: float = math.inf
+    def __init__(self, monitor: str = "val_loss", mode: str = "min") -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"BestWeights: mode must be 'min' or 'max', got {mode!r}")
+        self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
+        self.best: float = math.inf  # sign * the best value so far
         self.best_epoch: int | None = None
         self.weights: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None or not float(value) < self.best:
+        if trainer.sanity_checking or value is None or not self.sign * float(value) < self.best:
             return
-        self.best, self.best_epoch = float(value), trainer.current_epoch
+        self.best, self.best_epoch = self.sign * float(value), trainer.current_epoch
         self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -141,8 +141,13 @@ class TrainedAligner(Aligner):
         return 0.0, "constant"
 
     def early_stopping_patience(self) -> int | None:
-        """Epochs without a better validation loss before the fit stops (None: no early stopping)."""
+        """Epochs without a better validation score before the fit stops (None: no early stopping)."""
         return None
+
+    def early_stopping_monitor(self) -> tuple[str, str]:
+        """``(metric, "min" | "max")``: the per-epoch validation value early stopping and the kept best epoch
+        follow (a core's ``validation_compute`` may add metrics to ``val_loss``)."""
+        return "val_loss", "min"
 
     def core_args(self, shape: Mapping[str, Any]) -> dict[str, Any]:
         """The core's constructor arguments: ``shape`` (what the data fixes) and the hyper-parameters
@@ -162,7 +167,7 @@ class TrainedAligner(Aligner):
 
     def _callbacks(self) -> list[Any]:
         """Extra Lightning callbacks of a fit: with an :meth:`early_stopping_patience` (and ``val_fraction`` of the pairs held
-        out), early stopping on the validation loss, keeping the best epoch."""
+        out), early stopping on :meth:`early_stopping_monitor`, keeping the best epoch."""
         patience = self.early_stopping_patience()
         if patience is None:
             return []
@@ -170,7 +175,8 @@ class TrainedAligner(Aligner):
 
         from align.methods.framework.checkpoints import BestWeights
 
-        return [EarlyStopping("val_loss", patience=patience), BestWeights("val_loss")]
+        monitor, mode = self.early_stopping_monitor()
+        return [EarlyStopping(monitor, patience=patience, mode=mode), BestWeights(monitor, mode)]
 
     # ------------------------------------------------------------------ training
 
@@ -209,7 +215,7 @@ class TrainedAligner(Aligner):
                 trainer = make_trainer(config.max_epochs, deterministic=config.deterministic, progress=config.progress,
                                        accelerator=config.accelerator, devices=config.devices,
                                        strategy=config.strategy, precision=config.precision,
-                                       checkpoint_dir=config.checkpoint_dir, monitor="val_loss" if n_val else None,
+                                       checkpoint_dir=config.checkpoint_dir, monitor=self.early_stopping_monitor() if n_val else None,
                                        callbacks=[*self._callbacks(), FitState(stamp)], log_dir=log_dir,
                                        **({} if n_val else {"limit_val_batches": 0}))
                 trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True

@@ -47,7 +47,7 @@ def make_trainer(
     deterministic: bool = True,
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
-    monitor: str | None = None,
+    monitor: tuple[str, str] | None = None,
     callbacks: Sequence[pl.Callback] = (),
     accelerator: str = "cpu",
     devices: int = 1,
@@ -60,7 +60,8 @@ def make_trainer(
     progress bar only if asked. ``accelerator``, ``devices``, ``strategy`` and ``precision`` are
     Lightning's; Lightning's distributed sampler is off because ``FeatureDataModule`` shards the training
     batches itself (Lightning's would wrap our sampler and shuffle its output again). ``checkpoint_dir`` gets ``last.ckpt`` after every epoch
-    (``LastCheckpoint``, for resumes) and, with ``monitor``, the best epoch (a ``ModelCheckpoint``);
+    (``LastCheckpoint``, for resumes) and, with ``monitor`` (a metric and "min" or "max"), the best epoch (a
+    ``ModelCheckpoint``);
     ``log_dir`` gets the training curves (``curve_loggers``, every step logged); without either nothing
     is written to disk. Checkpoints go through ``SafeCheckpointIO``."""
     callbacks = list(callbacks)
@@ -69,7 +70,9 @@ def make_trainer(
 
         callbacks.append(LastCheckpoint(checkpoint_dir))
         if monitor is not None:
-            callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=monitor, filename="best-{epoch}"))
+            metric, mode = monitor
+            callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), monitor=metric, mode=mode,
+                                             filename="best-{epoch}"))
     options: dict[str, Any] = dict(
         max_epochs=max_epochs, accelerator=accelerator, devices=devices, strategy=strategy, precision=precision,
         deterministic=deterministic, use_distributed_sampler=False,

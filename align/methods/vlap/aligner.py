@@ -85,6 +85,9 @@ DEFAULT_TABLE = "gguf:gemma-3-270m.q4_k_m"
 PREFIX_SOURCES = ("pooled", "grid")
 OT_COLUMNS = ("batch", "all")
 PRECISIONS = ("float32", "bfloat16")
+# what early stopping can follow, and which way is better; the last three need val_lm_items
+MONITORS = {"val_loss": "min", "val_r1": "max", "val_cap_nll": "min", "val_lm_r1": "max", "val_lm_image_r1": "max"}
+LM_MONITORS = ("val_cap_nll", "val_lm_r1", "val_lm_image_r1")
 # the device ``lm_precision="auto"`` asks about, by Lightning accelerator (None: the CPU, then a GPU)
 AUTO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}
 
@@ -129,6 +132,20 @@ def _right_padded(mask: torch.Tensor) -> bool:
     return bool((mask.bool() == (torch.arange(mask.shape[1], device=mask.device) < lengths)).all())
 
 
+def likelihood_scores(scores: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The validation values of :meth:`VLAPCore.validation_compute` from ``scores[i, j]`` = log p(caption j |
+    image i) and the captions' tokens: a pair is a hit when every caption (image) with other text scores
+    strictly lower than the best one with the right text (identical captions are one candidate; a tie is a
+    miss, the tie rule of every scored task, align/eval/ties.py)."""
+    same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(-1) & (mask.unsqueeze(1) == mask.unsqueeze(0)).all(-1)
+    best_right = scores.masked_fill(~same, -math.inf)
+    wrong = scores.masked_fill(same, -math.inf)
+    caption_hit = wrong.max(1).values < best_right.max(1).values  # image i: its caption first
+    image_hit = wrong.max(0).values < best_right.max(0).values  # caption j: its image first
+    return {"val_cap_nll": float(-scores.diagonal().sum() / mask.sum()),
+            "val_lm_r1": float(caption_hit.float().mean()), "val_lm_image_r1": float(image_hit.float().mean())}
+
+
 def pool_grid(tokens: torch.Tensor, count: int) -> torch.Tensor:
     """``[N, T, d]`` tokens of a square grid average-pooled to ``count`` = p² tokens ``[N, count, d]``
     (a non-square grid is treated as a line; ``count`` = T keeps every token)."""
@@ -157,7 +174,7 @@ class VLAPCore(nn.Module):
                  w_map: float = 10.0, tau: float = 0.01, eps: float = 0.01, sinkhorn_iters: int = 3,
                  prior: str = "uniform", vocab_subset: int | None = None, prompt: str = PROMPT,
                  prefix_source: str = "pooled", ot_columns: str = "batch", init_scale: float = 1.0,
-                 lm_precision: str = "float32", vocab_ids: list[int] | None = None,
+                 lm_precision: str = "float32", val_lm_items: int = 0, vocab_ids: list[int] | None = None,
                  prior_weights: list[float] | None = None) -> None:
         super().__init__()
         self.table_name, self.prompt = table, prompt
@@ -182,7 +199,9 @@ class VLAPCore(nn.Module):
         self.register_buffer("special", special_mask(tab), persistent=False)
         self.register_buffer("text_targets", torch.empty(0), persistent=False)  # [N, K], ot_columns="all"
         self.parts: dict[str, float] = {}
+        self.val_lm_items = val_lm_items
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_lm: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ frozen LM
 
@@ -335,16 +354,53 @@ class VLAPCore(nn.Module):
     @torch.no_grad()
     def validation_update(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *rest: Any) -> None:
         self._val.append((self.encode_image(x), self.text_feature(ids, mask)))
+        room = self.val_lm_items - sum(len(p) for p, _, _ in self._val_lm)
+        if room > 0:  # the first val_lm_items validation pairs, for the LM's likelihoods
+            self._val_lm.append((self.project(x[:room]), ids[:room], mask[:room]))
 
     @torch.no_grad()
     def validation_compute(self) -> dict[str, float]:
-        """``val_r1``: image-to-caption R@1 among the validation pairs (cosine of ``v̄`` and ``t``)."""
+        """``val_r1``: image-to-caption R@1 among the validation pairs (cosine of ``v̄`` and ``t``). With
+        ``val_lm_items`` > 0, on that many validation pairs, what the captioning loss serves too:
+        ``val_cap_nll`` (NLL per caption token under the frozen LM, whatever ``w_cap``), ``val_lm_r1``
+        (each image's caption ranked first among the pairs' captions by log p(caption | prefix, prompt))
+        and ``val_lm_image_r1`` (each caption's image ranked first by the same log-likelihood: no length
+        bias, since one caption is compared under every prefix). Identical captions count as one."""
         if not self._val:
             return {}
         v = F.normalize(torch.cat([a for a, _ in self._val]).float(), dim=-1)
         t = F.normalize(torch.cat([b for _, b in self._val]).float(), dim=-1)
         self._val = []
-        return {"val_r1": float(((v @ t.T).argmax(1) == torch.arange(len(v), device=v.device)).float().mean())}
+        out = {"val_r1": float(((v @ t.T).argmax(1) == torch.arange(len(v), device=v.device)).float().mean())}
+        if self._val_lm:
+            prefix, ids, mask = (torch.cat(parts) for parts in zip(*self._val_lm))
+            self._val_lm = []
+            out.update(likelihood_scores(self.caption_logprobs(prefix, ids, mask), ids, mask))
+        return out
+
+    @torch.no_grad()
+    def caption_logprobs(self, prefix: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                         chunk: int = 128) -> torch.Tensor:
+        """``S [k, k]``: ``S[i, j]`` = log p(caption j, <eos> | [<bos>] + prefix i + prompt) under the frozen
+        LM (summed over the caption's tokens), for every pair of ``k`` prefixes and ``k`` captions; pairs
+        go through the LM ``chunk`` at a time, logits only where a caption token comes next."""
+        lm = self.lm()
+        context, words = self._context(lm, prefix), lm.get_input_embeddings()(ids)
+        k, c = len(prefix), context.shape[1]
+        scores = torch.empty(k * k, device=prefix.device)
+        for start in range(0, k * k, chunk):
+            pair = torch.arange(start, min(start + chunk, k * k), device=prefix.device)
+            i, j = pair // k, pair % k
+            inputs = torch.cat([context[i], words[j]], dim=1)
+            attention = torch.cat([mask.new_ones(len(pair), c), mask[j]], dim=1)
+            predicts = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
+            predicts[:, c - 1:-1] = mask[j].bool()
+            with self.lm_autocast():
+                logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts).logits
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[j][mask[j].bool()], reduction="none")
+            row = predicts.nonzero()[:, 0]
+            scores[start:start + len(pair)] = -torch.zeros(len(pair), device=nll.device).index_add_(0, row, nll)
+        return scores.view(k, k)
 
     @torch.no_grad()
     def generate(self, x: torch.Tensor, max_new_tokens: int) -> list[str]:
@@ -388,7 +444,11 @@ class VLAPHParams(TrainedHParams):
     batch_size: int = param(64, low=2, high=MAX_ROWS)
     max_epochs: int = param(10, low=0, high=MAX_EPOCHS)
     val_fraction: float = param(0.0, low=0, below=0.5)  # fit pairs held out for val_loss / val_r1 per epoch
-    patience: int | None = param(None, low=1, high=MAX_EPOCHS)  # early stopping on val_loss (needs val_fraction > 0)
+    patience: int | None = param(None, low=1, high=MAX_EPOCHS)  # early stopping on `monitor` (needs val_fraction > 0)
+    # validation pairs scored each epoch by the frozen LM's likelihood (val_cap_nll, val_lm_r1, val_lm_image_r1;
+    # k of them cost k² caption likelihoods); 0: none
+    val_lm_items: int = param(0, low=0, high=1024)
+    monitor: str = param("val_loss", choices=tuple(MONITORS))  # the validation value early stopping follows
     prefix_source: str = param("pooled", choices=PREFIX_SOURCES)  # pooled features, or the encoder's token grid
     num_prefix_tokens: int = param(1, low=1, high=1024)  # visual tokens per image (grid: a square number, or the grid's size)
     max_caption_tokens: int = param(64, low=1, high=MAX_TOKENS)
@@ -402,6 +462,11 @@ class VLAPHParams(TrainedHParams):
             raise self.bad(aligner, "prompt", "a non-empty string")
         if self.patience is not None and self.val_fraction == 0:
             raise BadInputError(f"{aligner}: patience={self.patience} needs val_fraction > 0 to stop on")
+        if self.monitor in LM_MONITORS and self.val_lm_items < 2:
+            raise BadInputError(f"{aligner}: monitor={self.monitor!r} needs val_lm_items >= 2 (the validation pairs the "
+                                "LM scores)")
+        if self.val_lm_items and self.val_fraction == 0:
+            raise BadInputError(f"{aligner}: val_lm_items={self.val_lm_items} needs val_fraction > 0")
         if self.prefix_source == "grid" and math.isqrt(self.num_prefix_tokens) ** 2 != self.num_prefix_tokens:
             raise self.bad(aligner, "num_prefix_tokens", "a square number (p x p pooled grid tokens) with prefix_source='grid'")
         if self.lm_precision == AUTO:
@@ -447,7 +512,7 @@ class VLAPAligner(TrainedAligner):
     # hyper-parameters added in version 2, at the values that reproduce a version-1 fit
     legacy_hparams = {"vocab": "frequent", "ot_columns": "batch", "warmup_fraction": 0.0, "schedule": "constant",
                       "init_scale": 1.0, "val_fraction": 0.0, "patience": None, "prefix_source": "pooled",
-                      "lm_precision": "float32"}
+                      "lm_precision": "float32", "val_lm_items": 0, "monitor": "val_loss"}
 
     def image_input_spec(self) -> ImageInput:
         return ImageInput("tokens" if self.config.prefix_source == "grid" else "pooled")
@@ -457,6 +522,9 @@ class VLAPAligner(TrainedAligner):
 
     def early_stopping_patience(self) -> int | None:
         return self.config.patience
+
+    def early_stopping_monitor(self) -> tuple[str, str]:
+        return self.config.monitor, MONITORS[self.config.monitor]
 
     # ------------------------------------------------------------------ training
 
