@@ -1,14 +1,19 @@
 """VLAP pilots: train each variant with per-epoch validation and find the epoch where it stops improving
 (issue 30, item 1), so the study runs every variant at a budget where none is still learning.
 
-Settings come from ``configs/studies/vlap_pilot.yaml``. A fit keeps ``last.ckpt`` under
-``results/vlap-pilot/`` after every epoch (ignored by git; a killed fit resumes from it, and asking for
-more epochs extends it: the rate is constant after the warm-up), and writes its per-epoch history to
-``studies/vlap/pilot/<variant>-seed<seed>.json`` (committed: the report regenerates from the repo).
-``--snapshot`` writes the history of a fit still under way (from its last checkpoint) as ``.partial.json``.
+Settings come from a config (``configs/studies/vlap_pilot.yaml``: emoji; ``vlap_pilot_shapes.yaml``: the
+procedural set), whose ``name`` places its files. A fit keeps ``last.ckpt`` under ``results/vlap-<name>/``
+after every epoch (ignored by git; a killed fit resumes from it, and asking for more epochs extends it: the
+rate is constant after the warm-up), and writes its per-epoch history to
+``studies/vlap/<name>/<variant>-seed<seed>.json`` (committed: the report regenerates from the repo).
+``--snapshot`` writes the history of a fit still under way (from its last checkpoint) as ``.partial.json``;
+``--captions N`` captions N validation images with a fit's last checkpoint and scores them against all
+their references (CIDEr, as the captioning task), beside the caption-free baseline of always saying the
+most frequent training caption.
 
     python benchmarks/vlap_pilot.py --variant caption-only --seed 0 [--epochs 20]
     python benchmarks/vlap_pilot.py --snapshot                      # histories of the fits under way
+    python benchmarks/vlap_pilot.py --config configs/studies/vlap_pilot_shapes.yaml --captions 50 --variant caption-only
     python benchmarks/vlap_pilot.py --report [--output docs/studies/vlap_pilot.md] [--figure curves.png]
 """
 
@@ -26,54 +31,69 @@ from align.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "studies" / "vlap_pilot.yaml"
-HISTORIES = ROOT / "studies" / "vlap" / "pilot"
-CHECKPOINTS = ROOT / "results" / "vlap-pilot"
 CURVES = ("val_cap_nll", "val_lm_r1", "val_lm_image_r1", "val_r1", "train_loss", "l_cap", "l_map")
 # (metric, higher is better): the report's plateau columns
 WATCHED = (("val_lm_r1", True), ("val_cap_nll", False), ("val_r1", True))
 
 
 def load_config(path: Path) -> dict[str, Any]:
+    """The config, over the one its ``base`` names (a path beside it): keys given here win."""
     with open(path) as f:
-        return yaml.safe_load(f)
+        config = yaml.safe_load(f)
+    if "base" in config:
+        with open(path.parent / config.pop("base")) as f:
+            config = {**yaml.safe_load(f), **config}
+    config["histories"] = ROOT / "studies" / "vlap" / config["name"]
+    config["checkpoints"] = ROOT / "results" / f"vlap-{config['name']}"
+    config["path"] = path
+    return config
 
 
 def hparams(config: dict[str, Any], variant: str, seed: int, epochs: int) -> dict[str, Any]:
     if variant not in config["variants"]:
-        raise SystemExit(f"vlap_pilot: no variant {variant!r} in {CONFIG.name} (has: {', '.join(config['variants'])})")
+        raise SystemExit(f"vlap_pilot: no variant {variant!r} in {config['path'].name} "
+                         f"(has: {', '.join(config['variants'])})")
     return {**config["common"], **config["variants"][variant], "max_epochs": epochs, "seed": seed,
-            "checkpoint_dir": str(CHECKPOINTS / f"{variant}-seed{seed}")}
+            "checkpoint_dir": str(config["checkpoints"] / f"{variant}-seed{seed}")}
+
+
+def fit_data(config: dict[str, Any], aligner: Any) -> tuple[Any, Any, list[str]]:
+    """``(split, image inputs the aligner takes, the first caption of each image)`` of the fit split."""
+    from align.bench.execute.features import FeatureBank, fit_captions
+    from align.registry import DATASETS
+
+    split = DATASETS.create(config["dataset"]).load(config["fit"])
+    bank = FeatureBank(progress=False)
+    if aligner.image_input_spec().kind == "tokens":
+        images = bank.tokens(config["image_encoder"], split).float()
+    else:
+        images = bank.images(config["image_encoder"], split)
+    return split, images, fit_captions(split)[0]
 
 
 def fit(config: dict[str, Any], variant: str, seed: int, epochs: int) -> None:
     """Train one pilot (resuming its checkpoint) and write its history."""
-    from align.bench.execute.features import FeatureBank, fit_captions
     from align.methods.vlap.aligner import VLAPAligner
-    from align.registry import DATASETS
 
     hp = hparams(config, variant, seed, epochs)
-    split = DATASETS.create(config["dataset"]).load(config["fit"])
-    bank = FeatureBank(progress=False)
     aligner = VLAPAligner(**hp)
-    kind = aligner.image_input_spec().kind
-    images = bank.tokens(config["image_encoder"], split).float() if kind == "tokens" else \
-        bank.images(config["image_encoder"], split)
-    captions, _ = fit_captions(split)
+    _, images, captions = fit_data(config, aligner)
     start = time.perf_counter()
     aligner.fit_captions(images, captions)
-    write_history(variant, seed, hp, aligner.history, partial=False, seconds=time.perf_counter() - start,
+    write_history(config, variant, seed, hp, aligner.history, partial=False, seconds=time.perf_counter() - start,
                   pairs=len(captions))
 
 
-def write_history(variant: str, seed: int, hp: dict[str, Any], history: dict[str, list[float]], *, partial: bool,
-                  seconds: float | None = None, pairs: int | None = None) -> Path:
-    path = HISTORIES / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
+def write_history(config: dict[str, Any], variant: str, seed: int, hp: dict[str, Any],
+                  history: dict[str, list[float]], *, partial: bool, seconds: float | None = None,
+                  pairs: int | None = None, captions: dict[str, Any] | None = None) -> Path:
+    path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = {k: v for k, v in hp.items() if k != "checkpoint_dir"}
     write_json_atomic(path, {"variant": variant, "seed": seed, "hparams": kept, "fit_pairs": pairs,
                              "epochs": len(history.get("train_loss", [])), "seconds_this_run": seconds,
                              "history": {k: [float(x) for x in v] for k, v in history.items()},
-                             "machine": machine_info()})
+                             "captions": captions, "machine": machine_info()})
     if not partial:
         path.with_name(f"{variant}-seed{seed}.partial.json").unlink(missing_ok=True)
     return path
@@ -83,14 +103,47 @@ def snapshot(config: dict[str, Any]) -> None:
     """``.partial.json`` histories of the fits with a checkpoint newer than their written history."""
     import torch
 
-    for ckpt in sorted(CHECKPOINTS.glob("*-seed*/last.ckpt")):
+    for ckpt in sorted(config["checkpoints"].glob("*-seed*/last.ckpt")):
         variant, _, seed = ckpt.parent.name.rpartition("-seed")
-        done = HISTORIES / f"{variant}-seed{seed}.json"
+        done = config["histories"] / f"{variant}-seed{seed}.json"
         if done.exists() and done.stat().st_mtime >= ckpt.stat().st_mtime:
             continue
         state = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own checkpoint, tensors only
         hp = hparams(config, variant, int(seed), int(state["hyper_parameters"]["extra"]["max_epochs"]))
-        print(write_history(variant, int(seed), hp, state.get("history", {}), partial=True))
+        print(write_history(config, variant, int(seed), hp, state.get("history", {}), partial=True))
+
+
+def caption_check(config: dict[str, Any], variant: str, seed: int, count: int) -> None:
+    """Greedy captions of ``count`` validation images from the fit's last checkpoint, CIDEr against all
+    their references, beside the most frequent training caption said for every image; kept in the
+    history file (the partial one while the fit is under way)."""
+    import json
+    from collections import Counter
+
+    from align.eval.captioning import caption_metrics
+    from align.methods.framework.data import split_rows
+    from align.methods.vlap.aligner import VLAPAligner
+
+    ckpt = config["checkpoints"] / f"{variant}-seed{seed}" / "last.ckpt"
+    aligner = VLAPAligner.from_checkpoint(ckpt)
+    split, images, captions = fit_data(config, aligner)
+    train, val = split_rows(len(captions), aligner.config.val_fraction, seed)
+    shown = val[:count].tolist()
+    references = [list(split.captions[i]) if split.captions is not None else [captions[i]] for i in shown]
+    generated = aligner.caption(images[shown], max_new_tokens=config.get("caption_tokens", 20))
+    constant = Counter(captions[i] for i in train.tolist()).most_common(1)[0][0]
+    result = {"images": len(shown), "epochs": len(aligner.history.get("train_loss", [])),
+              "model": caption_metrics(generated, references),
+              "most frequent training caption": caption_metrics([constant] * len(shown), references),
+              "constant caption": constant, "examples": [[g, r[0]] for g, r in zip(generated[:8], references[:8])]}
+    print(json.dumps(result, indent=1))
+    for partial in (False, True):
+        path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
+        if path.exists():
+            run = json.loads(path.read_text())
+            write_history(config, variant, seed, run["hparams"], run["history"], partial=partial,
+                          seconds=run.get("seconds_this_run"), pairs=run.get("fit_pairs"), captions=result)
+            break
 
 
 def plateau(values: list[float], higher: bool) -> tuple[int, float, int]:
@@ -99,10 +152,10 @@ def plateau(values: list[float], higher: bool) -> tuple[int, float, int]:
     return best + 1, values[best], len(values) - 1 - best
 
 
-def report(output: Path | None, figure: Path | None) -> None:
+def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> None:
     import json
 
-    runs = [json.loads(p.read_text()) for p in sorted(HISTORIES.glob("*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted(config["histories"].glob("*.json"))]
     rows = []
     for run in runs:
         h, cells = run["history"], []
@@ -114,10 +167,15 @@ def report(output: Path | None, figure: Path | None) -> None:
             else:
                 cells += [None, None]
         status = "under way" if run.get("seconds_this_run") is None else "done"
-        rows.append((run["variant"], run["seed"], run["epochs"], status, *cells))
+        caps = run.get("captions") or {}
+        cider = (f"{caps['model']['CIDEr']:.3f} ({caps['most frequent training caption']['CIDEr']:.3f}) @ "
+                 f"{caps['epochs']}") if caps else None
+        rows.append((run["variant"], run["seed"], run["epochs"], status, *cells, cider))
     header = ("variant", "seed", "epochs", "fit", *(c for m, _ in WATCHED for c in (f"best {m} @ epoch",
-                                                                                     "epochs since")))
-    lines = ["VLAP pilots on the emoji fit split (90% train, 10% validation; `configs/studies/vlap_pilot.yaml`). "
+                                                                                     "epochs since")),
+              "val CIDEr (constant caption) @ epoch")
+    lines = [f"VLAP pilots on {config['dataset']} {config['fit']} ({1 - config['common']['val_fraction']:.0%} train, "
+             f"{config['common']['val_fraction']:.0%} validation; `{config['path'].relative_to(ROOT)}`). "
              "A variant has plateaued on a metric when its best epoch lies several epochs before its last "
              "(\"epochs since\"); 0 means it was still improving at the last epoch.", "",
              *markdown_table(header, rows, missing="–")]
@@ -155,12 +213,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="default: the config's")
     parser.add_argument("--snapshot", action="store_true")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--captions", type=int, metavar="N", help="caption N validation images of --variant")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
     config = load_config(args.config)
     if args.report:
-        report(args.output, args.figure)
+        report(config, args.output, args.figure)
+    elif args.captions:
+        caption_check(config, args.variant, args.seed, args.captions)
     elif args.snapshot:
         snapshot(config)
     elif args.variant:
