@@ -9,10 +9,12 @@ rate is constant after the warm-up), and writes its per-epoch history to
 ``--snapshot`` writes the history of a fit still under way (from its last checkpoint) as ``.partial.json``;
 ``--captions N`` captions N validation images with a fit's last checkpoint and scores them against all
 their references (CIDEr, as the captioning task), beside the caption-free baseline of always saying the
-most frequent training caption.
+most frequent training caption; ``--score N`` (or ``--final-items N`` with the fit) scores N held-out pairs
+by the LM's likelihood once, more than the per-epoch ``val_lm_items``.
 
     python benchmarks/vlap_pilot.py --variant caption-only --seed 0 [--epochs 20]
     python benchmarks/vlap_pilot.py --snapshot                      # histories of the fits under way
+    python benchmarks/vlap_pilot.py --score 96 --variant caption-only   # all 96 held-out emoji, once
     python benchmarks/vlap_pilot.py --config configs/studies/vlap_pilot_shapes.yaml --captions 50 --variant caption-only
     python benchmarks/vlap_pilot.py --report [--output docs/studies/vlap_pilot.md] [--figure curves.png]
 """
@@ -71,8 +73,9 @@ def fit_data(config: dict[str, Any], aligner: Any) -> tuple[Any, Any, list[str]]
     return split, images, fit_captions(split)[0]
 
 
-def fit(config: dict[str, Any], variant: str, seed: int, epochs: int) -> None:
-    """Train one pilot (resuming its checkpoint) and write its history."""
+def fit(config: dict[str, Any], variant: str, seed: int, epochs: int, final_items: int = 0) -> None:
+    """Train one pilot (resuming its checkpoint) and write its history; with ``final_items``, the LM's
+    likelihood scores of that many held-out pairs once the fit ends (:func:`final_scores`)."""
     from align.methods.vlap.aligner import VLAPAligner
 
     hp = hparams(config, variant, seed, epochs)
@@ -80,20 +83,42 @@ def fit(config: dict[str, Any], variant: str, seed: int, epochs: int) -> None:
     _, images, captions = fit_data(config, aligner)
     start = time.perf_counter()
     aligner.fit_captions(images, captions)
-    write_history(config, variant, seed, hp, aligner.history, partial=False, seconds=time.perf_counter() - start,
-                  pairs=len(captions))
+    seconds = time.perf_counter() - start
+    final = final_scores(aligner, images, captions, final_items) if final_items else None
+    write_history(config, variant, seed, hp, aligner.history, partial=False, seconds=seconds, pairs=len(captions),
+                  final=final)
+
+
+def final_scores(aligner: Any, images: Any, captions: list[str], count: int) -> dict[str, Any]:
+    """``val_cap_nll`` / ``val_lm_r1`` / ``val_lm_image_r1`` of the fitted map on the first ``count`` held-out
+    pairs (all of them if fewer): the per-epoch values use ``val_lm_items`` pairs, whose R@1 moves in steps
+    of 1/``val_lm_items``, so a choice between fits is made on more."""
+    import torch
+
+    from align.methods.framework.data import split_rows
+    from align.methods.vlap.aligner import likelihood_scores, load_table, tokenize_captions
+
+    hp, core = aligner.config, aligner.core
+    _, val = split_rows(len(captions), hp.val_fraction, hp.seed)
+    rows = val[:count].tolist()
+    ids, mask = tokenize_captions(load_table(hp.table), [captions[i] for i in rows], hp.max_caption_tokens)
+    with torch.no_grad():
+        prefix = core.project(images[rows].to(core.g.weight.device))
+        scores = core.caption_logprobs(prefix, ids.to(prefix.device), mask.to(prefix.device))
+    return {"items": len(rows), **likelihood_scores(scores.cpu(), ids, mask)}
 
 
 def write_history(config: dict[str, Any], variant: str, seed: int, hp: dict[str, Any],
                   history: dict[str, list[float]], *, partial: bool, seconds: float | None = None,
-                  pairs: int | None = None, captions: dict[str, Any] | None = None) -> Path:
+                  pairs: int | None = None, captions: dict[str, Any] | None = None,
+                  final: dict[str, Any] | None = None) -> Path:
     path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = {k: v for k, v in hp.items() if k != "checkpoint_dir"}
     write_json_atomic(path, {"variant": variant, "seed": seed, "hparams": kept, "fit_pairs": pairs,
                              "epochs": len(history.get("train_loss", [])), "seconds_this_run": seconds,
                              "history": {k: [float(x) for x in v] for k, v in history.items()},
-                             "captions": captions, "machine": machine_info()})
+                             "captions": captions, "final": final, "machine": machine_info()})
     if not partial:
         path.with_name(f"{variant}-seed{seed}.partial.json").unlink(missing_ok=True)
     return path
@@ -137,13 +162,36 @@ def caption_check(config: dict[str, Any], variant: str, seed: int, count: int) -
               "most frequent training caption": caption_metrics([constant] * len(shown), references),
               "constant caption": constant, "examples": [[g, r[0]] for g, r in zip(generated[:8], references[:8])]}
     print(json.dumps(result, indent=1))
+    amend(config, variant, seed, captions=result)
+
+
+def score_check(config: dict[str, Any], variant: str, seed: int, count: int) -> None:
+    """:func:`final_scores` of a fit's last checkpoint, kept in its history file."""
+    import json
+
+    from align.methods.vlap.aligner import VLAPAligner
+
+    aligner = VLAPAligner.from_checkpoint(config["checkpoints"] / f"{variant}-seed{seed}" / "last.ckpt")
+    _, images, captions = fit_data(config, aligner)
+    result = {**final_scores(aligner, images, captions, count),
+              "epochs": len(aligner.history.get("train_loss", []))}
+    print(json.dumps(result, indent=1))
+    amend(config, variant, seed, final=result)
+
+
+def amend(config: dict[str, Any], variant: str, seed: int, **fields: Any) -> None:
+    """Add ``fields`` (captions, final) to a fit's history file: the finished one, else the partial one."""
+    import json
+
     for partial in (False, True):
         path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
         if path.exists():
             run = json.loads(path.read_text())
+            kept = {"captions": run.get("captions"), "final": run.get("final"), **fields}
             write_history(config, variant, seed, run["hparams"], run["history"], partial=partial,
-                          seconds=run.get("seconds_this_run"), pairs=run.get("fit_pairs"), captions=result)
-            break
+                          seconds=run.get("seconds_this_run"), pairs=run.get("fit_pairs"), **kept)
+            return
+    raise SystemExit(f"vlap_pilot: no history of {variant} seed {seed} in {config['histories']} to add to")
 
 
 def plateau(values: list[float], higher: bool) -> tuple[int, float, int]:
@@ -170,10 +218,13 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
         caps = run.get("captions") or {}
         cider = (f"{caps['model']['CIDEr']:.3f} ({caps['most frequent training caption']['CIDEr']:.3f}) @ "
                  f"{caps['epochs']}") if caps else None
-        rows.append((run["variant"], run["seed"], run["epochs"], status, *cells, cider))
+        final = run.get("final")
+        final_cell = (f"{final['val_lm_r1']:.3f} / {final['val_lm_image_r1']:.3f} / {final['val_cap_nll']:.2f} "
+                      f"({final['items']})") if final else None
+        rows.append((run["variant"], run["seed"], run["epochs"], status, *cells, final_cell, cider))
     header = ("variant", "seed", "epochs", "fit", *(c for m, _ in WATCHED for c in (f"best {m} @ epoch",
                                                                                      "epochs since")),
-              "val CIDEr (constant caption) @ epoch")
+              "last epoch, more pairs: LM R@1 / LM image R@1 / NLL (pairs)", "val CIDEr (constant caption) @ epoch")
     lines = [f"VLAP pilots on {config['dataset']} {config['fit']} ({1 - config['common']['val_fraction']:.0%} train, "
              f"{config['common']['val_fraction']:.0%} validation; `{config['path'].relative_to(ROOT)}`). "
              "A variant has plateaued on a metric when its best epoch lies several epochs before its last "
@@ -211,9 +262,13 @@ def main() -> None:
     parser.add_argument("--variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, help="default: the config's")
+    parser.add_argument("--final-items", type=int, default=0, metavar="N",
+                        help="after the fit, score N held-out pairs by the LM's likelihood (9,216 pairs for N = 96)")
     parser.add_argument("--snapshot", action="store_true")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--captions", type=int, metavar="N", help="caption N validation images of --variant")
+    parser.add_argument("--score", type=int, metavar="N",
+                        help="score N held-out pairs of --variant's last checkpoint by the LM's likelihood")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
@@ -222,10 +277,12 @@ def main() -> None:
         report(config, args.output, args.figure)
     elif args.captions:
         caption_check(config, args.variant, args.seed, args.captions)
+    elif args.score:
+        score_check(config, args.variant, args.seed, args.score)
     elif args.snapshot:
         snapshot(config)
     elif args.variant:
-        fit(config, args.variant, args.seed, args.epochs or config["epochs"])
+        fit(config, args.variant, args.seed, args.epochs or config["epochs"], args.final_items)
     else:
         parser.error("give --variant, --snapshot or --report")
 
