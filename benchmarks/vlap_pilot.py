@@ -13,6 +13,7 @@ most frequent training caption; ``--score N`` (or ``--final-items N`` with the f
 by the LM's likelihood once, more than the per-epoch ``val_lm_items``.
 
     python benchmarks/vlap_pilot.py --variant caption-only --seed 0 [--epochs 20]
+    python benchmarks/vlap_pilot.py --variant full-lambda10@lr=0.01   # a variant with one value changed
     python benchmarks/vlap_pilot.py --snapshot                      # histories of the fits under way
     python benchmarks/vlap_pilot.py --score 96 --variant caption-only   # all 96 held-out emoji, once
     python benchmarks/vlap_pilot.py --config configs/studies/vlap_pilot_shapes.yaml --captions 50 --variant caption-only
@@ -52,10 +53,19 @@ def load_config(path: Path) -> dict[str, Any]:
 
 
 def hparams(config: dict[str, Any], variant: str, seed: int, epochs: int) -> dict[str, Any]:
-    if variant not in config["variants"]:
-        raise SystemExit(f"vlap_pilot: no variant {variant!r} in {config['path'].name} "
+    """A variant's hyper-parameters; ``name@key=value[,key=value]`` changes some of a named variant's (a point
+    of a grid: ``full-lambda1@lr=0.01``), each value read as YAML."""
+    base, _, changes = variant.partition("@")
+    if base not in config["variants"]:
+        raise SystemExit(f"vlap_pilot: no variant {base!r} in {config['path'].name} "
                          f"(has: {', '.join(config['variants'])})")
-    return {**config["common"], **config["variants"][variant], "max_epochs": epochs, "seed": seed,
+    changed = {}
+    for change in filter(None, changes.split(",")):
+        key, sep, value = change.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"vlap_pilot: {variant!r}: write a change as key=value, got {change!r}")
+        changed[key] = yaml.safe_load(value)
+    return {**config["common"], **config["variants"][base], **changed, "max_epochs": epochs, "seed": seed,
             "checkpoint_dir": str(config["checkpoints"] / f"{variant}-seed{seed}")}
 
 

@@ -23,6 +23,11 @@ def test_the_shapes_config_takes_its_variants_from_the_emoji_one() -> None:
     assert (hp["w_map"], hp["seed"], hp["max_epochs"], hp["val_lm_items"]) == (0.0, 2, 9, 32)
     with pytest.raises(SystemExit, match="no variant 'nope'"):
         script.hparams(emoji, "nope", 0, 1)
+    point = script.hparams(emoji, "full-lambda1@lr=0.03,prior=uniform", 1, 5)
+    assert (point["lr"], point["prior"], point["w_map"]) == (0.03, "uniform", 1.0)
+    assert point["checkpoint_dir"].endswith("full-lambda1@lr=0.03,prior=uniform-seed1")
+    with pytest.raises(SystemExit, match="key=value"):
+        script.hparams(emoji, "full-lambda1@lr", 0, 1)
 
 
 @pytest.mark.parametrize("values, higher, expected", [
