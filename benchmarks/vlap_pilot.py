@@ -23,6 +23,7 @@ by the LM's likelihood once, more than the per-epoch ``val_lm_items``.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,56 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
              "A variant has plateaued on a metric when its best epoch lies several epochs before its last "
              "(\"epochs since\"); 0 means it was still improving at the last epoch.", "",
              *markdown_table(header, rows, missing="–")]
+    chosen = selection_rows(runs)
+    if chosen:
+        lines += ["", "Choices on validation (stage 2): each point's score is its LM-likelihood R@1 on the held-out "
+                  f"pairs (the `--score` value where there is one, else the mean of the last {LAST} epochs' "
+                  "`val_lm_r1`), averaged over its seeds; ties go to the lower caption NLL. A choice at the edge of "
+                  "a swept value's range means that grid must be widened.", "",
+                  *markdown_table(("variant", "points", "chosen", "score", "caption NLL", "at a grid edge"), chosen,
+                                  missing="–")]
     if figure is not None and runs:
         save_figure(curves(runs), figure)
-        lines += ["", f"Curves: `{figure.name}`."]
+        where = os.path.relpath(figure, output.parent) if output is not None else str(figure)
+        lines += ["", f"![per-epoch curves of every pilot]({where})"]
     emit("\n".join(lines), output)
+
+
+LAST = 3  # epochs averaged for a score without a --score value
+
+
+def selection_score(run: dict[str, Any]) -> tuple[float, float]:
+    """``(LM-likelihood R@1, caption NLL)`` of one fit, the first to maximise and the second to break ties."""
+    final, h = run.get("final"), run["history"]
+    if final:
+        return final["val_lm_r1"], final["val_cap_nll"]
+    r1, nll = h.get("val_lm_r1", [])[-LAST:], h.get("val_cap_nll", [])[-LAST:]
+    return (sum(r1) / len(r1) if r1 else float("nan")), (sum(nll) / len(nll) if nll else float("nan"))
+
+
+def selection_rows(runs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """One row per variant that has grid points (``name@key=value``): the point chosen and whether any swept
+    value was chosen at the end of its range."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for run in runs:
+        base = run["variant"].partition("@")[0]
+        groups.setdefault(base, {}).setdefault(run["variant"], []).append(run)
+    rows = []
+    for base, points in groups.items():
+        if len(points) < 2:
+            continue
+        scores = {}
+        for name, seeds in points.items():
+            pairs = [selection_score(run) for run in seeds]
+            scores[name] = (sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs))
+        best = max(scores, key=lambda n: (scores[n][0], -scores[n][1]))
+        hps = {name: seeds[0]["hparams"] for name, seeds in points.items()}
+        swept = [k for k in hps[best] if len({repr(h.get(k)) for h in hps.values()}) > 1 and
+                 all(isinstance(h.get(k), (int, float)) for h in hps.values())]
+        edges = [k for k in swept if hps[best][k] in (min(h[k] for h in hps.values()), max(h[k] for h in hps.values()))]
+        rows.append((base, len(points), best, f"{scores[best][0]:.3f}", f"{scores[best][1]:.2f}",
+                     ", ".join(edges) if edges else "no"))
+    return rows
 
 
 def curves(runs: list[dict[str, Any]]) -> Any:

@@ -55,3 +55,33 @@ def test_the_report_reads_every_history_and_marks_fits_under_way(tmp_path: Path)
     done, partial = rows
     assert "| done |" in done and "0.300 @ 3 | 0 |" in done and "5.000 @ 2 | 1 |" in done
     assert "| under way |" in partial and "| 2 |" in partial
+
+
+def test_the_choice_on_validation_takes_the_best_point_and_flags_a_grid_edge(tmp_path: Path) -> None:
+    config = script.load_config(CONFIGS / "vlap_pilot.yaml") | {"histories": tmp_path}
+    # full-lambda1 at three rates: 0.01 wins on the last three epochs' mean (the last epoch alone would pick 0.001)
+    curves = {"0.001": [0.1, 0.1, 0.1, 0.5], "0.003": [0.2, 0.3, 0.3, 0.3], "0.01": [0.4, 0.4, 0.4, 0.2]}
+    for lr, r1 in curves.items():
+        variant = f"full-lambda1@lr={lr}"
+        hp = script.hparams(config, variant, 0, 4)
+        script.write_history(config, variant, 0, hp, {"train_loss": [1.0] * 4, "val_lm_r1": r1,
+                                                      "val_cap_nll": [5.0] * 4}, partial=False, seconds=1.0)
+    for lr, r1 in (("0.001", 0.1), ("0.003", 0.3), ("0.01", 0.2)):  # full-lambda10: the middle rate, no edge
+        variant = f"full-lambda10@lr={lr}"
+        script.write_history(config, variant, 0, script.hparams(config, variant, 0, 2),
+                             {"train_loss": [1.0] * 2, "val_lm_r1": [r1] * 2, "val_cap_nll": [5.0] * 2},
+                             partial=False, seconds=1.0)
+    # caption-only at two rates, one scored once on more pairs: that score decides
+    for lr, r1, final in (("0.003", [0.5, 0.5, 0.5], None), ("0.03", [0.1, 0.1, 0.1], 0.6)):
+        variant = f"caption-only@lr={lr}"
+        script.write_history(config, variant, 0, script.hparams(config, variant, 0, 3),
+                             {"train_loss": [1.0] * 3, "val_lm_r1": r1, "val_cap_nll": [5.0] * 3}, partial=False,
+                             seconds=1.0, final=None if final is None else
+                             {"items": 96, "val_lm_r1": final, "val_lm_image_r1": 0.5, "val_cap_nll": 4.0})
+    import json
+
+    runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    rows = {row[0]: row for row in script.selection_rows(runs)}
+    assert rows["full-lambda1"][2] == "full-lambda1@lr=0.01" and rows["full-lambda1"][5] == "lr"
+    assert rows["caption-only"][2] == "caption-only@lr=0.03" and rows["caption-only"][3] == "0.600"
+    assert rows["full-lambda10"][2] == "full-lambda10@lr=0.003" and rows["full-lambda10"][5] == "no"
