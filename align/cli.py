@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from align import __version__
 from align.errors import AlignError, RunInterrupted
 
 LIST_KINDS = ("encoders", "text", "tables", "aligners", "datasets", "assets")
@@ -245,6 +246,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="align", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"align {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_list = sub.add_parser("list", help="list registered parts of one kind")
