@@ -14,7 +14,7 @@ TEST_ASSETS := $(BENCH_ASSETS) efficientnet_lite0.imagenet all-mpnet-base-v2 gem
                spacy-en-core-web-md mnist emoji-twitter emoji-apple emoji-facebook
 BENCH_CONFIG ?= configs/bench/default.yaml
 
-.PHONY: install apt-lists assets assets-bench test-tools test test-unit bench bench-all figures clean-venv
+.PHONY: install apt-lists assets assets-bench test-tools test test-unit bench bench-all figures docs clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,16 @@ figures: assets-bench
 	$(BIN)/align bench --config configs/bench/emoji_styles.yaml
 	$(BIN)/python benchmarks/token_storage.py --output results/token_storage.md
 	$(BIN)/python benchmarks/update_readme.py
+
+# The documentation site (mkdocs.yml, pages in docs/) into site/; any warning (a broken link, a page
+# missing from the nav, a docstring mkdocstrings cannot read) fails the build.
+DOCS_STAMP := $(VENV)/.align-docs-tools
+$(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,6 +29,15 @@ from align.errors import AlignError, BadInputError
 TASKS = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "fewshot", "captioning",
          "code_statistics", "visual_arithmetic", "attribute_questions")
 
+# The keys each level of a config may hold, named once: the reader refuses any other, and the docs'
+# config reference is checked against these sets (tests/unit/test_docs_pages.py).
+TOP_LEVEL_KEYS = frozenset({"name", "seeds", "precision", "image_encoders", "text_encoders", "aligners", "datasets"})
+ALIGNER_KEYS = frozenset({"name", "hparams", "label", "sweep", "optional"})
+SWEEP_KEYS = frozenset({"grid", "select", "validation"})
+DATASET_KEYS = frozenset({"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k", "options",
+                          "select", "eval_dataset"})
+SELECTOR_KEYS = frozenset({"task", "metric"})
+
 
 @dataclass(frozen=True)
 class AlignerSpec:
@@ -79,7 +88,7 @@ def _fail(source: str, where: str, problem: str) -> BadInputError:
     return BadInputError(f"{source}: {where}: {problem}")
 
 
-def _take(mapping: dict[str, Any], allowed: set[str], source: str, where: str) -> None:
+def _take(mapping: dict[str, Any], allowed: frozenset[str], source: str, where: str) -> None:
     unknown = sorted(set(mapping) - allowed)
     if unknown:
         raise _fail(source, where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
@@ -101,7 +110,7 @@ def _aligner(entry: Any, source: str, where: str) -> AlignerSpec:
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
         raise _fail(source, where, "expected a name or a mapping with 'name'")
-    _take(entry, {"name", "hparams", "label", "sweep", "optional"}, source, where)
+    _take(entry, ALIGNER_KEYS, source, where)
     name = _name(entry["name"], source, f"{where}.name")
     _known("ALIGNERS", name, source, f"{where}.name")
     hparams = entry.get("hparams") or {}
@@ -162,7 +171,7 @@ def _sweep(entry: Any, name: str, hparams: dict[str, Any], source: str, where: s
     passed through the aligner's constructor now, so a bad value fails here and not mid-run."""
     if not isinstance(entry, dict):
         raise _fail(source, where, "expected a mapping with 'grid' (and optionally 'select', 'validation')")
-    _take(entry, {"grid", "select", "validation"}, source, where)
+    _take(entry, SWEEP_KEYS, source, where)
     grid = entry.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise _fail(source, f"{where}.grid", "expected a non-empty mapping of hyper-parameter: [values]")
@@ -200,7 +209,7 @@ def _aligner_hparams(name: str, hparams: dict[str, Any], source: str, where: str
 
 def _selector(entry: Any, recall_k: tuple[int, ...] | None, source: str, where: str) -> Selector:
     """``{task, metric}``; ``recall_k`` None accepts any ``@k`` (a sweep's selector, checked per dataset later)."""
-    if not isinstance(entry, dict) or set(entry) != {"task", "metric"}:
+    if not isinstance(entry, dict) or set(entry) != SELECTOR_KEYS:
         raise _fail(source, where, "expected a mapping with exactly 'task' and 'metric'")
     task, metric = entry["task"], entry["metric"]
     if task not in TASKS:
@@ -227,8 +236,7 @@ def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
 def _dataset(entry: Any, source: str, where: str) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise _fail(source, where, "expected a mapping with name, fit, eval and tasks")
-    _take(entry, {"name", "fit", "eval", "tasks", "label_set", "reducer", "fewshot_k", "recall_k", "options",
-                  "select", "eval_dataset"}, source, where)
+    _take(entry, DATASET_KEYS, source, where)
     for required in ("name", "fit", "eval", "tasks"):
         if required not in entry:
             raise _fail(source, where, f"missing {required!r}")
@@ -418,8 +426,7 @@ def load_config(path: str | Path) -> BenchConfig:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise BadInputError(f"{source}: expected a mapping at the top level")
-    _take(raw, {"name", "seeds", "precision", "image_encoders", "text_encoders", "aligners", "datasets"}, source,
-          "top level")
+    _take(raw, TOP_LEVEL_KEYS, source, "top level")
     for required in ("image_encoders", "text_encoders", "aligners", "datasets"):
         if required not in raw:
             raise _fail(source, "top level", f"missing {required!r}")
