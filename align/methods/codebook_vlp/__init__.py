@@ -1,4 +1,4 @@
-"""Codebook-VLP (Duan et al., arXiv 2208.00475): a jointly learned visual codebook whose codes are
+"""Codebook-VLP (Guo et al., arXiv 2208.00475): a jointly learned visual codebook whose codes are
 the targets of masked image modeling, beside contrastive, matching and masked-language objectives.
 
 - ``aligner.py``: the hyper-parameters and the registered aligner (fit, embeddings, re-ranked retrieval).
