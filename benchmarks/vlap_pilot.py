@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "studies" / "vlap_pilot.yaml"
 CURVES = ("val_cap_nll", "val_lm_r1", "val_lm_image_r1", "val_r1", "train_loss", "l_cap", "l_map")
 # (metric, higher is better): the report's plateau columns
-WATCHED = (("val_lm_r1", True), ("val_cap_nll", False), ("val_r1", True))
+WATCHED = (("val_lm_r1", True), ("val_lm_image_r1", True), ("val_cap_nll", False), ("val_r1", True))
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -137,6 +137,8 @@ def write_history(config: dict[str, Any], variant: str, seed: int, hp: dict[str,
 
 def snapshot(config: dict[str, Any]) -> None:
     """``.partial.json`` histories of the fits with a checkpoint newer than their written history."""
+    import json
+
     import torch
 
     for ckpt in sorted(config["checkpoints"].glob("*-seed*/last.ckpt")):
@@ -146,7 +148,10 @@ def snapshot(config: dict[str, Any]) -> None:
             continue
         state = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own checkpoint, tensors only
         hp = hparams(config, variant, int(seed), int(state["hyper_parameters"]["extra"]["max_epochs"]))
-        print(write_history(config, variant, int(seed), hp, state.get("history", {}), partial=True))
+        partial = done.with_name(f"{variant}-seed{seed}.partial.json")
+        kept = json.loads(partial.read_text()) if partial.exists() else {}  # checks made on an earlier epoch
+        print(write_history(config, variant, int(seed), hp, state.get("history", {}), partial=True,
+                            captions=kept.get("captions"), final=kept.get("final")))
 
 
 def caption_check(config: dict[str, Any], variant: str, seed: int, count: int) -> None:
@@ -237,7 +242,8 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
                                                                                      "epochs since")),
               "last epoch, more pairs: LM R@1 / LM image R@1 / NLL (pairs)", "val CIDEr (constant caption) @ epoch")
     lines = [f"VLAP pilots on {config['dataset']} {config['fit']} ({1 - config['common']['val_fraction']:.0%} train, "
-             f"{config['common']['val_fraction']:.0%} validation; `{config['path'].relative_to(ROOT)}`). "
+             f"{config['common']['val_fraction']:.0%} validation, {config['common']['val_lm_items']} of those pairs "
+             f"scored by the LM's likelihood every epoch; `{config['path'].relative_to(ROOT)}`). "
              "A variant has plateaued on a metric when its best epoch lies several epochs before its last "
              "(\"epochs since\"); 0 means it was still improving at the last epoch.", "",
              *markdown_table(header, rows, missing="–")]
