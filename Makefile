@@ -61,7 +61,8 @@ bench-all: assets-bench
 	$(BIN)/align assets pull gemma-3-270m.q4_k_m
 	$(BIN)/align bench --config configs/bench/all_methods.yaml
 
-# The README's figures: cold/warm wall time of `make bench`, the method studies, the frozen-encoder probe table.
+# The study tables (docs/studies/tables.md): cold/warm wall time of `make bench`, the method studies, the
+# frozen-encoder probe table.
 # Several hours on 2 cores: VLAP trains through the frozen 270M LM, LQAE and Codebook-VLP train small models
 # from scratch (each comparison ~15-25 min on free cores), and the Sinkhorn run needs ~4 GB and minutes.
 figures: assets-bench

@@ -1,12 +1,13 @@
-"""Copy the latest benchmark outputs into README.md between its markers (no numbers typed by hand).
+"""Copy the latest benchmark outputs between the markers of README.md and the docs pages (no numbers typed by hand).
 
     python benchmarks/update_readme.py [--results results]
 
-Reads ``results/default/leaderboard.md`` (from `make bench`), ``results/all-methods/leaderboard.md``
-(from `make bench-all`), ``results/shapes/leaderboard.md`` (``align bench --config
-configs/bench/shapes.yaml``) and the figure tables that `make figures`
-writes (``FIGURES`` below, in that order). A figure whose results file is missing keeps the text the
-README has for it now, so one study can be re-run and copied in without re-running all of them.
+Reads ``results/default/leaderboard.md`` (from `make bench`) and ``results/all-methods/leaderboard.md``
+(from `make bench-all`) into README.md, ``results/shapes/leaderboard.md`` (``align bench --config
+configs/bench/shapes.yaml``) into docs/studies/shapes.md, and the figure tables that `make figures`
+writes (``FIGURES`` below, in that order) into docs/studies/tables.md: each marker block lives in one file,
+named in ``LEADERBOARDS`` and ``FIGURES_PAGE``. A figure whose results file is missing keeps the text the
+page has for it now, so one study can be re-run and copied in without re-running all of them.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from pathlib import Path
 
 from _common import write_atomic  # benchmarks/_common.py
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-# (README marker, results folder): leaderboards copied whole (make bench, make bench-all, the shapes config)
-LEADERBOARDS = (("bench", "default"), ("all-methods", "all-methods"), ("shapes", "shapes"))
+ROOT = Path(__file__).resolve().parents[1]
+# (marker, the file that holds it, from the repository root, results folder): leaderboards copied whole
+# (make bench, make bench-all, the shapes config)
+LEADERBOARDS = (("bench", "README.md", "default"), ("all-methods", "README.md", "all-methods"),
+                ("shapes", "docs/studies/shapes.md", "shapes"))
+# the page whose <!-- figures:start/end --> block holds every figure table
+FIGURES_PAGE = "docs/studies/tables.md"
 # (results file, heading, the command that writes it)
 FIGURES = (
     ("walltime.md", "Wall time of `make bench` from empty caches, by phase", "python benchmarks/bench_walltime.py"),
@@ -62,15 +67,15 @@ FIGURES = (
 )
 
 
-def replace_between(text: str, marker: str, body: str) -> str:
+def replace_between(text: str, marker: str, body: str, name: str) -> str:
     pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- {marker}:start/end --> markers")
+        raise SystemExit(f"{name} has no <!-- {marker}:start/end --> markers")
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
 def current_figures(text: str) -> dict[str, str]:
-    """The README's figure blocks now, by the command line that opens each (headings may be renamed)."""
+    """The page's figure blocks now, by the command line that opens each (headings may be renamed)."""
     section = re.search(r"<!-- figures:start -->\n(.*?)<!-- figures:end -->", text, re.S)
     blocks = re.split(r"\n(?=### )", section.group(1).strip()) if section else []
     found = {}
@@ -81,22 +86,34 @@ def current_figures(text: str) -> dict[str, str]:
     return found
 
 
+def updated_files(results: Path) -> dict[str, str]:
+    """The new text of every file that holds a marker with a results file behind it, by its name from ROOT."""
+    texts: dict[str, str] = {}
+
+    def text_of(name: str) -> str:
+        return texts[name] if name in texts else (ROOT / name).read_text()
+
+    for marker, name, folder in LEADERBOARDS:
+        board = results / folder / "leaderboard.md"
+        if board.is_file():
+            texts[name] = replace_between(text_of(name), marker, board.read_text(), name)
+    if any((results / name).is_file() for name, _, _ in FIGURES):
+        current = current_figures(text_of(FIGURES_PAGE))
+        figures = [f"### {heading}\n\n`{command}`:\n\n{(results / name).read_text().rstrip()}"
+                   if (results / name).is_file() else current.get(command, "")
+                   for name, heading, command in FIGURES]
+        texts[FIGURES_PAGE] = replace_between(text_of(FIGURES_PAGE), "figures", "\n\n".join(f for f in figures if f),
+                                              FIGURES_PAGE)
+    return texts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args()
-    text = README.read_text()
-    for marker, folder in LEADERBOARDS:
-        board = args.results / folder / "leaderboard.md"
-        if board.is_file():
-            text = replace_between(text, marker, board.read_text())
-    current = current_figures(text)
-    figures = [f"### {heading}\n\n`{command}`:\n\n{(args.results / name).read_text().rstrip()}"
-               if (args.results / name).is_file() else current.get(command, "")
-               for name, heading, command in FIGURES]
-    if any((args.results / name).is_file() for name, _, _ in FIGURES):
-        text = replace_between(text, "figures", "\n\n".join(f for f in figures if f))
-    write_atomic(README, text)
+    for name, text in updated_files(args.results).items():
+        if text != (ROOT / name).read_text():  # a file with nothing new is left as it is, bytes and mtime
+            write_atomic(ROOT / name, text)
 
 
 if __name__ == "__main__":

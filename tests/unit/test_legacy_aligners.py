@@ -39,7 +39,7 @@ CHANGED = {"lqae": {"lm_weight": 1.0, "codebook_size": 1024},
            "codebook_vlp": {"restart_window": 10, "code_source": "tokens", "codebook_init": "kmeans",
                             "mim_input": "encoder", "mim_weighting": "inverse_frequency",
                             "hard_negative_temperature": True, "image_layers": 2, "max_epochs": 10}}
-# defaults re-chosen on validation parts since (README "How the defaults were chosen"); a saved fit
+# defaults re-chosen on validation parts since (docs/defaults.md, "How the defaults were chosen"); a saved fit
 # keeps the values it was fitted with, so loading it is unaffected
 RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10},
             "vlap": {"prior": "captions", "vocab": "captions", "vocab_subset": 2000, "ot_columns": "all", "lr": 3e-3,
