@@ -42,6 +42,7 @@ WATCHED = (("val_lm_r1", True), ("val_lm_image_r1", True), ("val_cap_nll", False
 
 def load_config(path: Path) -> dict[str, Any]:
     """The config, over the one its ``base`` names (a path beside it): keys given here win."""
+    path = path.resolve()
     with open(path) as f:
         config = yaml.safe_load(f)
     if "base" in config:
@@ -246,7 +247,7 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
              f"scored by the LM's likelihood every epoch; `{config['path'].relative_to(ROOT)}`). "
              "A variant has plateaued on a metric when its best epoch lies several epochs before its last "
              "(\"epochs since\"); 0 means it was still improving at the last epoch.", "",
-             *markdown_table(header, rows, missing="–")]
+             *(markdown_table(header, rows, missing="–") if rows else ["No pilot of this config has run yet."])]
     chosen = selection_rows(runs)
     if chosen:
         lines += ["", "Choices on validation (stage 2): each point's score is its LM-likelihood R@1 on the held-out "

@@ -85,3 +85,13 @@ def test_the_choice_on_validation_takes_the_best_point_and_flags_a_grid_edge(tmp
     assert rows["full-lambda1"][2] == "full-lambda1@lr=0.01" and rows["full-lambda1"][5] == "lr"
     assert rows["caption-only"][2] == "caption-only@lr=0.03" and rows["caption-only"][3] == "0.600"
     assert rows["full-lambda10"][2] == "full-lambda10@lr=0.003" and rows["full-lambda10"][5] == "no"
+
+
+def test_a_report_without_runs_says_so_and_a_relative_config_path_works(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CONFIGS.parents[1])
+    config = script.load_config(Path("configs/studies/vlap_pilot_shapes.yaml")) | {"histories": tmp_path}
+    out = tmp_path / "report.md"
+    script.report(config, out, None)
+    assert "No pilot of this config has run yet." in out.read_text()
+    assert "`configs/studies/vlap_pilot_shapes.yaml`" in out.read_text()
