@@ -307,15 +307,19 @@ def curves(runs: list[dict[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
 
     shown = [m for m in CURVES if any(run["history"].get(m) for run in runs)]
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.0), squeeze=False)
-    for ax, metric in zip(axes[0], shown):
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, shown):
         for run in runs:
             values = run["history"].get(metric)
             if values:
                 ax.plot(range(1, len(values) + 1), values, label=f"{run['variant']} s{run['seed']}")
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-    axes[0][0].legend(fontsize=6)
+    axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
 
