@@ -311,12 +311,19 @@ class VLAPCore(nn.Module):
         width = row_width(lengths, lm) if _right_padded(mask) else None
         if width is not None:
             return self._packed_caption_loss(lm, inputs, lengths, ids, context.shape[1], width)
-        attention = torch.cat([mask.new_ones(context.shape[:2]), mask], dim=1)
+        return self._padded_nll(lm, inputs, context.shape[1], ids, mask)[0].mean()
+
+    def _padded_nll(self, lm: nn.Module, inputs: torch.Tensor, context: int, ids: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(nll, row)`` of every caption token of right-padded ``inputs`` (``context`` positions, then
+        the captions ``ids``): its NLL under the frozen LM and the row it belongs to, row-major."""
+        attention = torch.cat([mask.new_ones(len(inputs), context), mask], dim=1)
         predicts_caption = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
-        predicts_caption[:, context.shape[1] - 1:-1] = mask.bool()  # position i predicts token i + 1
+        predicts_caption[:, context - 1:-1] = mask.bool()  # position i predicts token i + 1
         with self.lm_autocast():
             logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts_caption).logits
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[mask.bool()])
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[mask.bool()], reduction="none")
+        return nll, predicts_caption.nonzero()[:, 0]
 
     def _packed_caption_loss(self, lm: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor,
                              context: int, width: int) -> torch.Tensor:
@@ -353,10 +360,11 @@ class VLAPCore(nn.Module):
 
     @torch.no_grad()
     def validation_update(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *rest: Any) -> None:
-        self._val.append((self.encode_image(x), self.text_feature(ids, mask)))
+        prefix = self.project(x)
+        self._val.append((prefix.mean(1), self.text_feature(ids, mask)))  # v̄, as encode_image gives it
         room = self.val_lm_items - sum(len(p) for p, _, _ in self._val_lm)
         if room > 0:  # the first val_lm_items validation pairs, for the LM's likelihoods
-            self._val_lm.append((self.project(x[:room]), ids[:room], mask[:room]))
+            self._val_lm.append((prefix[:room], ids[:room], mask[:room]))
 
     @torch.no_grad()
     def validation_compute(self) -> dict[str, float]:
@@ -391,14 +399,7 @@ class VLAPCore(nn.Module):
         for start in range(0, k * k, chunk):
             pair = torch.arange(start, min(start + chunk, k * k), device=prefix.device)
             i, j = pair // k, pair % k
-            inputs = torch.cat([context[i], words[j]], dim=1)
-            attention = torch.cat([mask.new_ones(len(pair), c), mask[j]], dim=1)
-            predicts = torch.zeros(attention.shape, dtype=torch.bool, device=ids.device)
-            predicts[:, c - 1:-1] = mask[j].bool()
-            with self.lm_autocast():
-                logits = lm(inputs_embeds=inputs, attention_mask=attention, logits_to_keep=predicts).logits
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[j][mask[j].bool()], reduction="none")
-            row = predicts.nonzero()[:, 0]
+            nll, row = self._padded_nll(lm, torch.cat([context[i], words[j]], dim=1), c, ids[j], mask[j])
             scores[start:start + len(pair)] = -torch.zeros(len(pair), device=nll.device).index_add_(0, row, nll)
         return scores.view(k, k)
 
