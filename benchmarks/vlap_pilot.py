@@ -35,9 +35,10 @@ from align.atomic import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "studies" / "vlap_pilot.yaml"
-CURVES = ("val_cap_nll", "val_lm_r1", "val_lm_image_r1", "val_r1", "train_loss", "l_cap", "l_map")
+CURVES = ("val_cap_nll", "val_lm_r1", "val_lm_mrr", "val_lm_image_r1", "val_r1", "train_loss", "l_cap", "l_map")
 # (metric, higher is better): the report's plateau columns
-WATCHED = (("val_lm_r1", True), ("val_lm_image_r1", True), ("val_cap_nll", False), ("val_r1", True))
+WATCHED = (("val_lm_r1", True), ("val_lm_mrr", True), ("val_lm_image_r1", True), ("val_cap_nll", False),
+           ("val_r1", True))
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -211,10 +212,16 @@ def amend(config: dict[str, Any], variant: str, seed: int, **fields: Any) -> Non
     raise SystemExit(f"vlap_pilot: no history of {variant} seed {seed} in {config['histories']} to add to")
 
 
-def plateau(values: list[float], higher: bool) -> tuple[int, float, int]:
-    """``(best epoch (1-based), best value, epochs since it)``."""
+def plateau(values: list[float], higher: bool, first_epoch: int = 1) -> tuple[int, float, int]:
+    """``(best epoch (1-based), best value, epochs since it)`` of a curve whose first value is ``first_epoch``'s."""
     best = max(range(len(values)), key=lambda i: (values[i] if higher else -values[i], -i))
-    return best + 1, values[best], len(values) - 1 - best
+    return best + first_epoch, values[best], len(values) - 1 - best
+
+
+def first_epoch(history: dict[str, list[float]], metric: str) -> int:
+    """The epoch of ``metric``'s first value: a metric added while a fit was under way was logged only from the
+    epoch its fit resumed at, and its values are the last ones of the fit's epochs."""
+    return len(history.get("train_loss", [])) - len(history[metric]) + 1
 
 
 def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> None:
@@ -227,7 +234,7 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
         for metric, higher in WATCHED:
             values = h.get(metric, [])
             if values:
-                epoch, value, since = plateau(values, higher)
+                epoch, value, since = plateau(values, higher, first_epoch(h, metric))
                 cells += [f"{value:.3f} @ {epoch}", since]
             else:
                 cells += [None, None]
@@ -316,7 +323,8 @@ def curves(runs: list[dict[str, Any]]) -> Any:
         for run in runs:
             values = run["history"].get(metric)
             if values:
-                ax.plot(range(1, len(values) + 1), values, label=f"{run['variant']} s{run['seed']}")
+                start = first_epoch(run["history"], metric)
+                ax.plot(range(start, start + len(values)), values, label=f"{run['variant']} s{run['seed']}")
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
     axes.flat[0].legend(fontsize=6)

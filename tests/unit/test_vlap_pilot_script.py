@@ -44,7 +44,7 @@ def test_the_report_reads_every_history_and_marks_fits_under_way(tmp_path: Path)
     config = script.load_config(CONFIGS / "vlap_pilot.yaml") | {"histories": tmp_path}
     hp = script.hparams(config, "caption-only", 0, 3)
     history = {"train_loss": [3.0, 2.0, 1.5], "val_cap_nll": [6.0, 5.0, 5.5], "val_lm_r1": [0.1, 0.2, 0.3],
-               "val_r1": [0.05, 0.04, 0.03]}
+               "val_r1": [0.05, 0.04, 0.03], "val_lm_mrr": [0.7, 0.6]}  # mrr logged from epoch 2 (a resumed fit)
     script.write_history(config, "caption-only", 0, hp, history, partial=False, seconds=12.0, pairs=955)
     script.write_history(config, "full-lambda1", 0, hp, {k: v[:2] for k, v in history.items()}, partial=True)
     out = tmp_path / "report.md"
@@ -54,6 +54,7 @@ def test_the_report_reads_every_history_and_marks_fits_under_way(tmp_path: Path)
     assert len(rows) == 2
     done, partial = rows
     assert "| done |" in done and "0.300 @ 3 | 0 |" in done and "5.000 @ 2 | 1 |" in done
+    assert "0.700 @ 2 | 1 |" in done  # the best reciprocal rank was epoch 2's, its first logged
     assert "| under way |" in partial and "| 2 |" in partial
 
 

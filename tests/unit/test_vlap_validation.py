@@ -55,6 +55,19 @@ def test_likelihood_retrieval_counts_identical_captions_once_and_ties_as_misses(
     # 2 -> best of {0, 2} -2 vs wrong -9: hit; 3 -> -1 vs -3: hit
     assert out["val_lm_image_r1"] == pytest.approx(3 / 4)
     assert out["val_cap_nll"] == pytest.approx((1 + 4 + 4 + 1) / 10)
+    # ranks 1, 2 (caption 0 above), 2 (the tie with caption 3 counts against), 1
+    assert out["val_lm_mrr"] == pytest.approx((1 + 1 / 2 + 1 / 2 + 1) / 4)
+
+
+def test_likelihood_reciprocal_rank_counts_a_repeated_wrong_text_once() -> None:
+    ids = torch.tensor([[5, 1], [6, 1], [6, 1], [7, 1]])  # captions 1 and 2 are the same text
+    mask = torch.ones_like(ids)
+    scores = torch.tensor([[-3.0, -1.0, -2.0, -2.5],   # image 0: text "6" (twice) and text "7" above it: rank 3
+                           [-9.0, -1.0, -9.0, -9.0],
+                           [-9.0, -9.0, -1.0, -9.0],
+                           [-1.0, -9.0, -9.0, -5.0]])  # image 3: text "5" above it: rank 2
+    out = likelihood_scores(scores, ids, mask)
+    assert out["val_lm_mrr"] == pytest.approx((1 / 3 + 1 + 1 + 1 / 2) / 4)
 
 
 def test_a_fit_records_the_likelihood_metrics_every_epoch_and_checks_its_monitor() -> None:
@@ -65,7 +78,7 @@ def test_a_fit_records_the_likelihood_metrics_every_epoch_and_checks_its_monitor
     aligner = VLAPAligner(table=GEMMA, vocab_subset=50, max_epochs=2, batch_size=8, val_fraction=0.25, seed=0,
                           val_lm_items=4, monitor="val_lm_r1", patience=5)
     aligner.fit_captions(x, captions)
-    for key in ("val_cap_nll", "val_lm_r1", "val_lm_image_r1", "val_r1"):
+    for key in ("val_cap_nll", "val_lm_r1", "val_lm_image_r1", "val_lm_mrr", "val_r1"):
         assert len(aligner.history[key]) == 2, key
     assert all(0 < v < 50 for v in aligner.history["val_cap_nll"])
     with pytest.raises(BadInputError, match="val_lm_items"):

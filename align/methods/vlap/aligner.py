@@ -86,8 +86,9 @@ PREFIX_SOURCES = ("pooled", "grid")
 OT_COLUMNS = ("batch", "all")
 PRECISIONS = ("float32", "bfloat16")
 # what early stopping can follow, and which way is better; the last three need val_lm_items
-MONITORS = {"val_loss": "min", "val_r1": "max", "val_cap_nll": "min", "val_lm_r1": "max", "val_lm_image_r1": "max"}
-LM_MONITORS = ("val_cap_nll", "val_lm_r1", "val_lm_image_r1")
+MONITORS = {"val_loss": "min", "val_r1": "max", "val_cap_nll": "min", "val_lm_r1": "max", "val_lm_image_r1": "max",
+            "val_lm_mrr": "max"}
+LM_MONITORS = ("val_cap_nll", "val_lm_r1", "val_lm_image_r1", "val_lm_mrr")
 # the device ``lm_precision="auto"`` asks about, by Lightning accelerator (None: the CPU, then a GPU)
 AUTO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}
 
@@ -142,8 +143,21 @@ def likelihood_scores(scores: torch.Tensor, ids: torch.Tensor, mask: torch.Tenso
     wrong = scores.masked_fill(same, -math.inf)
     caption_hit = wrong.max(1).values < best_right.max(1).values  # image i: its caption first
     image_hit = wrong.max(0).values < best_right.max(0).values  # caption j: its image first
+    # image i's rank of its caption: 1 + the other texts scoring at least as high (ties count against),
+    # one candidate a text, so the reciprocal rank moves in finer steps than R@1 on the same scores
+    beaten = (wrong >= best_right.max(1, keepdim=True).values) & _first_of_each_text(same)
     return {"val_cap_nll": float(-scores.diagonal().sum() / mask.sum()),
-            "val_lm_r1": float(caption_hit.float().mean()), "val_lm_image_r1": float(image_hit.float().mean())}
+            "val_lm_r1": float(caption_hit.float().mean()), "val_lm_image_r1": float(image_hit.float().mean()),
+            "val_lm_mrr": float((1.0 / (1 + beaten.sum(1).float())).mean())}
+
+
+def _first_of_each_text(same: torch.Tensor) -> torch.Tensor:
+    """``[k, k]`` mask, true in the columns of the first caption of each distinct text (``same[i, j]``: captions
+    i and j are the same text), so a text said by several pairs is counted once as a candidate."""
+    k = len(same)
+    earlier = torch.ones(k, k, dtype=torch.bool, device=same.device).tril(-1)  # earlier[j, m]: m < j
+    first = ~(same & earlier).any(1)
+    return first.unsqueeze(0).expand(k, k)
 
 
 def pool_grid(tokens: torch.Tensor, count: int) -> torch.Tensor:
