@@ -14,7 +14,8 @@ TEST_ASSETS := $(BENCH_ASSETS) efficientnet_lite0.imagenet all-mpnet-base-v2 gem
                spacy-en-core-web-md mnist emoji-twitter emoji-apple emoji-facebook
 BENCH_CONFIG ?= configs/bench/default.yaml
 
-.PHONY: install apt-lists assets assets-bench test-tools test test-unit bench bench-all figures docs clean-venv
+.PHONY: install apt-lists assets assets-bench test-tools test test-unit bench bench-all figures tables tables-check docs \
+        clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -91,6 +92,14 @@ figures: assets-bench
 	$(BIN)/align bench --config configs/bench/emoji_styles.yaml
 	$(BIN)/python benchmarks/token_storage.py --output results/token_storage.md
 	$(BIN)/python benchmarks/update_readme.py
+
+# The pages generated from committed results (benchmarks/generated.py names them): `tables` regenerates them
+# with their figures, seconds; `tables-check` lists each committed table that differs from what its inputs give.
+tables: $(STAMP)
+	$(BIN)/python benchmarks/generated.py
+
+tables-check: $(STAMP)
+	$(BIN)/python benchmarks/generated.py --check
 
 # The documentation site (mkdocs.yml, pages in docs/) into site/; any warning (a broken link, a page
 # missing from the nav, a docstring mkdocstrings cannot read) fails the build.

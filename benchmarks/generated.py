@@ -1,0 +1,122 @@
+"""Every generated page whose inputs are committed, with the command that regenerates it, so a committed
+table can be checked against what the committed results give (issue 33).
+
+    python benchmarks/generated.py                # regenerate them all, tables and figures (make tables)
+    python benchmarks/generated.py --check        # list each committed table that differs (make tables-check)
+    python benchmarks/generated.py --check --rev HEAD   # the same on the files as committed, not the working tree
+
+``--check`` regenerates every page into a temporary folder laid out like the repository (the page links its
+figure by a relative path) and compares the Markdown only: a PNG's bytes change with matplotlib's version,
+so figures are drawn there but never compared, and written into the repository only without ``--check``.
+
+Not here: the README's leaderboards and the tables of docs/studies/tables.md and docs/studies/shapes.md.
+``benchmarks/update_readme.py`` copies them from results/, which git ignores (hours of `make bench`,
+`make bench-all`, `make figures`), so nothing committed can regenerate or check them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A page (and the figure it links) that ``command`` writes from committed files, paths from the root."""
+
+    page: str
+    command: tuple[str, ...]  # run from the root by this Python, with --output page [--figure figure] added
+    figure: str | None = None
+
+    def argv(self, out: Path) -> list[str]:
+        """The command writing the page and figure under ``out`` (the root, or a folder laid out like it)."""
+        figure = ["--figure", str(out / self.figure)] if self.figure else []
+        return [sys.executable, *self.command, "--output", str(out / self.page), *figure]
+
+    def shown(self) -> str:
+        figure = f" --figure {self.figure}" if self.figure else ""
+        return f"python {' '.join(self.command)} --output {self.page}{figure}"
+
+
+PILOT = ("benchmarks/vlap_pilot.py", "--report")  # reads studies/vlap/<config name>/*.json
+GENERATED = (
+    Generated("docs/studies/vlap_pilot.md", PILOT, "docs/figures/vlap_pilot_curves.png"),
+    Generated("docs/studies/vlap_pilot_shapes.md", (*PILOT, "--config", "configs/studies/vlap_pilot_shapes.yaml"),
+              "docs/figures/vlap_pilot_shapes_curves.png"),
+)
+
+
+def regenerate(entry: Generated, root: Path, out: Path) -> None:
+    """Run ``entry``'s command on ``root``'s files, writing under ``out``; its printed report is dropped."""
+    for path in (entry.page, entry.figure):
+        if path:
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(entry.argv(out), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"`{entry.shown()}` failed ({done.returncode}):\n{done.stderr}")
+
+
+def difference(committed: Path, fresh: Path) -> str | None:
+    """Where ``committed`` first differs from ``fresh``, or None when they are the same text."""
+    if not committed.is_file():
+        return "missing"
+    old, new = committed.read_text().splitlines(), fresh.read_text().splitlines()
+    if old == new:
+        return None
+    line = next((i for i, (a, b) in enumerate(zip(old, new), 1) if a != b), min(len(old), len(new)) + 1)
+    return f"line {line} differs"
+
+
+def check(root: Path = ROOT, entries: tuple[Generated, ...] = GENERATED) -> list[str]:
+    """One line per committed page under ``root`` that differs from what its command gives now."""
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="align-generated-") as tmp:
+        for entry in entries:
+            regenerate(entry, root, Path(tmp))
+            found = difference(root / entry.page, Path(tmp) / entry.page)
+            if found:
+                problems.append(f"{entry.page}: {found}; regenerate it with `{entry.shown()}` (or `make tables`)")
+    return problems
+
+
+def export(rev: str, dest: Path, root: Path = ROOT) -> Path:
+    """The repository's files as committed at ``rev``, written under ``dest``: a check of them is not moved by
+    what a run under way writes into the working tree."""
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare")
+    parser.add_argument("--rev", help="with --check: check the files as committed at this revision")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this one)")
+    args = parser.parse_args(argv)
+    if args.rev and not args.check:
+        parser.error("--rev goes with --check")
+    if not args.check:
+        for entry in GENERATED:
+            regenerate(entry, args.root, args.root)
+            print(f"wrote {entry.page}" + (f" and {entry.figure}" if entry.figure else ""))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="align-committed-") as tmp:
+        problems = check(export(args.rev, Path(tmp), args.root) if args.rev else args.root)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"{len(GENERATED)} generated pages match their committed inputs")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
