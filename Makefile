@@ -35,15 +35,16 @@ assets: $(STAMP) apt-lists
 assets-bench: $(STAMP) apt-lists
 	$(BIN)/align assets pull $(BENCH_ASSETS)
 
-# What the optional-feature tests need: Ray (the `ray` extra, for `--executor ray`) and, where apt can
-# install it, Debian's headless Chromium (the HTML report's rendering test). Under CI Ray must be there;
-# the rendering test skips, saying why, where Chromium could not be installed.
+# What the optional-feature tests need: Ray (the `ray` extra, for `--executor ray`), mkdocs (the `docs` extra,
+# for the site's screenshot test) and, where apt can install it, Debian's headless Chromium (the HTML report's
+# and the site's rendering tests). Under CI Ray must be there; the rendering tests skip, saying why, where
+# Chromium could not be installed.
 TOOLS_STAMP := $(VENV)/.align-test-tools
 $(TOOLS_STAMP): $(STAMP) pyproject.toml | apt-lists
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,ray,docs]'
 	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-	    || echo "chromium could not be installed: the HTML report's rendering test will skip"; fi
+	    || echo "chromium could not be installed: the rendering tests (HTML report, site) will skip"; fi
 	touch $@
 
 test-tools: $(TOOLS_STAMP)

@@ -168,6 +168,21 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+DEFAULT_BENCH_CONFIG = "configs/bench/default.yaml"
+
+
+def _bench_config(given: str) -> Path:
+    """The config ``align bench`` reads: ``given``; the default, where the working directory holds no
+    ``configs/bench/default.yaml`` (align installed from a wheel, run outside a checkout), is the copy
+    installed with align (``align/configs`` is the checkout's ``configs/``)."""
+    path = Path(given)
+    if given == DEFAULT_BENCH_CONFIG and not path.exists():
+        from importlib import resources
+
+        return Path(str(resources.files("align").joinpath(DEFAULT_BENCH_CONFIG)))
+    return path
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from align.bench.execute.executors import make_executor
     from align.bench.plan.config import load_config
@@ -176,7 +191,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from align.bench.report.leaderboard import write_report
     from align.bench.runner import run_benchmark
 
-    config = load_config(args.config)
+    config = load_config(_bench_config(args.config))
     executor = make_executor(args.executor, args.ray_address)
     # the config's name is a user string: one path component under results/, never a path of its own
     results = check_folder(Path(args.results) if args.results else Path("results") / path_part(config.name))
@@ -287,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_embed.set_defaults(func=_cmd_embed)
 
     p_bench = sub.add_parser("bench", help="run a benchmark config and print its leaderboard")
-    p_bench.add_argument("--config", default="configs/bench/default.yaml")
+    p_bench.add_argument("--config", default=DEFAULT_BENCH_CONFIG,
+                         help=f"benchmark YAML (default {DEFAULT_BENCH_CONFIG} here, else the copy installed "
+                         "with align)")
     p_bench.add_argument("--results", help="results folder (default results/<config name>)")
     p_bench.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     p_bench.add_argument("--quiet", action="store_true", help="no progress bars")

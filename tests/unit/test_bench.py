@@ -129,6 +129,21 @@ def test_default_config_is_valid() -> None:
     assert asif.hparams["k"] == 30 and asif.display == "asif-k30-p8"  # chosen on validation: configs/bench/sweeps.yaml
 
 
+def test_the_default_config_loads_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its aligner files (``configs/aligners/*.yaml``) are found beside its ``configs/`` folder, so the default runs
+    outside the checkout too: named by its full path, or (no ``--config``) as the copy installed with align."""
+    from align.cli import DEFAULT_BENCH_CONFIG, _bench_config
+
+    checkout = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)
+    assert next(a for a in load_config(checkout / DEFAULT_BENCH_CONFIG).aligners if a.name == "asif").hparams["k"] == 30
+    packaged = _bench_config(DEFAULT_BENCH_CONFIG)
+    assert packaged.parts[-4:] == ("align", "configs", "bench", "default.yaml")
+    assert packaged.read_text() == (checkout / DEFAULT_BENCH_CONFIG).read_text()
+    assert load_config(packaged).aligners == load_config(checkout / DEFAULT_BENCH_CONFIG).aligners
+    assert _bench_config("mine.yaml") == Path("mine.yaml")  # a config the user names is read as named
+
+
 def test_aligner_entry_from_its_own_file(tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("name: ridge\nlabel: ridge-a10\nhparams: {alpha: 10}\n")
     config = load_config(write(tmp_path, CONFIG.replace("aligners: [ridge,", "aligners: [mine.yaml,")))

@@ -7,18 +7,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from align.bench.report.html import write_html_report
 from align.cli import main
+from headless_chromium import need_chromium, screenshot
 from report_toys import toy_run
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 HEADER_BLUE = np.array([47, 74, 122])  # the leaderboard's header background (#2f4a7a)
 
 
@@ -64,26 +62,8 @@ def test_cli_report_html(toy_results: Path, tmp_path: Path, capsys: pytest.Captu
     assert (tmp_path / "out" / "index.html").is_file() and "wrote " in capsys.readouterr().out
 
 
-def chromium() -> str | None:
-    """A Chromium or Chrome binary (``ALIGN_CHROMIUM`` first), or None."""
-    named = os.environ.get("ALIGN_CHROMIUM")
-    if named:
-        return shutil.which(named) or (named if Path(named).is_file() else None)
-    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
-
-
-def screenshot(binary: str, page: Path, out: Path, profile: Path, size: str = "1200,1600") -> Image.Image:
-    """Render ``page`` headless to ``out`` (a PNG) and open it."""
-    subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={profile}", f"--screenshot={out}", f"--window-size={size}", page.as_uri()],
-                   check=True, capture_output=True, timeout=120)
-    return Image.open(out).convert("RGB")
-
-
 def test_headless_chromium_renders_a_page_that_is_not_blank(toy_results: Path, tmp_path: Path) -> None:
-    binary = chromium()
-    if binary is None:  # `make test` installs it where apt can; elsewhere this test says why it did not run
-        pytest.skip("no chromium binary on PATH (install Debian's `chromium`, or set ALIGN_CHROMIUM)")
+    binary = need_chromium()  # `make test` installs it where apt can; elsewhere this test says why it did not run
     page = write_html_report(toy_results, tmp_path / "html")
     pixels = np.asarray(screenshot(binary, page, tmp_path / "shot.png", tmp_path / "profile"), dtype=np.float64)
     assert pixels.shape[:2] == (1600, 1200)

@@ -222,8 +222,11 @@ def _selector(entry: Any, recall_k: tuple[int, ...] | None, source: str, where: 
 
 def _aligner_file(entry: str, source: str, where: str) -> AlignerSpec:
     """An aligner entry kept in its own YAML file (``configs/aligners/*.yaml``), found relative to the
-    working directory or to the benchmark config."""
-    candidates = [Path(entry), Path(source).parent / entry]
+    working directory, to the benchmark config, or to the folder holding the ``configs/`` folder the benchmark
+    config is in (so ``configs/aligners/asif.yaml`` is found from any working directory: a checkout's config
+    named by its full path, or the copy installed with align)."""
+    roots = [folder.parent for folder in Path(source).parents if folder.name == "configs"]
+    candidates = [Path(entry), Path(source).parent / entry, *(root / entry for root in roots)]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise _fail(source, where, f"aligner config {entry!r} not found")
