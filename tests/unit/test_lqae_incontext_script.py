@@ -1,0 +1,92 @@
+"""benchmarks/lqae_incontext.py's bookkeeping: strings from a study run's sealed codes, the same episodes
+for every model, saved cells reused until their run changes, and claims with paired intervals."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from align.eval.items import CodeItems
+from bench_scripts import load_benchmark
+from incontext_fakes import CharTokenizer, CopyReader
+
+script = load_benchmark("lqae_incontext")
+common = load_benchmark("_common")
+
+TOKENS = [f"w{i}" for i in range(64)]
+
+
+def save_run(runs: Path, model: str, seed: int, codes: np.ndarray, labels: np.ndarray) -> None:
+    """A study run as lqae_study.py saves it: its JSON and its sealed per-item codes."""
+    path = runs / "toyset" / model / f"seed{seed}.json"
+    common.cached_run(path, {"model": model, "seed": seed, "codes": codes.tolist()},
+                      lambda: {common.PER_ITEM: {"codes": CodeItems(codes, labels, seed)}}, items=True)
+
+
+def study(runs: Path) -> None:
+    """Classes written with their own words (LQAE, the VQ-VAE) or with words drawn at random per image."""
+    labels = np.repeat(np.arange(4), 12)
+    rng = np.random.default_rng(0)
+    by_class = (labels[:, None] * 4 + np.arange(4)[None]).astype(np.int64)  # one string a class
+    for seed in (0, 1):
+        save_run(runs, "lqae", seed, by_class, labels)
+        save_run(runs, "vq-vae", seed, by_class, labels)
+        for model in ("random-table", "lqae-lm-off"):
+            save_run(runs, model, seed, rng.integers(0, 64, size=(48, 4)), labels)
+
+
+def score_all(args: Namespace, reader: CopyReader) -> dict:
+    table = SimpleNamespace(tokens=TOKENS, tokenizer=reader.tokenizer)
+    cells: dict = {}
+    for model in (*script.MODELS, script.SHUFFLED):
+        for seed in (0, 1):
+            cell = script.score_cell(args, lambda: reader, table, "toyset", "2x1", model, seed)
+            cells.setdefault("toyset", {}).setdefault("2x1", {}).setdefault(model, {})[seed] = cell
+    return cells
+
+
+def test_a_reader_of_class_words_beats_random_words_and_its_shuffled_control(tmp_path: Path) -> None:
+    study(tmp_path / "runs")
+    args = Namespace(runs=tmp_path / "runs", out=tmp_path / "out", episodes=60, queries=3, episode_seed=0,
+                     lm="fake", saved_only=False)
+    reader = CopyReader(CharTokenizer())
+    cells = score_all(args, reader)
+    by_model = cells["toyset"]["2x1"]
+    assert all(c["accuracy"] == 1.0 for c in by_model["lqae"].values())
+    assert all(0.3 < c["accuracy"] < 0.7 for c in by_model["random-table"].values())
+    assert all(0.3 < c["accuracy"] < 0.7 for c in by_model[script.SHUFFLED].values())
+    text = script.report(args, cells)
+    claims = {line.split("|")[1].strip(): line for line in text.splitlines() if " − " in line}
+    assert "higher (better)" in claims["lqae − random-table"]
+    assert "higher (better)" in claims[f"lqae − {script.SHUFFLED}"]
+    assert "cannot be told apart" in claims["lqae − vq-vae"]  # the same strings: a zero difference
+    assert "| chance | 0.500 |" in text
+
+    passes = reader.passes
+    score_all(args, reader)
+    assert reader.passes == passes  # every cell saved: nothing scored again
+    labels = np.repeat(np.arange(4), 12)
+    save_run(args.runs, "lqae", 0, np.zeros((48, 4), dtype=np.int64), labels)  # the run changed
+    again = score_all(args, reader)
+    assert reader.passes == passes + 60 * 4 * 2  # lqae and its shuffled control, seed 0: 60 episodes, 1 + 3 passes
+    assert again["toyset"]["2x1"]["lqae"][0]["accuracy"] < 1.0
+
+
+def test_every_model_gets_the_same_episodes(tmp_path: Path, monkeypatch) -> None:
+    study(tmp_path / "runs")
+    args = Namespace(runs=tmp_path / "runs", out=tmp_path / "out", episodes=5, queries=2, episode_seed=3,
+                     lm="fake", saved_only=False)
+    seen: list[list] = []
+    real = script.__dict__.get("score_episodes")
+    import align.eval.incontext as incontext
+
+    def spy(lm, tokenizer, texts, episodes, n_way):
+        seen.append([(e.support, e.queries) for e in episodes])
+        return np.ones((len(episodes), 2), dtype=bool)
+
+    monkeypatch.setattr(incontext, "score_episodes", spy)
+    score_all(args, CopyReader(CharTokenizer()))
+    assert real is None and len(seen) == 10 and all(s == seen[0] for s in seen)
