@@ -20,7 +20,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_aligners"
 NAMES = ("ridge", "procrustes", "asif", "contrastive", "vlap", "lqae", "codebook_vlp")
 # hyper-parameters added since that version (with defaults that keep its behaviour)
 ADDED = {"lqae": {"checkpoint_dir": None, "codebook_rows": "all", "codebook_size": None, "tokens_per_image": None,
-                 "augment": False, "crop_min_scale": 0.2, "usage_weight": 0.0, "usage_temperature": 0.01},
+                 "augment": False, "crop_min_scale": 0.2, "usage_weight": 0.0, "usage_temperature": 0.01,
+                 "val_fraction": 0.0},
          "codebook_vlp": {"checkpoint_dir": None, "restart_window": 0, "code_source": "states", "codebook_init": "batch",
                           "reconstruction": 0.0, "mim_input": "fusion", "mim_weighting": "none",
                           "hard_negative_temperature": False, "rerank_k": 0},

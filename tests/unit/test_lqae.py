@@ -193,3 +193,24 @@ def test_pixels_pad_greyscale_and_composite_colour_on_white() -> None:
     assert np.allclose(image_array(clear, 32, 3), 1.0)  # composited onto white, shrunk to 32
     with pytest.raises(BadInputError, match="channels"):
         image_array(clear, 32, 2)
+
+
+def test_held_out_images_are_scored_every_epoch_with_the_same_masks() -> None:
+    """``val_fraction`` holds images out of training and scores them after every epoch (the pilot's curves:
+    pixel error unmasked and masked, the LM's loss, code usage); the k-th validation batch draws the same
+    mask every epoch, so two scorings of the same weights agree and the curves compare epochs."""
+    images = toy_images(60)
+    model = LQAE(**TINY, max_epochs=3, batch_size=16, lr=3e-3, val_fraction=0.2).fit_images(images)
+    for key in ("val_rec", "val_rec_masked", "val_lm", "val_codes_used", "val_code_perplexity"):
+        assert len(model.history[key]) == 3, key
+    assert all(0 < v < 1 for key in ("val_rec", "val_rec_masked") for v in model.history[key])
+    assert all(1 <= c <= 12 * 16 for c in model.history["val_codes_used"])
+    core = model.core.eval()
+    held = images[:12]
+    scores = []
+    for _ in range(2):
+        core.validation_update(held)
+        scores.append(core.validation_compute())
+    assert scores[0] == scores[1] and core.validation_compute() == {}
+    with pytest.raises(BadInputError, match="val_fraction"):
+        LQAE(**TINY, val_fraction=0.6)

@@ -157,6 +157,7 @@ class LQAECore(nn.Module):
             self._build_lm_side(tab, rows, ids, mlm_head)
         self.decoder = PixelDecoder(dim, image_size, patch_size, in_chans, decoder_width, decoder_depth, decoder_heads)
         self.parts: dict[str, float] = {}
+        self._val: list[dict[str, torch.Tensor | None]] = []  # this validation epoch's batches so far
 
     def _build_learned(self, tab: EmbeddingTable, ids: torch.Tensor, size: int | None, beta: float,
                        l2_normalize: bool) -> None:
@@ -282,6 +283,43 @@ class LQAECore(nn.Module):
 
     # ------------------------------------------------------------------ inference
 
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validation_update(self, images: torch.Tensor, *rest: torch.Tensor) -> None:
+        """Per validation batch: pixel error unmasked and at the training mask ratio, the LM's loss on the
+        masked codes, and the codes (the k-th batch of every epoch draws the same mask, so epochs compare)."""
+        z = self.encode(images)
+        q = self.quantize(z)
+        gen = torch.Generator().manual_seed(len(self._val))
+        mask = self.draw_mask(len(images), gen)
+        if self.uses_lm:
+            plain = self.decoder(self.lm_states(q.st))
+            run = self.run_lm(self.apply_mask(q.st, mask))
+            masked, lm = self.decoder(run.states), self.lm_loss(run.predict, q.codes, mask)
+        else:
+            plain = masked = self.decoder(q.st)
+            lm = None
+        target = images * 2 - 1
+        rows = {"rec": ((plain - target) ** 2).flatten(1).mean(1) / 4,  # in [0, 1] pixel units
+                "rec_masked": ((masked - target) ** 2).flatten(1).mean(1) / 4,
+                "lm": None if lm is None else lm.expand(len(images)), "codes": q.codes.flatten()}
+        self._val.append(rows)
+
+    @torch.no_grad()
+    def validation_compute(self) -> dict[str, float]:
+        """``val_rec`` / ``val_rec_masked`` (MSE of the held-out images, pixels in [0, 1], read unmasked or
+        masked as in training), ``val_lm`` (the LM's cross-entropy on masked codes, with an LM),
+        ``val_codes_used`` and ``val_code_perplexity`` (exp entropy of the held-out codes' frequencies)."""
+        batches, self._val = self._val, []
+        if not batches:
+            return {}
+        out = {f"val_{key}": float(torch.cat([b[key] for b in batches]).mean())
+               for key in ("rec", "rec_masked", "lm") if batches[0][key] is not None}
+        _, counts = torch.cat([b["codes"] for b in batches]).unique(return_counts=True)
+        p = counts.double() / counts.sum()
+        return out | {"val_codes_used": float(len(counts)), "val_code_perplexity": float(torch.exp(-(p * p.log()).sum()))}
+
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask_ratio: float = 0.0, seed: int = 0) -> torch.Tensor:
         """Decoded pixels in [0, 1] units (not clipped); ``mask_ratio`` > 0 masks as in training."""
@@ -337,6 +375,7 @@ class LQAEHParams(TrainedHParams):
     usage_temperature: float = param(0.01, above=0)  # softmax temperature of its cosine soft assignment
     weight_decay: float = param(5e-4, low=0)
     warmup_fraction: float = param(0.05, low=0, below=1)
+    val_fraction: float = param(0.0, low=0, below=0.5)  # fit images held out, scored every epoch (val_rec, val_lm, ...)
     batch_size: int = param(64, low=1, high=MAX_ROWS)
     max_epochs: int = param(5, low=0, high=MAX_EPOCHS)
 
@@ -384,7 +423,7 @@ class LQAE(TrainedAligner):
     name = "lqae"
     version = "2"
     # version 1 saved fits: a learned codebook had one code per searchable row; the LM weight was bert_weight
-    legacy_hparams: ClassVar[dict[str, Any]] = {"codebook_size": None}
+    legacy_hparams: ClassVar[dict[str, Any]] = {"codebook_size": None, "val_fraction": 0.0}
     renamed_hparams: ClassVar[dict[str, str]] = {"bert_weight": "lm_weight"}
     config_class = LQAEHParams
     config: LQAEHParams
@@ -416,7 +455,8 @@ class LQAE(TrainedAligner):
     def fit_images(self, images: torch.Tensor, ckpt_path: str | Path | None = None) -> LQAE:
         """Train encoder, decoder (and MLM head / learned codebook) on unlabelled images; with
         ``checkpoint_dir`` set, a later fit of the same images resumes from its ``last.ckpt``."""
-        return self._train("lqae.fit_images", (self._check(images, "lqae.fit_images"),), {}, ckpt_path=ckpt_path)
+        return self._train("lqae.fit_images", (self._check(images, "lqae.fit_images"),), {},
+                           val_fraction=self.config.val_fraction, ckpt_path=ckpt_path)
 
     def _set_dims(self, module: Any) -> None:
         self.image_dim = self.config.in_chans * self.config.image_size ** 2
