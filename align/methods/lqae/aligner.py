@@ -318,7 +318,8 @@ class LQAECore(nn.Module):
                for key in ("rec", "rec_masked", "lm") if batches[0][key] is not None}
         _, counts = torch.cat([b["codes"] for b in batches]).unique(return_counts=True)
         p = counts.double() / counts.sum()
-        return out | {"val_codes_used": float(len(counts)), "val_code_perplexity": float(torch.exp(-(p * p.log()).sum()))}
+        perplexity = float(torch.exp(-(p * p.log()).sum()))
+        return out | {"val_codes_used": float(len(counts)), "val_code_perplexity": perplexity}
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask_ratio: float = 0.0, seed: int = 0) -> torch.Tensor:
