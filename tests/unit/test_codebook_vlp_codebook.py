@@ -113,12 +113,41 @@ def test_frozen_codebook_never_changes() -> None:
     assert not book.codes.requires_grad
 
 
-def test_straight_through_passes_gradients_to_the_tokens() -> None:
+@pytest.mark.parametrize("update", ["ema", "loss"])
+@pytest.mark.parametrize("cosine", [True, False])
+def test_straight_through_hands_the_quantized_gradient_to_the_tokens(update: str, cosine: bool) -> None:
+    """A loss on the quantised output alone (no commitment, no codebook term) reaches the tokens as the
+    gradient at the code, passed back through what the quantiser does to ``z`` before the lookup: with
+    ``cosine`` the L2 normalisation, whose Jacobian is ``(I - u u^T) / ||z||`` (``u = z / ||z||``), else
+    the identity. Protects against losing the straight-through path (``quantized = codes[k*]``: the tokens
+    get no gradient, or only the commitment term's, which the test leaves out) and against a path that
+    passes the gradient at the wrong point or skips the normalisation's Jacobian."""
     torch.manual_seed(0)
-    z = torch.randn(10, 8, requires_grad=True)
-    out = VisualCodebook(4, 8).train()(z)
-    (out.quantized.sum() + out.loss).backward()
-    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    z = (3 * torch.randn(10, 8)).requires_grad_()
+    target = torch.randn(10, 8)
+    book = VisualCodebook(4, 8, update=update, cosine=cosine).train()
+    book(z.detach())  # initialises the codes on the batch
+    codes = book.normalised_codes().detach().clone()  # the codes this step quantises to (EMA moves them after)
+    out = book(z)
+
+    def loss(q: torch.Tensor) -> torch.Tensor:  # nonlinear, so its gradient depends on where it is taken
+        return ((q - target) ** 2 * torch.arange(1, 9)).sum()
+
+    chosen = codes[out.indices]
+    assert torch.allclose(out.quantized, chosen)  # the forward value is the code itself
+    assert out.quantized.requires_grad, "no gradient path from the quantised output back to the tokens"
+    (grad_z,) = torch.autograd.grad(loss(out.quantized), z, allow_unused=True)
+    assert grad_z is not None, "the tokens get no gradient from a loss on the quantised output"
+
+    at_code = chosen.clone().requires_grad_()
+    (g,) = torch.autograd.grad(loss(at_code), at_code)  # dL/dq at the code
+    if cosine:
+        norm = z.detach().norm(dim=1, keepdim=True)
+        u = z.detach() / norm
+        expected = (g - (g * u).sum(1, keepdim=True) * u) / norm
+    else:
+        expected = g
+    assert torch.allclose(grad_z, expected, atol=1e-5), (grad_z - expected).abs().max()
     assert out.indices.shape == (10,)
 
 
