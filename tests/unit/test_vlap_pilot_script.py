@@ -82,7 +82,7 @@ def test_the_choice_on_validation_takes_the_best_point_and_flags_a_grid_edge(tmp
     import json
 
     runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
-    rows = {row[0]: row for row in script.selection_rows(runs)}
+    rows = {row[0]: row for row in script._pilot.selection_rows(runs, script.selection_score)}
     assert rows["full-lambda1"][2] == "full-lambda1@lr=0.01" and rows["full-lambda1"][5] == "lr"
     assert rows["caption-only"][2] == "caption-only@lr=0.03" and rows["caption-only"][3] == "0.600"
     assert rows["full-lambda10"][2] == "full-lambda10@lr=0.003" and rows["full-lambda10"][5] == "no"
