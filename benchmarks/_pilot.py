@@ -146,3 +146,8 @@ def curves(runs: list[dict[str, Any]], metrics: Sequence[str]) -> Any:
     axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a report names it: from the repository's root when it lies inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)

@@ -176,7 +176,7 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
               "last epoch, more pairs: LM R@1 / LM image R@1 / NLL (pairs)", "val CIDEr (constant caption) @ epoch")
     lines = [f"VLAP pilots on {config['dataset']} {config['fit']} ({1 - config['common']['val_fraction']:.0%} train, "
              f"{config['common']['val_fraction']:.0%} validation, {config['common']['val_lm_items']} of those pairs "
-             f"scored by the LM's likelihood every epoch; `{config['path'].relative_to(ROOT)}`). "
+             f"scored by the LM's likelihood every epoch; `{_pilot.shown_path(config['path'])}`). "
              "A variant has plateaued on a metric when its best epoch lies several epochs before its last "
              "(\"epochs since\"); 0 means it was still improving at the last epoch.", "",
              *(markdown_table(header, rows, missing="–") if rows else ["No pilot of this config has run yet."])]
