@@ -1,33 +1,48 @@
-"""Codebook-VLP with and without its visual codebook and MIM, on the same frozen tokens and seeds (issue 15).
+"""Codebook-VLP's arms on the same frozen tokens, seeds and budget (issues 15, 32).
 
-Both models are ``configs/codebook_vlp/full.yaml`` and ``no_codebook_mim.yaml``, which differ only in
-``codebook`` and ``mim`` (checked here). Image side: MobileNetV2's 7x7x1280 feature map as 49 spatial
-tokens, computed once and kept in the feature cache. Text side: all-MiniLM-L6-v2's tokenizer and first
-layers (inside the model).
+Every arm is a config of ``configs/codebook_vlp/`` that differs from ``full.yaml`` exactly in the fields
+:data:`ARM_FIELDS` declares (checked here, so a drifting config stops the study):
 
-1. **Validation** (never test): a seeded 20% of the 955 emoji anchor pairs is held out; the full model
-   (seed 0) trains on the other 80% for each epoch count of ``--epoch-grid`` (one fit resumed from its
-   checkpoint from one grid point to the next, so the grid costs its largest value), and the count with
-   the best validation I→T R@1 is used by both variants everywhere after (equal budget: same pairs,
-   epochs and batch). The ablation is scored on the same grid for information only.
-2. **Study** (every seed): both variants with the chosen epochs,
+- **k-means codes** (``full.yaml``): codes are k-means clusters of the frozen MobileNetV2 tokens, moved by EMA;
+  MIM on the image encoder;
+- **no codebook/MIM** (``no_codebook_mim.yaml``): ``codebook: false, mim: false``;
+- **joint codebook** (``joint.yaml``, the paper's mechanism): codes of a projection of the model's own image
+  states, learned by the VQ loss with gradient, with commitment, restarts and VQ-VAE's reconstruction term;
+- **random codes** (``random_codes.yaml``): a frozen random codebook, the control for the codes' meaning;
+- **fusion MIM** (``fusion_mim.yaml``): MIM read from an image-side fusion block that sees the caption.
+
+Claims (:data:`CLAIMS`): joint − no codebook/MIM, joint − random codes, joint − k-means codes, fusion MIM −
+k-means codes (image MIM). Image side: MobileNetV2's 7x7x1280 feature map as 49 spatial tokens, computed
+once and kept in the feature cache. Text side: all-MiniLM-L6-v2's tokenizer and first layers.
+
+1. **Validation** (never test): a seeded 20% of the 955 emoji anchor pairs is held out; every arm (seed 0)
+   trains on the other 80% for each epoch count of ``--epoch-grid`` (one fit per arm resumed from its
+   checkpoint from one grid point to the next, so the grid costs its largest value), and the count with the
+   best validation I→T R@1 averaged over the arms (ties: fewer epochs; no arm's own optimum) is used by every
+   arm everywhere after (equal budget: same pairs, epochs, batch and seeds). When that count is the grid's
+   largest the report says so (validation may still be climbing); ``--extend-grid`` then doubles the top
+   point, resuming the fits, until the best count is inside the grid or ``--grid-limit`` is reached.
+2. **Study** (every seed, every arm, the chosen epochs):
 
    - emoji, concept-disjoint: fit on the 955 anchor image-name pairs; on the 956 unseen test emoji,
      image<->caption retrieval (every caption of an image counts, CLIP_benchmark's recall) with plain
      ITC cosine and with the ITM head re-scoring each query's top ``--rerank-k`` candidates (the same
      fitted model, ``rerank_k`` set after the fit; ``retrieval_scores`` reads it), and zero-shot
-     subcategory classification (emoji templates, mean of prompt embeddings; ITC only: the code
-     re-ranks retrieval, not classification);
+     subcategory classification (emoji templates, mean of prompt embeddings; ITC only);
    - Fashion-MNIST: fit on ``train@1000`` with class-name captions (templates in turn, as the default
-     benchmark), zero-shot classification on ``test@1000``.
+     benchmark), zero-shot classification on ``test@1000``;
+   - shapes (the procedural set, ``align/data/shapes.py``): fit on the first (fullest) caption of
+     ``train@1000`` images of one to three shapes; retrieval over all seven captions of ``test@500``;
+     zero-shot colour and shape kind of a lone shape on ``shapes.single`` ``test@500`` (one shape, so
+     each attribute is a clean class); code usage on those single-shape images, NMI against the kind.
 
-Reported: mean ± sample std over seeds with each mean's 95% bootstrap interval over the test items
-pooled over seeds, the paired difference (full - ablation) with its paired bootstrap interval over the
-same draws pooled over seeds, the number of seeds the full model wins and the verdict (higher / lower
-only when the paired interval excludes zero), code usage of the full models on the test tokens
-(perplexity, used and dead codes, top code's share, code/class NMI over token occurrences; statistics
-of the pooled codes, not resampled), wall time per fit, and a PNG of the test emoji with most tokens on each of the most used codes (first seed's
-emoji model).
+Reported: per dataset, each arm's mean ± sample std over seeds with the 95% bootstrap interval of that mean
+over the test items pooled over seeds; per claim, the paired difference with its paired bootstrap interval
+over the same draws pooled over seeds, the seeds the first arm wins and the verdict (higher / lower only
+when the paired interval excludes zero); code usage of every arm with a codebook on the test tokens
+(perplexity, used and dead codes, top code's share, code/class NMI over token occurrences; statistics of the
+pooled codes, not resampled); wall time per fit; and a PNG of the test emoji with most tokens on each of
+the most used codes (first seed's emoji model of :data:`FIGURE_ARM`, else the first arm with codes).
 
 Each fit's scores are saved as a small JSON under ``--runs`` (atomically), and a study fit's per-item
 outputs (each query's rank both ways, plain and re-ranked; each image's zero-shot predictions; each
@@ -36,12 +51,12 @@ sha256 in the JSON; a rerun with the same hyper-parameters and data reuses them,
 study resumes. Runs saved before per-item outputs were kept are reported without intervals
 (``--redo-without-items`` refits them).
 
-    python benchmarks/codebook_vlp_compare.py --threads 1        # the study (69 min at 1 thread on 2 shared cores)
+    python benchmarks/codebook_vlp_compare.py --threads 1        # the study (every arm, 3 datasets, 3 seeds)
     python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
     python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
         --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
-        [--seeds 0 1 2] [--epoch-grid 2 4 6] [--epochs N (skip validation)] [--rerank-k 16]
-        [--datasets emoji fashion_mnist] [--runs results/codebook_vlp_study]
+        [--seeds 0 1 2] [--epoch-grid 2 4 6] [--extend-grid] [--grid-limit 24] [--epochs N (skip validation)]
+        [--rerank-k 16] [--arms ...] [--datasets emoji fashion_mnist shapes] [--runs results/codebook_vlp_study]
         [--output results/codebook_vlp_compare.md] [--figure docs/figures/codebook_vlp_codes.png]
 """
 
@@ -52,7 +67,7 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +90,19 @@ from align.registry import DATASETS, VISION_ENCODERS
 
 IMAGE_ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "codebook_vlp"
-VARIANTS = {"full": "full.yaml", "no codebook/MIM": "no_codebook_mim.yaml"}
-SLUGS = {"full": "full", "no codebook/MIM": "no_codebook_mim"}
+REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
+VARIANTS = {REFERENCE: "full.yaml", "no codebook/MIM": "no_codebook_mim.yaml", "joint codebook": "joint.yaml",
+            "random codes": "random_codes.yaml", "fusion MIM": "fusion_mim.yaml"}
+SLUGS = {label: Path(file).stem for label, file in VARIANTS.items()}  # run file names
+# the fields in which each arm differs from full.yaml, and no others (load_variants checks the configs)
+ARM_FIELDS = {"no codebook/MIM": {"codebook", "mim"},
+              "joint codebook": {"code_source", "codebook_update", "reconstruction"},
+              "random codes": {"codebook_update"},
+              "fusion MIM": {"mim_input"}}
+# (variant, baseline): the paired differences the report claims, each where both arms ran
+CLAIMS = (("joint codebook", "no codebook/MIM"), ("joint codebook", "random codes"), ("joint codebook", REFERENCE),
+          ("fusion MIM", REFERENCE))
+FIGURE_ARM = "joint codebook"  # whose codes the gallery shows (else the first arm with a codebook)
 VAL_FRACTION, VAL_SPLIT_SEED = 0.2, 0
 # key -> (header, higher is better, (per-item outputs, their metric)); the ``_rr`` keys are the same model
 # re-ranked by its ITM head
@@ -89,6 +115,8 @@ METRICS = {
     "i2t_r5_rr": ("I→T R@5, ITM re-rank", True, ("retrieval_rr", "text_retrieval_recall@5")),
     "subcat_acc1": ("subcategory zero-shot acc1", True, ("zeroshot", "acc1")),
     "acc1": ("zero-shot acc1", True, ("zeroshot", "acc1")),
+    "colour_acc1": ("colour zero-shot acc1 (one shape)", True, ("zeroshot_colour", "acc1")),
+    "shape_acc1": ("shape zero-shot acc1 (one shape)", True, ("zeroshot_shape", "acc1")),
 }
 # key -> format. Not resampled (the codes are kept, CodeItems): statistics of the pooled codes, not means over
 # images, which a bootstrap draw (images repeated, others left out) shifts: fewer codes seen, lower
@@ -101,14 +129,32 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def load_variants() -> dict[str, dict[str, Any]]:
-    """Hyper-parameters of both variants; they must differ in ``codebook`` and ``mim`` only."""
+def parity_problems(hparams: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What breaks equal settings: an arm (other than :data:`REFERENCE`) whose hyper-parameters differ from
+    the reference's in other fields than :data:`ARM_FIELDS` declares for it, or an arm with no declaration."""
+    reference = hparams[REFERENCE]
+    problems = []
+    for label, hp in hparams.items():
+        if label == REFERENCE:
+            continue
+        differ = {k for k in reference.keys() | hp.keys() if reference.get(k) != hp.get(k)}
+        declared = ARM_FIELDS.get(label)
+        if declared is None:
+            problems.append(f"{label}: no ARM_FIELDS entry")
+        elif differ != declared:
+            problems.append(f"{label} ({VARIANTS.get(label)}) must differ from {VARIANTS[REFERENCE]} in "
+                            f"{sorted(declared)} only; it differs in {sorted(differ)}")
+    return problems
+
+
+def load_variants(arms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Hyper-parameters of ``arms`` (default: every arm), in :data:`VARIANTS` order, after checking every
+    config against ``full.yaml`` (:func:`parity_problems`)."""
     hparams = {label: yaml.safe_load((CONFIGS / file).read_text())["hparams"] for label, file in VARIANTS.items()}
-    full, ablation = hparams.values()
-    differ = sorted(k for k in full.keys() | ablation.keys() if full.get(k) != ablation.get(k))
-    if differ != ["codebook", "mim"]:
-        raise SystemExit(f"the two configs must differ in codebook and mim only; they differ in {differ}")
-    return hparams
+    problems = parity_problems(hparams)
+    if problems:
+        raise SystemExit("configs/codebook_vlp/ arms are not comparable:\n" + "\n".join(problems))
+    return {label: hp for label, hp in hparams.items() if arms is None or label in arms}
 
 
 def spatial_tokens(split: DatasetSplit, encoder: Any, cache: FeatureCache) -> torch.Tensor:
@@ -130,14 +176,17 @@ def spatial_tokens(split: DatasetSplit, encoder: Any, cache: FeatureCache) -> to
 
 @dataclasses.dataclass(frozen=True)
 class Eval:
-    """What one model is scored on: tokens, captions per image (retrieval), class labels (zero-shot),
-    the labels code/class NMI is measured against, and the result keys of its zero-shot accuracy."""
+    """What one model is scored on: tokens and captions per image (retrieval; captions None: no
+    retrieval), zero-shot label sets by result key (of :data:`METRICS`), the tokens they label
+    (``zeroshot_tokens``; None: ``tokens``), and the tokens codes are counted on (``code_tokens``; None:
+    ``tokens``) with the per-image labels code/class NMI is measured against."""
 
     tokens: torch.Tensor
     captions: Sequence[Sequence[str]] | None
-    zeroshot: LabelSet
-    zeroshot_key: str
+    zeroshot: Mapping[str, LabelSet]
     code_labels: Any
+    zeroshot_tokens: torch.Tensor | None = None
+    code_tokens: torch.Tensor | None = None
 
 
 def score(aligner: CodebookVLPAligner, data: Eval, rerank_k: int) -> dict[str, Any]:
@@ -157,20 +206,23 @@ def score(aligner: CodebookVLPAligner, data: Eval, rerank_k: int) -> dict[str, A
                                                                     owner, ks=(1, 5))
             finally:
                 aligner.hparams["rerank_k"] = 0
-    labels = data.zeroshot
-    prompts = class_prompts(labels.class_names, labels.templates)
-    logits = zeroshot_logits(images, aligner.encode_text_strings(prompts), len(labels.class_names), "mean")
-    items["zeroshot"] = classification_items(logits, torch.as_tensor(labels.labels))
+    if data.zeroshot_tokens is not None:
+        images = aligner.encode_image(data.zeroshot_tokens)
+    for key, labels in data.zeroshot.items():
+        prompts = class_prompts(labels.class_names, labels.templates)
+        logits = zeroshot_logits(images, aligner.encode_text_strings(prompts), len(labels.class_names), "mean")
+        items[METRICS[key][2][0]] = classification_items(logits, torch.as_tensor(labels.labels))
     if aligner.hparams["codebook"]:
-        codes = aligner.code_indices(data.tokens)
-        usage = aligner.code_usage(data.tokens)
+        code_tokens = data.tokens if data.code_tokens is None else data.code_tokens
+        codes = aligner.code_indices(code_tokens)
+        usage = aligner.code_usage(code_tokens)
         items["codes"] = CodeItems(codes.cpu().numpy().astype("int64"), np.asarray(data.code_labels, dtype=np.int64),
                                    int(aligner.hparams["seed"]))
         out |= {"perplexity": usage["perplexity"], "used_codes": usage["used_codes"],
                 "dead_codes": usage["dead_codes"], "top_share": usage["top_share"],
                 "code_nmi": items["codes"].value("code_class_nmi")}
     for key, (_, _, (name, metric)) in METRICS.items():
-        if name in items and (name != "zeroshot" or key == data.zeroshot_key):
+        if name in items and (not name.startswith("zeroshot") or key in data.zeroshot):
             out[key] = items[name].value(metric)
     out["eval_s"] = time.perf_counter() - started
     return {k: float(v) for k, v in out.items()} | {PER_ITEM: items}
@@ -212,10 +264,44 @@ def checkpoint_epochs(directory: Path) -> int | None:
         return 10**9
 
 
+def choose_epochs(scores: Mapping[int, float]) -> int:
+    """The epoch count with the best validation score (ties: fewer epochs)."""
+    return max(sorted(scores), key=lambda e: (scores[e], -e))
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSearch:
+    """Where the epoch grid's search ended."""
+
+    chosen: int
+    scores: dict[int, float]  # validation score of every count tried
+    at_edge: bool  # the chosen count is the largest tried: validation may still have been climbing
+    added: list[int]  # counts --extend-grid added past the given grid
+
+
+def search_grid(grid: Sequence[int], evaluate: Callable[[int], float], extend: bool = False,
+                limit: int = 24) -> GridSearch:
+    """``evaluate(epochs)`` for each count of ``grid`` in increasing order (the fits resume from one count to
+    the next). With ``extend``, while the best count is the largest tried and under ``limit``, the top is
+    doubled (capped at ``limit``) and evaluated: a budget at the grid's edge may be short of the optimum,
+    and one inside it (a larger count scored lower) is not."""
+    points, scores, added = sorted(set(grid)), {}, []
+    while points:
+        epochs = points.pop(0)
+        scores[epochs] = evaluate(epochs)
+        top = max(scores)
+        if not points and extend and choose_epochs(scores) == top and top < limit:
+            points.append(min(2 * top, limit))
+            added.append(points[-1])
+    chosen = choose_epochs(scores)
+    return GridSearch(chosen, scores, chosen == max(scores), added)
+
+
 def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: DatasetSplit, rerank_k: int,
-               runs: Path) -> tuple[int, dict[str, dict[int, dict]], dict[str, Any]]:
-    """Each variant (seed 0) on 80% of the anchors for each epoch count, scored on the other 20%; the
-    count with the best validation I→T R@1 of the full model (ties: fewer epochs)."""
+               runs: Path, extend: bool = False, limit: int = 24,
+               ) -> tuple[GridSearch, dict[str, dict[int, dict]], dict[str, Any]]:
+    """Every arm (seed 0) on 80% of the anchors for each epoch count, scored on the other 20%; the count
+    with the best validation I→T R@1 averaged over the arms (:func:`search_grid`)."""
     n = anchors.num_items
     order = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
     n_val = round(VAL_FRACTION * n)
@@ -224,15 +310,17 @@ def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: D
     train_captions = [captions[i] for i in train.tolist()]
     sub = anchors.extra_labels["subcategory"]
     data = Eval(tokens[val], [anchors.captions[i] for i in val.tolist()],
-                LabelSet(sub.labels[val.numpy()], sub.class_names, sub.templates), "subcat_acc1",
+                {"subcat_acc1": LabelSet(sub.labels[val.numpy()], sub.class_names, sub.templates)},
                 anchors.labels.labels[val.numpy()])
     info = {"fit": describe(anchors), "train_rows": len(train), "val_rows": len(val), "split_seed": VAL_SPLIT_SEED}
-    log(f"validation: {len(train)} anchor pairs -> {len(val)} held-out anchor pairs; epochs {grid}")
-    found: dict[str, dict[int, dict]] = {}
-    for label, hparams in variants.items():
-        checkpoints = runs / "val" / "checkpoints" / SLUGS[label]
-        found[label] = {}
-        for epochs in sorted(grid):
+    log(f"validation: {len(train)} anchor pairs -> {len(val)} held-out anchor pairs; epochs {grid}"
+        + (f", extended while the best is the top (up to {limit})" if extend else ""))
+    found: dict[str, dict[int, dict]] = {label: {} for label in variants}
+    root = runs / "val" / "checkpoints"
+
+    def evaluate(epochs: int) -> float:
+        for label, hparams in variants.items():
+            checkpoints = root / SLUGS[label]
             hp = dict(hparams, seed=0, max_epochs=epochs)
 
             def make() -> dict[str, Any]:
@@ -248,24 +336,42 @@ def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: D
             found[label][epochs] = result
             log(f"  {label}, {epochs} epochs: val I→T R@1 {result['i2t_r1']:.3f}, T→I R@1 {result['t2i_r1']:.3f}, "
                 f"re-ranked I→T R@1 {result.get('i2t_r1_rr', float('nan')):.3f} ({result['train_s']:.0f} s)")
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the grid is saved; a checkpoint is ~165 MB
-    shutil.rmtree(runs / "val" / "checkpoints", ignore_errors=True)
-    full = found["full"]
-    chosen = max(sorted(full), key=lambda e: (full[e]["i2t_r1"], -e))
-    return chosen, found, info
+        return float(np.mean([found[label][epochs]["i2t_r1"] for label in variants]))
+
+    search = search_grid(grid, evaluate, extend, limit)
+    if search.at_edge:  # kept (~165 MB per arm) so that a rerun with --extend-grid resumes the fits
+        log(f"validation: the best count ({search.chosen}) is the grid's largest; checkpoints kept under {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return search, found, info
 
 
-def validation_table(found: dict[str, dict[int, dict]], chosen: int) -> list[str]:
+def validation_table(found: dict[str, dict[int, dict]], search: GridSearch) -> list[str]:
     keys = ("i2t_r1", "t2i_r1", "i2t_r1_rr", "t2i_r1_rr", "subcat_acc1")
     rows = []
     for label, per_epochs in found.items():
-        for epochs, r in per_epochs.items():
-            mark = " (chosen)" if label == "full" and epochs == chosen else ""
+        for epochs, r in sorted(per_epochs.items()):
+            mark = " (chosen)" if epochs == search.chosen else ""
             rows.append((label, f"{epochs}{mark}", *(r.get(k) for k in keys),
                          r.get("perplexity"), f"{r['train_s']:.0f}"))
+    rows += [("mean over arms", f"{e}{' (chosen)' if e == search.chosen else ''}", search.scores[e],
+              *([None] * (len(keys) - 1)), None, "") for e in sorted(search.scores)]
     header = ("model (seed 0)", "epochs", *(METRICS[k][0] for k in keys), "code perplexity", "train s (resumed)")
     return markdown_table(header, rows, formats=[".3f"] * (len(header) - 2) + [".1f", ""],
-                          align="ll" + "r" * (len(header) - 2))
+                          align="ll" + "r" * (len(header) - 2), missing="")
+
+
+def edge_note(search: GridSearch, extend: bool, limit: int) -> str:
+    """Whether the chosen count is inside the grid, and what to do when it is not."""
+    tried = sorted(search.scores)
+    added = f" (`--extend-grid` added {search.added})" if search.added else ""
+    if not search.at_edge:
+        return (f"The chosen count is inside the grid {tried}{added}: a larger count scored lower on validation.")
+    what = (f"`--extend-grid` stopped at `--grid-limit` {limit}" if extend else
+            "rerun with `--extend-grid` to add counts past it (the fits resume from the checkpoints kept "
+            "under the runs' `val/checkpoints/`)")
+    return (f"**At the grid's top edge**: the chosen count {search.chosen} is the largest tried {tried}{added}, so "
+            f"validation may still have been climbing and every arm may be short of its optimum; {what}.")
 
 
 # ----------------------------------------------------------------------------------------------- study
@@ -273,8 +379,9 @@ def validation_table(found: dict[str, dict[int, dict]], chosen: int) -> list[str
 def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_tokens: torch.Tensor,
           captions: list[str], data: Eval, rerank_k: int, info: dict[str, Any], runs: Path,
           keep_grid: bool, redo_without_items: bool = False) -> dict[str, list[dict]]:
-    """``runs[variant] = [result per seed]``: both variants for every seed with ``epochs``, each with its
-    per-item outputs under ``PER_ITEM`` (None for a run saved before they were kept)."""
+    """``runs[variant] = [result per seed]``: every arm for every seed with ``epochs``, each with its
+    per-item outputs under ``PER_ITEM`` (None for a run saved before they were kept); with ``keep_grid``, a
+    model with codes keeps the code gallery's data."""
     results: dict[str, list[dict]] = {label: [] for label in variants}
     for seed in seeds:
         for label, hparams in variants.items():
@@ -304,44 +411,66 @@ def items_by_seed(runs: list[dict], seeds: list[int], name: str) -> dict[int, An
     return found if all(v is not None for v in found.values()) else None
 
 
-def main_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Per metric: mean ± sample std of each variant with [its bootstrap interval pooled over seeds], the
-    paired per-seed difference (mean ± std), its paired interval over the same draws of test items
-    pooled over seeds, the seeds the full model wins and the verdict."""
-    (full_label, full), (ablation_label, ablation) = results.items()
+def arm_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """Per metric, each arm's mean ± sample std over seeds with [its bootstrap interval pooled over seeds]."""
+    labels = list(results)
     rows = []
-    for key, (header, higher, (name, metric)) in METRICS.items():
-        if key not in full[0]:
+    for key, (header, _, (name, metric)) in METRICS.items():
+        if not all(key in rs[0] for rs in results.values()):
             continue
-        a_items, b_items = items_by_seed(full, seeds, name), items_by_seed(ablation, seeds, name)
-        a, b = [r[key] for r in full], [r[key] for r in ablation]
-        cells = claim_cells(dict(zip(seeds, a)), dict(zip(seeds, b)), a_items, b_items, metric, boot, higher)
-        rows.append((header, interval_cell(a, None if a_items is None else list(a_items.values()), metric, boot),
-                     interval_cell(b, None if b_items is None else list(b_items.values()), metric, boot),
-                     cells.mean_std, cells.interval, cells.seeds_better, cells.verdict))
-    rows.append(("seconds per fit", mean_std([r["train_s"] for r in full]).format(".3f"),
-                 mean_std([r["train_s"] for r in ablation]).format(".3f"),
-                 mean_std([r["train_s"] - s["train_s"] for r, s in zip(full, ablation)]).format(".3f"),
-                 "not resampled", "", ""))
-    header = ("metric", full_label, ablation_label, "paired diff (full - ablation), mean ± std over seeds",
-              "paired 95% interval (pooled)", "seeds full wins", "verdict")
-    return [*markdown_table(header, rows, align="lrrrrrl"), ""]
+        cells = []
+        for rs in results.values():
+            items = items_by_seed(rs, seeds, name)
+            cells.append(interval_cell([r[key] for r in rs], None if items is None else list(items.values()),
+                                       metric, boot))
+        rows.append((header, *cells))
+    rows.append(("seconds per fit", *(mean_std([r["train_s"] for r in rs]).format(".1f") for rs in results.values())))
+    return [*markdown_table(("metric", *labels), rows, align="l" + "r" * len(labels)), ""]
+
+
+def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """Per claim of :data:`CLAIMS` whose two arms ran, and per metric: the paired per-seed difference
+    (mean ± std), its paired interval over the same draws of test items pooled over seeds, the seeds the
+    variant wins and the verdict."""
+    rows = []
+    for variant, baseline in CLAIMS:
+        if variant not in results or baseline not in results:
+            continue
+        a, b = results[variant], results[baseline]
+        for key, (header, higher, (name, metric)) in METRICS.items():
+            if key not in a[0] or key not in b[0]:
+                continue
+            cells = claim_cells(dict(zip(seeds, [r[key] for r in a])), dict(zip(seeds, [r[key] for r in b])),
+                                items_by_seed(a, seeds, name), items_by_seed(b, seeds, name), metric, boot, higher)
+            rows.append((f"{variant} − {baseline}", header, cells.mean_std, cells.interval, cells.seeds_better,
+                         cells.verdict))
+        seconds = [r["train_s"] - s["train_s"] for r, s in zip(a, b)]
+        rows.append((f"{variant} − {baseline}", "seconds per fit", mean_std(seconds).format(".1f"), "not resampled",
+                     "", ""))
+    header = ("difference", "metric", "paired diff, mean ± std over seeds", "paired 95% interval (pooled)",
+              "seeds better", "verdict")
+    return [*markdown_table(header, rows, align="llrrrl"), ""] if rows else []
 
 
 def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:
-    """Code usage of the full models per seed and mean ± std over seeds (not resampled: see CODE_METRICS)."""
-    full = results["full"]
-    header = ("full model", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")
-    rows = [(f"seed {s}", *(r[k] for k in CODE_METRICS)) for s, r in zip(seeds, full)]
-    rows.append(("mean ± std", *(mean_std([r[k] for r in full]) for k in CODE_METRICS)))
+    """Code usage of every arm with a codebook, mean ± std over seeds (not resampled: see CODE_METRICS)."""
+    header = ("arm", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")
+    rows = [(label, *(mean_std([r[k] for r in rs]) for k in CODE_METRICS))
+            for label, rs in results.items() if all(k in rs[0] for k in CODE_METRICS)]
     return [*markdown_table(header, rows, formats=["", *CODE_METRICS.values()], align="lrrrrr"), ""]
+
+
+def figure_arm(results: dict[str, list[dict]]) -> str | None:
+    """The arm whose codes the gallery shows: :data:`FIGURE_ARM` if it ran, else the first arm with codes."""
+    with_grid = [label for label, rs in results.items() if rs and "grid" in rs[0]]
+    return FIGURE_ARM if FIGURE_ARM in with_grid else next(iter(with_grid), None)
 
 
 def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTSTRAP) -> list[str]:
     """How the intervals are made, and which runs have none."""
     lines = [f"Intervals: {boot.describe()} (`[low, high]`), pooled over seeds: each draw of test items (images; "
              "a caption is drawn with its image) is applied to every seed's per-item outputs and the seeds "
-             "averaged, so the interval is for the mean shown. The paired interval gives both variants the same "
+             "averaged, so the interval is for the mean shown. A claim's paired interval gives both arms the same "
              "draws; the verdict is higher / lower only when it excludes zero, else the two cannot be told apart. "
              "Not resampled: seconds per fit, and the code usage table (perplexity, used and dead codes, top share, "
              "code NMI): statistics of the pooled codes, not means over images, which a bootstrap draw (images "
@@ -354,7 +483,7 @@ def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTS
     return lines
 
 
-def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int) -> list[str]:
+def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int, arm: str) -> list[str]:
     """PNG: a row per frequently used code, the test images with the largest share of tokens on it."""
     import matplotlib
 
@@ -364,7 +493,7 @@ def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int) 
     rows = grid["codes"]
     per_code = max(len(r["images"]) for r in rows)
     fig, axes = plt.subplots(len(rows), per_code, figsize=(per_code * 1.1, len(rows) * 1.25), squeeze=False)
-    lines = [f"Most used codes on the test emoji (seed {seed} full model) and the images with most tokens on "
+    lines = [f"Most used codes on the test emoji (seed {seed}, {arm}) and the images with most tokens on "
              f"each (figure: `{path}`):", ""]
     for row, entry in enumerate(rows):
         names = [split.captions[i][0] for i in entry["images"]]
@@ -377,7 +506,8 @@ def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int) 
             ax.set_title(f"{count}/{grid['tokens_per_image']}", fontsize=6)
             if col == 0:
                 ax.set_ylabel(f"code {entry['code']}", fontsize=7)
-    fig.suptitle(f"Codebook-VLP (emoji, seed {seed}): test images with most tokens on each frequent code", fontsize=8)
+    fig.suptitle(f"Codebook-VLP, {arm} (emoji, seed {seed}): test images with most tokens on each frequent code",
+                 fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return lines + [""]
@@ -398,21 +528,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (with --quick: 0)")
     parser.add_argument("--epoch-grid", type=int, nargs="+", default=[2, 4, 6],
                         help="epoch counts scored on the validation part of the emoji anchors")
+    parser.add_argument("--extend-grid", action="store_true",
+                        help="while the best count is the grid's largest, double it (fits resume) up to --grid-limit")
+    parser.add_argument("--grid-limit", type=int, default=24, help="the largest count --extend-grid adds")
     parser.add_argument("--epochs", type=int, default=None, help="use these epochs and skip validation")
     parser.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of each query's top k (0: none)")
+    parser.add_argument("--arms", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="which arms to fit (default: all; claims need both of their arms)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 120 pairs, 120 eval items, seed 0 (unless --seeds), grid 1 2, re-rank 4, "
                              "runs under RUNS/quick")
     parser.add_argument("--redo-without-items", action="store_true",
-                        help="refit study runs saved before per-item outputs were kept (else reported without intervals)")
-    parser.add_argument("--datasets", nargs="+", choices=["emoji", "fashion_mnist"], default=["emoji", "fashion_mnist"])
+                        help="refit study runs saved before per-item outputs were kept "
+                             "(else reported without intervals)")
+    parser.add_argument("--datasets", nargs="+", choices=["emoji", "fashion_mnist", "shapes"],
+                        default=["emoji", "fashion_mnist", "shapes"])
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    variants = load_variants()
+    variants = load_variants(args.arms)
     seeds, grid, rerank_k, runs = args.seeds or [0, 1, 2], args.epoch_grid, args.rerank_k, args.runs
     if args.quick:
         seeds, grid, rerank_k, runs = args.seeds or [0], [1, 2], 4, args.runs / "quick"
@@ -429,28 +566,39 @@ def main(argv: list[str] | None = None) -> None:
         f_test = fashion.load("test@120" if args.quick else "test@1000")
         tokens["f_train"] = spatial_tokens(f_train, encoder, cache)
         tokens["f_test"] = spatial_tokens(f_test, encoder, cache)
+    if "shapes" in args.datasets:
+        s_train = DATASETS.create("shapes").load("train@120" if args.quick else "train@1000")
+        s_test = DATASETS.create("shapes").load("test@120" if args.quick else "test@500")
+        s_single = DATASETS.create("shapes.single").load("test@120" if args.quick else "test@500")
+        for name, split in (("s_train", s_train), ("s_test", s_test), ("s_single", s_single)):
+            tokens[name] = spatial_tokens(split, encoder, cache)
     shape = tokens["anchors"].shape
     token_seconds = time.perf_counter() - started
-    hp = variants["full"]
+    hp = variants.get(REFERENCE) or next(iter(variants.values()))
 
     if args.epochs is None:
-        epochs, found, val_info = validation(variants, grid, tokens["anchors"], anchors, rerank_k, runs)
+        search, found, val_info = validation(variants, grid, tokens["anchors"], anchors, rerank_k, runs,
+                                             args.extend_grid, args.grid_limit)
+        epochs = search.chosen
         chosen = (f"**Epochs chosen on validation, never on test**: {val_info['val_rows']} of the "
                   f"{anchors.num_items} emoji anchor pairs (seeded {VAL_FRACTION:.0%}, split seed "
-                  f"{VAL_SPLIT_SEED}) held out; each model (seed 0) trained on the other "
-                  f"{val_info['train_rows']} for {sorted(grid)} epochs (one fit resumed from its checkpoint "
-                  f"between grid points) and scored on the held-out "
+                  f"{VAL_SPLIT_SEED}) held out; each arm (seed 0) trained on the other "
+                  f"{val_info['train_rows']} for {sorted(search.scores)} epochs (one fit per arm resumed from its "
+                  f"checkpoint between grid points) and scored on the held-out "
                   f"pairs (retrieval over their captions; subcategory zero-shot over the anchors' classes). The "
-                  f"full model's best validation I→T R@1 is at **{epochs} epochs**; both variants train "
-                  f"{epochs} epochs on every dataset below (equal budget: same pairs, epochs and batch; the "
-                  f"ablation's rows are shown for information and were not used).")
-        val_lines = [chosen, "", *validation_table(found, epochs), ""]
+                  f"best validation I→T R@1 averaged over the arms is at **{epochs} epochs**; every arm trains "
+                  f"{epochs} epochs on every dataset below (equal budget: same pairs, epochs, batch and seeds).")
+        val_lines = [chosen, "", edge_note(search, args.extend_grid, args.grid_limit), "",
+                     *validation_table(found, search), ""]
         val_seconds = sum(r["train_s"] + r["eval_s"] for per in found.values() for r in per.values())
     else:
         epochs, val_lines, val_seconds = args.epochs, [f"Epochs set to {args.epochs} by `--epochs` (no validation).",
                                                       ""], 0.0
-    out = [f"Codebook-VLP: full model vs the same config with `codebook: false, mim: false` "
-           f"(configs/codebook_vlp/). Image tokens: `{IMAGE_ENCODER}` 7x7 grid "
+    arms = "; ".join(f"**{label}** (`{VARIANTS[label]}`" + (f": {', '.join(sorted(ARM_FIELDS[label]))}"
+                                                            if label in ARM_FIELDS else ": the reference") + ")"
+                     for label in variants)
+    out = [f"Codebook-VLP arms, each a config of configs/codebook_vlp/ that differs from `full.yaml` only in the "
+           f"fields named: {arms}. Image tokens: `{IMAGE_ENCODER}` 7x7 grid "
            f"({shape[1]} x {shape[2]}); text: `{hp['table']}` "
            f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers); {hp['num_codes']} codes. "
            f"Seeds {seeds}; {epochs} epochs, batch {hp['batch_size']}, lr {hp['lr']}; ITM re-ranking of each "
@@ -462,10 +610,16 @@ def main(argv: list[str] | None = None) -> None:
     reported: list[dict[str, list[dict]]] = []
     study_at = len(out)  # the notes on intervals go before the study's tables
 
+    def tables(results: dict[str, list[dict]], what: str, where: str) -> list[str]:
+        return [*arm_table(results, seeds), *claim_table(results, seeds),
+                f"Code usage of every arm with a codebook on {where} ({hp['num_codes']} codes; NMI against the "
+                f"{what}, over token occurrences):", "", *code_table(results, seeds, what)]
+
     if "emoji" in args.datasets:
         log(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji")
         captions, _ = fit_captions(anchors)
-        data = Eval(tokens["test"], test.captions, test.extra_labels["subcategory"], "subcat_acc1", test.labels.labels)
+        data = Eval(tokens["test"], test.captions, {"subcat_acc1": test.extra_labels["subcategory"]},
+                    test.labels.labels)
         info = {"fit": describe(anchors), "eval": describe(test)}
         results = study("emoji", variants, seeds, epochs, tokens["anchors"], captions, data, rerank_k, info, runs,
                         keep_grid=True, redo_without_items=args.redo_without_items)
@@ -476,25 +630,43 @@ def main(argv: list[str] | None = None) -> None:
                 f"on {test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
                 f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}). ITM "
                 f"re-ranking applies to retrieval only (`retrieval_scores`); zero-shot classification compares "
-                f"ITC embeddings.", "", *main_table(results, seeds),
-                f"Code usage of the full models on the {test.num_items} test emoji x {shape[1]} tokens "
-                f"({hp['num_codes']} codes; the issue asks for perplexity >= 32; NMI against the "
-                f"{len(test.labels.class_names)} emoji categories, over token occurrences):", "",
-                *code_table(results, seeds, "category")]
-        out += code_grid(results["full"][0]["grid"], test, args.figure, seeds[0])
+                f"ITC embeddings.", "",
+                *tables(results, "category", f"the {test.num_items} test emoji x {shape[1]} tokens")]
+        arm = figure_arm(results)
+        if arm is not None:
+            out += code_grid(results[arm][0]["grid"], test, args.figure, seeds[0], arm)
     if "fashion_mnist" in args.datasets:
         log(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images")
         f_captions, how = fit_captions(f_train)
-        data = Eval(tokens["f_test"], None, f_test.labels, "acc1", f_test.labels.labels)
+        data = Eval(tokens["f_test"], None, {"acc1": f_test.labels}, f_test.labels.labels)
         info = {"fit": describe(f_train), "eval": describe(f_test), "captions": how}
         results = study("fashion_mnist", variants, seeds, epochs, tokens["f_train"], f_captions, data, rerank_k,
                         info, runs, keep_grid=False, redo_without_items=args.redo_without_items)
         reported.append(results)
         seconds += fit_seconds(results)
         out += [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
-                f"(10 classes, chance 0.100; no retrieval, so no re-ranking).", "", *main_table(results, seeds),
-                f"Code usage of the full models on the {f_test.num_items} test images:", "",
-                *code_table(results, seeds, "class")]
+                f"(10 classes, chance 0.100; no retrieval, so no re-ranking).", "",
+                *tables(results, "class", f"the {f_test.num_items} test images")]
+    if "shapes" in args.datasets:
+        log(f"shapes: {s_train.num_items} pairs -> {s_test.num_items} test images, "
+            f"{s_single.num_items} single-shape images")
+        s_captions, how = fit_captions(s_train)
+        kinds = s_single.extra_labels["shape"]
+        data = Eval(tokens["s_test"], s_test.captions,
+                    {"colour_acc1": s_single.extra_labels["colour"], "shape_acc1": kinds}, kinds.labels,
+                    zeroshot_tokens=tokens["s_single"], code_tokens=tokens["s_single"])
+        info = {"fit": describe(s_train), "eval": describe(s_test), "zeroshot": describe(s_single), "captions": how}
+        results = study("shapes", variants, seeds, epochs, tokens["s_train"], s_captions, data, rerank_k, info, runs,
+                        keep_grid=False, redo_without_items=args.redo_without_items)
+        reported.append(results)
+        seconds += fit_seconds(results)
+        n_colour = len(s_single.extra_labels["colour"].class_names)
+        out += [f"**Shapes** (procedural): pretrained on shapes {s_train.split} ({how}); retrieval on shapes "
+                f"{s_test.split} (one to three shapes, {sum(map(len, s_test.captions))} captions, chance R@1 "
+                f"{1 / s_test.num_items:.4f}); zero-shot colour ({n_colour} classes, chance "
+                f"{1 / n_colour:.3f}) and shape kind ({len(kinds.class_names)} classes, chance "
+                f"{1 / len(kinds.class_names):.3f}) of the lone shape of shapes.single {s_single.split}.", "",
+                *tables(results, "shape kind", f"the {s_single.num_items} single-shape images")]
     out[study_at:study_at] = interval_notes(reported)
     out += [f"Wall time of this invocation: {time.perf_counter() - started:.0f} s; fits and scoring of every "
             f"run in the report (saved runs keep the time they took): {seconds:.0f} s.", "",

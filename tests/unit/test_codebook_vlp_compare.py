@@ -1,14 +1,18 @@
-"""benchmarks/codebook_vlp_compare.py's bookkeeping (no model is fitted): the two configs differ in
-``codebook`` and ``mim`` only, the paired table counts the seeds the full model wins and gives the
-paired bootstrap interval and verdict from planted per-item outputs (a real gap is told apart, noise
-is not), and a study run's per-item outputs are saved with it and read back (saved runs:
-``cached_run`` in tests/unit/test_bench_common.py)."""
+"""benchmarks/codebook_vlp_compare.py's bookkeeping (no model is fitted): every committed arm differs from
+full.yaml exactly in its declared fields (and a drift is caught), the claim table counts the seeds the
+variant wins and gives the paired bootstrap interval and verdict from planted per-item outputs (a real gap
+is told apart, noise is not), the epoch grid reports its top edge and ``--extend-grid`` goes past the
+optimum of a fake scorer, scoring reads zero-shot and codes from their own tokens (the shapes set), and a
+study run's per-item outputs are saved with it and read back (saved runs: ``cached_run`` in
+tests/unit/test_bench_common.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import torch
 
 import numpy as np
 import pytest
@@ -19,24 +23,58 @@ script = load_benchmark("codebook_vlp_compare")
 N = 300  # test images, one caption each
 
 
-def test_the_two_configs_differ_in_codebook_and_mim_only() -> None:
-    full, ablation = script.load_variants().values()
-    assert (full["codebook"], full["mim"], ablation["codebook"], ablation["mim"]) == (True, True, False, False)
-    assert full["rerank_k"] == 0  # re-ranking is set after the fit, so one fitted model gives both rows
+KMEANS, NONE, JOINT, RANDOM, FUSION = "k-means codes", "no codebook/MIM", "joint codebook", "random codes", "fusion MIM"
 
 
-def test_paired_table_counts_the_seeds_the_full_model_wins() -> None:
-    full = [{"i2t_r1": 0.3, "train_s": 10.0}, {"i2t_r1": 0.2, "train_s": 12.0}]
-    ablation = [{"i2t_r1": 0.1, "train_s": 8.0}, {"i2t_r1": 0.4, "train_s": 8.0}]
-    lines = script.main_table({"full": full, "no codebook/MIM": ablation}, [0, 1])
-    cells = cells_of(lines, "I→T R@1")
-    assert cells[-2:] == ["1/2", "–"] and cells[-3] == "no per-item outputs"  # runs saved before items were kept
-    assert cells[2].endswith("0.000 ± 0.283")  # paired differences 0.2 and -0.2
+def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fields() -> None:
+    arms = script.load_variants()
+    assert list(arms) == list(script.VARIANTS) and script.VARIANTS[KMEANS] == "full.yaml"
+    assert set(script.ARM_FIELDS) == set(arms) - {KMEANS}
+    full = arms[KMEANS]
+    for label, fields in script.ARM_FIELDS.items():
+        assert {k for k in full.keys() | arms[label].keys() if full.get(k) != arms[label].get(k)} == fields, label
+    assert (full["codebook"], full["mim"], arms[NONE]["codebook"], arms[NONE]["mim"]) == (True, True, False, False)
+    assert (arms[JOINT]["code_source"], arms[JOINT]["codebook_update"]) == ("states", "loss")
+    assert arms[JOINT]["reconstruction"] > 0 and full["code_source"] == "tokens"
+    assert arms[RANDOM]["codebook_update"] == "frozen" and arms[FUSION]["mim_input"] == "fusion"
+    assert all(hp["rerank_k"] == 0 for hp in arms.values())  # re-ranking is set after the fit
+    for hp in arms.values():  # each arm is a valid set of hyper-parameters (e.g. reconstruction needs states)
+        assert script.CodebookVLPAligner(**hp).hparams["seed"] == 0
+    assert list(script.load_variants([JOINT, NONE])) == [NONE, JOINT]  # a subset, in the study's order
+    for variant, baseline in script.CLAIMS:
+        assert variant in arms and baseline in arms
 
 
-def cells_of(lines: list[str], metric: str) -> list[str]:
-    row = next(line for line in lines if line.startswith(f"| {metric} |"))
-    return [c.strip() for c in row.strip().strip("|").split("|")][1:]
+def test_a_config_that_drifts_from_full_yaml_is_refused() -> None:
+    arms = script.load_variants()
+    assert script.parity_problems(arms) == []
+    drifted = dict(arms, **{RANDOM: arms[RANDOM] | {"lr": 0.01}})
+    assert script.parity_problems(drifted) == [
+        "random codes (random_codes.yaml) must differ from full.yaml in ['codebook_update'] only; it differs in "
+        "['codebook_update', 'lr']"]
+    missing = dict(arms, **{JOINT: arms[JOINT] | {"reconstruction": arms[KMEANS]["reconstruction"]}})
+    assert "differs in ['code_source', 'codebook_update']" in script.parity_problems(missing)[0]
+    assert script.parity_problems(dict(arms, extra=arms[KMEANS])) == ["extra: no ARM_FIELDS entry"]
+
+
+def test_claim_table_counts_the_seeds_the_variant_wins() -> None:
+    joint = [{"i2t_r1": 0.3, "train_s": 10.0}, {"i2t_r1": 0.2, "train_s": 12.0}]
+    none = [{"i2t_r1": 0.1, "train_s": 8.0}, {"i2t_r1": 0.4, "train_s": 8.0}]
+    lines = script.claim_table({NONE: none, JOINT: joint}, [0, 1])
+    cells = cells_of(lines, f"{JOINT} − {NONE}")
+    assert cells[0] == "I→T R@1" and cells[-2:] == ["1/2", "–"]
+    assert cells[-3] == "no per-item outputs"  # runs saved before items were kept
+    assert cells[1].endswith("0.000 ± 0.283")  # paired differences 0.2 and -0.2
+    assert len([line for line in lines if line.startswith("| joint")]) == 2  # R@1 and seconds; no other claim ran
+    assert script.claim_table({NONE: none}, [0, 1]) == []
+
+
+def cells_of(lines: list[str], first: str, metric: str | None = None) -> list[str]:
+    """The cells after the first of the row that starts with ``first`` (and, in a claim table, whose metric
+    is ``metric``)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in lines if line.startswith(f"| {first} |")]
+    return next(r[1:] for r in rows if metric is None or r[1] == metric)
 
 
 def planted(hits: np.ndarray, seed: int, codes: bool) -> dict[str, Any]:
@@ -77,27 +115,107 @@ def test_paired_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() 
         full.append(planted(hits, seed, codes=True))
         gap.append(planted(worse, seed, codes=False))
         noise.append(planted(near, seed, codes=False))
-    told = script.main_table({"full": full, "no codebook/MIM": gap}, [0, 1], boot)
-    assert told[0].split("|")[4:8] == [" paired diff (full - ablation), mean ± std over seeds ",
-                                       " paired 95% interval (pooled) ", " seeds full wins ", " verdict "]
+    runs = {JOINT: full, NONE: gap, RANDOM: noise}
+    told = script.claim_table(runs, [0, 1], boot)
+    assert told[0].split("|")[3:7] == [" paired diff, mean ± std over seeds ", " paired 95% interval (pooled) ",
+                                       " seeds better ", " verdict "]
     for metric in ("I→T R@1", "T→I R@1", "zero-shot acc1"):
-        cells = cells_of(told, metric)
+        cells = cells_of(told, f"{JOINT} − {NONE}", metric)
         assert cells[-2:] == ["2/2", "higher (better)"], metric
-        low, high = (float(x) for x in cells[3].split("[")[1].rstrip("]").split(","))
+        low, high = (float(x) for x in cells[2].split("[")[1].rstrip("]").split(","))
         assert 0 < low < high, metric
-        assert cells[0].count("[") == 1 and cells[1].count("[") == 1  # each variant's own interval
-    assert cells_of(told, "seconds per fit")[3] == "not resampled"
-    tie = script.main_table({"full": full, "no codebook/MIM": noise}, [0, 1], boot)
-    assert cells_of(tie, "I→T R@1")[-1] == "cannot be told apart"
-    assert cells_of(tie, "zero-shot acc1")[-1] == "cannot be told apart"
-    codes = script.code_table({"full": full, "no codebook/MIM": gap}, [0, 1], "class")
-    assert any(line.startswith("| mean ± std |") for line in codes)
+        assert cells_of(told, f"{JOINT} − {RANDOM}", metric)[-1] == "cannot be told apart", metric
+    assert cells_of(told, f"{JOINT} − {NONE}", "seconds per fit")[2] == "not resampled"
+    arms = script.arm_table(runs, [0, 1], boot)
+    assert arms[0] == f"| metric | {JOINT} | {NONE} | {RANDOM} |"
+    assert all(cell.count("[") == 1 for cell in cells_of(arms, "I→T R@1"))  # each arm's own interval
+    codes = script.code_table(runs, [0, 1], "class")
+    assert [line.split("|")[1].strip() for line in codes[2:-1]] == [JOINT]  # only the arm with codes
     assert not any("[" in line for line in codes)  # statistics of the pooled codes: not resampled
-    notes = script.interval_notes([{"full": full, "no codebook/MIM": noise[:1] + [noise[1] | {script.PER_ITEM: None}]}], boot)
+    notes = script.interval_notes([{JOINT: full, NONE: noise[:1] + [noise[1] | {script.PER_ITEM: None}]}], boot)
     assert "200 resamples" in notes[0] and "1 run(s) were saved before per-item outputs" in notes[2]
 
 
-def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# ---------------------------------------------------------------------- the epoch grid
+
+
+def peaked(best: int, log: list[int]) -> Any:
+    """A fake validation scorer that rises to ``best`` epochs and falls after, recording what it was asked."""
+    def evaluate(epochs: int) -> float:
+        log.append(epochs)
+        return -abs(epochs - best) / 100
+    return evaluate
+
+
+def test_a_grid_whose_best_is_its_largest_count_says_so_and_is_not_extended_unasked() -> None:
+    asked: list[int] = []
+    search = script.search_grid([4, 2, 6], peaked(20, asked))
+    assert asked == [2, 4, 6] and search.chosen == 6 and search.at_edge and search.added == []
+    note = script.edge_note(search, extend=False, limit=24)
+    assert note.startswith("**At the grid's top edge**") and "--extend-grid" in note
+
+
+def test_extend_grid_doubles_the_top_until_the_best_is_inside() -> None:
+    asked: list[int] = []
+    search = script.search_grid([2, 4, 6], peaked(10, asked), extend=True, limit=48)
+    assert asked == [2, 4, 6, 12, 24] and search.added == [12, 24]
+    assert search.chosen == 12 and not search.at_edge  # 24 scored lower: past the optimum
+    assert "inside the grid [2, 4, 6, 12, 24]" in script.edge_note(search, extend=True, limit=48)
+    inside: list[int] = []
+    search = script.search_grid([2, 4, 6], peaked(4, inside), extend=True)
+    assert inside == [2, 4, 6] and search.chosen == 4 and search.added == []  # already inside: nothing added
+
+
+def test_extend_grid_stops_at_the_limit_and_still_reports_the_edge() -> None:
+    asked: list[int] = []
+    search = script.search_grid([2, 4, 6], peaked(100, asked), extend=True, limit=20)
+    assert asked == [2, 4, 6, 12, 20] and search.chosen == 20 and search.at_edge
+    assert "stopped at `--grid-limit` 20" in script.edge_note(search, extend=True, limit=20)
+    ties: list[int] = []
+    assert script.search_grid([1, 2, 3], lambda e: ties.append(e) or 0.5, extend=True).chosen == 1  # ties: fewer
+
+
+def test_validation_resumes_each_arm_across_the_grid_and_keeps_checkpoints_at_the_edge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every arm is fitted at every count with its own checkpoint folder; the mean over arms chooses."""
+    from align.data.base import LabelSet
+
+    fits: list[tuple[str, int, str]] = []
+    # arm a peaks at 4 epochs, arm b at 8; their mean (0.15, 0.4, 0.55, 0.2) at 8
+    planted = {"a": {1: 0.1, 2: 0.2, 4: 0.6, 8: 0.5, 16: 0.1}, "b": {1: 0.1, 2: 0.1, 4: 0.2, 8: 0.6, 16: 0.3}}
+
+    def fake_fit(hp: dict, tokens: Any, captions: list[str]) -> tuple[Any, float]:
+        fits.append((hp["arm"], hp["max_epochs"], Path(hp["checkpoint_dir"]).name))
+        Path(hp["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+        return SimpleNamespace(hparams=hp, history={}), 1.0
+
+    def fake_score(aligner: Any, data: Any, rerank_k: int) -> dict[str, Any]:
+        hp = aligner.hparams
+        return {"i2t_r1": planted[hp["arm"]][hp["max_epochs"]], "t2i_r1": 0.0, "eval_s": 0.0}
+
+    monkeypatch.setattr(script, "fit", fake_fit)
+    monkeypatch.setattr(script, "score", fake_score)
+    monkeypatch.setattr(script, "SLUGS", {"a": "a", "b": "b"})
+    n = 20
+    anchors = SimpleNamespace(num_items=n, captions=[[f"c{i}"] for i in range(n)], dataset="emoji", split="anchors",
+                              version="v", extra_labels={"subcategory": LabelSet(np.zeros(n, dtype=np.int64), ["x"])},
+                              labels=LabelSet(np.zeros(n, dtype=np.int64), ["x"]))
+    monkeypatch.setattr(script, "fit_captions", lambda split: ([f"c{i}" for i in range(n)], "first caption"))
+    variants = {"a": {"arm": "a"}, "b": {"arm": "b"}}
+    tokens = torch.zeros(n, 2, 3)
+    search, found, _ = script.validation(variants, [2, 4, 8, 16], tokens, anchors, 0, tmp_path)
+    assert fits == [(arm, e, arm) for e in (2, 4, 8, 16) for arm in ("a", "b")]
+    assert search.chosen == 8 and not search.at_edge and set(found["a"]) == {2, 4, 8, 16}
+    assert not (tmp_path / "val" / "checkpoints").exists()  # inside the grid: removed
+    fits.clear()
+    search, _, _ = script.validation(variants, [1, 2], tokens, anchors, 0, tmp_path)
+    assert search.chosen == 2 and search.at_edge and (tmp_path / "val" / "checkpoints" / "a").is_dir()
+    table = script.validation_table(found, search)
+    assert any(line.startswith("| mean over arms | 2 (chosen) |") for line in table)
+
+
+def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(3)
 
     def fake_score(aligner: Any, data: Any, rerank_k: int) -> dict[str, Any]:
@@ -105,7 +223,7 @@ def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path,
 
     monkeypatch.setattr(script, "fit", lambda hp, tokens, captions: (SimpleNamespace(hparams=hp, history={}), 1.0))
     monkeypatch.setattr(script, "score", fake_score)
-    variants = {"full": {"codebook": True}, "no codebook/MIM": {"codebook": False}}
+    variants = {KMEANS: {"codebook": True}, NONE: {"codebook": False}}
     first = script.study("emoji", variants, [0], 1, None, [], None, 0, {"fit": "x"}, tmp_path, keep_grid=False)
     assert sorted(p.name for p in (tmp_path / "emoji").iterdir()) == [
         "full_seed0.items.safetensors", "full_seed0.json", "no_codebook_mim_seed0.items.safetensors",
@@ -118,3 +236,31 @@ def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path,
         for name in saved:
             assert all(np.array_equal(saved[name].arrays()[k], back[name].arrays()[k]) for k in saved[name].arrays())
         assert again[label][0]["i2t_r1"] == first[label][0]["i2t_r1"]
+
+
+def test_score_reads_zero_shot_and_codes_from_their_own_tokens() -> None:
+    """The shapes set: retrieval on multi-shape images, zero-shot and codes on single-shape ones. A fake
+    model whose image embedding is the first token and whose prompt embedding names the class gets every
+    zero-shot answer right only when it is given the single-shape tokens."""
+    from align.data.base import LabelSet
+
+    names = ["alpha", "beta", "gamma"]
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    single = torch.nn.functional.one_hot(torch.as_tensor(labels), 3).float()[:, None].repeat(1, 2, 1)
+    multi = single.roll(1, dims=2)  # every image looks like the next class
+
+    def text(prompts: list[str]) -> torch.Tensor:
+        return torch.stack([torch.eye(3)[next(j for j, c in enumerate(names) if c in p)] for p in prompts])
+
+    model = SimpleNamespace(
+        hparams={"codebook": True, "seed": 0}, encode_image=lambda x: x[:, 0], encode_text_strings=text,
+        code_indices=lambda x: x.argmax(-1),
+        code_usage=lambda x: {"perplexity": 3.0, "used_codes": 3, "dead_codes": 0, "top_share": 1 / 3})
+    zeroshot = {"colour_acc1": LabelSet(labels, names, ("{c}",)), "shape_acc1": LabelSet(labels, names, ("a {c}",))}
+    out = script.score(model, script.Eval(multi, None, zeroshot, labels, zeroshot_tokens=single, code_tokens=single),
+                       rerank_k=0)
+    assert out["colour_acc1"] == out["shape_acc1"] == 1.0 and "acc1" not in out and "i2t_r1" not in out
+    assert np.array_equal(out[script.PER_ITEM]["codes"].codes, single.argmax(-1).numpy())
+    assert out["code_nmi"] == pytest.approx(1.0)
+    wrong = script.score(model, script.Eval(multi, None, zeroshot, labels), rerank_k=0)
+    assert wrong["colour_acc1"] == 0.0  # the multi-shape tokens, when no zero-shot tokens are given
