@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 import _pilot  # benchmarks/_pilot.py
-from _common import markdown_table  # benchmarks/_common.py
+from _common import markdown_table, write_atomic  # benchmarks/_common.py
 
 ROOT = _pilot.ROOT
 QUEUE = ROOT / "configs" / "studies" / "queue.yaml"
@@ -112,7 +112,7 @@ def run(fits: list[dict[str, Any]], streams: int, poll: float = 30.0) -> None:
         with open(LOGS / f"{name}.log", "w") as log:
             proc = subprocess.Popen(["nice", "-n", "5", *command(fit)], stdout=log, stderr=subprocess.STDOUT,
                                     env=env, cwd=ROOT)
-        (LOGS / f"{name}.pid").write_text(str(proc.pid))
+        write_atomic(LOGS / f"{name}.pid", str(proc.pid))
         print(f"[{time.strftime('%H:%M:%S')}] started {name} (pid {proc.pid})", flush=True)
         started.append(proc)
         tried.add(name)
