@@ -5,6 +5,7 @@ epoch lies, the choice on validation with its grid-edge flag, and the curves fig
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,17 @@ def curves(runs: list[dict[str, Any]], metrics: Sequence[str]) -> Any:
 def shown_path(path: Path) -> str:
     """``path`` as a report names it: from the repository's root when it lies inside it."""
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def argument_parser(doc: str, config: Path) -> argparse.ArgumentParser:
+    """The options every pilot script takes (one fit, snapshots, the report); a script adds its own checks."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=config)
+    parser.add_argument("--variant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="default: the config's")
+    parser.add_argument("--snapshot", action="store_true", help="histories of the fits under way (.partial.json)")
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--figure", type=Path)
+    return parser

@@ -19,7 +19,6 @@ LM-loss weight is chosen on, never a test score.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -131,16 +130,8 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--variant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, help="default: the config's")
-    parser.add_argument("--snapshot", action="store_true")
+    parser = _pilot.argument_parser(__doc__, CONFIG)
     parser.add_argument("--probe", action="store_true", help="the validation probe of --variant's last checkpoint")
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--output", type=Path)
-    parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
     config = load_config(args.config)
     if args.report:

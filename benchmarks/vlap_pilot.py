@@ -22,7 +22,6 @@ by the LM's likelihood once, more than the per-epoch ``val_lm_items``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -208,20 +207,12 @@ def selection_score(run: dict[str, Any]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--variant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, help="default: the config's")
+    parser = _pilot.argument_parser(__doc__, CONFIG)
     parser.add_argument("--final-items", type=int, default=0, metavar="N",
                         help="after the fit, score N held-out pairs by the LM's likelihood (9,216 pairs for N = 96)")
-    parser.add_argument("--snapshot", action="store_true")
-    parser.add_argument("--report", action="store_true")
     parser.add_argument("--captions", type=int, metavar="N", help="caption N validation images of --variant")
     parser.add_argument("--score", type=int, metavar="N",
                         help="score N held-out pairs of --variant's last checkpoint by the LM's likelihood")
-    parser.add_argument("--output", type=Path)
-    parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
     config = load_config(args.config)
     if args.report:

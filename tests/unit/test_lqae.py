@@ -13,6 +13,7 @@ from align.errors import BadInputError
 from align.methods.framework.base import load_aligner
 from align.methods.lqae.aligner import LQAE, LQAECore, load_table, random_table
 from align.registry import ALIGNERS
+from toy_pixels import squares as toy_images
 
 TINY = dict(table="toy:table-masked", image_size=16, patch_size=4, in_chans=1, encoder_width=32, encoder_depth=1,
             encoder_heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
@@ -20,16 +21,6 @@ TINY = dict(table="toy:table-masked", image_size=16, patch_size=4, in_chans=1, e
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def toy_images(n: int = 48, seed: int = 0) -> torch.Tensor:
-    """Bright squares at random places on black: structure a small autoencoder can learn fast."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, 1, 16, 16)
-    for i in range(n):
-        r, c = torch.randint(0, 10, (2,), generator=g).tolist()
-        x[i, 0, r:r + 6, c:c + 6] = 0.5 + 0.5 * torch.rand((), generator=g)
-    return x
 
 
 def core(**kw: object) -> LQAECore:

@@ -19,6 +19,7 @@ from align.methods.lqae.aligner import LQAECore, load_table
 from align.text.toy import toy_gemma_table
 from bench_scripts import load_benchmark  # tests/unit/bench_scripts.py
 from registered_tables import registered_tables  # tests/unit/registered_tables.py
+from toy_pixels import squares
 
 GEMMA = "test:lqae-mechanism-gemma"  # a tiny random Gemma-3 (causal, tied and frozen head), this module only
 TINY = dict(table="toy:table-masked", image_size=16, patch_size=4, in_chans=1, encoder_width=32, encoder_depth=1,
@@ -33,16 +34,6 @@ def gemma_table() -> Iterator[None]:
     with registered_tables({GEMMA: (toy_gemma_table, "tiny random Gemma-3 causal LM, for LQAE's tests")},
                            (load_table,)):
         yield
-
-
-def squares(n: int = 32, seed: int = 0) -> torch.Tensor:
-    """Bright squares of random brightness at random places on black (16 x 16, one channel)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, 1, 16, 16)
-    for i in range(n):
-        r, c = torch.randint(0, 10, (2,), generator=g).tolist()
-        x[i, 0, r:r + 6, c:c + 6] = 0.5 + 0.5 * torch.rand((), generator=g)
-    return x
 
 
 def core(**kw: Any) -> LQAECore:

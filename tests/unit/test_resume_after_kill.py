@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from toy_pixels import squares
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP = 1  # the child is killed during this epoch (0-based); its checkpoint holds epochs before it
@@ -30,15 +31,6 @@ TOY_MASKED, TOY_CAUSAL = "toy:table-masked", "toy:table-causal"
 
 def gaussian(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def squares(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, 1, 16, 16)
-    for i in range(n):
-        r, c = torch.randint(0, 10, (2,), generator=g).tolist()
-        x[i, 0, r:r + 6, c:c + 6] = 0.5 + 0.5 * torch.rand((), generator=g)
-    return x
 
 
 WORDS = "cat dog bird fish horse cow sheep car".split()
