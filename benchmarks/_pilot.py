@@ -166,3 +166,15 @@ def argument_parser(doc: str, config: Path) -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path)
     parser.add_argument("--figure", type=Path)
     return parser
+
+
+def plateau_cells(history: dict[str, list[float]], watched: Sequence[tuple[str, bool]], spec: str = ".3f") -> list[Any]:
+    """For each ``(metric, higher is better)``: ``"best @ epoch"`` and the epochs since, or two Nones."""
+    cells: list[Any] = []
+    for metric, higher in watched:
+        if history.get(metric):
+            epoch, value, since = plateau(history[metric], higher, first_epoch(history, metric))
+            cells += [f"{value:{spec}} @ {epoch}", since]
+        else:
+            cells += [None, None]
+    return cells

@@ -27,7 +27,7 @@ from typing import Any
 
 import _pilot  # benchmarks/_pilot.py
 from _common import emit, markdown_table, save_figure  # benchmarks/_common.py
-from _pilot import ROOT, first_epoch, hparams, plateau, snapshot, write_history
+from _pilot import ROOT, hparams, snapshot, write_history
 
 CONFIG = ROOT / "configs" / "studies" / "lqae_pilot.yaml"
 CURVES = ("val_rec", "val_rec_masked", "val_lm", "val_codes_used", "val_code_perplexity", "train_loss", "rec", "lm")
@@ -92,23 +92,11 @@ def probe_check(config: dict[str, Any], variant: str, seed: int) -> None:
     raise SystemExit(f"lqae_pilot: no history of {variant} seed {seed} in {config['histories']} to add to")
 
 
-def selection_score(run: dict[str, Any]) -> tuple[float, float]:
-    """``(validation probe, -val_rec at the last epoch)``: the probe to maximise, reconstruction to break ties."""
-    final, rec = run.get("final") or {}, run["history"].get("val_rec", [float("nan")])
-    return final.get("val_probe", float("nan")), -rec[-1]
-
-
 def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> None:
     runs = [json.loads(p.read_text()) for p in sorted(config["histories"].glob("*.json"))]
     rows = []
     for run in runs:
-        h, cells = run["history"], []
-        for metric, higher in WATCHED:
-            if h.get(metric):
-                epoch, value, since = plateau(h[metric], higher, first_epoch(h, metric))
-                cells += [f"{value:.4g} @ {epoch}", since]
-            else:
-                cells += [None, None]
+        cells = _pilot.plateau_cells(run["history"], WATCHED, ".4g")
         final = run.get("final")
         probe = f"{final['val_probe']:.3f} @ {final['epochs']}" if final else None
         status = "under way" if run.get("seconds_this_run") is None else "done"

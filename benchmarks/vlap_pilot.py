@@ -29,7 +29,7 @@ from typing import Any
 
 import _pilot  # benchmarks/_pilot.py
 from _common import emit, markdown_table, save_figure  # benchmarks/_common.py
-from _pilot import ROOT, first_epoch, hparams, plateau, snapshot, write_history
+from _pilot import ROOT, hparams, snapshot, write_history
 
 CONFIG = ROOT / "configs" / "studies" / "vlap_pilot.yaml"
 CURVES = ("val_cap_nll", "val_lm_r1", "val_lm_mrr", "val_lm_image_r1", "val_r1", "train_loss", "l_cap", "l_map")
@@ -154,14 +154,7 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
     runs = [json.loads(p.read_text()) for p in sorted(config["histories"].glob("*.json"))]
     rows = []
     for run in runs:
-        h, cells = run["history"], []
-        for metric, higher in WATCHED:
-            values = h.get(metric, [])
-            if values:
-                epoch, value, since = plateau(values, higher, first_epoch(h, metric))
-                cells += [f"{value:.3f} @ {epoch}", since]
-            else:
-                cells += [None, None]
+        cells = _pilot.plateau_cells(run["history"], WATCHED)
         status = "under way" if run.get("seconds_this_run") is None else "done"
         caps = run.get("captions") or {}
         cider = (f"{caps['model']['CIDEr']:.3f} ({caps['most frequent training caption']['CIDEr']:.3f}) @ "

@@ -37,7 +37,7 @@ def test_the_shapes_config_takes_its_variants_from_the_emoji_one() -> None:
 ])
 def test_plateau_finds_the_best_epoch_and_the_epochs_since(values: list[float], higher: bool,
                                                           expected: tuple[int, float, int]) -> None:
-    assert script.plateau(values, higher) == expected
+    assert script._pilot.plateau(values, higher) == expected
 
 
 def test_the_report_reads_every_history_and_marks_fits_under_way(tmp_path: Path) -> None:
