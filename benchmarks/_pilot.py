@@ -178,3 +178,16 @@ def plateau_cells(history: dict[str, list[float]], watched: Sequence[tuple[str, 
         else:
             cells += [None, None]
     return cells
+
+
+def earlier_checks(config: dict[str, Any], variant: str, seed: int) -> dict[str, Any]:
+    """The checks (``captions``, ``final``) kept in a fit's history file, the finished one else the partial
+    one, so that extending a fit keeps the checks made at an earlier epoch (each records its epoch)."""
+    import json
+
+    for partial in (False, True):
+        path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
+        if path.exists():
+            run = json.loads(path.read_text())
+            return {"captions": run.get("captions"), "final": run.get("final")}
+    return {"captions": None, "final": None}

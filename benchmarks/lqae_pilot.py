@@ -59,10 +59,11 @@ def fit(config: dict[str, Any], variant: str, seed: int, epochs: int) -> None:
 
     hp = hparams(config, variant, seed, epochs)
     images, _ = fit_images(config)
+    earlier = _pilot.earlier_checks(config, variant, seed)  # an extended fit keeps its earlier probe
     start = time.perf_counter()
     model = LQAE(**hp).fit_images(images)
     write_history(config, variant, seed, hp, model.history, partial=False, seconds=time.perf_counter() - start,
-                  pairs=len(images))
+                  pairs=len(images), final=earlier["final"])
 
 
 def probe_check(config: dict[str, Any], variant: str, seed: int) -> None:

@@ -65,12 +65,14 @@ def fit(config: dict[str, Any], variant: str, seed: int, epochs: int, final_item
     hp = hparams(config, variant, seed, epochs)
     aligner = VLAPAligner(**hp)
     _, images, captions = fit_data(config, aligner)
+    earlier = _pilot.earlier_checks(config, variant, seed)  # an extended fit keeps its earlier checks
     start = time.perf_counter()
     aligner.fit_captions(images, captions)
     seconds = time.perf_counter() - start
-    final = final_scores(aligner, images, captions, final_items) if final_items else None
+    final = ({**final_scores(aligner, images, captions, final_items), "epochs": len(aligner.history["train_loss"])}
+             if final_items else earlier["final"])
     write_history(config, variant, seed, hp, aligner.history, partial=False, seconds=seconds, pairs=len(captions),
-                  final=final)
+                  captions=earlier["captions"], final=final)
 
 
 def final_scores(aligner: Any, images: Any, captions: list[str], count: int) -> dict[str, Any]:
@@ -161,7 +163,7 @@ def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> 
                  f"{caps['epochs']}") if caps else None
         final = run.get("final")
         final_cell = (f"{final['val_lm_r1']:.3f} / {final['val_lm_image_r1']:.3f} / {final['val_cap_nll']:.2f} "
-                      f"({final['items']})") if final else None
+                      f"({final['items']})" + (f" @ {final['epochs']}" if "epochs" in final else "")) if final else None
         rows.append((run["variant"], run["seed"], run["epochs"], status, *cells, final_cell, cider))
     header = ("variant", "seed", "epochs", "fit", *(c for m, _ in WATCHED for c in (f"best {m} @ epoch",
                                                                                      "epochs since")),

@@ -96,3 +96,15 @@ def test_a_report_without_runs_says_so_and_a_relative_config_path_works(tmp_path
     script.report(config, out, None)
     assert "No pilot of this config has run yet." in out.read_text()
     assert "`configs/studies/vlap_pilot_shapes.yaml`" in out.read_text()
+
+
+def test_extending_a_fit_keeps_the_checks_made_at_an_earlier_epoch(tmp_path: Path) -> None:
+    """A fit extended by more epochs rewrites its history; the caption and likelihood checks taken at an
+    earlier epoch stay in it (each says its epoch), instead of being dropped."""
+    config = script.load_config(CONFIGS / "vlap_pilot.yaml") | {"histories": tmp_path}
+    hp = script.hparams(config, "caption-only", 0, 2)
+    captions = {"epochs": 2, "model": {"CIDEr": 0.4}, "most frequent training caption": {"CIDEr": 0.04}}
+    script.write_history(config, "caption-only", 0, hp, {"train_loss": [2.0, 1.0]}, partial=False, seconds=1.0,
+                         captions=captions)
+    assert script._pilot.earlier_checks(config, "caption-only", 0) == {"captions": captions, "final": None}
+    assert script._pilot.earlier_checks(config, "full-lambda1", 0) == {"captions": None, "final": None}
