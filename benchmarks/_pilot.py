@@ -180,14 +180,33 @@ def plateau_cells(history: dict[str, list[float]], watched: Sequence[tuple[str, 
     return cells
 
 
-def earlier_checks(config: dict[str, Any], variant: str, seed: int) -> dict[str, Any]:
-    """The checks (``captions``, ``final``) kept in a fit's history file, the finished one else the partial
-    one, so that extending a fit keeps the checks made at an earlier epoch (each records its epoch)."""
-    import json
-
+def history_file(config: dict[str, Any], variant: str, seed: int) -> Path | None:
+    """A fit's history file: the finished one, else the partial one, else None."""
     for partial in (False, True):
         path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
         if path.exists():
-            run = json.loads(path.read_text())
-            return {"captions": run.get("captions"), "final": run.get("final")}
-    return {"captions": None, "final": None}
+            return path
+    return None
+
+
+def earlier_checks(config: dict[str, Any], variant: str, seed: int) -> dict[str, Any]:
+    """The checks (``captions``, ``final``) kept in a fit's history file, so that extending a fit keeps the
+    checks made at an earlier epoch (each records its epoch)."""
+    import json
+
+    path = history_file(config, variant, seed)
+    run = json.loads(path.read_text()) if path is not None else {}
+    return {"captions": run.get("captions"), "final": run.get("final")}
+
+
+def amend(config: dict[str, Any], variant: str, seed: int, **fields: Any) -> None:
+    """Add ``fields`` (``captions``, ``final``) to a fit's history file, keeping the checks already in it."""
+    import json
+
+    path = history_file(config, variant, seed)
+    if path is None:
+        raise SystemExit(f"{config['tool']}: no history of {variant} seed {seed} in {config['histories']} to add to")
+    run = json.loads(path.read_text())
+    kept = {"captions": run.get("captions"), "final": run.get("final"), **fields}
+    write_history(config, variant, seed, run["hparams"], run["history"], partial=path.name.endswith(".partial.json"),
+                  seconds=run.get("seconds_this_run"), pairs=run.get("fit_pairs"), **kept)

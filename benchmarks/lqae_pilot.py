@@ -83,14 +83,7 @@ def probe_check(config: dict[str, Any], variant: str, seed: int) -> None:
     probe = {"val_probe": float(result.items.value("acc1")), "features": key, "val_images": len(val),
              "epochs": len(model.history.get("train_loss", []))}
     print(json.dumps(probe, indent=1))
-    for partial in (False, True):
-        path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
-        if path.exists():
-            run = json.loads(path.read_text())
-            write_history(config, variant, seed, run["hparams"], run["history"], partial=partial,
-                          seconds=run.get("seconds_this_run"), pairs=run.get("fit_pairs"), final=probe)
-            return
-    raise SystemExit(f"lqae_pilot: no history of {variant} seed {seed} in {config['histories']} to add to")
+    _pilot.amend(config, variant, seed, final=probe)
 
 
 def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> None:

@@ -118,7 +118,7 @@ def caption_check(config: dict[str, Any], variant: str, seed: int, count: int) -
               "most frequent training caption": caption_metrics([constant] * len(shown), references),
               "constant caption": constant, "examples": [[g, r[0]] for g, r in zip(generated[:8], references[:8])]}
     print(json.dumps(result, indent=1))
-    amend(config, variant, seed, captions=result)
+    _pilot.amend(config, variant, seed, captions=result)
 
 
 def score_check(config: dict[str, Any], variant: str, seed: int, count: int) -> None:
@@ -132,22 +132,7 @@ def score_check(config: dict[str, Any], variant: str, seed: int, count: int) -> 
     result = {**final_scores(aligner, images, captions, count),
               "epochs": len(aligner.history.get("train_loss", []))}
     print(json.dumps(result, indent=1))
-    amend(config, variant, seed, final=result)
-
-
-def amend(config: dict[str, Any], variant: str, seed: int, **fields: Any) -> None:
-    """Add ``fields`` (captions, final) to a fit's history file: the finished one, else the partial one."""
-    import json
-
-    for partial in (False, True):
-        path = config["histories"] / f"{variant}-seed{seed}{'.partial' if partial else ''}.json"
-        if path.exists():
-            run = json.loads(path.read_text())
-            kept = {"captions": run.get("captions"), "final": run.get("final"), **fields}
-            write_history(config, variant, seed, run["hparams"], run["history"], partial=partial,
-                          seconds=run.get("seconds_this_run"), pairs=run.get("fit_pairs"), **kept)
-            return
-    raise SystemExit(f"vlap_pilot: no history of {variant} seed {seed} in {config['histories']} to add to")
+    _pilot.amend(config, variant, seed, final=result)
 
 
 def report(config: dict[str, Any], output: Path | None, figure: Path | None) -> None:
