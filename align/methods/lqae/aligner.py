@@ -35,9 +35,11 @@ The LM's prediction head:
 - **Masked LM (MiniLM, the default table):** MiniLM's checkpoint has no MLM head (shared/assets.md §4):
   the transform (dense + GELU + LayerNorm) and the output bias are random, the decoder is tied to the
   table. With ``mlm_head="train"`` (default) the transform and bias are trained from the image codes
-  (the tied rows stay frozen); ``"frozen"`` keeps the random head. Either way this head is *not*
-  pretrained, so here ``L_lm`` carries no language prior; the LM shapes the codes through the
-  reconstruction that must pass through BERT.
+  (the tied rows stay frozen); ``"frozen"`` keeps the random head. Neither head has seen text, so
+  there ``L_lm`` carries no language prior; the LM shapes the codes through the reconstruction that
+  must pass through BERT. ``"text"`` is the paper's set-up (a frozen bidirectional LM with a head
+  pretrained on text): the head that :mod:`align.text.mlm_head` trains on English that ships with
+  Python, loaded from its verified cache (trained there first, minutes on a CPU), then kept frozen.
 
 ``lm_weight`` defaults to 1.0 (the paper's 1e-4 was set for RoBERTa's pretrained head at ImageNet
 scale, where it barely moves the encoder); its value is for a validation sweep to choose.
@@ -100,13 +102,14 @@ from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuan
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, input_embedding_scale
+from align.text.mlm_head import pretrained_head
 
 __all__ = ["LQAE", "LQAECore", "LQAEHParams", "PixelDecoder", "load_table", "mask_token_id", "random_table"]
 
 DEFAULT_TABLE = "hf:sentence-transformers/all-MiniLM-L6-v2"
 GEMMA_TABLE = "gguf:gemma-3-270m.q4_k_m"  # the causal-LM denoiser with a pretrained, tied head
 CODEBOOKS = ("language", "random", "learned")
-MLM_HEADS = ("train", "frozen")
+MLM_HEADS = ("train", "frozen", "text")
 
 
 @functools.lru_cache(maxsize=4)
@@ -188,7 +191,8 @@ class LQAECore(nn.Module):
         self.register_buffer("head_rows", weight, persistent=False)
         self.register_buffer("head_bias", bias if bias is not None else torch.empty(0), persistent=False)
         if self.lm_kind == "masked":
-            head = lm.cls.predictions  # transform + bias (random in MiniLM), decoder tied to the table
+            # transform + bias (random in MiniLM, or trained on text), decoder tied to the table's rows
+            head = pretrained_head(tab)[0] if mlm_head == "text" else lm.cls.predictions
             # a copy, set explicitly: the shared LM is in eval mode and may already be frozen
             self.mlm_transform = copy.deepcopy(head.transform).train().requires_grad_(mlm_head == "train")
             self.mlm_bias = nn.Parameter(head.bias.detach().clone(), requires_grad=mlm_head == "train")
@@ -367,7 +371,7 @@ class LQAEHParams(TrainedHParams):
     lm_weight: float = param(1.0, low=0)  # weight of the LM's cross-entropy on masked codes (was bert_weight)
     vq_beta: float = param(0.25, low=0)  # codebook="learned" only
     exclude_special: bool = True  # special tokens are never codes
-    mlm_head: str = param("train", choices=MLM_HEADS)  # masked LM only (MiniLM ships no MLM head)
+    mlm_head: str = param("train", choices=MLM_HEADS)  # masked LM: trained on codes, random, text-trained
     l2_normalize: bool = True  # nearest code by cosine
     table_seed: int = param(0, low=-2**63, high=2**64 - 1)  # of codebook="random" (torch.Generator's seed range)
     augment: bool = False  # random resized crop + horizontal flip in training
