@@ -11,6 +11,7 @@ import numpy as np
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"  # the table whose rows are the codes, and its frozen LM
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the linear probe's C grid, chosen on a validation part
+CHANNELS = {"fashion_mnist": 1, "emoji": 3}  # pixel channels each dataset is fed with (in_chans)
 
 
 def load_data(args: argparse.Namespace) -> dict[str, Any]:
@@ -19,12 +20,12 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
     from align.data.pixels import images_tensor
     from align.registry import DATASETS
 
-    dataset = DATASETS.create(args.dataset)
+    dataset, channels = DATASETS.create(args.dataset), CHANNELS[args.dataset]
     if args.dataset == "fashion_mnist":
-        train, test, channels = dataset.load(f"train@{args.train}"), dataset.load(f"test@{args.test}"), 1
+        train, test = dataset.load(f"train@{args.train}"), dataset.load(f"test@{args.test}")
         labels_of = lambda split: split.labels  # noqa: E731
     else:  # emoji: anchors to train on, test to score; subcategory labels (about 100 classes)
-        train, test, channels = dataset.load("anchors"), dataset.load("test"), 3
+        train, test = dataset.load("anchors"), dataset.load("test")
         labels_of = lambda split: split.extra_labels["subcategory"]  # noqa: E731
         if args.train < len(train):
             train = dataset.load(f"anchors@{args.train}")

@@ -104,6 +104,13 @@ CLAIMS = (("joint codebook", "no codebook/MIM"), ("joint codebook", "random code
           ("fusion MIM", REFERENCE))
 FIGURE_ARM = "joint codebook"  # whose codes the gallery shows (else the first arm with a codebook)
 VAL_FRACTION, VAL_SPLIT_SEED = 0.2, 0
+SEEDS = [0, 1, 2]
+# each dataset's (fit, eval) splits; shapes' zero-shot and code usage read a lone shape on SINGLE_SHAPES instead.
+# configs/bench/codebook_vlp_compare.yaml is held to these (tests/unit/test_bench_configs_match_studies.py)
+SPLITS = {"emoji": ("anchors", "test"), "fashion_mnist": ("train@1000", "test@1000"),
+          "shapes": ("train@1000", "test@500")}
+SINGLE_SHAPES = ("shapes.single", "test@500")  # dataset and eval split
+QUICK = 120  # --quick: the first this many items of every split
 # key -> (header, higher is better, (per-item outputs, their metric)); the ``_rr`` keys are the same model
 # re-ranked by its ITM head
 METRICS = {
@@ -127,6 +134,11 @@ BOOTSTRAP = Bootstrap()  # the intervals' settings (1000 resamples, seed 0, 95%)
 
 def log(message: str) -> None:
     print(message, flush=True)
+
+
+def study_split(name: str, quick: bool) -> str:
+    """Split ``name`` of :data:`SPLITS` as the study loads it: with ``--quick``, its first :data:`QUICK` items."""
+    return f"{name.split('@')[0]}@{QUICK}" if quick else name
 
 
 def parity_problems(hparams: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -525,7 +537,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/codebook_vlp_codes.png"))
     parser.add_argument("--runs", type=Path, default=Path("results/codebook_vlp_study"),
                         help="one JSON per fit; reused when rerun with the same settings")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (with --quick: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help=f"default {' '.join(map(str, SEEDS))} (with --quick: 0)")
     parser.add_argument("--epoch-grid", type=int, nargs="+", default=[2, 4, 6],
                         help="epoch counts scored on the validation part of the emoji anchors")
     parser.add_argument("--extend-grid", action="store_true",
@@ -541,8 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redo-without-items", action="store_true",
                         help="refit study runs saved before per-item outputs were kept "
                              "(else reported without intervals)")
-    parser.add_argument("--datasets", nargs="+", choices=["emoji", "fashion_mnist", "shapes"],
-                        default=["emoji", "fashion_mnist", "shapes"])
+    parser.add_argument("--datasets", nargs="+", choices=list(SPLITS), default=list(SPLITS))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
@@ -550,26 +562,23 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     variants = load_variants(args.arms)
-    seeds, grid, rerank_k, runs = args.seeds or [0, 1, 2], args.epoch_grid, args.rerank_k, args.runs
+    seeds, grid, rerank_k, runs = args.seeds or SEEDS, args.epoch_grid, args.rerank_k, args.runs
     if args.quick:
         seeds, grid, rerank_k, runs = args.seeds or [0], [1, 2], 4, args.runs / "quick"
-    n = "@120" if args.quick else ""
     cache = FeatureCache()
     encoder = VISION_ENCODERS.create(IMAGE_ENCODER)
     emoji, fashion = DATASETS.create("emoji"), DATASETS.create("fashion_mnist")
-    anchors, test = emoji.load(f"anchors{n}"), emoji.load(f"test{n}")
+    anchors, test = (emoji.load(study_split(name, args.quick)) for name in SPLITS["emoji"])
     tokens = {"anchors": spatial_tokens(anchors, encoder, cache)}  # validation needs them in any case
     if "emoji" in args.datasets:
         tokens["test"] = spatial_tokens(test, encoder, cache)
     if "fashion_mnist" in args.datasets:
-        f_train = fashion.load("train@120" if args.quick else "train@1000")
-        f_test = fashion.load("test@120" if args.quick else "test@1000")
+        f_train, f_test = (fashion.load(study_split(name, args.quick)) for name in SPLITS["fashion_mnist"])
         tokens["f_train"] = spatial_tokens(f_train, encoder, cache)
         tokens["f_test"] = spatial_tokens(f_test, encoder, cache)
     if "shapes" in args.datasets:
-        s_train = DATASETS.create("shapes").load("train@120" if args.quick else "train@1000")
-        s_test = DATASETS.create("shapes").load("test@120" if args.quick else "test@500")
-        s_single = DATASETS.create("shapes.single").load("test@120" if args.quick else "test@500")
+        s_train, s_test = (DATASETS.create("shapes").load(study_split(name, args.quick)) for name in SPLITS["shapes"])
+        s_single = DATASETS.create(SINGLE_SHAPES[0]).load(study_split(SINGLE_SHAPES[1], args.quick))
         for name, split in (("s_train", s_train), ("s_test", s_test), ("s_single", s_single)):
             tokens[name] = spatial_tokens(split, encoder, cache)
     shape = tokens["anchors"].shape

@@ -349,7 +349,9 @@ def report(args: argparse.Namespace, data: dict[str, dict], chosen: Choice, sele
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The study's settings; ``parse_args([])`` gives its defaults, which the bench configs
+    configs/bench/lqae_compare*.yaml are held to (tests/unit/test_bench_configs_match_studies.py)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="fashion_mnist,emoji")
     parser.add_argument("--seeds", default="0,1,2")
@@ -382,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.select_weights = [float(w) for w in args.select_weights.split(",")]
     args.select_usage = [float(u) for u in args.select_usage.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
 
