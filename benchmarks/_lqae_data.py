@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 GEMMA = "gguf:gemma-3-270m.q4_k_m"  # the table whose rows are the codes, and its frozen LM
+MINILM = "hf:sentence-transformers/all-MiniLM-L6-v2"  # the bidirectional arm's table and masked LM (BERT)
 PROBE_C = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the linear probe's C grid, chosen on a validation part
 CHANNELS = {"fashion_mnist": 1, "emoji": 3}  # pixel channels each dataset is fed with (in_chans)
 

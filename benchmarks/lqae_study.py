@@ -56,7 +56,7 @@ from align.eval.bootstrap import Bootstrap
 
 from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_line, markdown_table,  # benchmarks/_common.py
                      saved_run, save_figure)
-from _lqae_data import GEMMA, PROBE_C, load_data  # benchmarks/_lqae_data.py
+from _lqae_data import GEMMA, MINILM, PROBE_C, load_data  # benchmarks/_lqae_data.py
 
 MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": None takes the selected weight
     "lqae": {"codebook": "language", "lm_weight": None},
@@ -64,9 +64,12 @@ MODELS = {  # label -> hyper-parameters beside the shared ones; "lm_weight": Non
     "vq-vae": {"codebook": "learned", "codebook_size": 1024},
     "lqae-lm-off": {"codebook": "language", "lm_weight": 0.0},
     "lqae-all-rows": {"codebook": "language", "lm_weight": None, "codebook_rows": "all"},
+    # the paper's denoiser: a bidirectional masked LM (MiniLM's BERT) with a frozen head trained on text
+    "lqae-bert": {"codebook": "language", "lm_weight": None, "table": MINILM, "mlm_head": "text"},
 }
 MAIN = ("lqae", "random-table", "vq-vae")
-CLAIMS = (("lqae", "random-table"), ("lqae", "vq-vae"), ("lqae", "lqae-lm-off"), ("lqae", "lqae-all-rows"))
+CLAIMS = (("lqae", "random-table"), ("lqae", "vq-vae"), ("lqae", "lqae-lm-off"), ("lqae", "lqae-all-rows"),
+          ("lqae-bert", "lqae"))
 METRICS = (  # key, header, format, higher is better, (per-item outputs, their metric; None: not resampled)
     ("rec", "reconstruction MSE", ".4f", False, ("rec", "rec")),
     ("probe", "linear probe (bench repr.)", ".3f", True, ("probe", "acc1")),
@@ -366,6 +369,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--select-usage", default="0,1", help="code-usage entropy weights to choose from")
     parser.add_argument("--usage-temperature", type=float, default=0.01)
     parser.add_argument("--ablate-rows", action="store_true", help="also lqae with every row searchable (first dataset)")
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="also lqae with MiniLM's BERT and its text-trained head as the denoiser (every dataset)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=Path("results/lqae_study"))
     parser.add_argument("--output", type=Path, default=Path("results/lqae_study.md"))
@@ -404,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     log(f"chosen lm_weight {chosen[0]:g}, usage_weight {chosen[1]:g}")
     runs: dict[str, dict[str, list[dict]]] = {}
     for i, name in enumerate(args.datasets):
-        labels = list(MAIN) + (["lqae-lm-off"] + (["lqae-all-rows"] if args.ablate_rows else []) if i == 0 else [])
+        labels = list(MAIN) + (["lqae-bert"] if args.bidirectional else [])
+        labels += (["lqae-lm-off"] + (["lqae-all-rows"] if args.ablate_rows else [])) if i == 0 else []
         found = dataset_runs(name, labels, data[name], args, chosen)
         if all(found.values()):  # with --saved-only a data set may have no complete seed yet
             runs[name] = found

@@ -214,6 +214,7 @@ STUDY_ABLATES = {  # model -> the hyper-parameters in which it differs from lqae
     "vq-vae": {"codebook", "codebook_size", "lm_weight"},  # lm_weight: inert without an LM
     "lqae-lm-off": {"lm_weight"},
     "lqae-all-rows": {"codebook_rows"},
+    "lqae-bert": {"table", "mlm_head"},  # the bidirectional denoiser: MiniLM's table, BERT and text-trained head
 }
 
 
