@@ -159,14 +159,40 @@ def parity_problems(hparams: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return problems
 
 
-def load_variants(arms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def load_variants(arms: Sequence[str] | None = None, common: Mapping[str, Any] | None = None,
+                  ) -> dict[str, dict[str, Any]]:
     """Hyper-parameters of ``arms`` (default: every arm), in :data:`VARIANTS` order, after checking every
-    config against ``full.yaml`` (:func:`parity_problems`)."""
+    config against ``full.yaml`` (:func:`parity_problems`), with ``common`` set in every arm alike (a field
+    an arm ablates cannot be set so)."""
     hparams = {label: yaml.safe_load((CONFIGS / file).read_text())["hparams"] for label, file in VARIANTS.items()}
     problems = parity_problems(hparams)
     if problems:
         raise SystemExit("configs/codebook_vlp/ arms are not comparable:\n" + "\n".join(problems))
-    return {label: hp for label, hp in hparams.items() if arms is None or label in arms}
+    common = dict(common or {})
+    unknown = sorted(set(common) - set(hparams[REFERENCE]))
+    ablated = sorted(set(common) & set().union(*ARM_FIELDS.values()))
+    if unknown or ablated:
+        raise SystemExit(f"--set {', '.join(unknown + ablated)}: " + ("not a field of full.yaml" if unknown else
+                         "a field an arm ablates; set it in that arm's config"))
+    return {label: hp | common for label, hp in hparams.items() if arms is None or label in arms}
+
+
+def overrides(pairs: Sequence[str], error: Callable[[str], Any]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as a mapping (values read as YAML, and ``3e-4``, which YAML 1.1 leaves a
+    string, as a number)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            error(f"--set {pair!r}: expected KEY=VALUE")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            try:
+                parsed = float(value)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
+    return out
 
 
 def spatial_tokens(split: DatasetSplit, encoder: Any, cache: FeatureCache) -> torch.Tensor:
@@ -358,18 +384,28 @@ def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: D
     return search, found, info
 
 
+def last_epoch(result: Mapping[str, Any], key: str) -> float | None:
+    """The last training epoch's value of ``key`` in a fit's history (None where it was not recorded)."""
+    values = (result.get("history") or {}).get(key) or []
+    return values[-1] if values else None
+
+
 def validation_table(found: dict[str, dict[int, dict]], search: GridSearch) -> list[str]:
+    """Each arm at each epoch count, with its last epoch's training MIM accuracy beside the marginal's (what
+    always naming the batch's most frequent code scores): MIM shapes the encoder only where the first is
+    clearly above the second."""
     keys = ("i2t_r1", "t2i_r1", "i2t_r1_rr", "t2i_r1_rr", "subcat_acc1")
     rows = []
     for label, per_epochs in found.items():
         for epochs, r in sorted(per_epochs.items()):
             mark = " (chosen)" if epochs == search.chosen else ""
-            rows.append((label, f"{epochs}{mark}", *(r.get(k) for k in keys),
-                         r.get("perplexity"), f"{r['train_s']:.0f}"))
+            rows.append((label, f"{epochs}{mark}", *(r.get(k) for k in keys), r.get("perplexity"),
+                         last_epoch(r, "mim_acc"), last_epoch(r, "mim_marginal"), f"{r['train_s']:.0f}"))
     rows += [("mean over arms", f"{e}{' (chosen)' if e == search.chosen else ''}", search.scores[e],
-              *([None] * (len(keys) - 1)), None, "") for e in sorted(search.scores)]
-    header = ("model (seed 0)", "epochs", *(METRICS[k][0] for k in keys), "code perplexity", "train s (resumed)")
-    return markdown_table(header, rows, formats=[".3f"] * (len(header) - 2) + [".1f", ""],
+              *([None] * (len(keys) + 2)), "") for e in sorted(search.scores)]
+    header = ("model (seed 0)", "epochs", *(METRICS[k][0] for k in keys), "code perplexity",
+              "MIM acc (train, last epoch)", "MIM marginal", "train s (resumed)")
+    return markdown_table(header, rows, formats=[".3f"] * (2 + len(keys)) + [".1f", ".3f", ".3f", ""],
                           align="ll" + "r" * (len(header) - 2), missing="")
 
 
@@ -554,14 +590,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redo-without-items", action="store_true",
                         help="refit study runs saved before per-item outputs were kept "
                              "(else reported without intervals)")
-    parser.add_argument("--datasets", nargs="+", choices=list(SPLITS), default=list(SPLITS))
+    parser.add_argument("--datasets", nargs="*", choices=list(SPLITS), default=list(SPLITS),
+                        help="the study's datasets (none: validation only)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="one hyper-parameter of every arm (YAML value; e.g. image_layers=4), repeatable")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    variants = load_variants(args.arms)
+    common = overrides(args.overrides, parser.error)
+    variants = load_variants(args.arms, common)
     seeds, grid, rerank_k, runs = args.seeds or SEEDS, args.epoch_grid, args.rerank_k, args.runs
     if args.quick:
         seeds, grid, rerank_k, runs = args.seeds or [0], [1, 2], 4, args.runs / "quick"
@@ -612,7 +652,9 @@ def main(argv: list[str] | None = None) -> None:
            f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers); {hp['num_codes']} codes. "
            f"Seeds {seeds}; {epochs} epochs, batch {hp['batch_size']}, lr {hp['lr']}; ITM re-ranking of each "
            f"query's top {rerank_k} candidates (same fitted model, `rerank_k` set after the fit); torch threads "
-           f"{torch.get_num_threads()}.", "", f"Spatial tokens (cached after the first run): {token_seconds:.0f} s.",
+           f"{torch.get_num_threads()}."
+           + (f" Set in every arm (`--set`): {', '.join(f'{k}={v}' for k, v in common.items())}." if common else ""),
+           "", f"Spatial tokens (cached after the first run): {token_seconds:.0f} s.",
            "", *val_lines]
     log("\n".join(out))
     seconds = val_seconds

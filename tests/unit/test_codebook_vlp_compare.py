@@ -264,3 +264,33 @@ def test_score_reads_zero_shot_and_codes_from_their_own_tokens() -> None:
     assert out["code_nmi"] == pytest.approx(1.0)
     wrong = script.score(model, script.Eval(multi, None, zeroshot, labels), rerank_k=0)
     assert wrong["colour_acc1"] == 0.0  # the multi-shape tokens, when no zero-shot tokens are given
+
+
+def test_set_changes_every_arm_alike_and_refuses_what_an_arm_ablates() -> None:
+    """``--set image_layers=4`` (a capacity grid point) keeps the arms comparable: every arm gets it, and
+    no field can be set that way where it would erase what an arm ablates, or where full.yaml has no such field."""
+    deeper = script.load_variants(None, script.overrides(["image_layers=4", "lr=3e-4"], pytest.fail))
+    assert {hp["image_layers"] for hp in deeper.values()} == {4}
+    assert {hp["lr"] for hp in deeper.values()} == {3e-4}
+    assert not script.parity_problems(deeper)
+    for refused in (["mim=false"], ["image_layer=4"]):
+        with pytest.raises(SystemExit, match=refused[0].split("=")[0]):
+            script.load_variants(None, script.overrides(refused, pytest.fail))
+    errors: list[str] = []
+    script.overrides(["image_layers"], errors.append)
+    assert errors and "KEY=VALUE" in errors[0]
+
+
+def test_the_validation_table_puts_the_last_epochs_mim_accuracy_beside_its_marginal() -> None:
+    run = {"i2t_r1": 0.1, "t2i_r1": 0.1, "subcat_acc1": 0.2, "perplexity": 40.0, "train_s": 5.0,
+           "history": {"mim_acc": [0.20, 0.35], "mim_marginal": [0.15, 0.14]}}
+    no_mim = {k: v for k, v in run.items() if k != "history"}
+    search = script.GridSearch(2, {2: 0.1}, True, [])
+    lines = script.validation_table({"joint codebook": {2: run}, "no codebook/MIM": {2: no_mim}}, search)
+    def cells(first: str) -> list[str]:
+        return [c.strip() for c in next(line for line in lines if line.startswith(first)).strip("|").split("|")]
+
+    header, joint, ablation = cells("| model"), cells("| joint"), cells("| no codebook")
+    acc, marginal = header.index("MIM acc (train, last epoch)"), header.index("MIM marginal")
+    assert (joint[acc], joint[marginal]) == ("0.350", "0.140")
+    assert (ablation[acc], ablation[marginal]) == ("", "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from align.methods.codebook_vlp.aligner import CodebookVLPCore, load_table, tokenize
+from align.methods.codebook_vlp.objectives import IGNORE, mim_accuracy
 
 TABLE = "toy:table-masked"
 TOKENS, DIM, CLUSTERS = 16, 8, 8
@@ -54,6 +55,8 @@ def test_mim_learns_a_code_given_by_the_neighbour_and_no_more() -> None:
         opt.zero_grad()
         core(x, ids, mask).backward()
         opt.step()
+    trained = core.parts  # the training batches' own record (the history's mim_acc and mim_marginal)
+    assert trained["mim_acc"] > trained["mim_marginal"] + 0.3, trained
 
     core.eval()
     x, clusters = _paired_images(256, centres, g)
@@ -65,3 +68,11 @@ def test_mim_learns_a_code_given_by_the_neighbour_and_no_more() -> None:
     assert marginal < 0.2 and ceiling > 0.6  # the planted task leaves room between the two
     assert accuracy > marginal + 0.75 * (ceiling - marginal), (accuracy, marginal, ceiling)
     assert accuracy < ceiling + 0.05, (accuracy, ceiling)
+
+
+def test_mim_accuracy_counts_masked_positions_only_against_the_most_frequent_code() -> None:
+    targets = torch.tensor([2, 2, 2, 1, IGNORE, IGNORE])
+    logits = torch.zeros(6, 4)
+    logits[torch.arange(6), torch.tensor([2, 0, 2, 1, 3, 3])] = 1.0  # right on 3 of the 4 masked positions
+    assert mim_accuracy(logits, targets, 4) == {"mim_acc": 0.75, "mim_marginal": 0.75}
+    assert mim_accuracy(logits, torch.full((6,), IGNORE), 4) == {}

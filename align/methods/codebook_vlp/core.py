@@ -59,8 +59,8 @@ from align.methods.codebook_vlp.layers import (
     FusionEncoder, MLMHead, TextEncoder, TokenImageEncoder, bert_layers, bert_shape,
 )
 from align.methods.codebook_vlp.objectives import (
-    IGNORE, caption_keys, drop_top_weights, hard_negatives, inverse_frequency_weights, itc_loss, mim_mask,
-    mim_targets, mlm_mask, soft_targets,
+    IGNORE, caption_keys, drop_top_weights, hard_negatives, inverse_frequency_weights, itc_loss, mim_accuracy,
+    mim_mask, mim_targets, mlm_mask, soft_targets,
 )
 from align.registry import EMBEDDING_TABLES
 from align.text.base import EmbeddingTable
@@ -314,6 +314,7 @@ class CodebookVLPCore(nn.Module):
             states = self.image_fusion(states, None, text_states, mask)
         targets = mim_targets(codes.detach(), masked).flatten()
         logits = self.mim_head(states[:, 1:]).flatten(0, 1)
+        self.parts.update(mim_accuracy(logits.detach(), targets, self.codebook.num_codes))
         if self.mim_weighting == "none":
             return F.cross_entropy(logits, targets, ignore_index=IGNORE)
         weigh = inverse_frequency_weights if self.mim_weighting == "inverse_frequency" else drop_top_weights

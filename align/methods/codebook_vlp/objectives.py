@@ -123,3 +123,16 @@ def drop_top_weights(targets: torch.Tensor, num_codes: int) -> torch.Tensor:
         top = torch.bincount(targets[chosen], minlength=num_codes).argmax()
         weights[targets == top] = 0.0
     return weights
+
+
+def mim_accuracy(logits: torch.Tensor, targets: torch.Tensor, num_codes: int) -> dict[str, float]:
+    """``mim_acc``: how often MIM names a masked token's code, beside ``mim_marginal``: how often always
+    naming the batch's most frequent target code would. MIM has learned something from the visible tokens
+    only where the first clearly exceeds the second (both over the masked positions of the batch)."""
+    chosen = targets != IGNORE
+    if not chosen.any():
+        return {}
+    wanted = targets[chosen]
+    top = torch.bincount(wanted, minlength=num_codes).max()
+    return {"mim_acc": float((logits[chosen].argmax(-1) == wanted).float().mean()),
+            "mim_marginal": float(top) / len(wanted)}
