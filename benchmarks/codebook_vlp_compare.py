@@ -26,8 +26,9 @@ once and kept in the feature cache. Text side: all-MiniLM-L6-v2's tokenizer and 
 
    - emoji, concept-disjoint: fit on the 955 anchor image-name pairs; on the 956 unseen test emoji,
      image<->caption retrieval (every caption of an image counts, CLIP_benchmark's recall) with plain
-     ITC cosine and with the ITM head re-scoring each query's top ``--rerank-k`` candidates (the same
-     fitted model, ``rerank_k`` set after the fit; ``retrieval_scores`` reads it), and zero-shot
+     ITC cosine and with the ITM head re-scoring each query's top ``--rerank-k`` candidates (ALBEF's 128;
+     the same fitted model, ``rerank_k`` set after the fit; ``retrieval_scores`` reads it: the class
+     default stays 0 unless re-ranking helps here at the plateau), and zero-shot
      subcategory classification (emoji templates, mean of prompt embeddings; ITC only);
    - Fashion-MNIST: fit on ``train@1000`` with class-name captions (templates in turn, as the default
      benchmark), zero-shot classification on ``test@1000``;
@@ -56,7 +57,7 @@ study resumes. Runs saved before per-item outputs were kept are reported without
     python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
         --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
         [--seeds 0 1 2] [--epoch-grid 2 4 6] [--extend-grid] [--grid-limit 24] [--epochs N (skip validation)]
-        [--rerank-k 16] [--arms ...] [--datasets emoji fashion_mnist shapes] [--runs results/codebook_vlp_study]
+        [--rerank-k 128] [--arms ...] [--datasets emoji fashion_mnist shapes] [--runs results/codebook_vlp_study]
         [--output results/codebook_vlp_compare.md] [--figure docs/figures/codebook_vlp_codes.png]
 """
 
@@ -581,7 +582,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="while the best count is the grid's largest, double it (fits resume) up to --grid-limit")
     parser.add_argument("--grid-limit", type=int, default=24, help="the largest count --extend-grid adds")
     parser.add_argument("--epochs", type=int, default=None, help="use these epochs and skip validation")
-    parser.add_argument("--rerank-k", type=int, default=16, help="ITM re-ranking of each query's top k (0: none)")
+    parser.add_argument("--rerank-k", type=int, default=128,
+                        help="ITM re-ranking of each query's top k (0: none; ALBEF re-ranks 128)")
     parser.add_argument("--arms", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="which arms to fit (default: all; claims need both of their arms)")
     parser.add_argument("--quick", action="store_true",
