@@ -50,10 +50,14 @@ outputs (each query's rank both ways, plain and re-ranked; each image's zero-sho
 image's codes; :mod:`align.eval.items`) beside it as ``<run>.items.safetensors``, sealed by its
 sha256 in the JSON; a rerun with the same hyper-parameters and data reuses them, so an interrupted
 study resumes. Runs saved before per-item outputs were kept are reported without intervals
-(``--redo-without-items`` refits them).
+(``--redo-without-items`` refits them). The study also writes ``study.json`` beside the runs (its settings,
+what the report says of each dataset, its times and machine), so that ``--report`` rebuilds the same page
+from the saved files alone (no tokens, fits or datasets; the gallery's PNG reads the emoji images), a page
+that can be committed with its runs and checked (``benchmarks/generated.py``).
 
     python benchmarks/codebook_vlp_compare.py --threads 1        # the study (every arm, 3 datasets, 3 seeds)
     python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
+    python benchmarks/codebook_vlp_compare.py --report --runs studies/codebook_vlp/study  # the page from saved runs
     python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
         --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
         [--seeds 0 1 2] [--epoch-grid 2 4 6] [--extend-grid] [--grid-limit 24] [--epochs N (skip validation)]
@@ -66,6 +70,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -76,8 +81,10 @@ import numpy as np
 import torch
 import yaml
 
-from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_line,  # benchmarks/_common.py
-                     markdown_table, mean_std, save_figure)
+from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, draw_code_grid,  # --report's reading
+                                  figure_names, load_run, read_manifest, write_manifest)
+from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_info,  # benchmarks/_common.py
+                     machine_line, markdown_table, mean_std)
 from align.bench.execute.features import fit_captions
 from align.data.base import DatasetSplit, LabelSet
 from align.eval.bootstrap import Bootstrap
@@ -336,6 +343,28 @@ def search_grid(grid: Sequence[int], evaluate: Callable[[int], float], extend: b
     return GridSearch(chosen, scores, chosen == max(scores), added)
 
 
+def validation_run(runs: Path, label: str, hparams: Mapping[str, Any], epochs: int, info: Mapping[str, Any],
+                   rerank_k: int) -> tuple[Path, dict[str, Any]]:
+    """Where a validation fit is saved, and its key (what ``--report`` looks it up by)."""
+    hp = dict(hparams, seed=0, max_epochs=epochs)
+    key = {"stage": "validation", "variant": label, "hparams": hp, "data": dict(info), "rerank_k": rerank_k}
+    return runs / "val" / f"{SLUGS[label]}_e{epochs}.json", key
+
+
+def grid_validation(labels: Sequence[str], grid: Sequence[int], run: Callable[[str, int], dict[str, Any]],
+                    extend: bool = False, limit: int = 24) -> tuple[GridSearch, dict[str, dict[int, dict]]]:
+    """:func:`search_grid` over the mean validation I→T R@1 of the arms, each arm's run at a count given by
+    ``run(label, epochs)`` (a fit, or a saved one for ``--report``, which so replays the same search)."""
+    found: dict[str, dict[int, dict]] = {label: {} for label in labels}
+
+    def evaluate(epochs: int) -> float:
+        for label in labels:
+            found[label][epochs] = run(label, epochs)
+        return float(np.mean([found[label][epochs]["i2t_r1"] for label in labels]))
+
+    return search_grid(grid, evaluate, extend, limit), found
+
+
 def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: DatasetSplit, rerank_k: int,
                runs: Path, extend: bool = False, limit: int = 24,
                ) -> tuple[GridSearch, dict[str, dict[int, dict]], dict[str, Any]]:
@@ -354,30 +383,26 @@ def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: D
     info = {"fit": describe(anchors), "train_rows": len(train), "val_rows": len(val), "split_seed": VAL_SPLIT_SEED}
     log(f"validation: {len(train)} anchor pairs -> {len(val)} held-out anchor pairs; epochs {grid}"
         + (f", extended while the best is the top (up to {limit})" if extend else ""))
-    found: dict[str, dict[int, dict]] = {label: {} for label in variants}
     root = runs / "val" / "checkpoints"
 
-    def evaluate(epochs: int) -> float:
-        for label, hparams in variants.items():
-            checkpoints = root / SLUGS[label]
-            hp = dict(hparams, seed=0, max_epochs=epochs)
+    def run(label: str, epochs: int) -> dict[str, Any]:
+        checkpoints = root / SLUGS[label]
+        path, key = validation_run(runs, label, variants[label], epochs, info, rerank_k)
 
-            def make() -> dict[str, Any]:
-                done = checkpoint_epochs(checkpoints)
-                if done is not None and done > epochs:  # a checkpoint past this grid point: start afresh
-                    shutil.rmtree(checkpoints, ignore_errors=True)
-                # resumes the previous grid point's last.ckpt (max_epochs may change on resume)
-                aligner, seconds = fit(hp | {"checkpoint_dir": str(checkpoints)}, tokens[train], train_captions)
-                return score(aligner, data, rerank_k) | {"train_s": seconds, "history": aligner.history}
+        def make() -> dict[str, Any]:
+            done = checkpoint_epochs(checkpoints)
+            if done is not None and done > epochs:  # a checkpoint past this grid point: start afresh
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            # resumes the previous grid point's last.ckpt (max_epochs may change on resume)
+            aligner, seconds = fit(key["hparams"] | {"checkpoint_dir": str(checkpoints)}, tokens[train], train_captions)
+            return score(aligner, data, rerank_k) | {"train_s": seconds, "history": aligner.history}
 
-            key = {"stage": "validation", "variant": label, "hparams": hp, "data": info, "rerank_k": rerank_k}
-            result = cached_run(runs / "val" / f"{SLUGS[label]}_e{epochs}.json", key, make, log)
-            found[label][epochs] = result
-            log(f"  {label}, {epochs} epochs: val I→T R@1 {result['i2t_r1']:.3f}, T→I R@1 {result['t2i_r1']:.3f}, "
-                f"re-ranked I→T R@1 {result.get('i2t_r1_rr', float('nan')):.3f} ({result['train_s']:.0f} s)")
-        return float(np.mean([found[label][epochs]["i2t_r1"] for label in variants]))
+        result = cached_run(path, key, make, log)
+        log(f"  {label}, {epochs} epochs: val I→T R@1 {result['i2t_r1']:.3f}, T→I R@1 {result['t2i_r1']:.3f}, "
+            f"re-ranked I→T R@1 {result.get('i2t_r1_rr', float('nan')):.3f} ({result['train_s']:.0f} s)")
+        return result
 
-    search = search_grid(grid, evaluate, extend, limit)
+    search, found = grid_validation(list(variants), grid, run, extend, limit)
     if search.at_edge:  # kept (~165 MB per arm) so that a rerun with --extend-grid resumes the fits
         log(f"validation: the best count ({search.chosen}) is the grid's largest; checkpoints kept under {root}")
     else:
@@ -425,6 +450,15 @@ def edge_note(search: GridSearch, extend: bool, limit: int) -> str:
 
 # ----------------------------------------------------------------------------------------------- study
 
+def study_run(runs: Path, dataset: str, label: str, hparams: Mapping[str, Any], seed: int, epochs: int,
+              info: Mapping[str, Any], rerank_k: int) -> tuple[Path, dict[str, Any]]:
+    """Where a study fit is saved, and its key (what ``--report`` looks it up by)."""
+    hp = dict(hparams, seed=seed, max_epochs=epochs)
+    key = {"stage": "study", "dataset": dataset, "variant": label, "hparams": hp, "data": dict(info),
+           "rerank_k": rerank_k}
+    return runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key
+
+
 def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_tokens: torch.Tensor,
           captions: list[str], data: Eval, rerank_k: int, info: dict[str, Any], runs: Path,
           keep_grid: bool, redo_without_items: bool = False) -> dict[str, list[dict]]:
@@ -434,19 +468,16 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
     results: dict[str, list[dict]] = {label: [] for label in variants}
     for seed in seeds:
         for label, hparams in variants.items():
-            hp = dict(hparams, seed=seed, max_epochs=epochs)
+            path, key = study_run(runs, dataset, label, hparams, seed, epochs, info, rerank_k)
 
             def make() -> dict[str, Any]:
-                aligner, seconds = fit(hp, fit_tokens, captions)
+                aligner, seconds = fit(key["hparams"], fit_tokens, captions)
                 out = score(aligner, data, rerank_k) | {"train_s": seconds, "history": aligner.history}
                 if keep_grid and aligner.hparams["codebook"]:
                     out["grid"] = grid_data(aligner, data.tokens)
                 return out
 
-            key = {"stage": "study", "dataset": dataset, "variant": label, "hparams": hp, "data": info,
-                   "rerank_k": rerank_k}
-            result = cached_run(runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key, make, log, items=True,
-                                redo_without_items=redo_without_items)
+            result = cached_run(path, key, make, log, items=True, redo_without_items=redo_without_items)
             results[label].append(result)
             shown = [k for k in (*METRICS, "perplexity") if k in result]
             log(f"  {dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown)
@@ -532,48 +563,282 @@ def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTS
     return lines
 
 
-def code_grid(grid: dict[str, Any], split: DatasetSplit, path: Path, seed: int, arm: str) -> list[str]:
-    """PNG: a row per frequently used code, the test images with the largest share of tokens on it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = grid["codes"]
-    per_code = max(len(r["images"]) for r in rows)
-    fig, axes = plt.subplots(len(rows), per_code, figsize=(per_code * 1.1, len(rows) * 1.25), squeeze=False)
-    lines = [f"Most used codes on the test emoji (seed {seed}, {arm}) and the images with most tokens on "
-             f"each (figure: `{path}`):", ""]
-    for row, entry in enumerate(rows):
-        names = [split.captions[i][0] for i in entry["images"]]
-        lines.append(f"- code {entry['code']} ({entry['tokens']} tokens): " + ", ".join(names))
-        for col, (i, count) in enumerate(zip(entry["images"], entry["counts"])):
-            ax = axes[row][col]
-            ax.imshow(split.load_image(i).convert("RGBA"))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{count}/{grid['tokens_per_image']}", fontsize=6)
-            if col == 0:
-                ax.set_ylabel(f"code {entry['code']}", fontsize=7)
-    fig.suptitle(f"Codebook-VLP, {arm} (emoji, seed {seed}): test images with most tokens on each frequent code",
-                 fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    return lines + [""]
-
 
 def fit_seconds(results: dict[str, list[dict]]) -> float:
     return sum(r["train_s"] + r["eval_s"] for rs in results.values() for r in rs)
 
 
+# -------------------------------------------------------------------------------------------- datasets
+
+Splits = Mapping[str, DatasetSplit]  # role ("fit", "eval", and "zeroshot" where it has its own split) -> split
+Facts = Mapping[str, Any]  # split_facts by role, and "captions": how the fit captions were made
+
+
+def split_facts(split: DatasetSplit) -> dict[str, Any]:
+    """What the report says of a split, saved in the manifest so that ``--report`` loads no dataset."""
+    labels = ({"labels": split.labels} if split.labels is not None else {}) | dict(split.extra_labels)
+    return {"split": split.split, "num_items": split.num_items,
+            "captions": None if split.captions is None else sum(map(len, split.captions)),
+            "classes": {name: len(found.class_names) for name, found in labels.items()}}
+
+
+def _emoji_eval(s: Splits, tokens: Mapping[str, torch.Tensor]) -> Eval:
+    return Eval(tokens["eval"], s["eval"].captions, {"subcat_acc1": s["eval"].extra_labels["subcategory"]},
+                s["eval"].labels.labels)
+
+
+def _emoji_paragraph(f: Facts) -> str:
+    test, n_sub = f["eval"], f["eval"]["classes"]["subcategory"]
+    return (f"**Emoji, concept-disjoint**: pretrained on {f['fit']['num_items']} anchor image-name pairs; scored "
+            f"on {test['num_items']} unseen test emoji ({test['captions']} captions; chance R@1 "
+            f"{1 / test['num_items']:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}). ITM "
+            f"re-ranking applies to retrieval only (`retrieval_scores`); zero-shot classification compares "
+            f"ITC embeddings.")
+
+
+def _fashion_eval(s: Splits, tokens: Mapping[str, torch.Tensor]) -> Eval:
+    return Eval(tokens["eval"], None, {"acc1": s["eval"].labels}, s["eval"].labels.labels)
+
+
+def _fashion_paragraph(f: Facts) -> str:
+    return (f"**Fashion-MNIST**: pretrained on {f['fit']['split']} ({f['captions']}); zero-shot on "
+            f"{f['eval']['split']} (10 classes, chance 0.100; no retrieval, so no re-ranking).")
+
+
+def _shapes_eval(s: Splits, tokens: Mapping[str, torch.Tensor]) -> Eval:
+    kinds = s["zeroshot"].extra_labels["shape"]
+    return Eval(tokens["eval"], s["eval"].captions,
+                {"colour_acc1": s["zeroshot"].extra_labels["colour"], "shape_acc1": kinds}, kinds.labels,
+                zeroshot_tokens=tokens["zeroshot"], code_tokens=tokens["zeroshot"])
+
+
+def _shapes_paragraph(f: Facts) -> str:
+    test, single = f["eval"], f["zeroshot"]
+    n_colour, n_kind = single["classes"]["colour"], single["classes"]["shape"]
+    return (f"**Shapes** (procedural): pretrained on shapes {f['fit']['split']} ({f['captions']}); retrieval on "
+            f"shapes {test['split']} (one to three shapes, {test['captions']} captions, chance R@1 "
+            f"{1 / test['num_items']:.4f}); zero-shot colour ({n_colour} classes, chance {1 / n_colour:.3f}) and "
+            f"shape kind ({n_kind} classes, chance {1 / n_kind:.3f}) of the lone shape of shapes.single "
+            f"{single['split']}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySet:
+    """One dataset of the study: its splits, what a model is scored on, and its report paragraph, which reads
+    saved facts only (so the full run and ``--report`` write the same page)."""
+
+    name: str  # registry name, key of SPLITS
+    make_eval: Callable[[Splits, Mapping[str, torch.Tensor]], Eval]  # from the splits and their tokens
+    paragraph: Callable[[Facts], str]
+    what: str  # what the code NMI is measured against
+    where: Callable[[Facts, int], str]  # the tokens the codes are counted on (facts, tokens per image)
+    extra: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # role -> (dataset, split)
+    captions_in_key: bool = True  # False: emoji's saved run keys predate recording how captions were made
+    keep_grid: bool = False  # the code gallery's data (emoji)
+
+    def roles(self) -> dict[str, tuple[str, str]]:
+        return {"fit": (self.name, SPLITS[self.name][0]), "eval": (self.name, SPLITS[self.name][1]), **self.extra}
+
+    def info(self, splits: Splits, how: str) -> dict[str, Any]:
+        """The ``data`` of the runs' keys: each split's identity (and how the fit captions were made)."""
+        return {role: describe(split) for role, split in splits.items()} | ({"captions": how}
+                                                                           if self.captions_in_key else {})
+
+
+STUDY_SETS = {s.name: s for s in (
+    StudySet("emoji", _emoji_eval, _emoji_paragraph, "category",
+             lambda f, t: f"the {f['eval']['num_items']} test emoji x {t} tokens", captions_in_key=False,
+             keep_grid=True),
+    StudySet("fashion_mnist", _fashion_eval, _fashion_paragraph, "class",
+             lambda f, t: f"the {f['eval']['num_items']} test images"),
+    StudySet("shapes", _shapes_eval, _shapes_paragraph, "shape kind",
+             lambda f, t: f"the {f['zeroshot']['num_items']} single-shape images", extra={"zeroshot": SINGLE_SHAPES}),
+)}
+
+
+# ----------------------------------------------------------------------------------- the study, the report
+
+@dataclasses.dataclass
+class Study:
+    """What the page is written from: the manifest (settings, dataset facts, times; saved as ``study.json``),
+    the validation search and runs (None with ``--epochs``), and every dataset's runs."""
+
+    manifest: dict[str, Any]
+    validation: tuple[GridSearch, dict[str, dict[int, dict]]] | None
+    results: dict[str, dict[str, list[dict]]]
+    load_image: Callable[[], Callable[[int], Any]]  # the emoji test images, for the gallery's PNG
+
+
+def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -> Study:
+    """Tokens, validation and every fit (saved runs reused); the manifest written beside the runs."""
+    started = time.perf_counter()
+    variants = load_variants(args.arms, common)
+    seeds, grid, rerank_k = args.seeds or SEEDS, args.epoch_grid, args.rerank_k
+    if args.quick:
+        seeds, grid, rerank_k = args.seeds or [0], [1, 2], 4
+    cache, encoder, made, tokens = FeatureCache(), VISION_ENCODERS.create(IMAGE_ENCODER), {}, {}
+
+    def load(dataset: str, split: str) -> DatasetSplit:
+        made.setdefault(dataset, DATASETS.create(dataset))
+        return made[dataset].load(study_split(split, args.quick))
+
+    def tokens_of(split: DatasetSplit) -> torch.Tensor:  # emoji's fit split is the anchors: computed once
+        if describe(split) not in tokens:
+            tokens[describe(split)] = spatial_tokens(split, encoder, cache)
+        return tokens[describe(split)]
+
+    anchors = load("emoji", SPLITS["emoji"][0])
+    tokens_of(anchors)  # validation needs them in any case
+    sets = [STUDY_SETS[name] for name in args.datasets]
+    splits = {s.name: {role: load(*where) for role, where in s.roles().items()} for s in sets}
+    for by_role in splits.values():
+        for split in by_role.values():
+            tokens_of(split)
+    shape = tokens_of(anchors).shape
+    token_seconds = time.perf_counter() - started
+    manifest: dict[str, Any] = {
+        "variants": variants, "common": dict(common), "seeds": seeds, "rerank_k": rerank_k,
+        "tokens": list(shape[1:]), "threads": torch.get_num_threads(), "token_seconds": token_seconds,
+        "datasets": {}}
+    val = None
+    if args.epochs is None:
+        search, found, val_info = validation(variants, grid, tokens_of(anchors), anchors, rerank_k, runs,
+                                             args.extend_grid, args.grid_limit)
+        manifest["validation"] = {"grid": grid, "extend": args.extend_grid, "limit": args.grid_limit,
+                                  "info": val_info, "anchors": anchors.num_items}
+        val, epochs = (search, found), search.chosen
+    else:
+        epochs = args.epochs
+    manifest["epochs"] = epochs
+    log("\n".join(head_lines(manifest, val)))
+    results = {}
+    for s in sets:
+        by_role = splits[s.name]
+        log(f"{s.name}: {by_role['fit'].num_items} pairs -> {by_role['eval'].num_items} test images")
+        captions, how = fit_captions(by_role["fit"])
+        info = s.info(by_role, how)
+        data = s.make_eval(by_role, {role: tokens_of(split) for role, split in by_role.items()})
+        results[s.name] = study(s.name, variants, seeds, epochs, tokens_of(by_role["fit"]), captions, data,
+                                rerank_k, info, runs, keep_grid=s.keep_grid,
+                                redo_without_items=args.redo_without_items)
+        facts = {role: split_facts(split) for role, split in by_role.items()} | {"captions": how}
+        arm = figure_arm(results[s.name])
+        if s.keep_grid and arm is not None:
+            facts["figure_names"] = figure_names(results[s.name][arm][0]["grid"], by_role["eval"].captions)
+        manifest["datasets"][s.name] = {"info": info, "facts": facts}
+    manifest |= {"wall_seconds": time.perf_counter() - started, "machine": machine_info()}
+    manifest = json.loads(json.dumps(manifest))  # as --report reads it back, so both write the same page
+    write_manifest(runs, manifest)
+    test = splits.get("emoji", {}).get("eval")
+    return Study(manifest, val, results, lambda: test.load_image)
+
+
+def saved_study(runs: Path) -> Study:
+    """The study saved under ``runs``, read back without tokens, fits or datasets; a one-line exit naming the
+    runs that are missing."""
+    manifest = read_manifest(runs)
+    variants, seeds, rerank_k, epochs = (manifest[k] for k in ("variants", "seeds", "rerank_k", "epochs"))
+    val = None
+    try:
+        if manifest.get("validation"):
+            v = manifest["validation"]
+            val = grid_validation(list(variants), v["grid"], lambda label, e: load_run(
+                *validation_run(runs, label, variants[label], e, v["info"], rerank_k)), v["extend"], v["limit"])
+            if val[0].chosen != epochs:
+                raise SystemExit(f"--report: the saved validation runs choose {val[0].chosen} epochs, "
+                                 f"{MANIFEST} says {epochs}")
+    except MissingRun as err:
+        raise SystemExit(f"--report: a validation run is missing: {err}") from None
+    results, missing = {}, []
+    for name, saved in manifest["datasets"].items():
+        results[name] = {label: [] for label in variants}
+        for seed in seeds:
+            for label, hp in variants.items():
+                try:
+                    results[name][label].append(load_run(*study_run(runs, name, label, hp, seed, epochs,
+                                                                    saved["info"], rerank_k), items=True))
+                except MissingRun as err:
+                    missing.append(str(err))
+    if missing:
+        raise SystemExit(f"--report: {len(missing)} run(s) missing: " + "; ".join(missing))
+
+    def emoji_images() -> Callable[[int], Any]:
+        split = manifest["datasets"]["emoji"]["facts"]["eval"]["split"]
+        return DATASETS.create("emoji").load(split).load_image
+
+    return Study(manifest, val, results, emoji_images)
+
+
+def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None) -> list[str]:
+    """The report's opening: the arms and settings, the tokens, and how the epochs were chosen."""
+    variants, common, epochs = manifest["variants"], manifest["common"], manifest["epochs"]
+    hp = variants.get(REFERENCE) or next(iter(variants.values()))
+    shape = manifest["tokens"]
+    arms = "; ".join(f"**{label}** (`{VARIANTS[label]}`" + (f": {', '.join(sorted(ARM_FIELDS[label]))}"
+                                                            if label in ARM_FIELDS else ": the reference") + ")"
+                     for label in variants)
+    out = [f"Codebook-VLP arms, each a config of configs/codebook_vlp/ that differs from `full.yaml` only in the "
+           f"fields named: {arms}. Image tokens: `{IMAGE_ENCODER}` 7x7 grid "
+           f"({shape[0]} x {shape[1]}); text: `{hp['table']}` "
+           f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers); {hp['num_codes']} codes. "
+           f"Seeds {manifest['seeds']}; {epochs} epochs, batch {hp['batch_size']}, lr {hp['lr']}; ITM re-ranking "
+           f"of each query's top {manifest['rerank_k']} candidates (same fitted model, `rerank_k` set after the "
+           f"fit); torch threads {manifest['threads']}."
+           + (f" Set in every arm (`--set`): {', '.join(f'{k}={v}' for k, v in common.items())}." if common else ""),
+           "", f"Spatial tokens (cached after the first run): {manifest['token_seconds']:.0f} s.", ""]
+    if val is None:
+        return out + [f"Epochs set to {epochs} by `--epochs` (no validation).", ""]
+    (search, found), v = val, manifest["validation"]
+    chosen = (f"**Epochs chosen on validation, never on test**: {v['info']['val_rows']} of the "
+              f"{v['anchors']} emoji anchor pairs (seeded {VAL_FRACTION:.0%}, split seed "
+              f"{VAL_SPLIT_SEED}) held out; each arm (seed 0) trained on the other "
+              f"{v['info']['train_rows']} for {sorted(search.scores)} epochs (one fit per arm resumed from its "
+              f"checkpoint between grid points) and scored on the held-out "
+              f"pairs (retrieval over their captions; subcategory zero-shot over the anchors' classes). The "
+              f"best validation I→T R@1 averaged over the arms is at **{epochs} epochs**; every arm trains "
+              f"{epochs} epochs on every dataset below (equal budget: same pairs, epochs, batch and seeds).")
+    return out + [chosen, "", edge_note(search, v["extend"], v["limit"]), "", *validation_table(found, search), ""]
+
+
+def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[str]:
+    """The page, from what the full run and ``--report`` both have; the gallery's PNG drawn to ``figure``."""
+    manifest, seeds = found.manifest, found.manifest["seeds"]
+    num_codes = (manifest["variants"].get(REFERENCE) or next(iter(manifest["variants"].values())))["num_codes"]
+    out = head_lines(manifest, found.validation)
+    study_at = len(out)  # the notes on intervals go before the study's tables
+    seconds = 0.0 if found.validation is None else sum(
+        r["train_s"] + r["eval_s"] for per in found.validation[1].values() for r in per.values())
+    for name, results in found.results.items():
+        s, facts = STUDY_SETS[name], manifest["datasets"][name]["facts"]
+        seconds += fit_seconds(results)
+        out += [s.paragraph(facts), "", *arm_table(results, seeds), *claim_table(results, seeds),
+                f"Code usage of every arm with a codebook on {s.where(facts, manifest['tokens'][0])} ({num_codes} "
+                f"codes; NMI against the {s.what}, over token occurrences):", "", *code_table(results, seeds, s.what)]
+        arm = figure_arm(results)
+        if s.keep_grid and arm is not None:
+            where = os.path.relpath(figure, output.parent) if output is not None else str(figure)
+            out += code_grid_lines(results[arm][0]["grid"], facts["figure_names"], where, seeds[0], arm)
+            draw_code_grid(results[arm][0]["grid"], found.load_image(), figure, seeds[0], arm)
+    out[study_at:study_at] = interval_notes(list(found.results.values()))
+    return out + [f"Wall time of the study's invocation (tokens, validation, fits; the one that wrote "
+                  f"`{MANIFEST}`): {manifest['wall_seconds']:.0f} s; fits and scoring of every run in the report "
+                  f"(saved runs keep the time they took): {seconds:.0f} s.", "",
+                  f"Runs: `{runs}/` (one JSON per fit, and a study fit's per-item outputs beside it).", "",
+                  machine_line(load=True, info=manifest["machine"])]
+
+
 # ------------------------------------------------------------------------------------------------ main
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("results/codebook_vlp_compare.md"))
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/codebook_vlp_codes.png"))
     parser.add_argument("--runs", type=Path, default=Path("results/codebook_vlp_study"),
                         help="one JSON per fit; reused when rerun with the same settings")
+    parser.add_argument("--report", action="store_true",
+                        help=f"rebuild the report from the runs and RUNS/{MANIFEST} alone (no tokens, fits or "
+                             "datasets; the settings are the saved study's: only --runs, --quick, --output and "
+                             "--figure apply)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"default {' '.join(map(str, SEEDS))} (with --quick: 0)")
     parser.add_argument("--epoch-grid", type=int, nargs="+", default=[2, 4, 6],
@@ -599,133 +864,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
+    args.common = overrides(args.overrides, parser.error)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    common = overrides(args.overrides, parser.error)
-    variants = load_variants(args.arms, common)
-    seeds, grid, rerank_k, runs = args.seeds or SEEDS, args.epoch_grid, args.rerank_k, args.runs
-    if args.quick:
-        seeds, grid, rerank_k, runs = args.seeds or [0], [1, 2], 4, args.runs / "quick"
-    cache = FeatureCache()
-    encoder = VISION_ENCODERS.create(IMAGE_ENCODER)
-    emoji, fashion = DATASETS.create("emoji"), DATASETS.create("fashion_mnist")
-    anchors, test = (emoji.load(study_split(name, args.quick)) for name in SPLITS["emoji"])
-    tokens = {"anchors": spatial_tokens(anchors, encoder, cache)}  # validation needs them in any case
-    if "emoji" in args.datasets:
-        tokens["test"] = spatial_tokens(test, encoder, cache)
-    if "fashion_mnist" in args.datasets:
-        f_train, f_test = (fashion.load(study_split(name, args.quick)) for name in SPLITS["fashion_mnist"])
-        tokens["f_train"] = spatial_tokens(f_train, encoder, cache)
-        tokens["f_test"] = spatial_tokens(f_test, encoder, cache)
-    if "shapes" in args.datasets:
-        s_train, s_test = (DATASETS.create("shapes").load(study_split(name, args.quick)) for name in SPLITS["shapes"])
-        s_single = DATASETS.create(SINGLE_SHAPES[0]).load(study_split(SINGLE_SHAPES[1], args.quick))
-        for name, split in (("s_train", s_train), ("s_test", s_test), ("s_single", s_single)):
-            tokens[name] = spatial_tokens(split, encoder, cache)
-    shape = tokens["anchors"].shape
-    token_seconds = time.perf_counter() - started
-    hp = variants.get(REFERENCE) or next(iter(variants.values()))
-
-    if args.epochs is None:
-        search, found, val_info = validation(variants, grid, tokens["anchors"], anchors, rerank_k, runs,
-                                             args.extend_grid, args.grid_limit)
-        epochs = search.chosen
-        chosen = (f"**Epochs chosen on validation, never on test**: {val_info['val_rows']} of the "
-                  f"{anchors.num_items} emoji anchor pairs (seeded {VAL_FRACTION:.0%}, split seed "
-                  f"{VAL_SPLIT_SEED}) held out; each arm (seed 0) trained on the other "
-                  f"{val_info['train_rows']} for {sorted(search.scores)} epochs (one fit per arm resumed from its "
-                  f"checkpoint between grid points) and scored on the held-out "
-                  f"pairs (retrieval over their captions; subcategory zero-shot over the anchors' classes). The "
-                  f"best validation I→T R@1 averaged over the arms is at **{epochs} epochs**; every arm trains "
-                  f"{epochs} epochs on every dataset below (equal budget: same pairs, epochs, batch and seeds).")
-        val_lines = [chosen, "", edge_note(search, args.extend_grid, args.grid_limit), "",
-                     *validation_table(found, search), ""]
-        val_seconds = sum(r["train_s"] + r["eval_s"] for per in found.values() for r in per.values())
-    else:
-        epochs, val_lines, val_seconds = args.epochs, [f"Epochs set to {args.epochs} by `--epochs` (no validation).",
-                                                      ""], 0.0
-    arms = "; ".join(f"**{label}** (`{VARIANTS[label]}`" + (f": {', '.join(sorted(ARM_FIELDS[label]))}"
-                                                            if label in ARM_FIELDS else ": the reference") + ")"
-                     for label in variants)
-    out = [f"Codebook-VLP arms, each a config of configs/codebook_vlp/ that differs from `full.yaml` only in the "
-           f"fields named: {arms}. Image tokens: `{IMAGE_ENCODER}` 7x7 grid "
-           f"({shape[1]} x {shape[2]}); text: `{hp['table']}` "
-           f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers); {hp['num_codes']} codes. "
-           f"Seeds {seeds}; {epochs} epochs, batch {hp['batch_size']}, lr {hp['lr']}; ITM re-ranking of each "
-           f"query's top {rerank_k} candidates (same fitted model, `rerank_k` set after the fit); torch threads "
-           f"{torch.get_num_threads()}."
-           + (f" Set in every arm (`--set`): {', '.join(f'{k}={v}' for k, v in common.items())}." if common else ""),
-           "", f"Spatial tokens (cached after the first run): {token_seconds:.0f} s.",
-           "", *val_lines]
-    log("\n".join(out))
-    seconds = val_seconds
-    reported: list[dict[str, list[dict]]] = []
-    study_at = len(out)  # the notes on intervals go before the study's tables
-
-    def tables(results: dict[str, list[dict]], what: str, where: str) -> list[str]:
-        return [*arm_table(results, seeds), *claim_table(results, seeds),
-                f"Code usage of every arm with a codebook on {where} ({hp['num_codes']} codes; NMI against the "
-                f"{what}, over token occurrences):", "", *code_table(results, seeds, what)]
-
-    if "emoji" in args.datasets:
-        log(f"emoji: {anchors.num_items} anchor pairs -> {test.num_items} unseen test emoji")
-        captions, _ = fit_captions(anchors)
-        data = Eval(tokens["test"], test.captions, {"subcat_acc1": test.extra_labels["subcategory"]},
-                    test.labels.labels)
-        info = {"fit": describe(anchors), "eval": describe(test)}
-        results = study("emoji", variants, seeds, epochs, tokens["anchors"], captions, data, rerank_k, info, runs,
-                        keep_grid=True, redo_without_items=args.redo_without_items)
-        reported.append(results)
-        seconds += fit_seconds(results)
-        n_sub = len(test.extra_labels["subcategory"].class_names)
-        out += [f"**Emoji, concept-disjoint**: pretrained on {anchors.num_items} anchor image-name pairs; scored "
-                f"on {test.num_items} unseen test emoji ({sum(map(len, test.captions))} captions; chance R@1 "
-                f"{1 / test.num_items:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}). ITM "
-                f"re-ranking applies to retrieval only (`retrieval_scores`); zero-shot classification compares "
-                f"ITC embeddings.", "",
-                *tables(results, "category", f"the {test.num_items} test emoji x {shape[1]} tokens")]
-        arm = figure_arm(results)
-        if arm is not None:
-            out += code_grid(results[arm][0]["grid"], test, args.figure, seeds[0], arm)
-    if "fashion_mnist" in args.datasets:
-        log(f"fashion_mnist: {f_train.num_items} pairs -> {f_test.num_items} test images")
-        f_captions, how = fit_captions(f_train)
-        data = Eval(tokens["f_test"], None, {"acc1": f_test.labels}, f_test.labels.labels)
-        info = {"fit": describe(f_train), "eval": describe(f_test), "captions": how}
-        results = study("fashion_mnist", variants, seeds, epochs, tokens["f_train"], f_captions, data, rerank_k,
-                        info, runs, keep_grid=False, redo_without_items=args.redo_without_items)
-        reported.append(results)
-        seconds += fit_seconds(results)
-        out += [f"**Fashion-MNIST**: pretrained on {f_train.split} ({how}); zero-shot on {f_test.split} "
-                f"(10 classes, chance 0.100; no retrieval, so no re-ranking).", "",
-                *tables(results, "class", f"the {f_test.num_items} test images")]
-    if "shapes" in args.datasets:
-        log(f"shapes: {s_train.num_items} pairs -> {s_test.num_items} test images, "
-            f"{s_single.num_items} single-shape images")
-        s_captions, how = fit_captions(s_train)
-        kinds = s_single.extra_labels["shape"]
-        data = Eval(tokens["s_test"], s_test.captions,
-                    {"colour_acc1": s_single.extra_labels["colour"], "shape_acc1": kinds}, kinds.labels,
-                    zeroshot_tokens=tokens["s_single"], code_tokens=tokens["s_single"])
-        info = {"fit": describe(s_train), "eval": describe(s_test), "zeroshot": describe(s_single), "captions": how}
-        results = study("shapes", variants, seeds, epochs, tokens["s_train"], s_captions, data, rerank_k, info, runs,
-                        keep_grid=False, redo_without_items=args.redo_without_items)
-        reported.append(results)
-        seconds += fit_seconds(results)
-        n_colour = len(s_single.extra_labels["colour"].class_names)
-        out += [f"**Shapes** (procedural): pretrained on shapes {s_train.split} ({how}); retrieval on shapes "
-                f"{s_test.split} (one to three shapes, {sum(map(len, s_test.captions))} captions, chance R@1 "
-                f"{1 / s_test.num_items:.4f}); zero-shot colour ({n_colour} classes, chance "
-                f"{1 / n_colour:.3f}) and shape kind ({len(kinds.class_names)} classes, chance "
-                f"{1 / len(kinds.class_names):.3f}) of the lone shape of shapes.single {s_single.split}.", "",
-                *tables(results, "shape kind", f"the {s_single.num_items} single-shape images")]
-    out[study_at:study_at] = interval_notes(reported)
-    out += [f"Wall time of this invocation: {time.perf_counter() - started:.0f} s; fits and scoring of every "
-            f"run in the report (saved runs keep the time they took): {seconds:.0f} s.", "",
-            f"Runs: `{runs}/` (one JSON per fit, and a study fit's per-item outputs beside it).", "",
-            machine_line(load=True)]
-    emit("\n".join(out), args.output)
+    runs = args.runs / "quick" if args.quick else args.runs
+    found = saved_study(runs) if args.report else run_study(args, runs, args.common)
+    emit("\n".join(render(found, runs, args.output, args.figure)), args.output)
 
 
 if __name__ == "__main__":

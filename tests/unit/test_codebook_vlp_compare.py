@@ -294,3 +294,90 @@ def test_the_validation_table_puts_the_last_epochs_mim_accuracy_beside_its_margi
     acc, marginal = header.index("MIM acc (train, last epoch)"), header.index("MIM marginal")
     assert (joint[acc], joint[marginal]) == ("0.350", "0.140")
     assert (ablation[acc], ablation[marginal]) == ("", "")
+
+
+# ---------------------------------------------------------------------- --report from the saved runs
+
+
+def fake_split(dataset: str, split: str, n: int = 24) -> Any:
+    """A small split of ``dataset`` with what the study reads of it (captions where the real one has them)."""
+    from PIL import Image
+
+    from align.data.base import LabelSet
+
+    labels = np.arange(n) % 3
+    extra = {"emoji": {"subcategory": LabelSet(labels % 2, ["s0", "s1"])},
+             "shapes.single": {"colour": LabelSet(labels, ["red", "green", "blue"]),
+                               "shape": LabelSet(labels % 2, ["circle", "square"])}}.get(dataset, {})
+    captions = None if dataset == "fashion_mnist" else [[f"{dataset} {i}", f"item {i}"] for i in range(n)]
+    return SimpleNamespace(dataset=dataset, split=split, version="v1", num_items=n, captions=captions,
+                           labels=LabelSet(labels, ["a", "b", "c"]), extra_labels=extra,
+                           load_image=lambda i: Image.new("RGB", (4, 4), (i, 0, 0)))
+
+
+@pytest.fixture()
+def stub_study(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No encoder, dataset or fit: stub tokens and splits, planted scores (the study's bookkeeping is real);
+    returns the log of the datasets loaded."""
+    loaded: list[str] = []
+    rng = np.random.default_rng(5)
+
+    def fake_score(aligner: Any, data: Any, rerank_k: int) -> dict[str, Any]:
+        return planted(rng.random(N) < 0.5, aligner.hparams["seed"], codes=aligner.hparams["codebook"])
+
+    def create(name: str) -> Any:
+        return SimpleNamespace(load=lambda split: loaded.append(f"{name}/{split}") or fake_split(name, split))
+
+    monkeypatch.setattr(script, "DATASETS", SimpleNamespace(create=create))
+    monkeypatch.setattr(script, "VISION_ENCODERS", SimpleNamespace(create=lambda name: None))
+    monkeypatch.setattr(script, "FeatureCache", lambda: None)
+    monkeypatch.setattr(script, "spatial_tokens", lambda split, encoder, cache: torch.zeros(split.num_items, 49, 8))
+    monkeypatch.setattr(script, "fit", lambda hp, tokens, captions: (SimpleNamespace(hparams=hp, history={}), 1.0))
+    monkeypatch.setattr(script, "score", fake_score)
+    monkeypatch.setattr(script, "grid_data", lambda aligner, tokens: {
+        "tokens_per_image": 49, "codes": [{"code": 7, "tokens": 30, "images": [2, 0], "counts": [20, 10]}]})
+    return loaded
+
+
+def study_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--quick", "--arms", KMEANS, JOINT, "--seeds", "0", "1", "--runs", str(tmp_path / "runs"),
+            "--output", str(tmp_path / "page.md"), "--figure", str(tmp_path / "codes.png"), *extra]
+
+
+def test_report_rebuilds_the_page_of_the_run_that_wrote_the_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
+    script.main(study_argv(tmp_path))
+    page = (tmp_path / "page.md").read_text()
+    assert (tmp_path / "runs" / "quick" / "study.json").is_file()
+    assert "**Emoji, concept-disjoint**: pretrained on 24 anchor" in page and "**Shapes** (procedural)" in page
+    assert "- code 7 (30 tokens): emoji 2, emoji 0" in page and "(figure: `codes.png`)" in page
+    assert page.count("| mean over arms | ") == 2  # the validation table (grid 1 2), from the validation runs
+    (tmp_path / "page.md").unlink()
+    (tmp_path / "codes.png").unlink()
+    stub_study.clear()
+    for name in ("fit", "score", "spatial_tokens", "grid_data"):
+        monkeypatch.setattr(script, name, lambda *a, _name=name: pytest.fail(f"--report called {_name}"))
+    script.main(study_argv(tmp_path, "--report"))
+    assert (tmp_path / "page.md").read_text() == page
+    assert (tmp_path / "codes.png").is_file() and stub_study == ["emoji/test@120"]  # the gallery's images only
+
+
+def test_report_names_the_run_that_is_missing_and_fails(tmp_path: Path, stub_study: list[str]) -> None:
+    script.main(study_argv(tmp_path))
+    gone = tmp_path / "runs" / "quick" / "shapes" / "joint_seed1.json"
+    gone.unlink()
+    with pytest.raises(SystemExit, match=r"1 run\(s\) missing: .*shapes/joint_seed1\.json \(missing\)$"):
+        script.main(study_argv(tmp_path, "--report"))
+    (tmp_path / "runs" / "quick" / "val" / "full_e2.json").unlink()
+    with pytest.raises(SystemExit, match=r"validation run is missing: .*val/full_e2\.json"):
+        script.main(study_argv(tmp_path, "--report"))
+    items = tmp_path / "runs" / "quick" / "emoji" / "full_seed0.items.safetensors"
+    assert items.is_file()
+
+
+def test_report_refuses_a_run_whose_items_file_is_gone(tmp_path: Path, stub_study: list[str]) -> None:
+    """The full run would refit such a run (cached_run), so its page could not be the report's."""
+    script.main(study_argv(tmp_path))
+    (tmp_path / "runs" / "quick" / "emoji" / "full_seed0.items.safetensors").unlink()
+    with pytest.raises(SystemExit, match=r"emoji/full_seed0\.items\.safetensors: per-item outputs are missing"):
+        script.main(study_argv(tmp_path, "--report"))
