@@ -26,8 +26,11 @@ reuses it and a changed run is scored again.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +38,10 @@ import numpy as np
 
 from _common import cached_run, emit, markdown_table, read_run_items, saved_run  # benchmarks/_common.py
 
-MODELS = ("lqae", "random-table", "vq-vae", "lqae-lm-off")
+MODELS = ("lqae", "random-table", "vq-vae", "lqae-lm-off", "lqae-bert")
 SHUFFLED = "lqae (labels shuffled)"
-CLAIMS = (("lqae", "random-table"), ("lqae", "vq-vae"), ("lqae", "lqae-lm-off"), ("lqae", SHUFFLED))
+CLAIMS = (("lqae", "random-table"), ("lqae", "vq-vae"), ("lqae", "lqae-lm-off"), ("lqae", SHUFFLED),
+          ("lqae-bert", "lqae"))
 SETTINGS = ("2x1", "2x3", "2x5", "5x1", "5x3", "5x5")  # n_way x k_shot
 
 
@@ -53,22 +57,34 @@ def parse_setting(text: str) -> tuple[int, int]:
         raise SystemExit(f"lqae_incontext: setting {text!r} is not N x K (like 5x1)") from None
 
 
-def study_codes(runs: Path, dataset: str, model: str, seed: int) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """``(codes [n, T], labels [n], items sha256)`` of a study run's test images, None when not saved."""
+@dataclass(frozen=True)
+class StudyCodes:
+    """A study run's test images as codes (row ids of ``table``, the table the model quantised onto)."""
+
+    codes: np.ndarray  # [n, T]
+    labels: np.ndarray  # [n]
+    sha256: str  # of the run's sealed per-item outputs
+    table: str | None  # None: a run that does not name its table (read as the reader's)
+
+
+def study_codes(runs: Path, dataset: str, model: str, seed: int) -> StudyCodes | None:
+    """A study run's test-image codes, verified against the sha256 its run sealed; None when not saved."""
     import json
 
     path = runs / dataset / model / f"seed{seed}.json"
     if not path.is_file():
         return None
     run = json.loads(path.read_text())
-    items = read_run_items(path, run)  # verified against the sha256 its run sealed
+    items = read_run_items(path, run)
     if not items or "codes" not in items:
         raise SystemExit(f"lqae_incontext: {path} keeps no per-image codes (rerun it with lqae_study.py)")
-    return items["codes"].codes, items["codes"].labels, run["items"]["sha256"]
+    table = (run.get("key") or {}).get("table")
+    return StudyCodes(items["codes"].codes, items["codes"].labels, run["items"]["sha256"], table)
 
 
 def token_texts(codes: np.ndarray, table: Any) -> list[str]:
-    """Each row of table row ids as text: its tokens joined the tokenizer's way (as ``LQAE.token_strings``)."""
+    """Each row of ``table``'s row ids as text: its tokens joined its tokenizer's way (as ``LQAE.token_strings``;
+    MiniLM's WordPiece pieces merge into words), which the reader then tokenizes its own way."""
     join = getattr(table.tokenizer, "convert_tokens_to_string", None)
     rows = [[table.tokens[int(c)] for c in row] for row in codes]
     return [join(row) if join else " ".join(row) for row in rows]
@@ -80,15 +96,18 @@ def episode_key(args: argparse.Namespace, dataset: str, setting: str, model: str
 
 
 def score_cell(args: argparse.Namespace, lm: Any, table: Any, dataset: str, setting: str, model: str,
-               seed: int) -> dict[str, Any] | None:
-    """One (model, seed) on one setting: every query's hit, saved; None when its study run is missing."""
+               seed: int, code_table: Callable[[str], Any] | None = None) -> dict[str, Any] | None:
+    """One (model, seed) on one setting: every query's hit, saved; None when its study run is missing.
+    ``table`` is the reader's (its tokenizer); a run quantised onto another table (the BERT arm's MiniLM)
+    is written in that table's tokens, ``code_table(name)``."""
     from align.eval.incontext import draw_episodes, score_episodes
 
     shuffled = model == SHUFFLED
     found = study_codes(args.runs, dataset, "lqae" if shuffled else model, seed)
     if found is None:
         return None
-    codes, labels, sha = found
+    codes, labels, sha = found.codes, found.labels, found.sha256
+    writer = table if found.table in (None, args.lm) else _code_table(code_table, found.table)
     n_way, k_shot = parse_setting(setting)
     path = args.out / dataset / setting / f"{model.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}.json"
     key = episode_key(args, dataset, setting, model, seed, sha)
@@ -97,7 +116,7 @@ def score_cell(args: argparse.Namespace, lm: Any, table: Any, dataset: str, sett
         episodes = draw_episodes(labels, n_way, k_shot, args.episodes, args.queries, args.episode_seed,
                                  shuffle_labels=shuffled)
         start = time.perf_counter()
-        hits = score_episodes(lm(), table.tokenizer, token_texts(codes, table), episodes, n_way)
+        hits = score_episodes(lm(), table.tokenizer, token_texts(codes, writer), episodes, n_way)
         log(f"{dataset} {setting} {model} seed {seed}: accuracy {hits.mean():.3f}")
         return {"hits": hits.astype(int).tolist(), "accuracy": float(hits.mean()),
                 "seconds": time.perf_counter() - start}
@@ -105,6 +124,12 @@ def score_cell(args: argparse.Namespace, lm: Any, table: Any, dataset: str, sett
     if args.saved_only:
         return saved_run(path, key)
     return cached_run(path, key, make, log)
+
+
+def _code_table(load: Callable[[str], Any] | None, name: str) -> Any:
+    if load is None:
+        raise SystemExit(f"lqae_incontext: a run quantised onto {name!r} needs that table to write its codes")
+    return load(name)
 
 
 def episode_items(cell: dict[str, Any]) -> Any:
@@ -173,6 +198,7 @@ def main() -> None:
 
     table = EMBEDDING_TABLES.create(args.lm)
     loaded: list[Any] = []
+    code_tables = functools.cache(EMBEDDING_TABLES.create)
 
     def lm() -> Any:  # loaded on the first cell that is not saved yet
         if not loaded:
@@ -184,7 +210,7 @@ def main() -> None:
         for setting in args.settings.split(","):
             for model in args.models.split(","):
                 for seed in (int(s) for s in args.seeds.split(",")):
-                    cell = score_cell(args, lm, table, dataset, setting, model, seed)
+                    cell = score_cell(args, lm, table, dataset, setting, model, seed, code_tables)
                     if cell is not None:
                         cells.setdefault(dataset, {}).setdefault(setting, {}).setdefault(model, {})[seed] = cell
     emit(report(args, cells), args.output)

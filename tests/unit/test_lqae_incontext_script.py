@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from align.eval.items import CodeItems
 from bench_scripts import load_benchmark
@@ -19,11 +20,17 @@ common = load_benchmark("_common")
 TOKENS = [f"w{i}" for i in range(64)]
 
 
-def save_run(runs: Path, model: str, seed: int, codes: np.ndarray, labels: np.ndarray) -> None:
-    """A study run as lqae_study.py saves it: its JSON and its sealed per-item codes."""
+BERT_TOKENS = [f"b{i}" for i in range(64)]  # the table the BERT arm's codes index (its key names it)
+CODE_TABLES = {"toy-bert": SimpleNamespace(tokens=BERT_TOKENS, tokenizer=None)}
+
+
+def save_run(runs: Path, model: str, seed: int, codes: np.ndarray, labels: np.ndarray,
+             table: str | None = None) -> None:
+    """A study run as lqae_study.py saves it: its JSON (keyed by its hyper-parameters, ``table`` among them
+    where given) and its sealed per-item codes."""
     path = runs / "toyset" / model / f"seed{seed}.json"
-    common.cached_run(path, {"model": model, "seed": seed, "codes": codes.tolist()},
-                      lambda: {common.PER_ITEM: {"codes": CodeItems(codes, labels, seed)}}, items=True)
+    key = {"model": model, "seed": seed, "codes": codes.tolist()} | ({"table": table} if table else {})
+    common.cached_run(path, key, lambda: {common.PER_ITEM: {"codes": CodeItems(codes, labels, seed)}}, items=True)
 
 
 def study(runs: Path) -> None:
@@ -34,6 +41,7 @@ def study(runs: Path) -> None:
     for seed in (0, 1):
         save_run(runs, "lqae", seed, by_class, labels)
         save_run(runs, "vq-vae", seed, by_class, labels)
+        save_run(runs, "lqae-bert", seed, by_class, labels, table="toy-bert")
         for model in ("random-table", "lqae-lm-off"):
             save_run(runs, model, seed, rng.integers(0, 64, size=(48, 4)), labels)
 
@@ -43,7 +51,7 @@ def score_all(args: Namespace, reader: CopyReader) -> dict:
     cells: dict = {}
     for model in (*script.MODELS, script.SHUFFLED):
         for seed in (0, 1):
-            cell = script.score_cell(args, lambda: reader, table, "toyset", "2x1", model, seed)
+            cell = script.score_cell(args, lambda: reader, table, "toyset", "2x1", model, seed, CODE_TABLES.get)
             cells.setdefault("toyset", {}).setdefault("2x1", {}).setdefault(model, {})[seed] = cell
     return cells
 
@@ -56,6 +64,7 @@ def test_a_reader_of_class_words_beats_random_words_and_its_shuffled_control(tmp
     cells = score_all(args, reader)
     by_model = cells["toyset"]["2x1"]
     assert all(c["accuracy"] == 1.0 for c in by_model["lqae"].values())
+    assert all(c["accuracy"] == 1.0 for c in by_model["lqae-bert"].values())
     assert all(0.3 < c["accuracy"] < 0.7 for c in by_model["random-table"].values())
     assert all(0.3 < c["accuracy"] < 0.7 for c in by_model[script.SHUFFLED].values())
     text = script.report(args, cells)
@@ -89,4 +98,25 @@ def test_every_model_gets_the_same_episodes(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(incontext, "score_episodes", spy)
     score_all(args, CopyReader(CharTokenizer()))
-    assert real is None and len(seen) == 10 and all(s == seen[0] for s in seen)
+    assert real is None and len(seen) == 12 and all(s == seen[0] for s in seen)
+
+
+def test_a_run_on_another_table_is_written_in_that_tables_tokens(tmp_path: Path, monkeypatch) -> None:
+    """The BERT arm quantises onto MiniLM's table: its codes are MiniLM row ids, so its strings must be
+    MiniLM's tokens (the reader then tokenizes them its own way), never the reader's rows of the same ids."""
+    study(tmp_path / "runs")
+    args = Namespace(runs=tmp_path / "runs", out=tmp_path / "out", episodes=2, queries=1, episode_seed=0,
+                     lm="fake", saved_only=False)
+    texts: dict[str, list[str]] = {}
+    import align.eval.incontext as incontext
+
+    def spy(lm, tokenizer, strings, episodes, n_way):
+        texts.setdefault("seen", []).extend(strings)
+        return np.ones((len(episodes), 1), dtype=bool)
+
+    monkeypatch.setattr(incontext, "score_episodes", spy)
+    reader_table = SimpleNamespace(tokens=TOKENS, tokenizer=CharTokenizer())
+    script.score_cell(args, lambda: None, reader_table, "toyset", "2x1", "lqae-bert", 0, CODE_TABLES.get)
+    assert texts["seen"] and all(t.split()[0].startswith("b") for t in texts["seen"])
+    with pytest.raises(SystemExit, match="toy-bert"):
+        script.score_cell(args, lambda: None, reader_table, "toyset", "2x3", "lqae-bert", 0)
