@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from _common import cached_run, emit, markdown_table, read_run_items, saved_run  # benchmarks/_common.py
+from _lqae_data import SHAPES  # benchmarks/_lqae_data.py
 
 MODELS = ("lqae", "random-table", "vq-vae", "lqae-lm-off", "lqae-bert")
 SHUFFLED = "lqae (labels shuffled)"
@@ -67,10 +68,30 @@ class StudyCodes:
     table: str | None  # None: a run that does not name its table (read as the reader's)
 
 
+def attribute_labels(dataset: str, attribute: str, count: int) -> np.ndarray:
+    """Each test image's ``attribute`` (a procedural set's colour, shape, size or position), for a study run
+    on ``dataset`` that scored its first ``count`` test images (the split ``load_data`` reads)."""
+    import align.data  # noqa: F401  (registers the datasets)
+    from align.registry import DATASETS
+
+    if dataset != "shapes":
+        raise SystemExit(f"lqae_incontext: {dataset}:{attribute}: only the procedural set (shapes) has attributes")
+    split = DATASETS.create(SHAPES).load(f"test@{count}")
+    if attribute not in split.extra_labels:
+        raise SystemExit(f"lqae_incontext: shapes has no attribute {attribute!r} "
+                         f"(it has {', '.join(split.extra_labels)})")
+    labels = np.asarray(split.extra_labels[attribute].labels)
+    if len(labels) != count:
+        raise SystemExit(f"lqae_incontext: shapes test@{count} has {len(labels)} images, the run {count}")
+    return labels
+
+
 def study_codes(runs: Path, dataset: str, model: str, seed: int) -> StudyCodes | None:
-    """A study run's test-image codes, verified against the sha256 its run sealed; None when not saved."""
+    """A study run's test-image codes, verified against the sha256 its run sealed; None when not saved.
+    ``dataset`` may name an attribute (``shapes:colour``): the codes of the run on ``shapes``, labelled by it."""
     import json
 
+    dataset, _, attribute = dataset.partition(":")
     path = runs / dataset / model / f"seed{seed}.json"
     if not path.is_file():
         return None
@@ -79,7 +100,10 @@ def study_codes(runs: Path, dataset: str, model: str, seed: int) -> StudyCodes |
     if not items or "codes" not in items:
         raise SystemExit(f"lqae_incontext: {path} keeps no per-image codes (rerun it with lqae_study.py)")
     table = (run.get("key") or {}).get("table")
-    return StudyCodes(items["codes"].codes, items["codes"].labels, run["items"]["sha256"], table)
+    codes, labels = items["codes"].codes, items["codes"].labels
+    if attribute:
+        labels = attribute_labels(dataset, attribute, len(codes))
+    return StudyCodes(codes, labels, run["items"]["sha256"], table)
 
 
 def token_texts(codes: np.ndarray, table: Any) -> list[str]:
@@ -109,7 +133,12 @@ def score_cell(args: argparse.Namespace, lm: Any, table: Any, dataset: str, sett
     codes, labels, sha = found.codes, found.labels, found.sha256
     writer = table if found.table in (None, args.lm) else _code_table(code_table, found.table)
     n_way, k_shot = parse_setting(setting)
-    path = args.out / dataset / setting / f"{model.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}.json"
+    classes = int((np.bincount(labels) > k_shot).sum())  # classes with a support and a query to draw
+    if classes < n_way:  # e.g. 5-way on the procedural set's 4 shape kinds: the report shows "–"
+        log(f"{dataset} {setting}: only {classes} classes have {k_shot + 1} test images; not scored")
+        return None
+    name = model.replace(' ', '_').replace('(', '').replace(')', '')
+    path = args.out / dataset.replace(":", "-") / setting / f"{name}-seed{seed}.json"
     key = episode_key(args, dataset, setting, model, seed, sha)
 
     def make() -> dict[str, Any]:
@@ -182,7 +211,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("results/lqae_study"), help="lqae_study.py's --runs")
     parser.add_argument("--out", type=Path, default=Path("studies/lqae/incontext"))
-    parser.add_argument("--datasets", default="fashion_mnist", help="comma-separated")
+    parser.add_argument("--datasets", default="fashion_mnist,emoji,shapes:colour,shapes:shape",
+                        help="comma-separated; shapes:ATTRIBUTE labels the procedural set's run by that attribute")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--models", default=",".join((*MODELS, SHUFFLED)))

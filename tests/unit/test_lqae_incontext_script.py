@@ -120,3 +120,36 @@ def test_a_run_on_another_table_is_written_in_that_tables_tokens(tmp_path: Path,
     assert texts["seen"] and all(t.split()[0].startswith("b") for t in texts["seen"])
     with pytest.raises(SystemExit, match="toy-bert"):
         script.score_cell(args, lambda: None, reader_table, "toyset", "2x3", "lqae-bert", 0)
+
+
+def test_the_procedural_sets_run_is_read_under_each_attribute(tmp_path: Path) -> None:
+    """``shapes:colour`` is the run on shapes with each test image labelled by its colour (the split the
+    study scored, rendered again), ``shapes:shape`` by its kind; an unknown attribute or dataset is refused."""
+    import align.data  # noqa: F401
+    from align.registry import DATASETS
+
+    runs = tmp_path / "runs"
+    kinds = np.arange(40) % 4
+    path = runs / "shapes" / "lqae" / "seed0.json"
+    common.cached_run(path, {"model": "lqae"}, lambda: {common.PER_ITEM: {"codes": CodeItems(
+        np.zeros((40, 4), dtype=np.int64), kinds, 0)}}, items=True)
+    split = DATASETS.create("shapes.single").load("test@40")
+    colour = script.study_codes(runs, "shapes:colour", "lqae", 0)
+    assert np.array_equal(colour.labels, split.extra_labels["colour"].labels)
+    assert not np.array_equal(colour.labels, kinds)
+    assert np.array_equal(script.study_codes(runs, "shapes:shape", "lqae", 0).labels,
+                          split.extra_labels["shape"].labels)
+    assert np.array_equal(script.study_codes(runs, "shapes", "lqae", 0).labels, kinds)  # the run's own labels
+    with pytest.raises(SystemExit, match="no attribute 'hue'"):
+        script.study_codes(runs, "shapes:hue", "lqae", 0)
+    with pytest.raises(SystemExit, match="only the procedural set"):
+        script.attribute_labels("toyset", "colour", 40)
+
+
+def test_a_setting_with_more_ways_than_classes_is_left_out_not_failed(tmp_path: Path) -> None:
+    study(tmp_path / "runs")  # four classes
+    args = Namespace(runs=tmp_path / "runs", out=tmp_path / "out", episodes=5, queries=2, episode_seed=0,
+                     lm="fake", saved_only=False)
+    table = SimpleNamespace(tokens=TOKENS, tokenizer=CharTokenizer())
+    assert script.score_cell(args, lambda: CopyReader(CharTokenizer()), table, "toyset", "5x1", "lqae", 0) is None
+    assert not (args.out / "toyset" / "5x1").exists()

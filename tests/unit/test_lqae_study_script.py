@@ -172,3 +172,15 @@ def test_code_statistics_are_not_resampled() -> None:
         with pytest.raises(BadInputError):
             metric_interval(codes, metric, Bootstrap(resamples=10))
     assert all(metric is None for _, _, _, _, (name, metric) in study.METRICS if name == "codes")
+
+
+def test_the_procedural_set_is_its_lone_shapes_labelled_by_kind_in_colour() -> None:
+    import align.data  # noqa: F401
+    from align.registry import DATASETS
+
+    data_module = load_benchmark("_lqae_data")
+    d = data_module.load_data(SimpleNamespace(dataset="shapes", train=12, test=8))
+    test = DATASETS.create("shapes.single").load("test@8")
+    assert d["train_x"].shape == (12, 3, 32, 32) and d["channels"] == 3
+    assert d["class_names"] == list(test.extra_labels["shape"].class_names)
+    assert np.array_equal(d["test_y"], test.extra_labels["shape"].labels)
