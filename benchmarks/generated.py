@@ -51,6 +51,8 @@ GENERATED = (
     Generated("docs/studies/vlap_pilot.md", PILOT, "docs/figures/vlap_pilot_curves.png"),
     Generated("docs/studies/vlap_pilot_shapes.md", (*PILOT, "--config", "configs/studies/vlap_pilot_shapes.yaml"),
               "docs/figures/vlap_pilot_shapes_curves.png"),
+    Generated("docs/studies/lqae_pilot.md", ("benchmarks/lqae_pilot.py", "--report"),
+              "docs/figures/lqae_pilot_curves.png"),
 )
 
 
