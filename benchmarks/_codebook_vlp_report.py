@@ -99,3 +99,37 @@ def draw_code_grid(grid: Mapping[str, Any], load_image: Callable[[int], Any], pa
                  fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
+
+
+def curves_name(figure: Path) -> Path:
+    """Where the validation curves go: beside the code gallery, ``<figure stem>_validation.png``."""
+    return figure.with_name(f"{figure.stem}_validation.png")
+
+
+def draw_validation_curves(found: Mapping[str, Mapping[int, Mapping[str, Any]]], path: Path) -> None:
+    """PNG, the learning curves that show where each arm stops improving: validation I→T R@1 at every epoch
+    count tried (left), and each epoch's training MIM accuracy against its marginal (right; the history of
+    each arm's longest fit, which the shorter counts resumed into)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (label, per_epochs) in enumerate(found.items()):
+        colour = f"C{i}"
+        counts = sorted(per_epochs)
+        left.plot(counts, [per_epochs[e]["i2t_r1"] for e in counts], "o-", color=colour, label=label)
+        history = (per_epochs[counts[-1]].get("history") or {}) if counts else {}
+        acc, marginal = history.get("mim_acc") or [], history.get("mim_marginal") or []
+        if acc:
+            epochs = range(1, len(acc) + 1)
+            right.plot(epochs, acc, "-", color=colour, label=f"{label}: MIM acc")
+            right.plot(epochs, marginal[:len(acc)], ":", color=colour, label=f"{label}: marginal")
+    left.set(xlabel="epochs", ylabel="validation I→T R@1", title="held-out emoji anchors (seed 0)")
+    right.set(xlabel="epoch", ylabel="accuracy on masked tokens", title="MIM on the training batches")
+    left.legend(fontsize=7)
+    if right.lines:
+        right.legend(fontsize=6)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)

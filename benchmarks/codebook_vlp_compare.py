@@ -81,8 +81,9 @@ import numpy as np
 import torch
 import yaml
 
-from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, draw_code_grid,  # --report's reading
-                                  figure_names, load_run, read_manifest, write_manifest)
+from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
+                                  draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
+                                  write_manifest)
 from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_info,  # benchmarks/_common.py
                      machine_line, markdown_table, mean_std)
 from align.bench.execute.features import fit_captions
@@ -805,6 +806,13 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
     manifest, seeds = found.manifest, found.manifest["seeds"]
     num_codes = (manifest["variants"].get(REFERENCE) or next(iter(manifest["variants"].values())))["num_codes"]
     out = head_lines(manifest, found.validation)
+    if found.validation is not None:
+        curves = curves_name(figure)
+        where = os.path.relpath(curves, output.parent) if output is not None else str(curves)
+        draw_validation_curves(found.validation[1], curves)
+        out += [f"Learning curves of the validation fits (figure: `{where}`): validation I→T R@1 at each epoch "
+                "count, and each epoch's MIM accuracy on the training batches' masked tokens beside the marginal "
+                "(always naming the batch's most frequent code).", "", f"![validation curves]({where})", ""]
     study_at = len(out)  # the notes on intervals go before the study's tables
     seconds = 0.0 if found.validation is None else sum(
         r["train_s"] + r["eval_s"] for per in found.validation[1].values() for r in per.values())

@@ -20,6 +20,7 @@ import pytest
 from bench_scripts import load_benchmark
 
 script = load_benchmark("codebook_vlp_compare")
+report_module = load_benchmark("_codebook_vlp_report")
 N = 300  # test images, one caption each
 
 
@@ -352,14 +353,33 @@ def test_report_rebuilds_the_page_of_the_run_that_wrote_the_runs(
     assert "**Emoji, concept-disjoint**: pretrained on 24 anchor" in page and "**Shapes** (procedural)" in page
     assert "- code 7 (30 tokens): emoji 2, emoji 0" in page and "(figure: `codes.png`)" in page
     assert page.count("| mean over arms | ") == 2  # the validation table (grid 1 2), from the validation runs
+    assert "![validation curves](codes_validation.png)" in page and (tmp_path / "codes_validation.png").is_file()
     (tmp_path / "page.md").unlink()
     (tmp_path / "codes.png").unlink()
+    (tmp_path / "codes_validation.png").unlink()
     stub_study.clear()
     for name in ("fit", "score", "spatial_tokens", "grid_data"):
         monkeypatch.setattr(script, name, lambda *a, _name=name: pytest.fail(f"--report called {_name}"))
     script.main(study_argv(tmp_path, "--report"))
     assert (tmp_path / "page.md").read_text() == page
     assert (tmp_path / "codes.png").is_file() and stub_study == ["emoji/test@120"]  # the gallery's images only
+    assert (tmp_path / "codes_validation.png").is_file()
+
+
+def test_the_validation_curves_plot_each_count_and_the_longest_fits_mim_history(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[Any] = []
+    monkeypatch.setattr(report_module, "save_figure", lambda fig, path, dpi=None: drawn.append(fig))
+    short = {"i2t_r1": 0.1, "history": {"mim_acc": [0.2], "mim_marginal": [0.1]}}
+    long = {"i2t_r1": 0.3, "history": {"mim_acc": [0.2, 0.4, 0.5], "mim_marginal": [0.1, 0.12, 0.11]}}
+    report_module.draw_validation_curves({JOINT: {3: long, 1: short}, NONE: {1: {"i2t_r1": 0.2}, 3: {"i2t_r1": 0.25}}},
+                                         Path("unused.png"))
+    left, right = drawn[0].axes
+    lines = {line.get_label(): line for ax in (left, right) for line in ax.lines}
+    assert list(lines[JOINT].get_xdata()) == [1, 3] and list(lines[JOINT].get_ydata()) == [0.1, 0.3]
+    assert list(lines[f"{JOINT}: MIM acc"].get_ydata()) == [0.2, 0.4, 0.5]  # the 3-epoch fit's whole history
+    assert list(lines[f"{JOINT}: marginal"].get_ydata()) == [0.1, 0.12, 0.11]
+    assert f"{NONE}: MIM acc" not in lines  # no MIM, no curve
 
 
 def test_report_names_the_run_that_is_missing_and_fails(tmp_path: Path, stub_study: list[str]) -> None:
