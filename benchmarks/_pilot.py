@@ -33,9 +33,21 @@ def load_config(path: Path, method: str) -> dict[str, Any]:
     return config
 
 
+def yaml_value(text: str) -> Any:
+    """A hyper-parameter given on the command line, read as YAML, and ``3e-4``, which YAML 1.1 leaves a
+    string, as a number."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    return value
+
+
 def hparams(config: dict[str, Any], variant: str, seed: int, epochs: int) -> dict[str, Any]:
     """A variant's hyper-parameters; ``name@key=value[,key=value]`` changes some of a named variant's (a point
-    of a grid: ``full-lambda1@lr=0.01``), each value read as YAML."""
+    of a grid: ``full-lambda1@lr=0.01``), each value read by :func:`yaml_value`."""
     base, _, changes = variant.partition("@")
     if base not in config["variants"]:
         raise SystemExit(f"{config['tool']}: no variant {base!r} in {config['path'].name} "
@@ -45,7 +57,7 @@ def hparams(config: dict[str, Any], variant: str, seed: int, epochs: int) -> dic
         key, sep, value = change.partition("=")
         if not sep or not key:
             raise SystemExit(f"{config['tool']}: {variant!r}: write a change as key=value, got {change!r}")
-        changed[key] = yaml.safe_load(value)
+        changed[key] = yaml_value(value)
     return {**config["common"], **config["variants"][base], **changed, "max_epochs": epochs, "seed": seed,
             "checkpoint_dir": str(config["checkpoints"] / f"{variant}-seed{seed}")}
 

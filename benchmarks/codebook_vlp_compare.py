@@ -84,6 +84,7 @@ import yaml
 from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
+from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_info,  # benchmarks/_common.py
                      machine_line, markdown_table, mean_std)
 from align.bench.execute.features import fit_captions
@@ -187,20 +188,13 @@ def load_variants(arms: Sequence[str] | None = None, common: Mapping[str, Any] |
 
 
 def overrides(pairs: Sequence[str], error: Callable[[str], Any]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` pairs as a mapping (values read as YAML, and ``3e-4``, which YAML 1.1 leaves a
-    string, as a number)."""
+    """``--set KEY=VALUE`` pairs as a mapping (values read by :func:`_pilot.yaml_value`)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             error(f"--set {pair!r}: expected KEY=VALUE")
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):
-            try:
-                parsed = float(value)
-            except ValueError:
-                pass
-        out[key.strip()] = parsed
+        out[key.strip()] = yaml_value(value)
     return out
 
 

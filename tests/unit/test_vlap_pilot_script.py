@@ -26,6 +26,7 @@ def test_the_shapes_config_takes_its_variants_from_the_emoji_one() -> None:
     point = script.hparams(emoji, "full-lambda1@lr=0.03,prior=uniform", 1, 5)
     assert (point["lr"], point["prior"], point["w_map"]) == (0.03, "uniform", 1.0)
     assert point["checkpoint_dir"].endswith("full-lambda1@lr=0.03,prior=uniform-seed1")
+    assert script.hparams(emoji, "full-lambda1@lr=3e-4", 1, 5)["lr"] == 3e-4  # a number, not YAML 1.1's string
     with pytest.raises(SystemExit, match="key=value"):
         script.hparams(emoji, "full-lambda1@lr", 0, 1)
 
