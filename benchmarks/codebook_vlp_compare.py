@@ -84,12 +84,13 @@ import yaml
 from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
+from _codebook_vlp_tables import (METRICS, REFERENCE, arm_table, claim_table, code_table,  # the study's tables
+                                  figure_arm, interval_notes)
 from _pilot import yaml_value  # benchmarks/_pilot.py
-from _common import (PER_ITEM, cached_run, claim_cells, emit, interval_cell, machine_info,  # benchmarks/_common.py
-                     machine_line, markdown_table, mean_std)
+from _common import (PER_ITEM, cached_run, emit, machine_info, machine_line,  # benchmarks/_common.py
+                     markdown_table)
 from align.bench.execute.features import fit_captions
 from align.data.base import DatasetSplit, LabelSet
-from align.eval.bootstrap import Bootstrap
 from align.eval.items import CodeItems
 from align.eval.metrics import classification_items
 from align.eval.retrieval import flatten_captions, retrieval_items, retrieval_items_from_scores
@@ -100,7 +101,6 @@ from align.registry import DATASETS, VISION_ENCODERS
 
 IMAGE_ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "codebook_vlp"
-REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
 VARIANTS = {REFERENCE: "full.yaml", "no codebook/MIM": "no_codebook_mim.yaml", "joint codebook": "joint.yaml",
             "random codes": "random_codes.yaml", "fusion MIM": "fusion_mim.yaml"}
 SLUGS = {label: Path(file).stem for label, file in VARIANTS.items()}  # run file names
@@ -109,10 +109,6 @@ ARM_FIELDS = {"no codebook/MIM": {"codebook", "mim"},
               "joint codebook": {"code_source", "codebook_update", "reconstruction"},
               "random codes": {"codebook_update"},
               "fusion MIM": {"mim_input"}}
-# (variant, baseline): the paired differences the report claims, each where both arms ran
-CLAIMS = (("joint codebook", "no codebook/MIM"), ("joint codebook", "random codes"), ("joint codebook", REFERENCE),
-          ("fusion MIM", REFERENCE))
-FIGURE_ARM = "joint codebook"  # whose codes the gallery shows (else the first arm with a codebook)
 VAL_FRACTION, VAL_SPLIT_SEED = 0.2, 0
 SEEDS = [0, 1, 2]
 # each dataset's (fit, eval) splits; shapes' zero-shot and code usage read a lone shape on SINGLE_SHAPES instead.
@@ -121,25 +117,6 @@ SPLITS = {"emoji": ("anchors", "test"), "fashion_mnist": ("train@1000", "test@10
           "shapes": ("train@1000", "test@500")}
 SINGLE_SHAPES = ("shapes.single", "test@500")  # dataset and eval split
 QUICK = 120  # --quick: the first this many items of every split
-# key -> (header, higher is better, (per-item outputs, their metric)); the ``_rr`` keys are the same model
-# re-ranked by its ITM head
-METRICS = {
-    "i2t_r1": ("I→T R@1", True, ("retrieval", "text_retrieval_recall@1")),
-    "t2i_r1": ("T→I R@1", True, ("retrieval", "image_retrieval_recall@1")),
-    "i2t_r5": ("I→T R@5", True, ("retrieval", "text_retrieval_recall@5")),
-    "i2t_r1_rr": ("I→T R@1, ITM re-rank", True, ("retrieval_rr", "text_retrieval_recall@1")),
-    "t2i_r1_rr": ("T→I R@1, ITM re-rank", True, ("retrieval_rr", "image_retrieval_recall@1")),
-    "i2t_r5_rr": ("I→T R@5, ITM re-rank", True, ("retrieval_rr", "text_retrieval_recall@5")),
-    "subcat_acc1": ("subcategory zero-shot acc1", True, ("zeroshot", "acc1")),
-    "acc1": ("zero-shot acc1", True, ("zeroshot", "acc1")),
-    "colour_acc1": ("colour zero-shot acc1 (one shape)", True, ("zeroshot_colour", "acc1")),
-    "shape_acc1": ("shape zero-shot acc1 (one shape)", True, ("zeroshot_shape", "acc1")),
-}
-# key -> format. Not resampled (the codes are kept, CodeItems): statistics of the pooled codes, not means over
-# images, which a bootstrap draw (images repeated, others left out) shifts: fewer codes seen, lower
-# perplexity, higher plug-in NMI, so a percentile interval could miss the value itself.
-CODE_METRICS = {"perplexity": ".1f", "used_codes": ".0f", "dead_codes": ".0f", "top_share": ".3f", "code_nmi": ".3f"}
-BOOTSTRAP = Bootstrap()  # the intervals' settings (1000 resamples, seed 0, 95%), stated in the report
 
 
 def log(message: str) -> None:
@@ -478,85 +455,6 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
             log(f"  {dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown)
                 + f" ({result['train_s']:.0f} s fit, {result['eval_s']:.0f} s eval)")
     return results
-
-
-def items_by_seed(runs: list[dict], seeds: list[int], name: str) -> dict[int, Any] | None:
-    """``{seed: items}`` of one per-item output of a variant's runs; None unless every run has it."""
-    found = {seed: (r.get(PER_ITEM) or {}).get(name) for seed, r in zip(seeds, runs)}
-    return found if all(v is not None for v in found.values()) else None
-
-
-def arm_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Per metric, each arm's mean ± sample std over seeds with [its bootstrap interval pooled over seeds]."""
-    labels = list(results)
-    rows = []
-    for key, (header, _, (name, metric)) in METRICS.items():
-        if not all(key in rs[0] for rs in results.values()):
-            continue
-        cells = []
-        for rs in results.values():
-            items = items_by_seed(rs, seeds, name)
-            cells.append(interval_cell([r[key] for r in rs], None if items is None else list(items.values()),
-                                       metric, boot))
-        rows.append((header, *cells))
-    rows.append(("seconds per fit", *(mean_std([r["train_s"] for r in rs]).format(".1f") for rs in results.values())))
-    return [*markdown_table(("metric", *labels), rows, align="l" + "r" * len(labels)), ""]
-
-
-def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Per claim of :data:`CLAIMS` whose two arms ran, and per metric: the paired per-seed difference
-    (mean ± std), its paired interval over the same draws of test items pooled over seeds, the seeds the
-    variant wins and the verdict."""
-    rows = []
-    for variant, baseline in CLAIMS:
-        if variant not in results or baseline not in results:
-            continue
-        a, b = results[variant], results[baseline]
-        for key, (header, higher, (name, metric)) in METRICS.items():
-            if key not in a[0] or key not in b[0]:
-                continue
-            cells = claim_cells(dict(zip(seeds, [r[key] for r in a])), dict(zip(seeds, [r[key] for r in b])),
-                                items_by_seed(a, seeds, name), items_by_seed(b, seeds, name), metric, boot, higher)
-            rows.append((f"{variant} − {baseline}", header, cells.mean_std, cells.interval, cells.seeds_better,
-                         cells.verdict))
-        seconds = [r["train_s"] - s["train_s"] for r, s in zip(a, b)]
-        rows.append((f"{variant} − {baseline}", "seconds per fit", mean_std(seconds).format(".1f"), "not resampled",
-                     "", ""))
-    header = ("difference", "metric", "paired diff, mean ± std over seeds", "paired 95% interval (pooled)",
-              "seeds better", "verdict")
-    return [*markdown_table(header, rows, align="llrrrl"), ""] if rows else []
-
-
-def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:
-    """Code usage of every arm with a codebook, mean ± std over seeds (not resampled: see CODE_METRICS)."""
-    header = ("arm", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")
-    rows = [(label, *(mean_std([r[k] for r in rs]) for k in CODE_METRICS))
-            for label, rs in results.items() if all(k in rs[0] for k in CODE_METRICS)]
-    return [*markdown_table(header, rows, formats=["", *CODE_METRICS.values()], align="lrrrrr"), ""]
-
-
-def figure_arm(results: dict[str, list[dict]]) -> str | None:
-    """The arm whose codes the gallery shows: :data:`FIGURE_ARM` if it ran, else the first arm with codes."""
-    with_grid = [label for label, rs in results.items() if rs and "grid" in rs[0]]
-    return FIGURE_ARM if FIGURE_ARM in with_grid else next(iter(with_grid), None)
-
-
-def interval_notes(results: list[dict[str, list[dict]]], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """How the intervals are made, and which runs have none."""
-    lines = [f"Intervals: {boot.describe()} (`[low, high]`), pooled over seeds: each draw of test items (images; "
-             "a caption is drawn with its image) is applied to every seed's per-item outputs and the seeds "
-             "averaged, so the interval is for the mean shown. A claim's paired interval gives both arms the same "
-             "draws; the verdict is higher / lower only when it excludes zero, else the two cannot be told apart. "
-             "Not resampled: seconds per fit, and the code usage table (perplexity, used and dead codes, top share, "
-             "code NMI): statistics of the pooled codes, not means over images, which a bootstrap draw (images "
-             "repeated, others left out) shifts (fewer codes, lower perplexity, higher plug-in NMI), so a "
-             "percentile interval would not cover them. The codes are kept with each run.", ""]
-    old = sum(r.get(PER_ITEM) is None for by_variant in results for rs in by_variant.values() for r in rs)
-    if old:
-        lines += [f"{old} run(s) were saved before per-item outputs were kept: their cells have no interval "
-                  "(rerun with `--redo-without-items` to refit them).", ""]
-    return lines
-
 
 
 def fit_seconds(results: dict[str, list[dict]]) -> float:

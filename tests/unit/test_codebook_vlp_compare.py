@@ -21,6 +21,7 @@ from bench_scripts import load_benchmark
 
 script = load_benchmark("codebook_vlp_compare")
 report_module = load_benchmark("_codebook_vlp_report")
+tables = load_benchmark("_codebook_vlp_tables")
 N = 300  # test images, one caption each
 
 
@@ -42,7 +43,7 @@ def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fiel
     for hp in arms.values():  # each arm is a valid set of hyper-parameters (e.g. reconstruction needs states)
         assert script.CodebookVLPAligner(**hp).hparams["seed"] == 0
     assert list(script.load_variants([JOINT, NONE])) == [NONE, JOINT]  # a subset, in the study's order
-    for variant, baseline in script.CLAIMS:
+    for variant, baseline in tables.CLAIMS:
         assert variant in arms and baseline in arms
 
 
@@ -61,13 +62,13 @@ def test_a_config_that_drifts_from_full_yaml_is_refused() -> None:
 def test_claim_table_counts_the_seeds_the_variant_wins() -> None:
     joint = [{"i2t_r1": 0.3, "train_s": 10.0}, {"i2t_r1": 0.2, "train_s": 12.0}]
     none = [{"i2t_r1": 0.1, "train_s": 8.0}, {"i2t_r1": 0.4, "train_s": 8.0}]
-    lines = script.claim_table({NONE: none, JOINT: joint}, [0, 1])
+    lines = tables.claim_table({NONE: none, JOINT: joint}, [0, 1])
     cells = cells_of(lines, f"{JOINT} − {NONE}")
     assert cells[0] == "I→T R@1" and cells[-2:] == ["1/2", "–"]
     assert cells[-3] == "no per-item outputs"  # runs saved before items were kept
     assert cells[1].endswith("0.000 ± 0.283")  # paired differences 0.2 and -0.2
     assert len([line for line in lines if line.startswith("| joint")]) == 2  # R@1 and seconds; no other claim ran
-    assert script.claim_table({NONE: none}, [0, 1]) == []
+    assert tables.claim_table({NONE: none}, [0, 1]) == []
 
 
 def cells_of(lines: list[str], first: str, metric: str | None = None) -> list[str]:
@@ -117,7 +118,7 @@ def test_paired_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() 
         gap.append(planted(worse, seed, codes=False))
         noise.append(planted(near, seed, codes=False))
     runs = {JOINT: full, NONE: gap, RANDOM: noise}
-    told = script.claim_table(runs, [0, 1], boot)
+    told = tables.claim_table(runs, [0, 1], boot)
     assert told[0].split("|")[3:7] == [" paired diff, mean ± std over seeds ", " paired 95% interval (pooled) ",
                                        " seeds better ", " verdict "]
     for metric in ("I→T R@1", "T→I R@1", "zero-shot acc1"):
@@ -127,13 +128,13 @@ def test_paired_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() 
         assert 0 < low < high, metric
         assert cells_of(told, f"{JOINT} − {RANDOM}", metric)[-1] == "cannot be told apart", metric
     assert cells_of(told, f"{JOINT} − {NONE}", "seconds per fit")[2] == "not resampled"
-    arms = script.arm_table(runs, [0, 1], boot)
+    arms = tables.arm_table(runs, [0, 1], boot)
     assert arms[0] == f"| metric | {JOINT} | {NONE} | {RANDOM} |"
     assert all(cell.count("[") == 1 for cell in cells_of(arms, "I→T R@1"))  # each arm's own interval
-    codes = script.code_table(runs, [0, 1], "class")
+    codes = tables.code_table(runs, [0, 1], "class")
     assert [line.split("|")[1].strip() for line in codes[2:-1]] == [JOINT]  # only the arm with codes
     assert not any("[" in line for line in codes)  # statistics of the pooled codes: not resampled
-    notes = script.interval_notes([{JOINT: full, NONE: noise[:1] + [noise[1] | {script.PER_ITEM: None}]}], boot)
+    notes = tables.interval_notes([{JOINT: full, NONE: noise[:1] + [noise[1] | {script.PER_ITEM: None}]}], boot)
     assert "200 resamples" in notes[0] and "1 run(s) were saved before per-item outputs" in notes[2]
 
 
