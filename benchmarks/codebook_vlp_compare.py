@@ -55,9 +55,15 @@ what the report says of each dataset, its times and machine), so that ``--report
 from the saved files alone (no tokens, fits or datasets; the gallery's PNG reads the emoji images), a page
 that can be committed with its runs and checked (``benchmarks/generated.py``).
 
+The fits can be shared between processes, one per core: each runs ``--fits-only`` on its own arms or seeds
+(fitting what is missing, keeping the validation checkpoints, writing no manifest or page), and a plain run
+afterwards finds every fit saved and writes both. A stream with some of the arms cannot choose the study's
+budget (the count is chosen on the mean over all arms), so its study fits need ``--epochs``.
+
     python benchmarks/codebook_vlp_compare.py --threads 1        # the study (every arm, 3 datasets, 3 seeds)
     python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
     python benchmarks/codebook_vlp_compare.py --report --runs studies/codebook_vlp/study  # the page from saved runs
+    python benchmarks/codebook_vlp_compare.py --threads 1 --fits-only --arms "joint codebook" --datasets  # a stream
     python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
         --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
         [--seeds 0 1 2] [--epoch-grid 2 4 6] [--extend-grid] [--grid-limit 24] [--epochs N (skip validation)]
@@ -338,10 +344,12 @@ def grid_validation(labels: Sequence[str], grid: Sequence[int], run: Callable[[s
 
 
 def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: DatasetSplit, rerank_k: int,
-               runs: Path, extend: bool = False, limit: int = 24,
+               runs: Path, extend: bool = False, limit: int = 24, keep_checkpoints: bool = False,
                ) -> tuple[GridSearch, dict[str, dict[int, dict]], dict[str, Any]]:
     """Every arm (seed 0) on 80% of the anchors for each epoch count, scored on the other 20%; the count
-    with the best validation I→T R@1 averaged over the arms (:func:`search_grid`)."""
+    with the best validation I→T R@1 averaged over the arms (:func:`search_grid`). The fits' checkpoints are
+    deleted once the count is inside the grid, unless ``keep_checkpoints`` (another stream's arms may still be
+    resuming from theirs)."""
     n = anchors.num_items
     order = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
     n_val = round(VAL_FRACTION * n)
@@ -375,7 +383,7 @@ def validation(variants: dict, grid: list[int], tokens: torch.Tensor, anchors: D
         return result
 
     search, found = grid_validation(list(variants), grid, run, extend, limit)
-    if search.at_edge:  # kept (~165 MB per arm) so that a rerun with --extend-grid resumes the fits
+    if search.at_edge or keep_checkpoints:  # kept (~165 MB per arm) so that a rerun with --extend-grid resumes
         log(f"validation: the best count ({search.chosen}) is the grid's largest; checkpoints kept under {root}")
     else:
         shutil.rmtree(root, ignore_errors=True)
@@ -562,8 +570,9 @@ class Study:
     load_image: Callable[[], Callable[[int], Any]]  # the emoji test images, for the gallery's PNG
 
 
-def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -> Study:
-    """Tokens, validation and every fit (saved runs reused); the manifest written beside the runs."""
+def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -> Study | None:
+    """Tokens, validation and every fit (saved runs reused); the manifest written beside the runs (None and no
+    manifest with ``--fits-only``: the streams' arms and seeds are parts of the study, not the study)."""
     started = time.perf_counter()
     variants = load_variants(args.arms, common)
     seeds, grid, rerank_k = args.seeds or SEEDS, args.epoch_grid, args.rerank_k
@@ -596,7 +605,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
     val = None
     if args.epochs is None:
         search, found, val_info = validation(variants, grid, tokens_of(anchors), anchors, rerank_k, runs,
-                                             args.extend_grid, args.grid_limit)
+                                             args.extend_grid, args.grid_limit, keep_checkpoints=args.fits_only)
         manifest["validation"] = {"grid": grid, "extend": args.extend_grid, "limit": args.grid_limit,
                                   "info": val_info, "anchors": anchors.num_items}
         val, epochs = (search, found), search.chosen
@@ -619,6 +628,8 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         if s.keep_grid and arm is not None:
             facts["figure_names"] = figure_names(results[s.name][arm][0]["grid"], by_role["eval"].captions)
         manifest["datasets"][s.name] = {"info": info, "facts": facts}
+    if args.fits_only:
+        return None
     manifest |= {"wall_seconds": time.perf_counter() - started, "machine": machine_info()}
     manifest = json.loads(json.dumps(manifest))  # as --report reads it back, so both write the same page
     write_manifest(runs, manifest)
@@ -761,10 +772,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the study's datasets (none: validation only)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="one hyper-parameter of every arm (YAML value; e.g. image_layers=4), repeatable")
+    parser.add_argument("--fits-only", action="store_true",
+                        help="one stream of several: fit what is missing, keep the validation checkpoints, write no "
+                             "manifest or page (a plain run afterwards writes them from the saved fits)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
     args.common = overrides(args.overrides, parser.error)
+    if args.fits_only and args.report:
+        parser.error("--fits-only fits and --report does not: give one of them")
+    if args.fits_only and args.datasets and args.epochs is None and set(args.arms) != set(VARIANTS):
+        parser.error("--fits-only with some of the arms cannot choose the study's budget (it is chosen on all "
+                     "arms' mean): give --epochs, or --datasets with none for validation fits only")
     return args
 
 
@@ -774,6 +793,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     runs = args.runs / "quick" if args.quick else args.runs
     found = saved_study(runs) if args.report else run_study(args, runs, args.common)
+    if found is None:
+        log(f"--fits-only: the fits are saved under {runs}; a run without it writes the page")
+        return
     emit("\n".join(render(found, runs, args.output, args.figure)), args.output)
 
 

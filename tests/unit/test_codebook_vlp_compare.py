@@ -402,3 +402,46 @@ def test_report_refuses_a_run_whose_items_file_is_gone(tmp_path: Path, stub_stud
     (tmp_path / "runs" / "quick" / "emoji" / "full_seed0.items.safetensors").unlink()
     with pytest.raises(SystemExit, match=r"emoji/full_seed0\.items\.safetensors: per-item outputs are missing"):
         script.main(study_argv(tmp_path, "--report"))
+
+
+# ---------------------------------------------------------------------- --fits-only streams
+
+
+def test_streams_fit_their_parts_and_a_plain_run_writes_the_page_from_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
+    fitted: list[tuple[str, int]] = []
+
+    def counted_fit(hp: dict, tokens: Any, captions: Any) -> tuple[Any, float]:
+        fitted.append((hp["code_source"] if hp["codebook"] else "none", hp["seed"]))
+        return SimpleNamespace(hparams=hp, history={}), 1.0
+
+    monkeypatch.setattr(script, "fit", counted_fit)
+    script.main(study_argv(tmp_path, "--fits-only", "--arms", KMEANS, "--epochs", "2"))
+    script.main(study_argv(tmp_path, "--fits-only", "--arms", JOINT, "--epochs", "2"))
+    assert len(fitted) == 2 * 2 * 3  # two streams of one arm, 2 seeds, 3 datasets
+    assert not (tmp_path / "runs" / "quick" / "study.json").exists() and not (tmp_path / "page.md").exists()
+    monkeypatch.setattr(script, "fit", lambda *a: pytest.fail("the plain run refitted a stream's fit"))
+    script.main(study_argv(tmp_path, "--epochs", "2"))
+    assert (tmp_path / "runs" / "quick" / "study.json").is_file() and (tmp_path / "page.md").is_file()
+
+
+def test_a_stream_keeps_the_validation_checkpoints_that_a_plain_run_deletes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
+    monkeypatch.setattr(script, "choose_epochs", lambda scores: min(scores))  # inside the grid: done with them
+    checkpoint = tmp_path / "runs" / "quick" / "val" / "checkpoints" / "joint" / "epoch=1.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    script.main(study_argv(tmp_path, "--fits-only", "--arms", JOINT, "--datasets"))
+    assert checkpoint.is_file()  # another stream's arm may still resume from its own
+    script.main(study_argv(tmp_path, "--datasets"))
+    assert not checkpoint.exists()
+
+
+def test_a_stream_of_some_arms_cannot_choose_the_study_budget(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        script.parse_args(["--fits-only", "--arms", JOINT])
+    assert "give --epochs" in capsys.readouterr().err
+    assert script.parse_args(["--fits-only", "--arms", JOINT, "--datasets"]).fits_only  # validation only
+    assert script.parse_args(["--fits-only", "--arms", JOINT, "--epochs", "24"]).epochs == 24
+    with pytest.raises(SystemExit):
+        script.parse_args(["--fits-only", "--report"])
