@@ -47,12 +47,17 @@ class Generated:
 
 
 PILOT = ("benchmarks/vlap_pilot.py", "--report")  # reads studies/vlap/<config name>/*.json
+CODEBOOK_VLP = "benchmarks/codebook_vlp_compare.py"
 GENERATED = (
     Generated("docs/studies/vlap_pilot.md", PILOT, "docs/figures/vlap_pilot_curves.png"),
     Generated("docs/studies/vlap_pilot_shapes.md", (*PILOT, "--config", "configs/studies/vlap_pilot_shapes.yaml"),
               "docs/figures/vlap_pilot_shapes_curves.png"),
     Generated("docs/studies/lqae_pilot.md", ("benchmarks/lqae_pilot.py", "--report"),
               "docs/figures/lqae_pilot_curves.png"),
+    # Codebook-VLP's capacity probe: validation only, so the page draws its curves (<figure stem>_validation.png)
+    *(Generated(f"studies/codebook_vlp/capacity/{probe}.md",
+                (CODEBOOK_VLP, "--report", "--runs", f"studies/codebook_vlp/capacity/{probe}"),
+                f"studies/codebook_vlp/capacity/{probe}.png") for probe in ("layers2", "layers4")),
 )
 
 
