@@ -103,6 +103,7 @@ from align.eval.retrieval import flatten_captions, retrieval_items, retrieval_it
 from align.eval.zeroshot import class_prompts, zeroshot_logits
 from align.features.cache import FeatureCache, FeatureKey, weights_fingerprint
 from align.methods.codebook_vlp.aligner import CodebookVLPAligner
+from align.methods.codebook_vlp.objectives import itm_prior_loss
 from align.registry import DATASETS, VISION_ENCODERS
 
 IMAGE_ENCODER = "torchvision:mobilenet_v2.imagenet1k_v1"
@@ -123,6 +124,7 @@ SPLITS = {"emoji": ("anchors", "test"), "fashion_mnist": ("train@1000", "test@10
           "shapes": ("train@1000", "test@500")}
 SINGLE_SHAPES = ("shapes.single", "test@500")  # dataset and eval split
 QUICK = 120  # --quick: the first this many items of every split
+ITM_PRIOR_LOSS = itm_prior_loss()  # ITM's loss while it cannot tell pairs apart
 
 
 def log(message: str) -> None:
@@ -399,19 +401,21 @@ def last_epoch(result: Mapping[str, Any], key: str) -> float | None:
 def validation_table(found: dict[str, dict[int, dict]], search: GridSearch) -> list[str]:
     """Each arm at each epoch count, with its last epoch's training MIM accuracy beside the marginal's (what
     always naming the batch's most frequent code scores): MIM shapes the encoder only where the first is
-    clearly above the second."""
+    clearly above the second. Likewise its last epoch's ITM loss, to read against :data:`ITM_PRIOR_LOSS`:
+    re-ranking can only help once the matching head has left it."""
     keys = ("i2t_r1", "t2i_r1", "i2t_r1_rr", "t2i_r1_rr", "subcat_acc1")
     rows = []
     for label, per_epochs in found.items():
         for epochs, r in sorted(per_epochs.items()):
             mark = " (chosen)" if epochs == search.chosen else ""
             rows.append((label, f"{epochs}{mark}", *(r.get(k) for k in keys), r.get("perplexity"),
-                         last_epoch(r, "mim_acc"), last_epoch(r, "mim_marginal"), f"{r['train_s']:.0f}"))
+                         last_epoch(r, "mim_acc"), last_epoch(r, "mim_marginal"), last_epoch(r, "itm"),
+                         f"{r['train_s']:.0f}"))
     rows += [("mean over arms", f"{e}{' (chosen)' if e == search.chosen else ''}", search.scores[e],
-              *([None] * (len(keys) + 2)), "") for e in sorted(search.scores)]
+              *([None] * (len(keys) + 3)), "") for e in sorted(search.scores)]
     header = ("model (seed 0)", "epochs", *(METRICS[k][0] for k in keys), "code perplexity",
-              "MIM acc (train, last epoch)", "MIM marginal", "train s (resumed)")
-    return markdown_table(header, rows, formats=[".3f"] * (2 + len(keys)) + [".1f", ".3f", ".3f", ""],
+              "MIM acc (train, last epoch)", "MIM marginal", "ITM loss (train, last epoch)", "train s (resumed)")
+    return markdown_table(header, rows, formats=[".3f"] * (2 + len(keys)) + [".1f", ".3f", ".3f", ".3f", ""],
                           align="ll" + "r" * (len(header) - 2), missing="")
 
 
@@ -715,7 +719,12 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
         draw_validation_curves(found.validation[1], curves)
         out += [f"Learning curves of the validation fits (figure: `{where}`): validation I→T R@1 at each epoch "
                 "count, and each epoch's MIM accuracy on the training batches' masked tokens beside the marginal "
-                "(always naming the batch's most frequent code).", "", f"![validation curves]({where})", ""]
+                "(always naming the batch's most frequent code).", "",
+                f"![validation curves]({where})", "",
+                f"ITM's training loss is read against {ITM_PRIOR_LOSS:.3f}, its loss when it always predicts the "
+                "batch's share of matched pairs (one matched pair to two hard negatives): until it falls below "
+                "that, the matching head tells pairs apart no better than the batch's make-up does, and "
+                "re-ranking by it is re-ranking by chance.", ""]
     study_at = len(out)  # the notes on intervals go before the study's tables
     seconds = 0.0 if found.validation is None else sum(
         r["train_s"] + r["eval_s"] for per in found.validation[1].values() for r in per.values())

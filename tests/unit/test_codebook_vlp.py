@@ -262,3 +262,21 @@ def test_bad_inputs_get_one_line_errors() -> None:
     with pytest.raises(BadInputError, match="caption strings"):
         aligner.encode_text(torch.randn(2, 16))
     assert torch.equal(aligner.encode_text(caps[:3]), aligner.encode_text_strings(caps[:3]))
+
+
+def test_itm_at_the_batchs_share_of_matches_scores_the_prior_loss() -> None:
+    """A matching head that always predicts the batch's share of matched pairs scores ``itm_prior_loss``: the
+    value the study reads ITM's training loss against (re-ranking by a head at it is re-ranking by chance)."""
+    from align.methods.codebook_vlp.objectives import ITM_NEGATIVES_PER_MATCH, itm_prior_loss
+
+    core, x, ids, mask = _core(**ALONE["itm"])
+    share = 1 / (1 + ITM_NEGATIVES_PER_MATCH)
+
+    class Constant(torch.nn.Module):
+        def forward(self, states: torch.Tensor) -> torch.Tensor:
+            return torch.log(torch.tensor([1 - share, share])).expand(len(states), 2)
+
+    core.itm_head = Constant()
+    core(x, ids, mask)
+    assert core.parts["itm"] == pytest.approx(itm_prior_loss(), abs=1e-6)
+    assert itm_prior_loss() == pytest.approx(0.6365, abs=1e-4)  # one match to two hard negatives

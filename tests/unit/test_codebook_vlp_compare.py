@@ -285,7 +285,7 @@ def test_set_changes_every_arm_alike_and_refuses_what_an_arm_ablates() -> None:
 
 def test_the_validation_table_puts_the_last_epochs_mim_accuracy_beside_its_marginal() -> None:
     run = {"i2t_r1": 0.1, "t2i_r1": 0.1, "subcat_acc1": 0.2, "perplexity": 40.0, "train_s": 5.0,
-           "history": {"mim_acc": [0.20, 0.35], "mim_marginal": [0.15, 0.14]}}
+           "history": {"mim_acc": [0.20, 0.35], "mim_marginal": [0.15, 0.14], "itm": [0.64, 0.61]}}
     no_mim = {k: v for k, v in run.items() if k != "history"}
     search = script.GridSearch(2, {2: 0.1}, True, [])
     lines = script.validation_table({"joint codebook": {2: run}, "no codebook/MIM": {2: no_mim}}, search)
@@ -296,6 +296,15 @@ def test_the_validation_table_puts_the_last_epochs_mim_accuracy_beside_its_margi
     acc, marginal = header.index("MIM acc (train, last epoch)"), header.index("MIM marginal")
     assert (joint[acc], joint[marginal]) == ("0.350", "0.140")
     assert (ablation[acc], ablation[marginal]) == ("", "")
+    assert joint[header.index("ITM loss (train, last epoch)")] == "0.610"
+    assert len(cells("| mean over arms")) == len(header)
+
+
+def test_itms_reference_loss_is_that_of_predicting_the_batchs_share_of_matches() -> None:
+    """One matched pair to two hard negatives: a head that always says 1/3 has this cross-entropy."""
+    logits = torch.log(torch.tensor([[2 / 3, 1 / 3]])).expand(3, 2)
+    labels = torch.tensor([1, 0, 0])
+    assert script.ITM_PRIOR_LOSS == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)))
 
 
 # ---------------------------------------------------------------------- --report from the saved runs

@@ -59,8 +59,8 @@ from align.methods.codebook_vlp.layers import (
     FusionEncoder, MLMHead, TextEncoder, TokenImageEncoder, bert_layers, bert_shape,
 )
 from align.methods.codebook_vlp.objectives import (
-    IGNORE, caption_keys, drop_top_weights, hard_negatives, inverse_frequency_weights, itc_loss, mim_accuracy,
-    mim_mask, mim_targets, mlm_mask, soft_targets,
+    IGNORE, ITM_NEGATIVES_PER_MATCH, caption_keys, drop_top_weights, hard_negatives, inverse_frequency_weights,
+    itc_loss, mim_accuracy, mim_mask, mim_targets, mlm_mask, soft_targets,
 )
 from align.registry import EMBEDDING_TABLES
 from align.text.base import EmbeddingTable
@@ -292,11 +292,11 @@ class CodebookVLPCore(nn.Module):
         neg_text, neg_image = hard_negatives(similarity, keys, scale)
         b = len(keys)
         rows = torch.arange(b, device=mask.device)
-        text = torch.cat([text_states, text_states[neg_text], text_states])
+        text = torch.cat([text_states, text_states[neg_text], text_states])  # ITM_NEGATIVES_PER_MATCH per match
         text_mask = torch.cat([mask, mask[neg_text], mask])
         image_index = torch.cat([rows, rows, neg_image])
         logits = self.itm_head(self.fusion(text, text_mask, image_states, context_index=image_index)[:, 0])
-        labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
+        labels = torch.cat([torch.ones(b), torch.zeros(ITM_NEGATIVES_PER_MATCH * b)]).long().to(logits.device)
         return F.cross_entropy(logits, labels)
 
     def _mlm(self, image_states: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,22 @@ per fit.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 IGNORE = -100  # cross_entropy's ignore_index: positions that are not predicted
+# ITM scores each matched pair beside this many hard negatives: a caption drawn for its image, an image for its caption
+ITM_NEGATIVES_PER_MATCH = 2
+
+
+def itm_prior_loss(negatives: int = ITM_NEGATIVES_PER_MATCH) -> float:
+    """ITM's cross-entropy when the head always predicts the batch's share of matched pairs, 1 / (1 + negatives).
+    Until its loss falls below this, the matching head tells pairs apart no better than the batch's make-up
+    does, and re-ranking by it is re-ranking by chance."""
+    share = 1 / (1 + negatives)
+    return -(share * math.log(share) + (1 - share) * math.log(1 - share))
 
 
 def caption_keys(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
