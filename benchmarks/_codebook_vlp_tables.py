@@ -5,9 +5,11 @@ so the report and ``--report`` write the same tables.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from _common import PER_ITEM, claim_cells, interval_cell, markdown_table, mean_std  # benchmarks/_common.py
+from _common import (PER_ITEM, ClaimCells, claim_cells, interval_cell,  # benchmarks/_common.py
+                     markdown_table, mean_std, verdict_lines)
 from align.eval.bootstrap import Bootstrap
 
 REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
@@ -59,28 +61,44 @@ def arm_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap 
     return [*markdown_table(("metric", *labels), rows, align="l" + "r" * len(labels)), ""]
 
 
-def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Per claim of :data:`CLAIMS` whose two arms ran, and per metric: the paired per-seed difference
-    (mean ± std), its paired interval over the same draws of test items pooled over seeds, the seeds the
+def claim_metrics(variant: list[dict], baseline: list[dict], seeds: list[int], boot: Bootstrap = BOOTSTRAP,
+                  ) -> Iterator[tuple[str, ClaimCells]]:
+    """``(metric header, cells)`` of ``variant − baseline`` for each metric both arms' runs have: the paired
+    per-seed difference, its paired interval over the same draws of test items pooled over seeds, the seeds the
     variant wins and the verdict."""
+    for key, (header, higher, (name, metric)) in METRICS.items():
+        if key in variant[0] and key in baseline[0]:
+            yield header, claim_cells(dict(zip(seeds, [r[key] for r in variant])),
+                                      dict(zip(seeds, [r[key] for r in baseline])), items_by_seed(variant, seeds, name),
+                                      items_by_seed(baseline, seeds, name), metric, boot, higher)
+
+
+def ran_claims(results: dict[str, list[dict]]) -> list[tuple[str, str]]:
+    """The claims of :data:`CLAIMS` whose two arms both ran."""
+    return [(variant, baseline) for variant, baseline in CLAIMS if variant in results and baseline in results]
+
+
+def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """Per claim whose two arms ran, and per metric, :func:`claim_metrics`' cells; then the difference in
+    seconds per fit (not resampled)."""
     rows = []
-    for variant, baseline in CLAIMS:
-        if variant not in results or baseline not in results:
-            continue
-        a, b = results[variant], results[baseline]
-        for key, (header, higher, (name, metric)) in METRICS.items():
-            if key not in a[0] or key not in b[0]:
-                continue
-            cells = claim_cells(dict(zip(seeds, [r[key] for r in a])), dict(zip(seeds, [r[key] for r in b])),
-                                items_by_seed(a, seeds, name), items_by_seed(b, seeds, name), metric, boot, higher)
-            rows.append((f"{variant} − {baseline}", header, cells.mean_std, cells.interval, cells.seeds_better,
-                         cells.verdict))
-        seconds = [r["train_s"] - s["train_s"] for r, s in zip(a, b)]
-        rows.append((f"{variant} − {baseline}", "seconds per fit", mean_std(seconds).format(".1f"), "not resampled",
-                     "", ""))
+    for variant, baseline in ran_claims(results):
+        a, b, claim = results[variant], results[baseline], f"{variant} − {baseline}"
+        rows += [(claim, header, c.mean_std, c.interval, c.seeds_better, c.verdict)
+                 for header, c in claim_metrics(a, b, seeds, boot)]
+        seconds = mean_std([r["train_s"] - s["train_s"] for r, s in zip(a, b)]).format(".1f")
+        rows.append((claim, "seconds per fit", seconds, "not resampled", "", ""))
     header = ("difference", "metric", "paired diff, mean ± std over seeds", "paired 95% interval (pooled)",
               "seeds better", "verdict")
     return [*markdown_table(header, rows, align="llrrrl"), ""] if rows else []
+
+
+def what_held(results: dict[str, dict[str, list[dict]]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
+    """Each claim in one plain line over every dataset and metric (:func:`verdict_lines`), from the same cells as
+    the claim tables."""
+    return verdict_lines((f"{variant} − {baseline}", f"{dataset} {header}", cells)
+                         for dataset, by_arm in results.items() for variant, baseline in ran_claims(by_arm)
+                         for header, cells in claim_metrics(by_arm[variant], by_arm[baseline], seeds, boot))
 
 
 def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:

@@ -365,6 +365,31 @@ NO_ITEMS = "no per-item outputs"
 NOT_RESAMPLED = "not resampled"
 
 
+def verdict_lines(verdicts: Iterable[tuple[str, str, ClaimCells]]) -> list[str]:
+    """One plain line per claim from its ``(claim, where, cells)`` over datasets and metrics: where the paired
+    interval says better, where it says worse (each with the seeds that agree), and how many cells cannot be
+    told apart or have no interval. The page's answer to "did it hold?", written from the same cells as its
+    claim tables, so the two cannot disagree."""
+    by_claim: dict[str, dict[str, list[str]]] = {}
+    for claim, where, cells in verdicts:
+        groups = by_claim.setdefault(claim, {"better": [], "worse": [], "tie": [], "none": []})
+        if cells.verdict.endswith("(better)"):
+            groups["better"].append(f"{where} ({cells.seeds_better} seeds)")
+        elif cells.verdict.endswith("(worse)"):
+            groups["worse"].append(f"{where} ({cells.seeds_better} seeds better)")
+        else:
+            groups["tie" if cells.verdict == "cannot be told apart" else "none"].append(where)
+    lines = []
+    for claim, groups in by_claim.items():
+        parts = [f"better on {', '.join(groups['better'])}" if groups["better"] else "better on none",
+                 *([f"worse on {', '.join(groups['worse'])}"] if groups["worse"] else []),
+                 *([f"cannot be told apart on {len(groups['tie'])}"] if groups["tie"] else []),
+                 *([f"no interval on {len(groups['none'])}"] if groups["none"] else [])]
+        total = sum(map(len, groups.values()))
+        lines.append(f"- **{claim}** ({total} cells): " + "; ".join(parts) + ".")
+    return lines
+
+
 def claim_cells(variant: Mapping[int, float], baseline: Mapping[int, float], variant_items: Mapping[int, Any] | None,
                 baseline_items: Mapping[int, Any] | None, metric: str | None, boot: Any, higher: bool = True,
                 spec: str = ".3f") -> ClaimCells:

@@ -91,7 +91,7 @@ from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
 from _codebook_vlp_tables import (METRICS, REFERENCE, arm_table, claim_table, code_table,  # the study's tables
-                                  figure_arm, interval_notes)
+                                  figure_arm, interval_notes, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import (PER_ITEM, cached_run, emit, machine_info, machine_line,  # benchmarks/_common.py
                      markdown_table)
@@ -739,7 +739,12 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
             where = os.path.relpath(figure, output.parent) if output is not None else str(figure)
             out += code_grid_lines(results[arm][0]["grid"], facts["figure_names"], where, seeds[0], arm)
             draw_code_grid(results[arm][0]["grid"], found.load_image(), figure, seeds[0], arm)
-    out[study_at:study_at] = interval_notes(list(found.results.values()))
+    held = what_held(found.results, seeds)
+    if held:  # where each claim held, in one line, above the tables it is read from
+        held = ["**What held**, claim by claim (variant − baseline; a cell is one dataset and metric, and its verdict "
+                "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",
+                *held, ""]
+    out[study_at:study_at] = [*held, *interval_notes(list(found.results.values()))]
     return out + [f"Wall time of the study's invocation (tokens, validation, fits; the one that wrote "
                   f"`{MANIFEST}`): {manifest['wall_seconds']:.0f} s; fits and scoring of every run in the report "
                   f"(saved runs keep the time they took): {seconds:.0f} s.", "",

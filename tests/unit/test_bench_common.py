@@ -244,3 +244,20 @@ def test_claim_cells_interval_verdict_and_signs() -> None:
     assert common.claim_cells(vb, va, None, a, "err", boot).verdict == "–"
     cell = common.interval_cell(list(va.values()), list(a.values()), "err", boot)
     assert cell.count("±") == 1 and cell.endswith("]")
+
+
+def test_verdict_lines_say_per_claim_where_it_held_went_the_other_way_or_cannot_be_told() -> None:
+    cells = common.ClaimCells
+    lines = common.verdict_lines([
+        ("a − b", "emoji R@1", cells("0.1 ± 0.0", "[0.05, 0.15]", "3/3", "higher (better)")),
+        ("a − b", "emoji acc1", cells("0.0 ± 0.0", "[-0.02, 0.02]", "2/3", "cannot be told apart")),
+        ("a − b", "shapes acc1", cells("-0.1 ± 0.0", "[-0.2, -0.1]", "0/3", "lower (worse)")),
+        ("a − c", "emoji R@1", cells("0.0 ± 0.0", "no per-item outputs", "1/2", "–")),
+        ("a − c", "emoji R@5", cells("0.0 ± 0.0", "[-0.1, 0.1]", "1/2", "cannot be told apart"))])
+    assert lines == [
+        "- **a − b** (3 cells): better on emoji R@1 (3/3 seeds); worse on shapes acc1 (0/3 seeds better); "
+        "cannot be told apart on 1.",
+        "- **a − c** (2 cells): better on none; cannot be told apart on 1; no interval on 1."]
+    # lower is better: the verdict's "(better)" decides, not the direction
+    assert "better on emoji NLL" in common.verdict_lines(
+        [("a − b", "emoji NLL", cells("-0.1 ± 0.0", "[-0.2, -0.1]", "3/3", "lower (better)"))])[0]
