@@ -82,3 +82,24 @@ def test_the_head_is_saved_with_the_model_so_a_reload_scores_the_same(text_head:
         assert not torch.allclose(reloaded.lm_logits(states), model.lm_logits(states), atol=1e-3)
         reloaded.load_state_dict(model.state_dict())
         torch.testing.assert_close(reloaded.lm_logits(states), model.lm_logits(states), rtol=0, atol=0)
+
+
+def test_loading_a_saved_model_never_trains_the_head_again(
+        text_head: list[M.MLMHead], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """On a machine without the cached head, training it takes minutes, and a saved model holds it already:
+    loading builds it untrained for the saved state to replace."""
+    from align.methods.framework.base import load_aligner
+    from align.methods.lqae.aligner import LQAE
+    from toy_pixels import squares as toy_images  # tests/unit/toy_pixels.py
+
+    images = toy_images(8)
+    model = LQAE(**TINY, mlm_head="text", max_epochs=1, batch_size=8).fit_images(images)
+    model.save(tmp_path / "lqae")
+    monkeypatch.setattr(lqae_aligner, "pretrained_head", lambda table: pytest.fail("loading trained the head"))
+    loaded = load_aligner(tmp_path / "lqae")
+    states = torch.randn(3, model.core.table.embed_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.core.lm_logits(states), model.core.lm_logits(states), rtol=0, atol=0)
+    assert torch.equal(loaded.codes(images), model.codes(images))
+    with pytest.raises(pytest.fail.Exception, match="loading trained"):  # a new model does train (here: fails)
+        core(mlm_head="text")

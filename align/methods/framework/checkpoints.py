@@ -27,6 +27,7 @@ from pytorch_lightning.callbacks import Checkpoint
 
 from align.atomic import atomic_path
 from align.errors import BadInputError
+from align.methods.framework.restoring import building_for_restore
 from align.methods.framework.seeding import rng_state, set_rng_state
 
 
@@ -35,7 +36,8 @@ def restore_core(build: Callable[[], Any], state: dict[str, torch.Tensor]) -> An
     fresh initialisation that building draws is overwritten anyway (used by aligners' load)."""
     rng = torch.get_rng_state()
     try:
-        module = build()
+        with building_for_restore():  # a core may skip work whose only product is initial weights
+            module = build()
     finally:
         torch.set_rng_state(rng)
     module.core.load_state_dict(state)

@@ -92,6 +92,7 @@ from torch import nn
 from align.errors import BadInputError
 from align.methods.framework.base import ImageInput
 from align.methods.framework.hparams import MAX_CODES, MAX_EPOCHS, MAX_LAYERS, MAX_ROWS, MAX_TOKENS, MAX_WIDTH, param
+from align.methods.framework.restoring import restoring
 from align.methods.framework.trained import TrainedAligner, TrainedHParams
 from align.methods.lqae import denoiser
 from align.methods.lqae.augment import augment as augment_images
@@ -102,7 +103,7 @@ from align.kernels.quantizer import FrozenCodebookQuantizer, LearnedCodebookQuan
 from align.data.pixels import check_images
 from align.registry import ALIGNERS, EMBEDDING_TABLES
 from align.text.base import EmbeddingTable, input_embedding_scale
-from align.text.mlm_head import pretrained_head
+from align.text.mlm_head import new_head, pretrained_head
 
 __all__ = ["LQAE", "LQAECore", "LQAEHParams", "PixelDecoder", "load_table", "mask_token_id", "random_table"]
 
@@ -192,7 +193,9 @@ class LQAECore(nn.Module):
         self.register_buffer("head_bias", bias if bias is not None else torch.empty(0), persistent=False)
         if self.lm_kind == "masked":
             # transform + bias (random in MiniLM, or trained on text), decoder tied to the table's rows
-            head = pretrained_head(tab)[0] if mlm_head == "text" else lm.cls.predictions
+            head = lm.cls.predictions
+            if mlm_head == "text":  # restored from a saved state: built untrained, for the state to replace
+                head = new_head(lm, 0) if restoring() else pretrained_head(tab)[0]
             # a copy, set explicitly: the shared LM is in eval mode and may already be frozen
             self.mlm_transform = copy.deepcopy(head.transform).train().requires_grad_(mlm_head == "train")
             self.mlm_bias = nn.Parameter(head.bias.detach().clone(), requires_grad=mlm_head == "train")
