@@ -48,6 +48,15 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return sha.hexdigest()
 
 
+def _compact(array: np.ndarray) -> np.ndarray:
+    """Non-negative ids in the narrowest unsigned type that holds them (read back as int64 by
+    :func:`_int_array`): a study keeps every test image's codes, 8 bytes each as int64, 2 as uint16."""
+    if array.size == 0 or array.min() < 0:
+        return array
+    return array.astype(next(t for t in (np.uint8, np.uint16, np.uint32, np.int64)
+                              if array.max() <= np.iinfo(t).max))
+
+
 def _int_array(values: Any, what: str, ndim: int) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != ndim or (array.size and not np.issubdtype(array.dtype, np.integer)):
@@ -292,7 +301,7 @@ class CodeItems:
         raise BadInputError(f"{metric} is a statistic of the pooled codes, not a mean over images: no interval")
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"codes": self.codes, "labels": self.labels}
+        return {"codes": _compact(self.codes), "labels": self.labels}
 
     def meta(self) -> dict[str, Any]:
         return {"seed": self.seed}

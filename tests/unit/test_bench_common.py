@@ -187,10 +187,26 @@ def test_a_runs_items_round_trip_through_one_safetensors_file_sealed_by_its_json
         assert all(np.array_equal(again.arrays()[k], v) and again.arrays()[k].dtype == v.dtype
                    for k, v in found.arrays().items()), name
     assert back["codes"].metrics() == items["codes"].metrics()
+    assert back["codes"].codes.dtype == np.int64  # read back as ids, whatever they were stored as
     assert common.read_run_items(path, {"probe": 0.5}) is None  # a run saved before items were kept
     (tmp_path / record["file"]).write_bytes((tmp_path / record["file"]).read_bytes()[:-3] + b"xyz")
     with pytest.raises(common.RunItemsProblem, match="changed or damaged"):
         common.read_run_items(path, {"items": record})
+
+
+def test_codes_are_stored_in_the_narrowest_type_that_holds_them(tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from align.eval.items import CodeItems
+
+    labels = np.zeros(3, dtype=np.int64)
+    for top, stored in ((255, np.uint8), (8191, np.uint16), (70_000, np.uint32)):
+        codes = np.array([[0, top], [1, 2], [top, 0]], dtype=np.int64)
+        record = common.write_run_items(tmp_path / "run.json", {"codes": CodeItems(codes, labels, 0)})
+        assert load_file(str(tmp_path / record["file"]))["codes/codes"].dtype == stored, top
+        back = common.read_run_items(tmp_path / "run.json", {"items": record})["codes"]
+        assert back.codes.dtype == np.int64 and np.array_equal(back.codes, codes)
 
 
 def test_cached_run_keeps_items_reruns_when_they_are_damaged_and_reuses_older_runs_without_them(tmp_path: Path) -> None:
