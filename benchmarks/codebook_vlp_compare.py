@@ -582,6 +582,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
     seeds, grid, rerank_k = args.seeds or SEEDS, args.epoch_grid, args.rerank_k
     if args.quick:
         seeds, grid, rerank_k = args.seeds or [0], [1, 2], 4
+    study_rerank_k = rerank_k if args.study_rerank_k is None else args.study_rerank_k
     cache, encoder, made, tokens = FeatureCache(), VISION_ENCODERS.create(IMAGE_ENCODER), {}, {}
 
     def load(dataset: str, split: str) -> DatasetSplit:
@@ -604,6 +605,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
     token_seconds = time.perf_counter() - started
     manifest: dict[str, Any] = {
         "variants": variants, "common": dict(common), "seeds": seeds, "rerank_k": rerank_k,
+        "study_rerank_k": study_rerank_k,
         "tokens": list(shape[1:]), "threads": torch.get_num_threads(), "token_seconds": token_seconds,
         "datasets": {}}
     val = None
@@ -625,7 +627,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         info = s.info(by_role, how)
         data = s.make_eval(by_role, {role: tokens_of(split) for role, split in by_role.items()})
         results[s.name] = study(s.name, variants, seeds, epochs, tokens_of(by_role["fit"]), captions, data,
-                                rerank_k, info, runs, keep_grid=s.keep_grid,
+                                study_rerank_k, info, runs, keep_grid=s.keep_grid,
                                 redo_without_items=args.redo_without_items)
         facts = {role: split_facts(split) for role, split in by_role.items()} | {"captions": how}
         arm = figure_arm(results[s.name])
@@ -646,6 +648,7 @@ def saved_study(runs: Path) -> Study:
     runs that are missing."""
     manifest = read_manifest(runs)
     variants, seeds, rerank_k, epochs = (manifest[k] for k in ("variants", "seeds", "rerank_k", "epochs"))
+    study_rerank_k = manifest.get("study_rerank_k", rerank_k)  # manifests before --study-rerank-k: the same
     val = None
     try:
         if manifest.get("validation"):
@@ -664,7 +667,7 @@ def saved_study(runs: Path) -> Study:
             for label, hp in variants.items():
                 try:
                     results[name][label].append(load_run(*study_run(runs, name, label, hp, seed, epochs,
-                                                                    saved["info"], rerank_k), items=True))
+                                                                    saved["info"], study_rerank_k), items=True))
                 except MissingRun as err:
                     missing.append(str(err))
     if missing:
@@ -675,6 +678,14 @@ def saved_study(runs: Path) -> Study:
         return DATASETS.create("emoji").load(split).load_image
 
     return Study(manifest, val, results, emoji_images)
+
+
+def rerank_cells(manifest: Mapping[str, Any]) -> str:
+    """How many candidates ITM re-ranked: on validation and on test, where ``--study-rerank-k`` set them apart."""
+    val, test = manifest["rerank_k"], manifest.get("study_rerank_k", manifest["rerank_k"])
+    if val == test:
+        return str(val)
+    return f"{val} on validation and {test} on the test splits (`--study-rerank-k`; 0: none)"
 
 
 def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None) -> list[str]:
@@ -690,7 +701,7 @@ def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None)
            f"({shape[0]} x {shape[1]}); text: `{hp['table']}` "
            f"({hp['text_layers']} text + {hp['fusion_layers']} fusion layers); {hp['num_codes']} codes. "
            f"Seeds {manifest['seeds']}; {epochs} epochs, batch {hp['batch_size']}, lr {hp['lr']}; ITM re-ranking "
-           f"of each query's top {manifest['rerank_k']} candidates (same fitted model, `rerank_k` set after the "
+           f"of each query's top {rerank_cells(manifest)} candidates (same fitted model, `rerank_k` set after the "
            f"fit); torch threads {manifest['threads']}."
            + (f" Set in every arm (`--set`): {', '.join(f'{k}={v}' for k, v in common.items())}." if common else ""),
            "", f"Spatial tokens (cached after the first run): {manifest['token_seconds']:.0f} s.", ""]
@@ -774,6 +785,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="use these epochs and skip validation")
     parser.add_argument("--rerank-k", type=int, default=128,
                         help="ITM re-ranking of each query's top k (0: none; ALBEF re-ranks 128)")
+    parser.add_argument("--study-rerank-k", type=int, default=None,
+                        help="re-ranking of the study's test fits (default: --rerank-k). Validation scores every arm "
+                             "at every count with --rerank-k; where the matching head is at its prior there, "
+                             "re-ranking the test splits measures chance at the cost of many fusion passes")
     parser.add_argument("--arms", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="which arms to fit (default: all; claims need both of their arms)")
     parser.add_argument("--quick", action="store_true",

@@ -458,3 +458,21 @@ def test_a_stream_of_some_arms_cannot_choose_the_study_budget(capsys: pytest.Cap
     assert script.parse_args(["--fits-only", "--arms", JOINT, "--epochs", "24"]).epochs == 24
     with pytest.raises(SystemExit):
         script.parse_args(["--fits-only", "--report"])
+
+
+def test_the_study_can_rerank_its_test_fits_with_another_k_and_report_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
+    import json
+
+    ks: list[int] = []
+    real_score = script.score
+    monkeypatch.setattr(script, "score", lambda aligner, data, rerank_k: ks.append(rerank_k) or real_score(
+        aligner, data, rerank_k))
+    script.main(study_argv(tmp_path, "--study-rerank-k", "0"))
+    assert set(ks) == {4, 0}  # validation at --quick's 4, the test fits at 0
+    run = json.loads((tmp_path / "runs" / "quick" / "emoji" / "joint_seed1.json").read_text())
+    assert run["key"]["rerank_k"] == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "top 4 on validation and 0 on the test splits" in page
+    script.main(study_argv(tmp_path, "--report", "--output", str(tmp_path / "again.md")))
+    assert (tmp_path / "again.md").read_text() == page
