@@ -619,6 +619,10 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         epochs = args.epochs
     manifest["epochs"] = epochs
     log("\n".join(head_lines(manifest, val)))
+    if sets and not args.fits_only:  # the validation's page can be rebuilt (--report) while the study's fits run
+        write_manifest(runs, json.loads(json.dumps(
+            manifest | {"planned": [s.name for s in sets], "wall_seconds": time.perf_counter() - started,
+                        "machine": machine_info()})))
     results = {}
     for s in sets:
         by_role = splits[s.name]
@@ -755,6 +759,10 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
         held = ["**What held**, claim by claim (variant − baseline; a cell is one dataset and metric, and its verdict "
                 "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",
                 *held, ""]
+    planned = [name for name in manifest.get("planned", []) if name not in manifest["datasets"]]
+    if planned:  # a manifest written when validation ended, before the study's fits
+        held = [f"**The study's fits on {', '.join(planned)} have not all finished**: this page shows the "
+                "validation that chose their budget; the same command resumes them.", "", *held]
     out[study_at:study_at] = [*held, *interval_notes(list(found.results.values()))]
     return out + [f"Wall time of the study's invocation (tokens, validation, fits; the one that wrote "
                   f"`{MANIFEST}`): {manifest['wall_seconds']:.0f} s; fits and scoring of every run in the report "

@@ -476,3 +476,21 @@ def test_the_study_can_rerank_its_test_fits_with_another_k_and_report_says_so(
     assert "top 4 on validation and 0 on the test splits" in page
     script.main(study_argv(tmp_path, "--report", "--output", str(tmp_path / "again.md")))
     assert (tmp_path / "again.md").read_text() == page
+
+
+def test_a_study_stopped_after_validation_can_report_its_validation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # the session ended during the study's first fit
+
+    study = script.study
+    monkeypatch.setattr(script, "study", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(study_argv(tmp_path))
+    script.main(study_argv(tmp_path, "--report"))
+    page = (tmp_path / "page.md").read_text()
+    assert "The study's fits on emoji, fashion_mnist, shapes have not all finished" in page
+    assert page.count("| mean over arms | ") == 2  # the validation table, from the saved validation runs
+    monkeypatch.setattr(script, "study", study)  # the next session finishes it
+    script.main(study_argv(tmp_path))
+    assert "have not all finished" not in (tmp_path / "page.md").read_text()
