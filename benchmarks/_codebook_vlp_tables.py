@@ -73,19 +73,24 @@ def claim_metrics(variant: list[dict], baseline: list[dict], seeds: list[int], b
                                       items_by_seed(baseline, seeds, name), metric, boot, higher)
 
 
-def ran_claims(results: dict[str, list[dict]]) -> list[tuple[str, str]]:
-    """The claims of :data:`CLAIMS` whose two arms both ran."""
-    return [(variant, baseline) for variant, baseline in CLAIMS if variant in results and baseline in results]
+Claims = dict[tuple[str, str], list[tuple[str, ClaimCells]]]  # (variant, baseline) -> (metric header, cells)
 
 
-def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Per claim whose two arms ran, and per metric, :func:`claim_metrics`' cells; then the difference in
-    seconds per fit (not resampled)."""
+def claims_of(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> Claims:
+    """:func:`claim_metrics` of each claim of :data:`CLAIMS` whose two arms both ran, computed once for the
+    claim table and the "what held" lines (each cell is a paired bootstrap)."""
+    return {(variant, baseline): list(claim_metrics(results[variant], results[baseline], seeds, boot))
+            for variant, baseline in CLAIMS if variant in results and baseline in results}
+
+
+def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP,
+                claims: Claims | None = None) -> list[str]:
+    """Per claim whose two arms ran, and per metric, its cells (``claims``, else :func:`claims_of`); then the
+    difference in seconds per fit (not resampled)."""
     rows = []
-    for variant, baseline in ran_claims(results):
+    for (variant, baseline), cells in (claims_of(results, seeds, boot) if claims is None else claims).items():
         a, b, claim = results[variant], results[baseline], f"{variant} − {baseline}"
-        rows += [(claim, header, c.mean_std, c.interval, c.seeds_better, c.verdict)
-                 for header, c in claim_metrics(a, b, seeds, boot)]
+        rows += [(claim, header, c.mean_std, c.interval, c.seeds_better, c.verdict) for header, c in cells]
         seconds = mean_std([r["train_s"] - s["train_s"] for r, s in zip(a, b)]).format(".1f")
         rows.append((claim, "seconds per fit", seconds, "not resampled", "", ""))
     header = ("difference", "metric", "paired diff, mean ± std over seeds", "paired 95% interval (pooled)",
@@ -93,12 +98,12 @@ def claim_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstra
     return [*markdown_table(header, rows, align="llrrrl"), ""] if rows else []
 
 
-def what_held(results: dict[str, dict[str, list[dict]]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Each claim in one plain line over every dataset and metric (:func:`verdict_lines`), from the same cells as
-    the claim tables."""
-    return verdict_lines((f"{variant} − {baseline}", f"{dataset} {header}", cells)
-                         for dataset, by_arm in results.items() for variant, baseline in ran_claims(by_arm)
-                         for header, cells in claim_metrics(by_arm[variant], by_arm[baseline], seeds, boot))
+def what_held(claims: dict[str, Claims]) -> list[str]:
+    """Each claim in one plain line over every dataset and metric (:func:`verdict_lines`), from each dataset's
+    :func:`claims_of`, the cells its claim table shows."""
+    return verdict_lines((f"{variant} − {baseline}", f"{dataset} {header}", c)
+                         for dataset, by_claim in claims.items()
+                         for (variant, baseline), cells in by_claim.items() for header, c in cells)
 
 
 def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:

@@ -91,7 +91,7 @@ from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
 from _codebook_vlp_tables import (METRICS, REFERENCE, arm_table, claim_table, code_table,  # the study's tables
-                                  figure_arm, interval_notes, what_held)
+                                  claims_of, figure_arm, interval_notes, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import (PER_ITEM, cached_run, emit, machine_info, machine_line,  # benchmarks/_common.py
                      markdown_table)
@@ -741,12 +741,15 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
                 "that, the matching head tells pairs apart no better than the batch's make-up does, and "
                 "re-ranking by it is re-ranking by chance.", ""]
     study_at = len(out)  # the notes on intervals go before the study's tables
+    claims: dict[str, Any] = {}  # each dataset's claim cells, for its table and the "what held" lines
     seconds = 0.0 if found.validation is None else sum(
         r["train_s"] + r["eval_s"] for per in found.validation[1].values() for r in per.values())
     for name, results in found.results.items():
         s, facts = STUDY_SETS[name], manifest["datasets"][name]["facts"]
         seconds += fit_seconds(results)
-        out += [s.paragraph(facts), "", *arm_table(results, seeds), *claim_table(results, seeds),
+        claims[name] = claims_of(results, seeds)
+        out += [s.paragraph(facts), "", *arm_table(results, seeds),
+                *claim_table(results, seeds, claims=claims[name]),
                 f"Code usage of every arm with a codebook on {s.where(facts, manifest['tokens'][0])} ({num_codes} "
                 f"codes; NMI against the {s.what}, over token occurrences):", "", *code_table(results, seeds, s.what)]
         arm = figure_arm(results)
@@ -754,7 +757,7 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
             where = os.path.relpath(figure, output.parent) if output is not None else str(figure)
             out += code_grid_lines(results[arm][0]["grid"], facts["figure_names"], where, seeds[0], arm)
             draw_code_grid(results[arm][0]["grid"], found.load_image(), figure, seeds[0], arm)
-    held = what_held(found.results, seeds)
+    held = what_held(claims)
     if held:  # where each claim held, in one line, above the tables it is read from
         held = ["**What held**, claim by claim (variant − baseline; a cell is one dataset and metric, and its verdict "
                 "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",

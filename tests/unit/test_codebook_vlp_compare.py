@@ -134,7 +134,8 @@ def test_paired_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() 
     codes = tables.code_table(runs, [0, 1], "class")
     assert [line.split("|")[1].strip() for line in codes[2:-1]] == [JOINT]  # only the arm with codes
     assert not any("[" in line for line in codes)  # statistics of the pooled codes: not resampled
-    held = tables.what_held({"emoji": runs, "shapes": {JOINT: full, NONE: noise}}, [0, 1], boot)
+    held = tables.what_held({"emoji": tables.claims_of(runs, [0, 1], boot),
+                             "shapes": tables.claims_of({JOINT: full, NONE: noise}, [0, 1], boot)})
     assert held[0].startswith(f"- **{JOINT} − {NONE}** (")  # claims in CLAIMS' order, each over both datasets
     assert "better on emoji I→T R@1 (2/2 seeds)" in held[0] and "shapes I→T R@1" not in held[0].split(";")[0]
     assert held[1].startswith(f"- **{JOINT} − {RANDOM}** (") and "better on none" in held[1]
