@@ -13,9 +13,10 @@ from _common import (PER_ITEM, ClaimCells, claim_cells, interval_cell,  # benchm
 from align.eval.bootstrap import Bootstrap
 
 REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
+BASELINE = "linear contrastive head"  # not an arm: the contrastive aligner beside them (_codebook_vlp_baseline.py)
 # (variant, baseline): the paired differences the report claims, each where both arms ran
 CLAIMS = (("joint codebook", "no codebook/MIM"), ("joint codebook", "random codes"), ("joint codebook", REFERENCE),
-          ("fusion MIM", REFERENCE))
+          ("fusion MIM", REFERENCE), ("joint codebook", BASELINE))
 FIGURE_ARM = "joint codebook"  # whose codes the gallery shows (else the first arm with a codebook)
 # key -> (header, higher is better, (per-item outputs, their metric)); the ``_rr`` keys are the same model
 # re-ranked by its ITM head
@@ -45,14 +46,18 @@ def items_by_seed(runs: list[dict], seeds: list[int], name: str) -> dict[int, An
 
 
 def arm_table(results: dict[str, list[dict]], seeds: list[int], boot: Bootstrap = BOOTSTRAP) -> list[str]:
-    """Per metric, each arm's mean ± sample std over seeds with [its bootstrap interval pooled over seeds]."""
+    """Per metric, each arm's mean ± sample std over seeds with [its bootstrap interval pooled over seeds]
+    ("–" where a model does not have the metric: the baseline has no ITM to re-rank with)."""
     labels = list(results)
     rows = []
     for key, (header, _, (name, metric)) in METRICS.items():
-        if not all(key in rs[0] for rs in results.values()):
+        if not any(key in rs[0] for rs in results.values()):
             continue
         cells = []
         for rs in results.values():
+            if key not in rs[0]:
+                cells.append("–")
+                continue
             items = items_by_seed(rs, seeds, name)
             cells.append(interval_cell([r[key] for r in rs], None if items is None else list(items.values()),
                                        metric, boot))

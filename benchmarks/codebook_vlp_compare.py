@@ -12,10 +12,13 @@ Every arm is a config of ``configs/codebook_vlp/`` that differs from ``full.yaml
 - **fusion MIM** (``fusion_mim.yaml``): MIM read from an image-side fusion block that sees the caption.
 
 Claims (:data:`CLAIMS`): joint − no codebook/MIM, joint − random codes, joint − k-means codes, fusion MIM −
-k-means codes (image MIM). Image side: MobileNetV2's 7x7x1280 feature map as 49 spatial tokens, computed
-once and kept in the feature cache. Text side: all-MiniLM-L6-v2's tokenizer and first layers.
+k-means codes (image MIM), and joint − the linear contrastive head that ``align bench`` fits by name, on the
+same frozen features, fit pairs, seeds and test items (:mod:`_codebook_vlp_baseline`; not an arm: no
+validation here, its defaults were chosen on validation parts before). Image side: MobileNetV2's 7x7x1280
+feature map as 49 spatial tokens, computed once and kept in the feature cache. Text side: all-MiniLM-L6-v2's
+tokenizer and first layers.
 
-1. **Validation** (never test): a seeded 20% of the 955 emoji anchor pairs is held out; every arm (seed 0)
+1. **Validation** (never test): a seeded 20% of the 948 emoji anchor pairs is held out; every arm (seed 0)
    trains on the other 80% for each epoch count of ``--epoch-grid`` (one fit per arm resumed from its
    checkpoint from one grid point to the next, so the grid costs its largest value), and the count with the
    best validation I→T R@1 averaged over the arms (ties: fewer epochs; no arm's own optimum) is used by every
@@ -24,7 +27,7 @@ once and kept in the feature cache. Text side: all-MiniLM-L6-v2's tokenizer and 
    point, resuming the fits, until the best count is inside the grid or ``--grid-limit`` is reached.
 2. **Study** (every seed, every arm, the chosen epochs):
 
-   - emoji, concept-disjoint: fit on the 955 anchor image-name pairs; on the 956 unseen test emoji,
+   - emoji, concept-disjoint: fit on the 948 anchor image-name pairs; on the 956 unseen test emoji,
      image<->caption retrieval (every caption of an image counts, CLIP_benchmark's recall) with plain
      ITC cosine and with the ITM head re-scoring each query's top ``--rerank-k`` candidates (ALBEF's 128;
      the same fitted model, ``rerank_k`` set after the fit; ``retrieval_scores`` reads it: the class
@@ -90,8 +93,10 @@ import yaml
 from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
-from _codebook_vlp_tables import (METRICS, REFERENCE, arm_table, claim_table, code_table,  # the study's tables
-                                  claims_of, figure_arm, interval_notes, what_held)
+from _codebook_vlp_baseline import (PooledContrastive, baseline_hparams, baseline_run,  # the contrastive head
+                                    fit_baseline, text_embedder)
+from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, arm_table, claim_table,  # the study's tables
+                                  claims_of, code_table, figure_arm, interval_notes, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import (PER_ITEM, cached_run, emit, machine_info, machine_line,  # benchmarks/_common.py
                      markdown_table)
@@ -215,9 +220,10 @@ class Eval:
     code_tokens: torch.Tensor | None = None
 
 
-def score(aligner: CodebookVLPAligner, data: Eval, rerank_k: int) -> dict[str, Any]:
-    """The scores of one fitted model on ``data``, and under ``PER_ITEM`` the per-item outputs they are
-    read from (each metric of METRICS and the code NMI, used codes and perplexity)."""
+def score(aligner: CodebookVLPAligner | PooledContrastive, data: Eval, rerank_k: int) -> dict[str, Any]:
+    """The scores of one fitted model (an arm, or the baseline seen through the same interface) on ``data``,
+    and under ``PER_ITEM`` the per-item outputs they are read from (each metric of METRICS and the code NMI,
+    used codes and perplexity)."""
     started = time.perf_counter()
     images = aligner.encode_image(data.tokens)
     out: dict[str, Any] = {}
@@ -469,6 +475,28 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
     return results
 
 
+def baseline_study(dataset: str, hparams: Mapping[str, Any], seeds: list[int], fit_tokens: torch.Tensor,
+                   captions: list[str], data: Eval, info: dict[str, Any], runs: Path,
+                   pool: Callable[[torch.Tensor], torch.Tensor], embed_texts: Callable[[Sequence[str]], torch.Tensor],
+                   ) -> list[dict]:
+    """The linear contrastive head (:mod:`_codebook_vlp_baseline`) for every seed, scored as the arms are, on
+    the same test items (so its per-item outputs pair with theirs)."""
+    found = []
+    for seed in seeds:
+        path, key = baseline_run(runs, dataset, hparams, seed, info)
+
+        def make() -> dict[str, Any]:
+            started = time.perf_counter()
+            model = fit_baseline(hparams, seed, fit_tokens, captions, pool, embed_texts)
+            return score(model, data, 0) | {"train_s": time.perf_counter() - started}
+
+        result = cached_run(path, key, make, log, items=True)
+        found.append(result)
+        shown = [k for k in METRICS if k in result]
+        log(f"  {dataset} {BASELINE} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown))
+    return found
+
+
 def fit_seconds(results: dict[str, list[dict]]) -> float:
     return sum(r["train_s"] + r["eval_s"] for rs in results.values() for r in rs)
 
@@ -604,8 +632,8 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
     shape = tokens_of(anchors).shape
     token_seconds = time.perf_counter() - started
     manifest: dict[str, Any] = {
-        "variants": variants, "common": dict(common), "seeds": seeds, "rerank_k": rerank_k,
-        "study_rerank_k": study_rerank_k,
+        "variants": variants, "baseline": baseline_hparams(), "common": dict(common), "seeds": seeds,
+        "rerank_k": rerank_k, "study_rerank_k": study_rerank_k,
         "tokens": list(shape[1:]), "threads": torch.get_num_threads(), "token_seconds": token_seconds,
         "datasets": {}}
     val = None
@@ -633,6 +661,9 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         results[s.name] = study(s.name, variants, seeds, epochs, tokens_of(by_role["fit"]), captions, data,
                                 study_rerank_k, info, runs, keep_grid=s.keep_grid,
                                 redo_without_items=args.redo_without_items)
+        results[s.name][BASELINE] = baseline_study(s.name, manifest["baseline"], seeds, tokens_of(by_role["fit"]),
+                                                   captions, data, info, runs, lambda t: encoder.pool(t),
+                                                   text_embedder(cache))
         facts = {role: split_facts(split) for role, split in by_role.items()} | {"captions": how}
         arm = figure_arm(results[s.name])
         if s.keep_grid and arm is not None:
@@ -674,6 +705,14 @@ def saved_study(runs: Path) -> Study:
                                                                     saved["info"], study_rerank_k), items=True))
                 except MissingRun as err:
                     missing.append(str(err))
+        if "baseline" in manifest:  # studies saved before the baseline have none
+            results[name][BASELINE] = []
+            for seed in seeds:
+                try:
+                    results[name][BASELINE].append(load_run(*baseline_run(runs, name, manifest["baseline"], seed,
+                                                                          saved["info"]), items=True))
+                except MissingRun as err:
+                    missing.append(str(err))
     if missing:
         raise SystemExit(f"--report: {len(missing)} run(s) missing: " + "; ".join(missing))
 
@@ -709,6 +748,15 @@ def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None)
            f"fit); torch threads {manifest['threads']}."
            + (f" Set in every arm (`--set`): {', '.join(f'{k}={v}' for k, v in common.items())}." if common else ""),
            "", f"Spatial tokens (cached after the first run): {manifest['token_seconds']:.0f} s.", ""]
+    if "baseline" in manifest:
+        b = manifest["baseline"]
+        out += [f"Beside the arms, the **{BASELINE}** that `align bench` fits by name (`contrastive`, "
+                f"`configs/aligners/contrastive.yaml`: heads {b['heads']}, lr {b['lr']}, {b['max_epochs']} epochs, "
+                f"batch {b['batch_size']}; its defaults were chosen on validation parts, not here), on the same fit "
+                "pairs and seeds: the encoder's own pooled embedding of the same tokens, and frozen "
+                f"`{hp['table']}` sentence embeddings. It is scored on the same test items, so the paired "
+                f"difference joint codebook − {BASELINE} says whether the paper's model is within reach of a linear "
+                "map on the same frozen features.", ""]
     if val is None:
         return out + [f"Epochs set to {epochs} by `--epochs` (no validation).", ""]
     (search, found), v = val, manifest["validation"]

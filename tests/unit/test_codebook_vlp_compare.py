@@ -26,6 +26,7 @@ N = 300  # test images, one caption each
 
 
 KMEANS, NONE, JOINT, RANDOM, FUSION = "k-means codes", "no codebook/MIM", "joint codebook", "random codes", "fusion MIM"
+BASE = "linear contrastive head"
 
 
 def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fields() -> None:
@@ -44,7 +45,7 @@ def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fiel
         assert script.CodebookVLPAligner(**hp).hparams["seed"] == 0
     assert list(script.load_variants([JOINT, NONE])) == [NONE, JOINT]  # a subset, in the study's order
     for variant, baseline in tables.CLAIMS:
-        assert variant in arms and baseline in arms
+        assert variant in arms and (baseline in arms or baseline == tables.BASELINE)
 
 
 def test_a_config_that_drifts_from_full_yaml_is_refused() -> None:
@@ -350,6 +351,9 @@ def stub_study(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(script, "spatial_tokens", lambda split, encoder, cache: torch.zeros(split.num_items, 49, 8))
     monkeypatch.setattr(script, "fit", lambda hp, tokens, captions: (SimpleNamespace(hparams=hp, history={}), 1.0))
     monkeypatch.setattr(script, "score", fake_score)
+    monkeypatch.setattr(script, "text_embedder", lambda cache: None)
+    monkeypatch.setattr(script, "fit_baseline", lambda hp, seed, *rest: SimpleNamespace(hparams={"codebook": False,
+                                                                                               "seed": seed}))
     monkeypatch.setattr(script, "grid_data", lambda aligner, tokens: {
         "tokens_per_image": 49, "codes": [{"code": 7, "tokens": 30, "images": [2, 0], "counts": [20, 10]}]})
     return loaded
@@ -373,7 +377,7 @@ def test_report_rebuilds_the_page_of_the_run_that_wrote_the_runs(
     (tmp_path / "codes.png").unlink()
     (tmp_path / "codes_validation.png").unlink()
     stub_study.clear()
-    for name in ("fit", "score", "spatial_tokens", "grid_data"):
+    for name in ("fit", "score", "spatial_tokens", "grid_data", "fit_baseline"):
         monkeypatch.setattr(script, name, lambda *a, _name=name: pytest.fail(f"--report called {_name}"))
     script.main(study_argv(tmp_path, "--report"))
     assert (tmp_path / "page.md").read_text() == page
@@ -495,3 +499,42 @@ def test_a_study_stopped_after_validation_can_report_its_validation(
     monkeypatch.setattr(script, "study", study)  # the next session finishes it
     script.main(study_argv(tmp_path))
     assert "have not all finished" not in (tmp_path / "page.md").read_text()
+
+
+# ---------------------------------------------------------------------- the linear contrastive head beside the arms
+
+def test_the_contrastive_head_is_fitted_per_seed_and_paired_with_the_joint_arm(
+        tmp_path: Path, stub_study: list[str]) -> None:
+    script.main(study_argv(tmp_path))
+    runs = tmp_path / "runs" / "quick"
+    for dataset in ("emoji", "fashion_mnist", "shapes"):
+        for seed in (0, 1):
+            assert (runs / dataset / f"contrastive_seed{seed}.json").is_file()
+            assert (runs / dataset / f"contrastive_seed{seed}.items.safetensors").is_file()
+    page = (tmp_path / "page.md").read_text()
+    header = next(line for line in page.splitlines() if line.startswith("| metric | "))
+    assert header.rstrip(" |").endswith(BASE)  # a column beside the arms
+    assert f"| {JOINT} − {BASE} | I→T R@1 |" in page  # a paired claim
+    (runs / "shapes" / "contrastive_seed1.json").unlink()
+    with pytest.raises(SystemExit, match=r"shapes/contrastive_seed1\.json \(missing\)"):
+        script.main(study_argv(tmp_path, "--report"))
+
+
+def test_the_contrastive_head_sees_the_encoders_pooled_tokens_and_frozen_text_features() -> None:
+    baseline = load_benchmark("_codebook_vlp_baseline")
+    hp = baseline.baseline_hparams() | {"max_epochs": 2, "batch_size": 8}
+    assert not set(baseline.RUNTIME_FIELDS) & set(baseline.baseline_hparams())
+    torch.manual_seed(0)
+    tokens, table = torch.randn(16, 4, 6), {f"t{i}": torch.randn(5) for i in range(16)}
+    embedded: list[list[str]] = []
+
+    def embed(texts: Any) -> torch.Tensor:
+        embedded.append(list(texts))
+        return torch.stack([table[t] for t in texts])
+
+    model = baseline.fit_baseline(hp, 3, tokens, list(table), lambda t: t.mean(1), embed)
+    assert embedded == [list(table)] and model.hparams == {"codebook": False, "seed": 3}
+    assert torch.allclose(model.encode_image(tokens), model.aligner.encode_image(tokens.mean(1)))
+    assert torch.allclose(model.encode_text_strings(["t2", "t5"]),
+                          model.aligner.encode_text(torch.stack([table["t2"], table["t5"]])))
+    assert not torch.allclose(model.encode_image(tokens), model.aligner.encode_image(tokens[:, 0]))

@@ -1,0 +1,76 @@
+"""The linear contrastive head beside Codebook-VLP's arms (issue 32: is the full model within reach of it?).
+
+The ``contrastive`` aligner at its validated defaults (``configs/aligners/contrastive.yaml``, the settings
+``align bench`` gives it by name) is fitted on each study dataset's fit pairs, for every seed, and scored on
+the same test items as every arm, so its per-item outputs pair with theirs. Its image side is the frozen
+encoder's own pooled embedding of the same tokens (``encoder.pool``: MobileNetV2 averages its grid, which is
+what the benchmark's image features are); its text side is frozen all-MiniLM-L6-v2 sentence embeddings, the
+model whose first layers start every arm's text side. It trains in seconds, so it is refitted with the study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from _codebook_vlp_tables import BASELINE  # its label in the tables
+from align.features.cache import FeatureCache, text_features
+from align.methods.contrastive import ContrastiveAligner
+
+SLUG = "contrastive"  # its run files: <dataset>/contrastive_seed<seed>.json
+TEXT_ENCODER = "hf:sentence-transformers/all-MiniLM-L6-v2"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "aligners" / "contrastive.yaml"
+# not part of a fit's identity (where it runs, what it shows), so not part of the run's key
+RUNTIME_FIELDS = ("checkpoint_dir", "progress", "accelerator", "devices", "strategy")
+
+
+def baseline_hparams() -> dict[str, Any]:
+    """The contrastive aligner's config by name (what ``align bench`` fits), less the runtime fields."""
+    hparams = yaml.safe_load(CONFIG.read_text())["hparams"]
+    return {k: v for k, v in hparams.items() if k not in RUNTIME_FIELDS}
+
+
+def baseline_run(runs: Path, dataset: str, hparams: Mapping[str, Any], seed: int, info: Mapping[str, Any],
+                 ) -> tuple[Path, dict[str, Any]]:
+    """Where the baseline's fit on ``dataset`` with ``seed`` is saved, and its key."""
+    key = {"stage": "study", "dataset": dataset, "variant": BASELINE, "hparams": dict(hparams, seed=seed),
+           "data": dict(info), "image_features": "encoder.pool(tokens)", "text_encoder": TEXT_ENCODER}
+    return runs / dataset / f"{SLUG}_seed{seed}.json", key
+
+
+class PooledContrastive:
+    """A fitted contrastive head seen through the arms' interface: ``encode_image`` takes token grids (pooled
+    as the encoder pools them) and ``encode_text_strings`` takes strings (embedded by the frozen text
+    encoder), so the study scores it with the arms' own scoring function."""
+
+    def __init__(self, aligner: ContrastiveAligner, pool: Callable[[torch.Tensor], torch.Tensor],
+                 embed_texts: Callable[[Sequence[str]], torch.Tensor]) -> None:
+        self.aligner, self.pool, self.embed_texts = aligner, pool, embed_texts
+        self.hparams = {"codebook": False, "seed": aligner.hparams["seed"]}  # no codes to count, no ITM
+
+    def encode_image(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.aligner.encode_image(self.pool(tokens))
+
+    def encode_text_strings(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.aligner.encode_text(self.embed_texts(texts))
+
+
+def text_embedder(cache: FeatureCache) -> Callable[[Sequence[str]], torch.Tensor]:
+    """Frozen sentence embeddings of any strings, through the feature cache (keyed by the texts' hash)."""
+    def embed(texts: Sequence[str]) -> torch.Tensor:
+        return text_features(TEXT_ENCODER, list(texts), dataset="codebook_vlp_study", version="1",
+                             split="texts", cache=cache, progress=False)
+    return embed
+
+
+def fit_baseline(hparams: Mapping[str, Any], seed: int, fit_tokens: torch.Tensor, captions: Sequence[str],
+                 pool: Callable[[torch.Tensor], torch.Tensor], embed_texts: Callable[[Sequence[str]], torch.Tensor],
+                 ) -> PooledContrastive:
+    """The contrastive head fitted on the pooled fit tokens and the fit captions' sentence embeddings."""
+    aligner = ContrastiveAligner(**dict(hparams, seed=seed))
+    aligner.fit(pool(fit_tokens), embed_texts(captions))
+    return PooledContrastive(aligner, pool, embed_texts)
