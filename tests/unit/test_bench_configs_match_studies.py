@@ -5,6 +5,7 @@ Codebook-VLP config against benchmarks/codebook_vlp_compare.py. Nothing is fitte
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ BENCH = ROOT / "configs" / "bench"
 LQAE_CONFIGS = ("lqae_compare.yaml", "lqae_compare_fashion_mnist.yaml")  # one per channel count (see their comments)
 CODEBOOK_VLP_CONFIG = "codebook_vlp_compare.yaml"
 STUDY_PAGE = ROOT / "docs" / "studies" / "tables.md"  # the published studies' reports
+CODEBOOK_VLP_STUDY = ROOT / "studies" / "codebook_vlp" / "study" / "study.json"  # the five-arm study's manifest
 
 lqae_study = load_benchmark("lqae_study")
 lqae_data = load_benchmark("_lqae_data")
@@ -100,3 +102,15 @@ def test_codebook_vlp_bench_fits_and_scores_on_the_studys_splits() -> None:
         if spec.eval_dataset is not None:
             assert (spec.eval_dataset, spec.eval) == codebook_vlp_study.SINGLE_SHAPES, spec
         assert spec.fit == fit and (spec.eval_dataset is not None or spec.eval == eval_), spec
+
+
+def test_codebook_vlp_arms_and_class_default_train_the_epochs_the_study_chose() -> None:
+    """Every arm's config, so the bench config, and the class default (what ``codebook_vlp`` gives by name)
+    train the epoch count the committed five-arm study chose on validation (``--report`` checks that its
+    saved validation runs make the same choice)."""
+    from align.methods.codebook_vlp.aligner import CodebookVLPHParams
+
+    chosen = json.loads(CODEBOOK_VLP_STUDY.read_text())["epochs"]
+    assert {hp["max_epochs"] for hp in codebook_vlp_study.load_variants().values()} == {chosen}
+    assert {entry.hparams["max_epochs"] for entry in config(CODEBOOK_VLP_CONFIG).aligners} == {chosen}
+    assert CodebookVLPHParams().max_epochs == chosen

@@ -95,7 +95,7 @@ class CodebookVLPHParams(TrainedHParams):
     pooling: str = param("mean", choices=POOLINGS)
     weight_decay: float = param(0.02, low=0)
     batch_size: int = param(64, low=2, high=MAX_ROWS)
-    max_epochs: int = param(10, low=0, high=MAX_EPOCHS)
+    max_epochs: int = param(24, low=0, high=MAX_EPOCHS)  # chosen on validation (docs/studies/codebook_vlp.md)
     max_text_tokens: int = param(32, low=3, high=MAX_TOKENS)
 
     def check(self, aligner: str) -> CodebookVLPHParams:
