@@ -9,15 +9,21 @@ table can be checked against what the committed results give (issue 33).
 figure by a relative path) and compares the Markdown only: a PNG's bytes change with matplotlib's version,
 so figures are drawn there but never compared, and written into the repository only without ``--check``.
 
-Not here: the README's leaderboards and the tables of docs/studies/tables.md and docs/studies/shapes.md.
-``benchmarks/update_readme.py`` copies them from results/, which git ignores (hours of `make bench`,
-`make bench-all`, `make figures`), so nothing committed can regenerate or check them.
+Leaderboard blocks (:data:`LEADERBOARDS`: README's ``bench`` and ``all-methods``, docs/studies/shapes.md's
+``shapes``) are rebuilt by ``align report`` from the snapshot of their result files that
+``benchmarks/update_readme.py`` commits under ``studies/leaderboards/`` when it copies a block in; a block
+whose snapshot is not committed yet is named as unchecked, not failed.
+
+Not here: the figure tables of docs/studies/tables.md, which ``benchmarks/update_readme.py`` copies from
+results/ (hours of `make figures`), which git ignores, so nothing committed can regenerate or check them.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/update_readme.py, run as a script or loaded
+from _common import write_atomic  # noqa: E402
+from update_readme import LEADERBOARDS as BLOCKS, SNAPSHOTS, replace_between  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,41 @@ GENERATED = (
 )
 
 
+@dataclass(frozen=True)
+class Leaderboard:
+    """A ``<!-- marker:start/end -->`` block of ``page`` that ``align report`` writes from the committed result
+    files under ``results`` (paths from the root)."""
+
+    page: str
+    marker: str
+    results: str
+
+    def shown(self) -> str:
+        return f"align report {self.results}, copied into {self.page} ({self.marker})"
+
+
+LEADERBOARDS = tuple(Leaderboard(page, marker, f"{SNAPSHOTS}/{folder}") for marker, page, folder in BLOCKS)
+
+
+def block(text: str, marker: str) -> str | None:
+    """The text between ``marker``'s start and end lines, or None without them."""
+    found = re.search(rf"<!-- {marker}:start -->\n(.*?)<!-- {marker}:end -->", text, re.S)
+    return found.group(1).rstrip() if found else None
+
+
+def leaderboard_text(entry: Leaderboard, root: Path) -> str:
+    """``align report`` on a copy of the entry's committed results under ``root`` (the report writes its
+    leaderboard into the folder it reads, and the committed snapshot is never written)."""
+    with tempfile.TemporaryDirectory(prefix="align-leaderboard-") as tmp:
+        copy = Path(tmp) / "results"
+        shutil.copytree(root / entry.results, copy)
+        done = subprocess.run([sys.executable, "-m", "align", "report", str(copy)], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise SystemExit(f"`{entry.shown()}` failed ({done.returncode}):\n{done.stderr}")
+        return (copy / "leaderboard.md").read_text().rstrip()
+
+
 def regenerate(entry: Generated, root: Path, out: Path) -> None:
     """Run ``entry``'s command on ``root``'s files, writing under ``out``; its printed report is dropped."""
     for path in (entry.page, entry.figure):
@@ -85,16 +129,32 @@ def difference(committed: Path, fresh: Path) -> str | None:
     return f"line {line} differs"
 
 
-def check(root: Path = ROOT, entries: tuple[Generated, ...] = GENERATED) -> list[str]:
-    """One line per committed page under ``root`` that differs from what its command gives now."""
-    problems = []
+def check(root: Path = ROOT, entries: tuple[Generated, ...] = GENERATED,
+          boards: tuple[Leaderboard, ...] = LEADERBOARDS) -> tuple[list[str], list[str]]:
+    """One line per committed page under ``root`` (and leaderboard block) that differs from what its command
+    gives now; and one line per leaderboard block whose results are not committed, so it is not checked."""
+    problems, unchecked = [], []
     with tempfile.TemporaryDirectory(prefix="align-generated-") as tmp:
         for entry in entries:
             regenerate(entry, root, Path(tmp))
             found = difference(root / entry.page, Path(tmp) / entry.page)
             if found:
                 problems.append(f"{entry.page}: {found}; regenerate it with `{entry.shown()}` (or `make tables`)")
-    return problems
+    for board in boards:
+        if not (root / board.results).is_dir():
+            unchecked.append(f"{board.page} ({board.marker}): not checked, {board.results}/ is not committed "
+                             "(benchmarks/update_readme.py writes it with the block)")
+            continue
+        committed = block((root / board.page).read_text(), board.marker)
+        try:
+            fresh = leaderboard_text(board, root)
+        except SystemExit as failed:  # e.g. a result file changed after align bench sealed it
+            problems.append(f"{board.page} ({board.marker}): {failed}")
+            continue
+        if committed != fresh:
+            problems.append(f"{board.page} ({board.marker}): the block differs from `{board.shown()}` "
+                            "(or `make tables`)")
+    return problems, unchecked
 
 
 def export(rev: str, dest: Path, root: Path = ROOT) -> Path:
@@ -118,13 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         for entry in GENERATED:
             regenerate(entry, args.root, args.root)
             print(f"wrote {entry.page}" + (f" and {entry.figure}" if entry.figure else ""))
+        for board in LEADERBOARDS:
+            if (args.root / board.results).is_dir():
+                page = args.root / board.page
+                text = replace_between(page.read_text(), board.marker, leaderboard_text(board, args.root), board.page)
+                if text != page.read_text():
+                    write_atomic(page, text)
+                print(f"wrote {board.page} ({board.marker}) from {board.results}/")
         return 0
     with tempfile.TemporaryDirectory(prefix="align-committed-") as tmp:
-        problems = check(export(args.rev, Path(tmp), args.root) if args.rev else args.root)
-    for line in problems:
+        problems, unchecked = check(export(args.rev, Path(tmp), args.root) if args.rev else args.root)
+    for line in problems + unchecked:
         print(line)
     if not problems:
-        print(f"{len(GENERATED)} generated pages match their committed inputs")
+        checked = len(LEADERBOARDS) - len(unchecked)
+        print(f"{len(GENERATED)} generated pages and {checked} leaderboard blocks match their committed inputs")
     return 1 if problems else 0
 
 

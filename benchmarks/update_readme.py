@@ -4,16 +4,21 @@
 
 Reads ``results/default/leaderboard.md`` (from `make bench`) and ``results/all-methods/leaderboard.md``
 (from `make bench-all`) into README.md, ``results/shapes/leaderboard.md`` (``align bench --config
-configs/bench/shapes.yaml``) into docs/studies/shapes.md, and the figure tables that `make figures`
-writes (``FIGURES`` below, in that order) into docs/studies/tables.md: each marker block lives in one file,
-named in ``LEADERBOARDS`` and ``FIGURES_PAGE``. A figure whose results file is missing keeps the text the
-page has for it now, so one study can be re-run and copied in without re-running all of them.
+configs/bench/shapes.yaml``) into docs/studies/shapes.md (each with a snapshot of the result files behind
+it, JSON and per-item outputs, under ``studies/leaderboards/<folder>/``, which git keeps: so
+``benchmarks/generated.py --check`` rebuilds the block with ``align report`` and compares), and the figure
+tables that `make figures` writes (``FIGURES`` below, in that order) into docs/studies/tables.md: each
+marker block lives in one file, named in ``LEADERBOARDS`` and ``FIGURES_PAGE``. A figure whose results file
+is missing keeps the text the page has for it now, so one study can be re-run and copied in without
+re-running all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from _common import write_atomic  # benchmarks/_common.py
@@ -23,6 +28,33 @@ ROOT = Path(__file__).resolve().parents[1]
 # (make bench, make bench-all, the shapes config)
 LEADERBOARDS = (("bench", "README.md", "default"), ("all-methods", "README.md", "all-methods"),
                 ("shapes", "docs/studies/shapes.md", "shapes"))
+SNAPSHOTS = "studies/leaderboards"  # <folder>/: the committed result files behind each leaderboard block
+
+
+def is_result_file(path: Path) -> bool:
+    """What ``align report`` reads: each result's JSON and its per-item outputs (not curves or reports)."""
+    return path.is_file() and (path.suffix == ".json" or path.name.endswith(".items.safetensors"))
+
+
+def snapshot(results: Path, dest: Path) -> int:
+    """Replace ``dest`` by a copy of the result files under ``results`` (a new folder renamed into place, so an
+    interrupted copy leaves the old snapshot); the number of files copied."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    files = [p for p in sorted(results.rglob("*")) if is_result_file(p)]
+    for path in files:
+        target = fresh / path.relative_to(results)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    old = dest.with_name(f".{dest.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    fresh.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return len(files)
+
+
 # the page whose <!-- figures:start/end --> block holds every figure table
 FIGURES_PAGE = "docs/studies/tables.md"
 # (results file, heading, the command that writes it)
@@ -37,8 +69,8 @@ FIGURES = (
      "python benchmarks/asif_emoji.py"),
     ("asif_scale.md", "ASIF's anchor search at scale", "python benchmarks/asif_scale.py"),
     ("encoders.md", "Frozen encoders, linear probe on digits", "python benchmarks/encoders.py"),
-    ("vlap_assignment.md", "VLAP's assignment-only variant, its priors and fixes, against ridge on unseen emoji, 3 seeds "
-     "(curves: docs/figures/vlap_curves.png)",
+    ("vlap_assignment.md", "VLAP's assignment-only variant, its priors and fixes, against ridge on unseen emoji, "
+     "3 seeds (curves: docs/figures/vlap_curves.png)",
      "python benchmarks/vlap_emoji.py --config configs/bench/vlap_assignment.yaml --results results/vlap-assignment "
      "--output results/vlap_assignment.md"),
     ("vlap-lm-select/sweeps.md", "VLAP through the frozen LM: learning rate and lambda chosen on validation",
@@ -114,6 +146,10 @@ def main() -> None:
     for name, text in updated_files(args.results).items():
         if text != (ROOT / name).read_text():  # a file with nothing new is left as it is, bytes and mtime
             write_atomic(ROOT / name, text)
+    for _, _, folder in LEADERBOARDS:
+        if (args.results / folder / "leaderboard.md").is_file():
+            count = snapshot(args.results / folder, ROOT / SNAPSHOTS / folder)
+            print(f"{SNAPSHOTS}/{folder}: {count} result files (commit them with the page)")
 
 
 if __name__ == "__main__":

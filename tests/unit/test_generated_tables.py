@@ -28,9 +28,16 @@ def test_committed_pages_match_their_committed_inputs(capsys: pytest.CaptureFixt
     assert code == 0, capsys.readouterr().out
 
 
+def copy_repository(dest: Path) -> None:
+    """What the generated pages and leaderboard blocks are made from and written into (a copy: the real pages
+    are never edited)."""
+    for folder in ("benchmarks", "configs", "studies", "docs"):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "README.md", dest / "README.md")
+
+
 def test_an_edited_table_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for folder in ("benchmarks", "configs", "studies", "docs"):  # a copy: the real pages are never edited
-        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_repository(tmp_path)
     assert generated.main(["--root", str(tmp_path)]) == 0  # the copy's pages are now what its inputs give
     edited = generated.GENERATED[0].page
     page = tmp_path / edited
@@ -41,6 +48,35 @@ def test_an_edited_table_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[
     capsys.readouterr()
 
     assert generated.main(["--check", "--root", str(tmp_path)]) == 1
-    lines = capsys.readouterr().out.splitlines()
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": not checked, " not in line]
     assert len(lines) == 1 and lines[0].startswith(f"{edited}: line "), lines
     assert generated.GENERATED[0].shown() in lines[0]  # it says how to regenerate the page
+
+
+def test_an_edited_leaderboard_cell_and_a_changed_result_are_named(tmp_path: Path) -> None:
+    """The README's leaderboard is rebuilt by ``align report`` from its committed result files: an edited cell
+    fails the check, and so does a result file edited after ``align bench`` sealed it (the report refuses it)."""
+    copy_repository(tmp_path)
+    board = next(b for b in generated.LEADERBOARDS if b.marker == "bench")
+    assert generated.check(tmp_path, entries=(), boards=(board,)) == ([], [])
+    readme = tmp_path / board.page
+    text = readme.read_text()
+    cell = re.search(r"\| (0\.\d{3}) \[", generated.block(text, board.marker))  # "| 0.817 [0.794, 0.842]"
+    assert cell, "the leaderboard block has no cell to edit"
+    start = text.index(generated.block(text, board.marker)) + cell.start(1)
+    readme.write_text(text[:start] + "0.999" + text[start + 5:])
+    problems, _ = generated.check(tmp_path, entries=(), boards=(board,))
+    assert len(problems) == 1 and problems[0].startswith(f"{board.page} ({board.marker}): the block differs")
+
+    readme.write_text(text)
+    result = next((tmp_path / board.results).rglob("emoji__zeroshot_retrieval__seed0.json"))
+    result.write_text(result.read_text().replace('"text_retrieval_recall@1": 0.', '"text_retrieval_recall@1": 0.9', 1))
+    problems, _ = generated.check(tmp_path, entries=(), boards=(board,))
+    assert len(problems) == 1 and "`align report" in problems[0] and "checksum mismatch" in problems[0], problems
+
+
+def test_a_leaderboard_without_committed_results_is_named_unchecked(tmp_path: Path) -> None:
+    board = generated.Leaderboard("README.md", "bench", "studies/leaderboards/nowhere")
+    shutil.copy2(ROOT / "README.md", tmp_path / "README.md")
+    problems, unchecked = generated.check(tmp_path, entries=(), boards=(board,))
+    assert problems == [] and len(unchecked) == 1 and "studies/leaderboards/nowhere/ is not committed" in unchecked[0]
