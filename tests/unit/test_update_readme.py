@@ -101,3 +101,22 @@ def test_the_repository_holds_each_marker_once_where_the_table_says(monkeypatch)
             assert count == (other == name), f"{other} holds <!-- {marker}:start --> {count} times"
     page = module.current_figures((ROOT / module.FIGURES_PAGE).read_text())
     assert [command for _, _, command in module.FIGURES if command not in page] == []
+
+
+def test_a_copied_leaderboard_takes_its_result_files_along_and_replaces_the_old_snapshot(
+        tmp_path, monkeypatch) -> None:
+    updater = load_updater(monkeypatch)
+    marker, name, folder = updater.LEADERBOARDS[-1]
+    write(tmp_path / name, f"# {name}\n" + block(marker, "old"))
+    results = tmp_path / "results" / folder
+    write(results / "leaderboard.md", "new\n")
+    write(results / "enc" / "ridge" / "emoji__zeroshot_retrieval__seed0.json", "{}")
+    write(results / "enc" / "ridge" / "emoji__zeroshot_retrieval__seed0.items.safetensors", "items")
+    write(results / "enc" / "ridge" / "curves" / "fit" / "metrics.csv", "epoch\n")  # not read by align report
+    stale = write(tmp_path / updater.SNAPSHOTS / folder / "enc" / "gone" / "old__seed0.json", "{}")
+    run(updater, monkeypatch, tmp_path, tmp_path / "results")
+    snapshot = tmp_path / updater.SNAPSHOTS / folder
+    run_name = "enc/ridge/emoji__zeroshot_retrieval__seed0"
+    assert sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()) == [
+        f"{run_name}.items.safetensors", f"{run_name}.json"]
+    assert not stale.exists() and not any(p.name.startswith(".") for p in snapshot.parent.iterdir())
