@@ -8,6 +8,7 @@ tests/unit/test_bench_common.py)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from bench_scripts import load_benchmark
 script = load_benchmark("codebook_vlp_compare")
 report_module = load_benchmark("_codebook_vlp_report")
 tables = load_benchmark("_codebook_vlp_tables")
+grid = sys.modules["_codebook_vlp_grid"]  # the epoch grid as the script imported it, so a patch reaches the script
 N = 300  # test images, one caption each
 
 
@@ -157,30 +159,30 @@ def peaked(best: int, log: list[int]) -> Any:
 
 def test_a_grid_whose_best_is_its_largest_count_says_so_and_is_not_extended_unasked() -> None:
     asked: list[int] = []
-    search = script.search_grid([4, 2, 6], peaked(20, asked))
+    search = grid.search_grid([4, 2, 6], peaked(20, asked))
     assert asked == [2, 4, 6] and search.chosen == 6 and search.at_edge and search.added == []
-    note = script.edge_note(search, extend=False, limit=24)
+    note = grid.edge_note(search, extend=False, limit=24)
     assert note.startswith("**At the grid's top edge**") and "--extend-grid" in note
 
 
 def test_extend_grid_doubles_the_top_until_the_best_is_inside() -> None:
     asked: list[int] = []
-    search = script.search_grid([2, 4, 6], peaked(10, asked), extend=True, limit=48)
+    search = grid.search_grid([2, 4, 6], peaked(10, asked), extend=True, limit=48)
     assert asked == [2, 4, 6, 12, 24] and search.added == [12, 24]
     assert search.chosen == 12 and not search.at_edge  # 24 scored lower: past the optimum
-    assert "inside the grid [2, 4, 6, 12, 24]" in script.edge_note(search, extend=True, limit=48)
+    assert "inside the grid [2, 4, 6, 12, 24]" in grid.edge_note(search, extend=True, limit=48)
     inside: list[int] = []
-    search = script.search_grid([2, 4, 6], peaked(4, inside), extend=True)
+    search = grid.search_grid([2, 4, 6], peaked(4, inside), extend=True)
     assert inside == [2, 4, 6] and search.chosen == 4 and search.added == []  # already inside: nothing added
 
 
 def test_extend_grid_stops_at_the_limit_and_still_reports_the_edge() -> None:
     asked: list[int] = []
-    search = script.search_grid([2, 4, 6], peaked(100, asked), extend=True, limit=20)
+    search = grid.search_grid([2, 4, 6], peaked(100, asked), extend=True, limit=20)
     assert asked == [2, 4, 6, 12, 20] and search.chosen == 20 and search.at_edge
-    assert "stopped at `--grid-limit` 20" in script.edge_note(search, extend=True, limit=20)
+    assert "stopped at `--grid-limit` 20" in grid.edge_note(search, extend=True, limit=20)
     ties: list[int] = []
-    assert script.search_grid([1, 2, 3], lambda e: ties.append(e) or 0.5, extend=True).chosen == 1  # ties: fewer
+    assert grid.search_grid([1, 2, 3], lambda e: ties.append(e) or 0.5, extend=True).chosen == 1  # ties: fewer
 
 
 def test_validation_resumes_each_arm_across_the_grid_and_keeps_checkpoints_at_the_edge(
@@ -218,7 +220,7 @@ def test_validation_resumes_each_arm_across_the_grid_and_keeps_checkpoints_at_th
     fits.clear()
     search, _, _ = script.validation(variants, [1, 2], tokens, anchors, 0, tmp_path)
     assert search.chosen == 2 and search.at_edge and (tmp_path / "val" / "checkpoints" / "a").is_dir()
-    table = script.validation_table(found, search)
+    table = grid.validation_table(found, search)
     assert any(line.startswith("| mean over arms | 2 (chosen) |") for line in table)
 
 
@@ -293,8 +295,8 @@ def test_the_validation_table_puts_the_last_epochs_mim_accuracy_beside_its_margi
     run = {"i2t_r1": 0.1, "t2i_r1": 0.1, "subcat_acc1": 0.2, "perplexity": 40.0, "train_s": 5.0,
            "history": {"mim_acc": [0.20, 0.35], "mim_marginal": [0.15, 0.14], "itm": [0.64, 0.61]}}
     no_mim = {k: v for k, v in run.items() if k != "history"}
-    search = script.GridSearch(2, {2: 0.1}, True, [])
-    lines = script.validation_table({"joint codebook": {2: run}, "no codebook/MIM": {2: no_mim}}, search)
+    search = grid.GridSearch(2, {2: 0.1}, True, [])
+    lines = grid.validation_table({"joint codebook": {2: run}, "no codebook/MIM": {2: no_mim}}, search)
     def cells(first: str) -> list[str]:
         return [c.strip() for c in next(line for line in lines if line.startswith(first)).strip("|").split("|")]
 
@@ -445,7 +447,7 @@ def test_streams_fit_their_parts_and_a_plain_run_writes_the_page_from_them(
 
 def test_a_stream_keeps_the_validation_checkpoints_that_a_plain_run_deletes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
-    monkeypatch.setattr(script, "choose_epochs", lambda scores: min(scores))  # inside the grid: done with them
+    monkeypatch.setattr(grid, "choose_epochs", lambda scores: min(scores))  # inside the grid: done with them
     checkpoint = tmp_path / "runs" / "quick" / "val" / "checkpoints" / "joint" / "epoch=1.ckpt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"x")
