@@ -130,6 +130,7 @@ SPLITS = {"emoji": ("anchors", "test"), "fashion_mnist": ("train@1000", "test@10
           "shapes": ("train@1000", "test@500")}
 SINGLE_SHAPES = ("shapes.single", "test@500")  # dataset and eval split
 QUICK = 120  # --quick: the first this many items of every split
+PAGE = "docs/studies/codebook_vlp_study.md"  # the study's page, as the README links it (--summary)
 ITM_PRIOR_LOSS = itm_prior_loss()  # ITM's loss while it cannot tell pairs apart
 
 
@@ -674,6 +675,37 @@ def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None)
     return out + [chosen, "", edge_note(search, v["extend"], v["limit"]), "", *validation_table(found, search), ""]
 
 
+def study_claims(found: Study) -> dict[str, Any]:
+    """Each dataset's claim cells (:func:`claims_of`: paired bootstraps), computed once for its claim table and
+    the "what held" lines of the page and of the summary."""
+    return {name: claims_of(results, found.manifest["seeds"]) for name, results in found.results.items()}
+
+
+def unfinished(manifest: Mapping[str, Any]) -> list[str]:
+    """The datasets a manifest written when validation ended plans, whose fits have not all finished."""
+    return [name for name in manifest.get("planned", []) if name not in manifest["datasets"]]
+
+
+def summary(found: Study, page: str = PAGE) -> list[str]:
+    """The study in a few plain lines for the README (``--summary``): the budget validation chose, then each
+    claim's "what held" line, or that the study's fits are still running; ``page`` is linked from the README."""
+    manifest, epochs = found.manifest, found.manifest["epochs"]
+    where = ""
+    if found.validation is not None:
+        search = found.validation[0]
+        where = (f", inside its grid {sorted(search.scores)}" if not search.at_edge else
+                 f", the top of its grid {sorted(search.scores)}: validation may still have been climbing")
+    chosen = f"validation chose {epochs} epochs for every arm{where}" if found.validation else f"{epochs} epochs"
+    planned = unfinished(manifest)
+    if planned or not found.results:
+        return [f"**Codebook-VLP** ([study]({page})): {chosen}. The study's test fits on "
+                f"{', '.join(planned) or 'no dataset'} have not all finished, so no claim is tested yet."]
+    seeds = manifest["seeds"]
+    return [f"**Codebook-VLP** ([study]({page})): {chosen}; {len(seeds)} seeds on "
+            f"{', '.join(found.results)}. Each claim (variant − baseline) over every dataset and metric, by its "
+            "paired 95% interval over test items pooled over seeds:", "", *what_held(study_claims(found))]
+
+
 def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[str]:
     """The page, from what the full run and ``--report`` both have; the gallery's PNG drawn to ``figure``."""
     manifest, seeds = found.manifest, found.manifest["seeds"]
@@ -692,13 +724,12 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
                 "that, the matching head tells pairs apart no better than the batch's make-up does, and "
                 "re-ranking by it is re-ranking by chance.", ""]
     study_at = len(out)  # the notes on intervals go before the study's tables
-    claims: dict[str, Any] = {}  # each dataset's claim cells, for its table and the "what held" lines
+    claims = study_claims(found)  # each dataset's claim cells, for its table and the "what held" lines
     seconds = 0.0 if found.validation is None else sum(
         r["train_s"] + r["eval_s"] for per in found.validation[1].values() for r in per.values())
     for name, results in found.results.items():
         s, facts = STUDY_SETS[name], manifest["datasets"][name]["facts"]
         seconds += fit_seconds(results)
-        claims[name] = claims_of(results, seeds)
         out += [s.paragraph(facts), "", *arm_table(results, seeds),
                 *claim_table(results, seeds, claims=claims[name]),
                 f"Code usage of every arm with a codebook on {s.where(facts, manifest['tokens'][0])} ({num_codes} "
@@ -713,7 +744,7 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
         held = ["**What held**, claim by claim (variant − baseline; a cell is one dataset and metric, and its verdict "
                 "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",
                 *held, ""]
-    planned = [name for name in manifest.get("planned", []) if name not in manifest["datasets"]]
+    planned = unfinished(manifest)
     if planned:  # a manifest written when validation ended, before the study's fits
         held = [f"**The study's fits on {', '.join(planned)} have not all finished**: this page shows the "
                 "validation that chose their budget; the same command resumes them.", "", *held]
@@ -737,6 +768,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"rebuild the report from the runs and RUNS/{MANIFEST} alone (no tokens, fits or "
                              "datasets; the settings are the saved study's: only --runs, --quick, --output and "
                              "--figure apply)")
+    parser.add_argument("--summary", action="store_true",
+                        help="with --report: write the README's few lines (the chosen budget and what held) to "
+                             "--output instead of the page")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"default {' '.join(map(str, SEEDS))} (with --quick: 0)")
     parser.add_argument("--epoch-grid", type=int, nargs="+", default=[2, 4, 6],
@@ -770,6 +804,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
     args.common = overrides(args.overrides, parser.error)
+    if args.summary and not args.report:
+        parser.error("--summary goes with --report (it reads the saved study)")
     if args.fits_only and args.report:
         parser.error("--fits-only fits and --report does not: give one of them")
     if args.fits_only and args.datasets and args.epochs is None and set(args.arms) != set(VARIANTS):
@@ -787,7 +823,7 @@ def main(argv: list[str] | None = None) -> None:
     if found is None:
         log(f"--fits-only: the fits are saved under {runs}; a run without it writes the page")
         return
-    emit("\n".join(render(found, runs, args.output, args.figure)), args.output)
+    emit("\n".join(summary(found) if args.summary else render(found, runs, args.output, args.figure)), args.output)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ so figures are drawn there but never compared, and written into the repository o
 Leaderboard blocks (:data:`LEADERBOARDS`: README's ``bench`` and ``all-methods``, docs/studies/shapes.md's
 ``shapes``) are rebuilt by ``align report`` from the snapshot of their result files that
 ``benchmarks/update_readme.py`` commits under ``studies/leaderboards/`` when it copies a block in; a block
-whose snapshot is not committed yet is named as unchecked, not failed.
+whose snapshot is not committed yet is named as unchecked, not failed. Study blocks (:data:`BLOCKS`: the
+README's few lines of a study, what held) are written by their study's ``--report --summary``.
 
 Not here: the figure tables of docs/studies/tables.md, which ``benchmarks/update_readme.py`` copies from
 results/ (hours of `make figures`), which git ignores, so nothing committed can regenerate or check them.
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/update_readme.py, run as a script or loaded
 from _common import write_atomic  # noqa: E402
-from update_readme import LEADERBOARDS as BLOCKS, SNAPSHOTS, replace_between  # noqa: E402
+from update_readme import LEADERBOARDS as COPIED, SNAPSHOTS, replace_between  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,35 @@ class Leaderboard:
         return f"align report {self.results}, copied into {self.page} ({self.marker})"
 
 
-LEADERBOARDS = tuple(Leaderboard(page, marker, f"{SNAPSHOTS}/{folder}") for marker, page, folder in BLOCKS)
+LEADERBOARDS = tuple(Leaderboard(page, marker, f"{SNAPSHOTS}/{folder}") for marker, page, folder in COPIED)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A ``<!-- marker:start/end -->`` block of ``page`` whose text ``command`` writes (``--output`` added) from
+    committed files: a study's few lines in the README."""
+
+    page: str
+    marker: str
+    command: tuple[str, ...]
+
+    def shown(self) -> str:
+        return f"python {' '.join(self.command)} --output BLOCK, copied into {self.page} ({self.marker})"
+
+
+BLOCKS = (Block("README.md", "codebook-vlp-study",
+                (CODEBOOK_VLP, "--report", "--summary", "--runs", "studies/codebook_vlp/study")),)
+
+
+def block_text(entry: Block, root: Path) -> str:
+    """What ``entry``'s command writes from ``root``'s files (run from ``root`` by this Python)."""
+    with tempfile.TemporaryDirectory(prefix="align-block-") as tmp:
+        out = Path(tmp) / "block.md"
+        done = subprocess.run([sys.executable, *entry.command, "--output", str(out)], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise SystemExit(f"`{entry.shown()}` failed ({done.returncode}):\n{done.stderr}")
+        return out.read_text().rstrip()
 
 
 def block(text: str, marker: str) -> str | None:
@@ -129,11 +158,25 @@ def difference(committed: Path, fresh: Path) -> str | None:
     return f"line {line} differs"
 
 
+def write_block(root: Path, page: str, marker: str, text: str) -> None:
+    """``text`` between ``marker``'s lines of ``root / page``, written only if it changes the file."""
+    path = root / page
+    new = replace_between(path.read_text(), marker, text, page)
+    if new != path.read_text():
+        write_atomic(path, new)
+
+
 def check(root: Path = ROOT, entries: tuple[Generated, ...] = GENERATED,
-          boards: tuple[Leaderboard, ...] = LEADERBOARDS) -> tuple[list[str], list[str]]:
-    """One line per committed page under ``root`` (and leaderboard block) that differs from what its command
-    gives now; and one line per leaderboard block whose results are not committed, so it is not checked."""
+          boards: tuple[Leaderboard, ...] = LEADERBOARDS, blocks: tuple[Block, ...] = BLOCKS,
+          ) -> tuple[list[str], list[str]]:
+    """One line per committed page under ``root`` (and leaderboard or study block) that differs from what its
+    command gives now; and one line per leaderboard block whose results are not committed, so it is not
+    checked."""
     problems, unchecked = [], []
+    for entry in blocks:
+        if block((root / entry.page).read_text(), entry.marker) != block_text(entry, root):
+            problems.append(f"{entry.page} ({entry.marker}): the block differs from `{entry.shown()}` "
+                            "(or `make tables`)")
     with tempfile.TemporaryDirectory(prefix="align-generated-") as tmp:
         for entry in entries:
             regenerate(entry, root, Path(tmp))
@@ -180,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {entry.page}" + (f" and {entry.figure}" if entry.figure else ""))
         for board in LEADERBOARDS:
             if (args.root / board.results).is_dir():
-                page = args.root / board.page
-                text = replace_between(page.read_text(), board.marker, leaderboard_text(board, args.root), board.page)
-                if text != page.read_text():
-                    write_atomic(page, text)
+                write_block(args.root, board.page, board.marker, leaderboard_text(board, args.root))
                 print(f"wrote {board.page} ({board.marker}) from {board.results}/")
+        for entry in BLOCKS:
+            write_block(args.root, entry.page, entry.marker, block_text(entry, args.root))
+            print(f"wrote {entry.page} ({entry.marker})")
         return 0
     with tempfile.TemporaryDirectory(prefix="align-committed-") as tmp:
         problems, unchecked = check(export(args.rev, Path(tmp), args.root) if args.rev else args.root)
@@ -192,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if not problems:
         checked = len(LEADERBOARDS) - len(unchecked)
-        print(f"{len(GENERATED)} generated pages and {checked} leaderboard blocks match their committed inputs")
+        print(f"{len(GENERATED)} generated pages, {checked} leaderboard blocks and {len(BLOCKS)} study blocks "
+              "match their committed inputs")
     return 1 if problems else 0
 
 

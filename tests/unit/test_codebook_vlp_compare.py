@@ -8,6 +8,7 @@ tests/unit/test_bench_common.py)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -540,3 +541,24 @@ def test_the_contrastive_head_sees_the_encoders_pooled_tokens_and_frozen_text_fe
     assert torch.allclose(model.encode_text_strings(["t2", "t5"]),
                           model.aligner.encode_text(torch.stack([table["t2"], table["t5"]])))
     assert not torch.allclose(model.encode_image(tokens), model.aligner.encode_image(tokens[:, 0]))
+
+
+def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
+        tmp_path: Path, stub_study: list[str]) -> None:
+    summary = tmp_path / "summary.md"
+    script.main(study_argv(tmp_path))
+    script.main(study_argv(tmp_path, "--report", "--summary", "--output", str(summary)))
+    lines = summary.read_text().splitlines()
+    assert lines[0].startswith(f"**Codebook-VLP** ([study]({script.PAGE})): validation chose 1 epochs for every arm")
+    held = [line for line in lines if line.startswith("- **")]
+    assert [line.split("**")[1] for line in held] == [f"{JOINT} − {KMEANS}", f"{JOINT} − {BASE}"]
+    page = (tmp_path / "page.md").read_text()
+    assert all(line in page for line in held)  # the page's own "what held" lines, word for word
+
+    manifest = tmp_path / "runs" / "quick" / "study.json"
+    saved = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(saved | {"datasets": {}, "planned": ["emoji", "shapes"]}))
+    script.main(study_argv(tmp_path, "--report", "--summary", "--output", str(summary)))
+    assert "test fits on emoji, shapes have not all finished, so no claim is tested yet" in summary.read_text()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--summary"])  # it reads a saved study
