@@ -66,7 +66,7 @@ GENERATED = (
               "docs/figures/lqae_pilot_curves.png"),
     # Codebook-VLP's five-arm study: its validation, then (as its fits finish) the study's tables
     Generated("docs/studies/codebook_vlp_study.md", (CODEBOOK_VLP, "--report", "--runs", "studies/codebook_vlp/study"),
-              "docs/figures/codebook_vlp_codes.png"),
+              "docs/figures/codebook_vlp_study_codes.png"),
     # Codebook-VLP's capacity probe: validation only, so the page draws its curves (<figure stem>_validation.png)
     *(Generated(f"studies/codebook_vlp/capacity/{probe}.md",
                 (CODEBOOK_VLP, "--report", "--runs", f"studies/codebook_vlp/capacity/{probe}"),
