@@ -44,7 +44,9 @@ CHANGED = {"lqae": {"lm_weight": 1.0, "codebook_size": 1024},
 # keeps the values it was fitted with, so loading it is unaffected
 RECHOSEN = {"contrastive": {"lr": 3e-3, "weight_decay": 0.01, "max_epochs": 10},
             "vlap": {"prior": "captions", "vocab": "captions", "vocab_subset": 2000, "ot_columns": "all", "lr": 3e-3,
-                     "warmup_fraction": 0.1, "schedule": "cosine", "w_map": 10.0}}
+                     "warmup_fraction": 0.1, "schedule": "cosine", "w_map": 10.0},
+            # the five-arm study's validation (issue 32; tests/unit/test_bench_configs_match_studies.py)
+            "codebook_vlp": {"max_epochs": 24}}
 
 
 @pytest.fixture(scope="module")
