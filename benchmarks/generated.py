@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/update_readme.py, run as a script or loaded
 from _common import write_atomic  # noqa: E402
-from update_readme import LEADERBOARDS as COPIED, SNAPSHOTS, replace_between  # noqa: E402
+from update_readme import LEADERBOARDS as COPIED, SNAPSHOTS, block_between, replace_between  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,13 @@ GENERATED = (
 )
 
 
+def run_quietly(argv: list[str], root: Path, shown: str) -> None:
+    """``argv`` run from ``root``, its printed report dropped; a failure exits naming ``shown`` and its stderr."""
+    done = subprocess.run(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"`{shown}` failed ({done.returncode}):\n{done.stderr}")
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     """A ``<!-- marker:start/end -->`` block of ``page`` that ``align report`` writes from the committed result
@@ -86,8 +92,20 @@ class Leaderboard:
     def shown(self) -> str:
         return f"align report {self.results}, copied into {self.page} ({self.marker})"
 
+    def missing(self, root: Path) -> str | None:
+        """Why the block cannot be rebuilt under ``root`` (its results are not committed), or None."""
+        if (root / self.results).is_dir():
+            return None
+        return f"{self.results}/ is not committed (benchmarks/update_readme.py writes it with the block)"
 
-LEADERBOARDS = tuple(Leaderboard(page, marker, f"{SNAPSHOTS}/{folder}") for marker, page, folder in COPIED)
+    def text(self, root: Path) -> str:
+        """``align report`` on a copy of the committed results (the report writes its leaderboard into the
+        folder it reads, and the committed snapshot is never written)."""
+        with tempfile.TemporaryDirectory(prefix="align-leaderboard-") as tmp:
+            copy = Path(tmp) / "results"
+            shutil.copytree(root / self.results, copy)
+            run_quietly([sys.executable, "-m", "align", "report", str(copy)], root, self.shown())
+            return (copy / "leaderboard.md").read_text().rstrip()
 
 
 @dataclass(frozen=True)
@@ -102,39 +120,21 @@ class Block:
     def shown(self) -> str:
         return f"python {' '.join(self.command)} --output BLOCK, copied into {self.page} ({self.marker})"
 
+    def missing(self, root: Path) -> str | None:
+        return None  # its inputs are committed with the study
 
+    def text(self, root: Path) -> str:
+        """What the command writes from ``root``'s files (run from ``root`` by this Python)."""
+        with tempfile.TemporaryDirectory(prefix="align-block-") as tmp:
+            out = Path(tmp) / "block.md"
+            run_quietly([sys.executable, *self.command, "--output", str(out)], root, self.shown())
+            return out.read_text().rstrip()
+
+
+LEADERBOARDS = tuple(Leaderboard(page, marker, f"{SNAPSHOTS}/{folder}") for marker, page, folder in COPIED)
 BLOCKS = (Block("README.md", "codebook-vlp-study",
                 (CODEBOOK_VLP, "--report", "--summary", "--runs", "studies/codebook_vlp/study")),)
-
-
-def block_text(entry: Block, root: Path) -> str:
-    """What ``entry``'s command writes from ``root``'s files (run from ``root`` by this Python)."""
-    with tempfile.TemporaryDirectory(prefix="align-block-") as tmp:
-        out = Path(tmp) / "block.md"
-        done = subprocess.run([sys.executable, *entry.command, "--output", str(out)], cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode:
-            raise SystemExit(f"`{entry.shown()}` failed ({done.returncode}):\n{done.stderr}")
-        return out.read_text().rstrip()
-
-
-def block(text: str, marker: str) -> str | None:
-    """The text between ``marker``'s start and end lines, or None without them."""
-    found = re.search(rf"<!-- {marker}:start -->\n(.*?)<!-- {marker}:end -->", text, re.S)
-    return found.group(1).rstrip() if found else None
-
-
-def leaderboard_text(entry: Leaderboard, root: Path) -> str:
-    """``align report`` on a copy of the entry's committed results under ``root`` (the report writes its
-    leaderboard into the folder it reads, and the committed snapshot is never written)."""
-    with tempfile.TemporaryDirectory(prefix="align-leaderboard-") as tmp:
-        copy = Path(tmp) / "results"
-        shutil.copytree(root / entry.results, copy)
-        done = subprocess.run([sys.executable, "-m", "align", "report", str(copy)], cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if done.returncode:
-            raise SystemExit(f"`{entry.shown()}` failed ({done.returncode}):\n{done.stderr}")
-        return (copy / "leaderboard.md").read_text().rstrip()
+MARKED = (*LEADERBOARDS, *BLOCKS)  # every marker block made from committed files
 
 
 def regenerate(entry: Generated, root: Path, out: Path) -> None:
@@ -142,9 +142,7 @@ def regenerate(entry: Generated, root: Path, out: Path) -> None:
     for path in (entry.page, entry.figure):
         if path:
             (out / path).parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(entry.argv(out), cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode:
-        raise SystemExit(f"`{entry.shown()}` failed ({done.returncode}):\n{done.stderr}")
+    run_quietly(entry.argv(out), root, entry.shown())
 
 
 def difference(committed: Path, fresh: Path) -> str | None:
@@ -161,42 +159,36 @@ def difference(committed: Path, fresh: Path) -> str | None:
 def write_block(root: Path, page: str, marker: str, text: str) -> None:
     """``text`` between ``marker``'s lines of ``root / page``, written only if it changes the file."""
     path = root / page
-    new = replace_between(path.read_text(), marker, text, page)
-    if new != path.read_text():
+    old = path.read_text()
+    new = replace_between(old, marker, text, page)
+    if new != old:
         write_atomic(path, new)
 
 
 def check(root: Path = ROOT, entries: tuple[Generated, ...] = GENERATED,
-          boards: tuple[Leaderboard, ...] = LEADERBOARDS, blocks: tuple[Block, ...] = BLOCKS,
-          ) -> tuple[list[str], list[str]]:
-    """One line per committed page under ``root`` (and leaderboard or study block) that differs from what its
-    command gives now; and one line per leaderboard block whose results are not committed, so it is not
-    checked."""
+          marked: tuple[Leaderboard | Block, ...] = MARKED) -> tuple[list[str], list[str]]:
+    """One line per committed page under ``root`` (and marker block) that differs from what its command gives
+    now; and one line per block whose inputs are not committed, so it is not checked."""
     problems, unchecked = [], []
-    for entry in blocks:
-        if block((root / entry.page).read_text(), entry.marker) != block_text(entry, root):
-            problems.append(f"{entry.page} ({entry.marker}): the block differs from `{entry.shown()}` "
-                            "(or `make tables`)")
     with tempfile.TemporaryDirectory(prefix="align-generated-") as tmp:
         for entry in entries:
             regenerate(entry, root, Path(tmp))
             found = difference(root / entry.page, Path(tmp) / entry.page)
             if found:
                 problems.append(f"{entry.page}: {found}; regenerate it with `{entry.shown()}` (or `make tables`)")
-    for board in boards:
-        if not (root / board.results).is_dir():
-            unchecked.append(f"{board.page} ({board.marker}): not checked, {board.results}/ is not committed "
-                             "(benchmarks/update_readme.py writes it with the block)")
+    for entry in marked:
+        where = f"{entry.page} ({entry.marker})"
+        why = entry.missing(root)
+        if why:
+            unchecked.append(f"{where}: not checked, {why}")
             continue
-        committed = block((root / board.page).read_text(), board.marker)
         try:
-            fresh = leaderboard_text(board, root)
+            fresh = entry.text(root)
         except SystemExit as failed:  # e.g. a result file changed after align bench sealed it
-            problems.append(f"{board.page} ({board.marker}): {failed}")
+            problems.append(f"{where}: {failed}")
             continue
-        if committed != fresh:
-            problems.append(f"{board.page} ({board.marker}): the block differs from `{board.shown()}` "
-                            "(or `make tables`)")
+        if block_between((root / entry.page).read_text(), entry.marker) != fresh:
+            problems.append(f"{where}: the block differs from `{entry.shown()}` (or `make tables`)")
     return problems, unchecked
 
 
@@ -221,22 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         for entry in GENERATED:
             regenerate(entry, args.root, args.root)
             print(f"wrote {entry.page}" + (f" and {entry.figure}" if entry.figure else ""))
-        for board in LEADERBOARDS:
-            if (args.root / board.results).is_dir():
-                write_block(args.root, board.page, board.marker, leaderboard_text(board, args.root))
-                print(f"wrote {board.page} ({board.marker}) from {board.results}/")
-        for entry in BLOCKS:
-            write_block(args.root, entry.page, entry.marker, block_text(entry, args.root))
-            print(f"wrote {entry.page} ({entry.marker})")
+        for marked in MARKED:
+            if marked.missing(args.root) is None:
+                write_block(args.root, marked.page, marked.marker, marked.text(args.root))
+                print(f"wrote {marked.page} ({marked.marker})")
         return 0
     with tempfile.TemporaryDirectory(prefix="align-committed-") as tmp:
         problems, unchecked = check(export(args.rev, Path(tmp), args.root) if args.rev else args.root)
     for line in problems + unchecked:
         print(line)
     if not problems:
-        checked = len(LEADERBOARDS) - len(unchecked)
-        print(f"{len(GENERATED)} generated pages, {checked} leaderboard blocks and {len(BLOCKS)} study blocks "
-              "match their committed inputs")
+        print(f"{len(GENERATED)} generated pages and {len(MARKED) - len(unchecked)} marker blocks match their "
+              "committed inputs")
     return 1 if problems else 0
 
 

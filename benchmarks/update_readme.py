@@ -99,17 +99,28 @@ FIGURES = (
 )
 
 
+def marker_pattern(marker: str) -> re.Pattern[str]:
+    """``<!-- marker:start -->``, the block's text (group 2) and ``<!-- marker:end -->``."""
+    return re.compile(rf"(<!-- {marker}:start -->\n)(.*?)(<!-- {marker}:end -->)", re.S)
+
+
+def block_between(text: str, marker: str) -> str | None:
+    """The text between ``marker``'s start and end lines (trailing whitespace dropped), or None without them."""
+    found = marker_pattern(marker).search(text)
+    return found.group(2).rstrip() if found else None
+
+
 def replace_between(text: str, marker: str, body: str, name: str) -> str:
-    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
+    pattern = marker_pattern(marker)
     if not pattern.search(text):
         raise SystemExit(f"{name} has no <!-- {marker}:start/end --> markers")
-    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
+    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(3), text)
 
 
 def current_figures(text: str) -> dict[str, str]:
     """The page's figure blocks now, by the command line that opens each (headings may be renamed)."""
-    section = re.search(r"<!-- figures:start -->\n(.*?)<!-- figures:end -->", text, re.S)
-    blocks = re.split(r"\n(?=### )", section.group(1).strip()) if section else []
+    section = block_between(text, "figures")
+    blocks = re.split(r"\n(?=### )", section.strip()) if section else []
     found = {}
     for block in blocks:
         command = re.search(r"^`([^`]+)`:$", block, re.M)

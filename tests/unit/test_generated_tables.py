@@ -58,27 +58,27 @@ def test_an_edited_leaderboard_cell_and_a_changed_result_are_named(tmp_path: Pat
     fails the check, and so does a result file edited after ``align bench`` sealed it (the report refuses it)."""
     copy_repository(tmp_path)
     board = next(b for b in generated.LEADERBOARDS if b.marker == "bench")
-    assert generated.check(tmp_path, entries=(), boards=(board,), blocks=()) == ([], [])
+    assert generated.check(tmp_path, entries=(), marked=(board,)) == ([], [])
     readme = tmp_path / board.page
     text = readme.read_text()
-    cell = re.search(r"\| (0\.\d{3}) \[", generated.block(text, board.marker))  # "| 0.817 [0.794, 0.842]"
+    cell = re.search(r"\| (0\.\d{3}) \[", generated.block_between(text, board.marker))  # "| 0.817 [0.794, 0.842]"
     assert cell, "the leaderboard block has no cell to edit"
-    start = text.index(generated.block(text, board.marker)) + cell.start(1)
+    start = text.index(generated.block_between(text, board.marker)) + cell.start(1)
     readme.write_text(text[:start] + "0.999" + text[start + 5:])
-    problems, _ = generated.check(tmp_path, entries=(), boards=(board,), blocks=())
+    problems, _ = generated.check(tmp_path, entries=(), marked=(board,))
     assert len(problems) == 1 and problems[0].startswith(f"{board.page} ({board.marker}): the block differs")
 
     readme.write_text(text)
     result = next((tmp_path / board.results).rglob("emoji__zeroshot_retrieval__seed0.json"))
     result.write_text(result.read_text().replace('"text_retrieval_recall@1": 0.', '"text_retrieval_recall@1": 0.9', 1))
-    problems, _ = generated.check(tmp_path, entries=(), boards=(board,), blocks=())
+    problems, _ = generated.check(tmp_path, entries=(), marked=(board,))
     assert len(problems) == 1 and "`align report" in problems[0] and "checksum mismatch" in problems[0], problems
 
 
 def test_a_leaderboard_without_committed_results_is_named_unchecked(tmp_path: Path) -> None:
     board = generated.Leaderboard("README.md", "bench", "studies/leaderboards/nowhere")
     shutil.copy2(ROOT / "README.md", tmp_path / "README.md")
-    problems, unchecked = generated.check(tmp_path, entries=(), boards=(board,), blocks=())
+    problems, unchecked = generated.check(tmp_path, entries=(), marked=(board,))
     assert problems == [] and len(unchecked) == 1 and "studies/leaderboards/nowhere/ is not committed" in unchecked[0]
 
 
@@ -86,11 +86,11 @@ def test_an_edited_study_block_is_named(tmp_path: Path) -> None:
     """The README's lines of a study are what its ``--report --summary`` writes from the committed runs."""
     copy_repository(tmp_path)
     entry = next(b for b in generated.BLOCKS if b.marker == "codebook-vlp-study")
-    assert generated.check(tmp_path, entries=(), boards=(), blocks=(entry,)) == ([], [])
+    assert generated.check(tmp_path, entries=(), marked=(entry,)) == ([], [])
     readme = tmp_path / entry.page
     text = readme.read_text()
-    body = generated.block(text, entry.marker)
+    body = generated.block_between(text, entry.marker)
     assert body and "Codebook-VLP" in body
     readme.write_text(text.replace(body, body.replace("24 epochs", "48 epochs"), 1))
-    problems, _ = generated.check(tmp_path, entries=(), boards=(), blocks=(entry,))
+    problems, _ = generated.check(tmp_path, entries=(), marked=(entry,))
     assert len(problems) == 1 and problems[0].startswith(f"{entry.page} ({entry.marker}): the block differs")
