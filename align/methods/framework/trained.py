@@ -191,7 +191,7 @@ class TrainedAligner(Aligner):
         from align.methods.framework.checkpoints import FitState
         from align.methods.framework.data import FeatureDataModule, split_sizes
         from align.methods.framework.seeding import seeded
-        from align.methods.framework.trainer import make_trainer, quiet
+        from align.methods.framework.trainer import fit, make_trainer, quiet
 
         undeclared = set(shape) - set(self.shape_args)
         if undeclared:  # from_checkpoint would not rebuild the core
@@ -218,7 +218,7 @@ class TrainedAligner(Aligner):
                                        checkpoint_dir=config.checkpoint_dir, monitor=self.early_stopping_monitor() if n_val else None,
                                        callbacks=[*self._callbacks(), FitState(stamp)], log_dir=log_dir,
                                        **({} if n_val else {"limit_val_batches": 0}))
-                trainer.fit(module, datamodule=data, ckpt_path=resume)  # SafeCheckpointIO: weights_only=True
+                fit(trainer, module, data, resume)  # SafeCheckpointIO: weights_only=True
         self._adopt(module)
         return self
 

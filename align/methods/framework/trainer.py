@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from align.errors import RunInterrupted
 from align.methods.framework.checkpoints import LastCheckpoint, SafeCheckpointIO
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
@@ -85,6 +86,32 @@ def make_trainer(
         options["log_every_n_steps"] = 1  # a curve point per optimiser step (fits here have few steps)
     options.update(overrides)
     return pl.Trainer(**options)
+
+
+def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+        ckpt_path: str | Path | None = None) -> None:
+    """``trainer.fit``, except that a stop (:class:`RunInterrupted`, raised by a command's signal handler) that
+    Lightning's teardown buries under an error of its own is raised again as the stop: a signal during data
+    setup otherwise ends in Lightning's "call iter(combined_loader) first" traceback and exit 1."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as error:
+        stop = interrupt_behind(error)
+        if stop is None:
+            raise
+        raise stop from error
+
+
+def interrupt_behind(error: BaseException) -> RunInterrupted | None:
+    """The :class:`RunInterrupted` that ``error`` was raised while handling, if any (its ``__context__`` chain)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, RunInterrupted):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__context__
+    return None
 
 
 def curve_loggers(log_dir: str | Path) -> list[Any]:
