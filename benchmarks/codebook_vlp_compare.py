@@ -86,27 +86,24 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
 from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
-from _codebook_vlp_baseline import (PooledContrastive, baseline_hparams, baseline_run,  # the contrastive head
+from _codebook_vlp_baseline import (baseline_hparams, baseline_run,  # the contrastive head
                                     fit_baseline, text_embedder)
+from _codebook_vlp_scoring import Eval, grid_data, score  # one fitted model's scores and per-item outputs
+from _codebook_vlp_sets import SPLITS, STUDY_SETS, describe, split_facts  # each dataset's splits and paragraph
 from _codebook_vlp_grid import (GridSearch, checkpoint_epochs, edge_note,  # the epoch grid
                                 grid_validation, validation_table)
 from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, arm_table, claim_table,  # the study's tables
                                   claims_of, code_table, figure_arm, interval_notes, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
-from _common import PER_ITEM, cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
+from _common import cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
 from align.bench.execute.features import fit_captions
 from align.data.base import DatasetSplit, LabelSet
-from align.eval.items import CodeItems
-from align.eval.metrics import classification_items
-from align.eval.retrieval import flatten_captions, retrieval_items, retrieval_items_from_scores
-from align.eval.zeroshot import class_prompts, zeroshot_logits
 from align.features.cache import FeatureCache, FeatureKey, weights_fingerprint
 from align.methods.codebook_vlp.aligner import CodebookVLPAligner
 from align.methods.codebook_vlp.objectives import itm_prior_loss
@@ -124,11 +121,6 @@ ARM_FIELDS = {"no codebook/MIM": {"codebook", "mim"},
               "fusion MIM": {"mim_input"}}
 VAL_FRACTION, VAL_SPLIT_SEED = 0.2, 0
 SEEDS = [0, 1, 2]
-# each dataset's (fit, eval) splits; shapes' zero-shot and code usage read a lone shape on SINGLE_SHAPES instead.
-# configs/bench/codebook_vlp_compare.yaml is held to these (tests/unit/test_bench_configs_match_studies.py)
-SPLITS = {"emoji": ("anchors", "test"), "fashion_mnist": ("train@1000", "test@1000"),
-          "shapes": ("train@1000", "test@500")}
-SINGLE_SHAPES = ("shapes.single", "test@500")  # dataset and eval split
 QUICK = 120  # --quick: the first this many items of every split
 PAGE = "docs/studies/codebook_vlp_study.md"  # the study's page, as the README links it (--summary)
 ITM_PRIOR_LOSS = itm_prior_loss()  # ITM's loss while it cannot tell pairs apart
@@ -205,84 +197,11 @@ def spatial_tokens(split: DatasetSplit, encoder: Any, cache: FeatureCache) -> to
     return flat.view(len(flat), -1, encoder.embed_dim)
 
 
-# ---------------------------------------------------------------------------------------------- scoring
-
-@dataclasses.dataclass(frozen=True)
-class Eval:
-    """What one model is scored on: tokens and captions per image (retrieval; captions None: no
-    retrieval), zero-shot label sets by result key (of :data:`METRICS`), the tokens they label
-    (``zeroshot_tokens``; None: ``tokens``), and the tokens codes are counted on (``code_tokens``; None:
-    ``tokens``) with the per-image labels code/class NMI is measured against."""
-
-    tokens: torch.Tensor
-    captions: Sequence[Sequence[str]] | None
-    zeroshot: Mapping[str, LabelSet]
-    code_labels: Any
-    zeroshot_tokens: torch.Tensor | None = None
-    code_tokens: torch.Tensor | None = None
-
-
-def score(aligner: CodebookVLPAligner | PooledContrastive, data: Eval, rerank_k: int) -> dict[str, Any]:
-    """The scores of one fitted model (an arm, or the baseline seen through the same interface) on ``data``,
-    and under ``PER_ITEM`` the per-item outputs they are read from (each metric of METRICS and the code NMI,
-    used codes and perplexity)."""
-    started = time.perf_counter()
-    images = aligner.encode_image(data.tokens)
-    out: dict[str, Any] = {}
-    items: dict[str, Any] = {}
-    if data.captions is not None:
-        texts, owner = flatten_captions(data.captions)
-        items["retrieval"] = retrieval_items(images, aligner.encode_text_strings(texts), owner, ks=(1, 5))
-        if rerank_k > 0:
-            aligner.hparams["rerank_k"] = rerank_k  # read by retrieval_scores; the fitted weights are unchanged
-            try:
-                items["retrieval_rr"] = retrieval_items_from_scores(*aligner.retrieval_scores(data.tokens, texts),
-                                                                    owner, ks=(1, 5))
-            finally:
-                aligner.hparams["rerank_k"] = 0
-    if data.zeroshot_tokens is not None:
-        images = aligner.encode_image(data.zeroshot_tokens)
-    for key, labels in data.zeroshot.items():
-        prompts = class_prompts(labels.class_names, labels.templates)
-        logits = zeroshot_logits(images, aligner.encode_text_strings(prompts), len(labels.class_names), "mean")
-        items[METRICS[key][2][0]] = classification_items(logits, torch.as_tensor(labels.labels))
-    if aligner.hparams["codebook"]:
-        code_tokens = data.tokens if data.code_tokens is None else data.code_tokens
-        codes = aligner.code_indices(code_tokens)
-        usage = aligner.code_usage(code_tokens)
-        items["codes"] = CodeItems(codes.cpu().numpy().astype("int64"), np.asarray(data.code_labels, dtype=np.int64),
-                                   int(aligner.hparams["seed"]))
-        out |= {"perplexity": usage["perplexity"], "used_codes": usage["used_codes"],
-                "dead_codes": usage["dead_codes"], "top_share": usage["top_share"],
-                "code_nmi": items["codes"].value("code_class_nmi")}
-    for key, (_, _, (name, metric)) in METRICS.items():
-        if name in items and (not name.startswith("zeroshot") or key in data.zeroshot):
-            out[key] = items[name].value(metric)
-    out["eval_s"] = time.perf_counter() - started
-    return {k: float(v) for k, v in out.items()} | {PER_ITEM: items}
-
-
-def grid_data(aligner: CodebookVLPAligner, tokens: torch.Tensor, codes_shown: int = 6,
-              per_code: int = 8) -> dict[str, Any]:
-    """The most used codes on ``tokens`` and, for each, the images with most tokens on it (the figure's data)."""
-    indices = aligner.code_indices(tokens)  # [N, T]
-    counts = torch.nn.functional.one_hot(indices, aligner.core.codebook.num_codes).sum(1)  # [N, K]
-    rows = []
-    for code in counts.sum(0).argsort(descending=True)[:codes_shown].tolist():
-        images = counts[:, code].argsort(descending=True)[:per_code].tolist()
-        rows.append({"code": code, "tokens": int(counts[:, code].sum()), "images": images,
-                     "counts": [int(counts[i, code]) for i in images]})
-    return {"tokens_per_image": int(indices.shape[1]), "codes": rows}
-
-
 def fit(hp: dict[str, Any], tokens: torch.Tensor, captions: list[str]) -> tuple[CodebookVLPAligner, float]:
     started = time.perf_counter()
     aligner = CodebookVLPAligner(**hp).fit_captions(tokens, captions)
     return aligner, time.perf_counter() - started
 
-
-def describe(split: DatasetSplit) -> str:
-    return f"{split.dataset}/{split.split}@{split.version}"
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -403,94 +322,6 @@ def baseline_study(dataset: str, hparams: Mapping[str, Any], seeds: list[int], f
 
 def fit_seconds(results: dict[str, list[dict]]) -> float:
     return sum(r["train_s"] + r["eval_s"] for rs in results.values() for r in rs)
-
-
-# -------------------------------------------------------------------------------------------- datasets
-
-Splits = Mapping[str, DatasetSplit]  # role ("fit", "eval", and "zeroshot" where it has its own split) -> split
-Facts = Mapping[str, Any]  # split_facts by role, and "captions": how the fit captions were made
-
-
-def split_facts(split: DatasetSplit) -> dict[str, Any]:
-    """What the report says of a split, saved in the manifest so that ``--report`` loads no dataset."""
-    labels = ({"labels": split.labels} if split.labels is not None else {}) | dict(split.extra_labels)
-    return {"split": split.split, "num_items": split.num_items,
-            "captions": None if split.captions is None else sum(map(len, split.captions)),
-            "classes": {name: len(found.class_names) for name, found in labels.items()}}
-
-
-def _emoji_eval(s: Splits, tokens: Mapping[str, torch.Tensor]) -> Eval:
-    return Eval(tokens["eval"], s["eval"].captions, {"subcat_acc1": s["eval"].extra_labels["subcategory"]},
-                s["eval"].labels.labels)
-
-
-def _emoji_paragraph(f: Facts) -> str:
-    test, n_sub = f["eval"], f["eval"]["classes"]["subcategory"]
-    return (f"**Emoji, concept-disjoint**: pretrained on {f['fit']['num_items']} anchor image-name pairs; scored "
-            f"on {test['num_items']} unseen test emoji ({test['captions']} captions; chance R@1 "
-            f"{1 / test['num_items']:.4f}; {n_sub} subcategory classes, chance acc1 {1 / n_sub:.3f}). ITM "
-            f"re-ranking applies to retrieval only (`retrieval_scores`); zero-shot classification compares "
-            f"ITC embeddings.")
-
-
-def _fashion_eval(s: Splits, tokens: Mapping[str, torch.Tensor]) -> Eval:
-    return Eval(tokens["eval"], None, {"acc1": s["eval"].labels}, s["eval"].labels.labels)
-
-
-def _fashion_paragraph(f: Facts) -> str:
-    return (f"**Fashion-MNIST**: pretrained on {f['fit']['split']} ({f['captions']}); zero-shot on "
-            f"{f['eval']['split']} (10 classes, chance 0.100; no retrieval, so no re-ranking).")
-
-
-def _shapes_eval(s: Splits, tokens: Mapping[str, torch.Tensor]) -> Eval:
-    kinds = s["zeroshot"].extra_labels["shape"]
-    return Eval(tokens["eval"], s["eval"].captions,
-                {"colour_acc1": s["zeroshot"].extra_labels["colour"], "shape_acc1": kinds}, kinds.labels,
-                zeroshot_tokens=tokens["zeroshot"], code_tokens=tokens["zeroshot"])
-
-
-def _shapes_paragraph(f: Facts) -> str:
-    test, single = f["eval"], f["zeroshot"]
-    n_colour, n_kind = single["classes"]["colour"], single["classes"]["shape"]
-    return (f"**Shapes** (procedural): pretrained on shapes {f['fit']['split']} ({f['captions']}); retrieval on "
-            f"shapes {test['split']} (one to three shapes, {test['captions']} captions, chance R@1 "
-            f"{1 / test['num_items']:.4f}); zero-shot colour ({n_colour} classes, chance {1 / n_colour:.3f}) and "
-            f"shape kind ({n_kind} classes, chance {1 / n_kind:.3f}) of the lone shape of shapes.single "
-            f"{single['split']}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class StudySet:
-    """One dataset of the study: its splits, what a model is scored on, and its report paragraph, which reads
-    saved facts only (so the full run and ``--report`` write the same page)."""
-
-    name: str  # registry name, key of SPLITS
-    make_eval: Callable[[Splits, Mapping[str, torch.Tensor]], Eval]  # from the splits and their tokens
-    paragraph: Callable[[Facts], str]
-    what: str  # what the code NMI is measured against
-    where: Callable[[Facts, int], str]  # the tokens the codes are counted on (facts, tokens per image)
-    extra: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # role -> (dataset, split)
-    captions_in_key: bool = True  # False: emoji's saved run keys predate recording how captions were made
-    keep_grid: bool = False  # the code gallery's data (emoji)
-
-    def roles(self) -> dict[str, tuple[str, str]]:
-        return {"fit": (self.name, SPLITS[self.name][0]), "eval": (self.name, SPLITS[self.name][1]), **self.extra}
-
-    def info(self, splits: Splits, how: str) -> dict[str, Any]:
-        """The ``data`` of the runs' keys: each split's identity (and how the fit captions were made)."""
-        return {role: describe(split) for role, split in splits.items()} | ({"captions": how}
-                                                                           if self.captions_in_key else {})
-
-
-STUDY_SETS = {s.name: s for s in (
-    StudySet("emoji", _emoji_eval, _emoji_paragraph, "category",
-             lambda f, t: f"the {f['eval']['num_items']} test emoji x {t} tokens", captions_in_key=False,
-             keep_grid=True),
-    StudySet("fashion_mnist", _fashion_eval, _fashion_paragraph, "class",
-             lambda f, t: f"the {f['eval']['num_items']} test images"),
-    StudySet("shapes", _shapes_eval, _shapes_paragraph, "shape kind",
-             lambda f, t: f"the {f['zeroshot']['num_items']} single-shape images", extra={"zeroshot": SINGLE_SHAPES}),
-)}
 
 
 # ----------------------------------------------------------------------------------- the study, the report

@@ -26,6 +26,7 @@ CODEBOOK_VLP_STUDY = ROOT / "studies" / "codebook_vlp" / "study" / "study.json" 
 lqae_study = load_benchmark("lqae_study")
 lqae_data = load_benchmark("_lqae_data")
 codebook_vlp_study = load_benchmark("codebook_vlp_compare")
+codebook_vlp_sets = load_benchmark("_codebook_vlp_sets")  # each dataset's splits
 
 
 def config(name: str) -> BenchConfig:
@@ -96,11 +97,11 @@ def test_codebook_vlp_bench_fits_and_scores_on_the_studys_splits() -> None:
     """Every dataset of the study is in the config, each entry fitted on the study's fit split and scored on
     its eval split; shapes' lone-shape entries on the study's single-shape dataset and split."""
     bench = config(CODEBOOK_VLP_CONFIG)
-    assert {spec.name for spec in bench.datasets} == set(codebook_vlp_study.SPLITS)
+    assert {spec.name for spec in bench.datasets} == set(codebook_vlp_sets.SPLITS)
     for spec in bench.datasets:
-        fit, eval_ = codebook_vlp_study.SPLITS[spec.name]
+        fit, eval_ = codebook_vlp_sets.SPLITS[spec.name]
         if spec.eval_dataset is not None:
-            assert (spec.eval_dataset, spec.eval) == codebook_vlp_study.SINGLE_SHAPES, spec
+            assert (spec.eval_dataset, spec.eval) == codebook_vlp_sets.SINGLE_SHAPES, spec
         assert spec.fit == fit and (spec.eval_dataset is not None or spec.eval == eval_), spec
 
 

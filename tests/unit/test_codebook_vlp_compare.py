@@ -24,6 +24,7 @@ from bench_scripts import load_benchmark
 script = load_benchmark("codebook_vlp_compare")
 report_module = load_benchmark("_codebook_vlp_report")
 tables = load_benchmark("_codebook_vlp_tables")
+scoring = sys.modules["_codebook_vlp_scoring"]  # what one fitted model scores, as the script imported it
 grid = sys.modules["_codebook_vlp_grid"]  # the epoch grid as the script imported it, so a patch reaches the script
 N = 300  # test images, one caption each
 
@@ -103,7 +104,7 @@ def planted(hits: np.ndarray, seed: int, codes: bool) -> dict[str, Any]:
         usage = items["codes"].metrics()
         out |= {"perplexity": usage["code_perplexity"], "used_codes": usage["codes_used"], "top_share": 0.05,
                 "dead_codes": 64 - usage["codes_used"], "code_nmi": usage["code_class_nmi"]}
-    return out | {"train_s": 1.0, "eval_s": 0.1, script.PER_ITEM: items}
+    return out | {"train_s": 1.0, "eval_s": 0.1, scoring.PER_ITEM: items}
 
 
 def test_paired_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() -> None:
@@ -143,7 +144,7 @@ def test_paired_table_tells_a_planted_gap_apart_and_calls_planted_noise_a_tie() 
     assert held[0].startswith(f"- **{JOINT} − {NONE}** (")  # claims in CLAIMS' order, each over both datasets
     assert "better on emoji I→T R@1 (2/2 seeds)" in held[0] and "shapes I→T R@1" not in held[0].split(";")[0]
     assert held[1].startswith(f"- **{JOINT} − {RANDOM}** (") and "better on none" in held[1]
-    notes = tables.interval_notes([{JOINT: full, NONE: noise[:1] + [noise[1] | {script.PER_ITEM: None}]}], boot)
+    notes = tables.interval_notes([{JOINT: full, NONE: noise[:1] + [noise[1] | {scoring.PER_ITEM: None}]}], boot)
     assert "200 resamples" in notes[0] and "1 run(s) were saved before per-item outputs" in notes[2]
 
 
@@ -242,7 +243,7 @@ def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path,
     monkeypatch.setattr(script, "fit", lambda *a: pytest.fail("a saved run was refitted"))
     again = script.study("emoji", variants, [0], 1, None, [], None, 0, {"fit": "x"}, tmp_path, keep_grid=False)
     for label in variants:
-        saved, back = first[label][0][script.PER_ITEM], again[label][0][script.PER_ITEM]
+        saved, back = first[label][0][scoring.PER_ITEM], again[label][0][scoring.PER_ITEM]
         assert list(saved) == list(back)
         for name in saved:
             assert all(np.array_equal(saved[name].arrays()[k], back[name].arrays()[k]) for k in saved[name].arrays())
@@ -268,12 +269,12 @@ def test_score_reads_zero_shot_and_codes_from_their_own_tokens() -> None:
         code_indices=lambda x: x.argmax(-1),
         code_usage=lambda x: {"perplexity": 3.0, "used_codes": 3, "dead_codes": 0, "top_share": 1 / 3})
     zeroshot = {"colour_acc1": LabelSet(labels, names, ("{c}",)), "shape_acc1": LabelSet(labels, names, ("a {c}",))}
-    out = script.score(model, script.Eval(multi, None, zeroshot, labels, zeroshot_tokens=single, code_tokens=single),
+    out = scoring.score(model, scoring.Eval(multi, None, zeroshot, labels, zeroshot_tokens=single, code_tokens=single),
                        rerank_k=0)
     assert out["colour_acc1"] == out["shape_acc1"] == 1.0 and "acc1" not in out and "i2t_r1" not in out
-    assert np.array_equal(out[script.PER_ITEM]["codes"].codes, single.argmax(-1).numpy())
+    assert np.array_equal(out[scoring.PER_ITEM]["codes"].codes, single.argmax(-1).numpy())
     assert out["code_nmi"] == pytest.approx(1.0)
-    wrong = script.score(model, script.Eval(multi, None, zeroshot, labels), rerank_k=0)
+    wrong = scoring.score(model, scoring.Eval(multi, None, zeroshot, labels), rerank_k=0)
     assert wrong["colour_acc1"] == 0.0  # the multi-shape tokens, when no zero-shot tokens are given
 
 
