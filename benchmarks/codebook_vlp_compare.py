@@ -54,7 +54,8 @@ image's codes; :mod:`align.eval.items`) beside it as ``<run>.items.safetensors``
 sha256 in the JSON; a rerun with the same hyper-parameters and data reuses them, so an interrupted
 study resumes. Runs saved before per-item outputs were kept are reported without intervals
 (``--redo-without-items`` refits them). The study also writes ``study.json`` beside the runs (its settings,
-what the report says of each dataset, its times and machine), so that ``--report`` rebuilds the same page
+what the report says of each dataset, its times and machine; rewritten as each dataset's fits finish, so the
+page shows those datasets while the rest run), so that ``--report`` rebuilds the same page
 from the saved files alone (no tokens, fits or datasets; the gallery's PNG reads the emoji images), a page
 that can be committed with its runs and checked (``benchmarks/generated.py``).
 
@@ -382,10 +383,14 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         epochs = args.epochs
     manifest["epochs"] = epochs
     log("\n".join(head_lines(manifest, val)))
-    if sets and not args.fits_only:  # the validation's page can be rebuilt (--report) while the study's fits run
-        write_manifest(runs, json.loads(json.dumps(
-            manifest | {"planned": [s.name for s in sets], "wall_seconds": time.perf_counter() - started,
-                        "machine": machine_info()})))
+
+    def save_progress() -> None:  # --report rebuilds the page of what has finished while the rest runs
+        if sets and not args.fits_only:
+            write_manifest(runs, json.loads(json.dumps(
+                manifest | {"planned": [s.name for s in sets], "wall_seconds": time.perf_counter() - started,
+                            "machine": machine_info()})))
+
+    save_progress()  # the validation that chose the budget
     results = {}
     for s in sets:
         by_role = splits[s.name]
@@ -404,6 +409,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         if s.keep_grid and arm is not None:
             facts["figure_names"] = figure_names(results[s.name][arm][0]["grid"], by_role["eval"].captions)
         manifest["datasets"][s.name] = {"info": info, "facts": facts}
+        save_progress()  # this dataset's fits, every seed and arm
     if args.fits_only:
         return None
     manifest |= {"wall_seconds": time.perf_counter() - started, "machine": machine_info()}
@@ -513,7 +519,8 @@ def study_claims(found: Study) -> dict[str, Any]:
 
 
 def unfinished(manifest: Mapping[str, Any]) -> list[str]:
-    """The datasets a manifest written when validation ended plans, whose fits have not all finished."""
+    """The datasets a manifest written before the study's end plans (``planned``: written when validation ends
+    and again as each dataset's fits finish) whose fits have not all finished."""
     return [name for name in manifest.get("planned", []) if name not in manifest["datasets"]]
 
 
@@ -528,13 +535,16 @@ def summary(found: Study, page: str = PAGE) -> list[str]:
                  f", the top of its grid {sorted(search.scores)}: validation may still have been climbing")
     chosen = f"validation chose {epochs} epochs for every arm{where}" if found.validation else f"{epochs} epochs"
     planned = unfinished(manifest)
-    if planned or not found.results:
+    if not found.results:
         return [f"**Codebook-VLP** ([study]({page})): {chosen}. The study's test fits on "
                 f"{', '.join(planned) or 'no dataset'} have not all finished, so no claim is tested yet."]
     seeds = manifest["seeds"]
+    rest = ([f"The test fits on {', '.join(planned)} have not all finished: the lines above are "
+             f"{', '.join(found.results)} alone."] if planned else [])
     return [f"**Codebook-VLP** ([study]({page})): {chosen}; {len(seeds)} seeds on "
             f"{', '.join(found.results)}. Each claim (variant − baseline) over every dataset and metric, by its "
-            "paired 95% interval over test items pooled over seeds:", "", *what_held(study_claims(found))]
+            "paired 95% interval over test items pooled over seeds:", "", *what_held(study_claims(found)),
+            *([""] + rest if rest else [])]
 
 
 def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[str]:
@@ -576,9 +586,11 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
                 "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",
                 *held, ""]
     planned = unfinished(manifest)
-    if planned:  # a manifest written when validation ended, before the study's fits
-        held = [f"**The study's fits on {', '.join(planned)} have not all finished**: this page shows the "
-                "validation that chose their budget; the same command resumes them.", "", *held]
+    if planned:  # a manifest written when validation or a dataset's fits ended, before the rest
+        shown = (f"the tables below are of {', '.join(found.results)}, whose fits have" if found.results else
+                 "this page shows the validation that chose their budget")
+        held = [f"**The study's fits on {', '.join(planned)} have not all finished**: {shown}; the same command "
+                "resumes them.", "", *held]
     out[study_at:study_at] = [*held, *interval_notes(list(found.results.values()))]
     return out + [f"Wall time of the study's invocation (tokens, validation, fits; the one that wrote "
                   f"`{MANIFEST}`): {manifest['wall_seconds']:.0f} s; fits and scoring of every run in the report "

@@ -561,5 +561,32 @@ def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
     manifest.write_text(json.dumps(saved | {"datasets": {}, "planned": ["emoji", "shapes"]}))
     script.main(study_argv(tmp_path, "--report", "--summary", "--output", str(summary)))
     assert "test fits on emoji, shapes have not all finished, so no claim is tested yet" in summary.read_text()
+
+    emoji_only = saved | {"datasets": {"emoji": saved["datasets"]["emoji"]}, "planned": ["emoji", "shapes"]}
+    manifest.write_text(json.dumps(emoji_only))  # as the study writes it once emoji's fits have all finished
+    script.main(study_argv(tmp_path, "--report", "--summary", "--output", str(summary)))
+    partial = summary.read_text()
+    assert "; 2 seeds on emoji. Each claim" in partial and f"- **{JOINT} − {KMEANS}**" in partial
+    assert partial.rstrip().endswith("The test fits on shapes have not all finished: the lines above are emoji alone.")
+    script.main(study_argv(tmp_path, "--report", "--output", str(tmp_path / "partial.md")))
+    page = (tmp_path / "partial.md").read_text()
+    assert "fits on shapes have not all finished**: the tables below are of emoji, whose fits have" in page
+    assert "**Emoji, concept-disjoint**" in page and "**Shapes** (procedural)" not in page
     with pytest.raises(SystemExit):
         script.parse_args(["--summary"])  # it reads a saved study
+
+
+def test_a_dataset_whose_fits_finish_is_in_the_manifest_before_the_next_one_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_study: list[str]) -> None:
+    real = script.baseline_study
+
+    def stopped_on_shapes(dataset: str, *args: Any) -> list[dict]:
+        if dataset == "shapes":
+            raise KeyboardInterrupt  # the study stopped while shapes' fits run
+        return real(dataset, *args)
+
+    monkeypatch.setattr(script, "baseline_study", stopped_on_shapes)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(study_argv(tmp_path, "--datasets", "emoji", "shapes"))
+    saved = json.loads((tmp_path / "runs" / "quick" / "study.json").read_text())
+    assert list(saved["datasets"]) == ["emoji"] and saved["planned"] == ["emoji", "shapes"]
