@@ -6,6 +6,12 @@ the same test items as every arm, so its per-item outputs pair with theirs. Its 
 encoder's own pooled embedding of the same tokens (``encoder.pool``: MobileNetV2 averages its grid, which is
 what the benchmark's image features are); its text side is frozen all-MiniLM-L6-v2 sentence embeddings, the
 model whose first layers start every arm's text side. It trains in seconds, so it is refitted with the study.
+
+Beside it, the same head on a shallow text side (:data:`SHALLOW`): the mean of the token states of the arms'
+own text tower as it is built from MiniLM's first ``text_layers`` layers, frozen, which is where every arm's
+text encoder starts (the arms then train it). The two heads differ only in how much of the pretrained text model they read, so their paired
+difference measures what the deeper text side alone is worth to a linear map, to hold against the gap
+between the arms and the sentence-embedding head.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from typing import Any
 import torch
 import yaml
 
-from _codebook_vlp_tables import BASELINE  # its label in the tables
+from _codebook_vlp_tables import BASELINE, SHALLOW  # their labels in the tables
 from align.features.cache import FeatureCache, text_features
 from align.methods.contrastive import ContrastiveAligner
 
-SLUG = "contrastive"  # its run files: <dataset>/contrastive_seed<seed>.json
+SLUGS = {BASELINE: "contrastive", SHALLOW: "contrastive_first_layers"}  # run files: <dataset>/<slug>_seed<seed>.json
 TEXT_ENCODER = "hf:sentence-transformers/all-MiniLM-L6-v2"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "aligners" / "contrastive.yaml"
 # not part of a fit's identity (where it runs, what it shows), so not part of the run's key
@@ -35,11 +41,14 @@ def baseline_hparams() -> dict[str, Any]:
 
 
 def baseline_run(runs: Path, dataset: str, hparams: Mapping[str, Any], seed: int, info: Mapping[str, Any],
-                 ) -> tuple[Path, dict[str, Any]]:
-    """Where the baseline's fit on ``dataset`` with ``seed`` is saved, and its key."""
-    key = {"stage": "study", "dataset": dataset, "variant": BASELINE, "hparams": dict(hparams, seed=seed),
+                 label: str = BASELINE, text_layers: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Where a baseline's fit on ``dataset`` with ``seed`` is saved, and its key (:data:`SHALLOW` reads the
+    text model's first ``text_layers`` layers)."""
+    key = {"stage": "study", "dataset": dataset, "variant": label, "hparams": dict(hparams, seed=seed),
            "data": dict(info), "image_features": "encoder.pool(tokens)", "text_encoder": TEXT_ENCODER}
-    return runs / dataset / f"{SLUG}_seed{seed}.json", key
+    if label == SHALLOW:
+        key["text_features"] = f"mean of the token states after layer {text_layers}"
+    return runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key
 
 
 class PooledContrastive:
@@ -64,6 +73,31 @@ def text_embedder(cache: FeatureCache) -> Callable[[Sequence[str]], torch.Tensor
     def embed(texts: Sequence[str]) -> torch.Tensor:
         return text_features(TEXT_ENCODER, list(texts), dataset="codebook_vlp_study", version="1",
                              split="texts", cache=cache, progress=False)
+    return embed
+
+
+def first_layers_embedder(hparams: Mapping[str, Any], layers: int | None = None,
+                          batch_size: int = 256) -> Callable[[Sequence[str]], torch.Tensor]:
+    """Frozen, unit-norm means over the real tokens of the text states every arm starts from: an arm's own
+    tokenizer (``table``, ``max_text_tokens`` of its ``hparams``) and its text tower built from the masked LM
+    with ``layers`` layers (default: the arm's ``text_layers``), before any training."""
+    from align.methods.codebook_vlp.core import load_table, tokenize
+    from align.methods.codebook_vlp.layers import TextEncoder, bert_shape
+
+    table = load_table(hparams["table"])
+    lm = table.load_lm()
+    shape = bert_shape(lm)
+    tower = TextEncoder(table.vocab_size, shape["width"], shape["heads"], shape["ffn"],
+                        hparams["text_layers"] if layers is None else layers, shape["positions"], lm).eval()
+
+    @torch.no_grad()
+    def embed(texts: Sequence[str]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            ids, mask = tokenize(table, texts[start:start + batch_size], hparams["max_text_tokens"])
+            weights = mask.unsqueeze(-1).float()
+            out.append(torch.nn.functional.normalize((tower(ids, mask) * weights).sum(1) / weights.sum(1), dim=-1))
+        return torch.cat(out)
     return embed
 
 

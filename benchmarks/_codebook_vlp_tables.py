@@ -14,9 +14,11 @@ from align.eval.bootstrap import Bootstrap
 
 REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
 BASELINE = "linear contrastive head"  # not an arm: the contrastive aligner beside them (_codebook_vlp_baseline.py)
-# (variant, baseline): the paired differences the report claims, each where both arms ran
+SHALLOW = "linear head, first-layer text"  # the same head on the text states every arm starts from
+# (variant, baseline): the paired differences the report claims, each where both arms ran; the last two say
+# how much of the gap to the linear head its deeper text side accounts for
 CLAIMS = (("joint codebook", "no codebook/MIM"), ("joint codebook", "random codes"), ("joint codebook", REFERENCE),
-          ("fusion MIM", REFERENCE), ("joint codebook", BASELINE))
+          ("fusion MIM", REFERENCE), ("joint codebook", BASELINE), ("joint codebook", SHALLOW), (BASELINE, SHALLOW))
 FIGURE_ARM = "joint codebook"  # whose codes the gallery shows (else the first arm with a codebook)
 # key -> (header, higher is better, (per-item outputs, their metric)); the ``_rr`` keys are the same model
 # re-ranked by its ITM head

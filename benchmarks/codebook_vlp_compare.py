@@ -93,13 +93,13 @@ import yaml
 from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
-from _codebook_vlp_baseline import (baseline_hparams, baseline_run,  # the contrastive head
-                                    fit_baseline, text_embedder)
+from _codebook_vlp_baseline import (baseline_hparams, baseline_run,  # the contrastive heads
+                                    first_layers_embedder, fit_baseline, text_embedder)
 from _codebook_vlp_scoring import Eval, grid_data, score  # one fitted model's scores and per-item outputs
 from _codebook_vlp_sets import SPLITS, STUDY_SETS, describe, split_facts  # each dataset's splits and paragraph
 from _codebook_vlp_grid import (GridSearch, checkpoint_epochs, edge_note,  # the epoch grid
                                 grid_validation, validation_table)
-from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, arm_table, claim_table,  # the study's tables
+from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, SHALLOW, arm_table, claim_table,  # the study's tables
                                   claims_of, code_table, figure_arm, interval_notes, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
@@ -302,12 +302,12 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
 def baseline_study(dataset: str, hparams: Mapping[str, Any], seeds: list[int], fit_tokens: torch.Tensor,
                    captions: list[str], data: Eval, info: dict[str, Any], runs: Path,
                    pool: Callable[[torch.Tensor], torch.Tensor], embed_texts: Callable[[Sequence[str]], torch.Tensor],
-                   ) -> list[dict]:
-    """The linear contrastive head (:mod:`_codebook_vlp_baseline`) for every seed, scored as the arms are, on
-    the same test items (so its per-item outputs pair with theirs)."""
+                   label: str = BASELINE, text_layers: int | None = None) -> list[dict]:
+    """A linear contrastive head (:mod:`_codebook_vlp_baseline`: ``label``, its text side ``embed_texts``) for
+    every seed, scored as the arms are, on the same test items (so its per-item outputs pair with theirs)."""
     found = []
     for seed in seeds:
-        path, key = baseline_run(runs, dataset, hparams, seed, info)
+        path, key = baseline_run(runs, dataset, hparams, seed, info, label, text_layers)
 
         def make() -> dict[str, Any]:
             started = time.perf_counter()
@@ -317,7 +317,7 @@ def baseline_study(dataset: str, hparams: Mapping[str, Any], seeds: list[int], f
         result = cached_run(path, key, make, log, items=True)
         found.append(result)
         shown = [k for k in METRICS if k in result]
-        log(f"  {dataset} {BASELINE} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown))
+        log(f"  {dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown))
     return found
 
 
@@ -348,6 +348,13 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         seeds, grid, rerank_k = args.seeds or [0], [1, 2], 4
     study_rerank_k = rerank_k if args.study_rerank_k is None else args.study_rerank_k
     cache, encoder, made, tokens = FeatureCache(), VISION_ENCODERS.create(IMAGE_ENCODER), {}, {}
+    text_layers = shallow_layers(variants)
+    shallow: list[Callable[[Sequence[str]], torch.Tensor]] = []
+
+    def shallow_text() -> Callable[[Sequence[str]], torch.Tensor]:  # the arms' starting text tower, built once
+        if not shallow:
+            shallow.append(first_layers_embedder(variants.get(REFERENCE) or next(iter(variants.values()))))
+        return shallow[0]
 
     def load(dataset: str, split: str) -> DatasetSplit:
         made.setdefault(dataset, DATASETS.create(dataset))
@@ -368,7 +375,8 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
     shape = tokens_of(anchors).shape
     token_seconds = time.perf_counter() - started
     manifest: dict[str, Any] = {
-        "variants": variants, "baseline": baseline_hparams(), "common": dict(common), "seeds": seeds,
+        "variants": variants, "baseline": baseline_hparams(), "baselines": [BASELINE, SHALLOW],
+        "common": dict(common), "seeds": seeds,
         "rerank_k": rerank_k, "study_rerank_k": study_rerank_k,
         "tokens": list(shape[1:]), "threads": torch.get_num_threads(), "token_seconds": token_seconds,
         "datasets": {}}
@@ -401,9 +409,11 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         results[s.name] = study(s.name, variants, seeds, epochs, tokens_of(by_role["fit"]), captions, data,
                                 study_rerank_k, info, runs, keep_grid=s.keep_grid,
                                 redo_without_items=args.redo_without_items)
-        results[s.name][BASELINE] = baseline_study(s.name, manifest["baseline"], seeds, tokens_of(by_role["fit"]),
-                                                   captions, data, info, runs, lambda t: encoder.pool(t),
-                                                   text_embedder(cache))
+        for label in manifest["baselines"]:
+            embed = text_embedder(cache) if label == BASELINE else shallow_text()
+            results[s.name][label] = baseline_study(s.name, manifest["baseline"], seeds, tokens_of(by_role["fit"]),
+                                                    captions, data, info, runs, lambda t: encoder.pool(t), embed,
+                                                    label, text_layers)
         facts = {role: split_facts(split) for role, split in by_role.items()} | {"captions": how}
         arm = figure_arm(results[s.name])
         if s.keep_grid and arm is not None:
@@ -446,12 +456,13 @@ def saved_study(runs: Path) -> Study:
                                                                     saved["info"], study_rerank_k), items=True))
                 except MissingRun as err:
                     missing.append(str(err))
-        if "baseline" in manifest:  # studies saved before the baseline have none
-            results[name][BASELINE] = []
+        for label in baselines_of(manifest):
+            results[name][label] = []
             for seed in seeds:
                 try:
-                    results[name][BASELINE].append(load_run(*baseline_run(runs, name, manifest["baseline"], seed,
-                                                                          saved["info"]), items=True))
+                    results[name][label].append(load_run(*baseline_run(
+                        runs, name, manifest["baseline"], seed, saved["info"], label, shallow_layers(variants)),
+                        items=True))
                 except MissingRun as err:
                     missing.append(str(err))
     if missing:
@@ -462,6 +473,18 @@ def saved_study(runs: Path) -> Study:
         return DATASETS.create("emoji").load(split).load_image
 
     return Study(manifest, val, results, emoji_images)
+
+
+def baselines_of(manifest: Mapping[str, Any]) -> list[str]:
+    """The linear heads a saved study fitted beside its arms (none before the baseline; one before the shallow)."""
+    if "baseline" not in manifest:
+        return []
+    return list(manifest.get("baselines", [BASELINE]))
+
+
+def shallow_layers(variants: Mapping[str, Mapping[str, Any]]) -> int:
+    """How many of the text model's layers every arm's text side starts from (the shallow head reads as many)."""
+    return int((variants.get(REFERENCE) or next(iter(variants.values())))["text_layers"])
 
 
 def rerank_cells(manifest: Mapping[str, Any]) -> str:
@@ -498,6 +521,12 @@ def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None)
                 f"`{hp['table']}` sentence embeddings. It is scored on the same test items, so the paired "
                 f"difference joint codebook − {BASELINE} says whether the paper's model is within reach of a linear "
                 "map on the same frozen features.", ""]
+        if SHALLOW in baselines_of(manifest):
+            out += [f"The **{SHALLOW}** is the same head, fitted and scored alike, on another text side: the mean "
+                    f"of `{hp['table']}`'s token states after its first {shallow_layers(variants)} layer(s), "
+                    "frozen, which is where every arm's text encoder starts before the arms train it. "
+                    f"{BASELINE} − {SHALLOW} is what the deeper pretrained text side alone is worth to a linear map, "
+                    f"to hold against joint codebook − {BASELINE}.", ""]
     if val is None:
         return out + [f"Epochs set to {epochs} by `--epochs` (no validation).", ""]
     (search, found), v = val, manifest["validation"]

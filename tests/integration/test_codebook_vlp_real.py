@@ -64,3 +64,29 @@ def test_fit_on_mobilenet_tokens_of_emoji() -> None:
     assert torch.allclose(image.norm(dim=1), torch.ones(48), atol=1e-5)
     assert text.shape == image.shape
     assert aligner.code_usage(tokens)["used_codes"] > 1
+
+
+def test_the_shallow_heads_text_side_is_minilm_cut_after_its_first_layers() -> None:
+    """The study's shallow baseline reads the arms' own text tower (benchmarks/_codebook_vlp_baseline.py); with
+    all six layers its mean-pooled states are MiniLM's sentence embedding, so the two linear heads of the study
+    differ only in how many pretrained layers their text side reads."""
+    need_asset("all-minilm-l6-v2")
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from align.registry import TEXT_ENCODERS
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import _codebook_vlp_baseline as baseline
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    hparams = yaml.safe_load((root / "configs" / "codebook_vlp" / "full.yaml").read_text())["hparams"]
+    sentence = TEXT_ENCODERS.create(MINILM).encode_text(CAPTIONS)
+    assert torch.allclose(baseline.first_layers_embedder(hparams, layers=6)(CAPTIONS), sentence, atol=1e-5)
+    first = baseline.first_layers_embedder(hparams)(CAPTIONS)  # the arms' text_layers (1)
+    assert first.shape == sentence.shape and not torch.allclose(first, sentence, atol=1e-2)
+    assert torch.allclose(first.norm(dim=1), torch.ones(len(CAPTIONS)))

@@ -31,6 +31,7 @@ N = 300  # test images, one caption each
 
 KMEANS, NONE, JOINT, RANDOM, FUSION = "k-means codes", "no codebook/MIM", "joint codebook", "random codes", "fusion MIM"
 BASE = "linear contrastive head"
+SHALLOW = "linear head, first-layer text"
 
 
 def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fields() -> None:
@@ -49,7 +50,8 @@ def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fiel
         assert script.CodebookVLPAligner(**hp).hparams["seed"] == 0
     assert list(script.load_variants([JOINT, NONE])) == [NONE, JOINT]  # a subset, in the study's order
     for variant, baseline in tables.CLAIMS:
-        assert variant in arms and (baseline in arms or baseline == tables.BASELINE)
+        heads = (tables.BASELINE, tables.SHALLOW)  # the linear heads beside the arms
+        assert (variant in arms or variant in heads) and (baseline in arms or baseline in heads)
 
 
 def test_a_config_that_drifts_from_full_yaml_is_refused() -> None:
@@ -356,6 +358,7 @@ def stub_study(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(script, "fit", lambda hp, tokens, captions: (SimpleNamespace(hparams=hp, history={}), 1.0))
     monkeypatch.setattr(script, "score", fake_score)
     monkeypatch.setattr(script, "text_embedder", lambda cache: None)
+    monkeypatch.setattr(script, "first_layers_embedder", lambda hparams: None)
     monkeypatch.setattr(script, "fit_baseline", lambda hp, seed, *rest: SimpleNamespace(hparams={"codebook": False,
                                                                                                "seed": seed}))
     monkeypatch.setattr(script, "grid_data", lambda aligner, tokens: {
@@ -516,9 +519,13 @@ def test_the_contrastive_head_is_fitted_per_seed_and_paired_with_the_joint_arm(
             assert (runs / dataset / f"contrastive_seed{seed}.json").is_file()
             assert (runs / dataset / f"contrastive_seed{seed}.items.safetensors").is_file()
     page = (tmp_path / "page.md").read_text()
+    for dataset in ("emoji", "fashion_mnist", "shapes"):
+        for seed in (0, 1):
+            assert (runs / dataset / f"contrastive_first_layers_seed{seed}.json").is_file()  # the shallow head
     header = next(line for line in page.splitlines() if line.startswith("| metric | "))
-    assert header.rstrip(" |").endswith(BASE)  # a column beside the arms
+    assert header.rstrip(" |").endswith(f"{BASE} | {SHALLOW}")  # columns beside the arms
     assert f"| {JOINT} − {BASE} | I→T R@1 |" in page  # a paired claim
+    assert f"| {BASE} − {SHALLOW} | I→T R@1 |" in page  # what the deeper text side is worth to the head
     (runs / "shapes" / "contrastive_seed1.json").unlink()
     with pytest.raises(SystemExit, match=r"shapes/contrastive_seed1\.json \(missing\)"):
         script.main(study_argv(tmp_path, "--report"))
@@ -552,7 +559,8 @@ def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
     lines = summary.read_text().splitlines()
     assert lines[0].startswith(f"**Codebook-VLP** ([study]({script.PAGE})): validation chose 1 epochs for every arm")
     held = [line for line in lines if line.startswith("- **")]
-    assert [line.split("**")[1] for line in held] == [f"{JOINT} − {KMEANS}", f"{JOINT} − {BASE}"]
+    assert [line.split("**")[1] for line in held] == [f"{JOINT} − {KMEANS}", f"{JOINT} − {BASE}",
+                                                       f"{JOINT} − {SHALLOW}", f"{BASE} − {SHALLOW}"]
     page = (tmp_path / "page.md").read_text()
     assert all(line in page for line in held)  # the page's own "what held" lines, word for word
 
