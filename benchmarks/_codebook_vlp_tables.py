@@ -113,6 +113,24 @@ def what_held(claims: dict[str, Claims]) -> list[str]:
                          for (variant, baseline), cells in by_claim.items() for header, c in cells)
 
 
+def retrieval_glance(results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """One line: I→T R@1, mean over seeds, of the paper's model (:data:`FIGURE_ARM`) beside both linear heads on
+    each dataset with retrieval, then what sets them apart by design; none until two of them have run there."""
+    parts = []
+    for dataset, by_label in results.items():
+        cells = [f"{label} {sum(r['i2t_r1'] for r in by_label[label]) / len(by_label[label]):.3f}"
+                 for label in (FIGURE_ARM, BASELINE, SHALLOW)
+                 if by_label.get(label) and all("i2t_r1" in r for r in by_label[label])]
+        if len(cells) > 1:
+            parts.append(f"{dataset}: " + ", ".join(cells))
+    if not parts:
+        return []
+    return [f"I→T R@1, mean over seeds: {'; '.join(parts)}. The heads map one pooled vector per image onto frozen "
+            f"text features; the arms read the 7x7 token grid and train a text tower that starts from the same "
+            f"first layer the {SHALLOW} reads, so {BASELINE} − {SHALLOW} is what the deeper text side alone is "
+            "worth to a linear map."]
+
+
 def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:
     """Code usage of every arm with a codebook, mean ± std over seeds (not resampled: see CODE_METRICS)."""
     header = ("arm", "code perplexity", "used codes", "dead codes", "top code's share", f"code/{what} NMI")

@@ -100,7 +100,8 @@ from _codebook_vlp_sets import SPLITS, STUDY_SETS, describe, split_facts  # each
 from _codebook_vlp_grid import (GridSearch, checkpoint_epochs, edge_note,  # the epoch grid
                                 grid_validation, validation_table)
 from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, SHALLOW, arm_table, claim_table,  # the study's tables
-                                  claims_of, code_table, figure_arm, interval_notes, what_held)
+                                  claims_of, code_table, figure_arm, interval_notes,
+                                  retrieval_glance, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
 from align.bench.execute.features import fit_captions
@@ -573,6 +574,7 @@ def summary(found: Study, page: str = PAGE) -> list[str]:
     return [f"**Codebook-VLP** ([study]({page})): {chosen}; {len(seeds)} seeds on "
             f"{', '.join(found.results)}. Each claim (variant − baseline) over every dataset and metric, by its "
             "paired 95% interval over test items pooled over seeds:", "", *what_held(study_claims(found)),
+            *[line for glance in retrieval_glance(found.results) for line in ("", glance)],
             *([""] + rest if rest else [])]
 
 
@@ -613,7 +615,7 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
     if held:  # where each claim held, in one line, above the tables it is read from
         held = ["**What held**, claim by claim (variant − baseline; a cell is one dataset and metric, and its verdict "
                 "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",
-                *held, ""]
+                *held, "", *[line for glance in retrieval_glance(found.results) for line in (glance, "")]]
     planned = unfinished(manifest)
     if planned:  # a manifest written when validation or a dataset's fits ended, before the rest
         shown = (f"the tables below are of {', '.join(found.results)}, whose fits have" if found.results else

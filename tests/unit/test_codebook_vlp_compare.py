@@ -563,6 +563,12 @@ def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
                                                        f"{JOINT} − {SHALLOW}", f"{BASE} − {SHALLOW}"]
     page = (tmp_path / "page.md").read_text()
     assert all(line in page for line in held)  # the page's own "what held" lines, word for word
+    glance = next(line for line in lines if line.startswith("I→T R@1, mean over seeds: "))
+    emoji = tmp_path / "runs" / "quick" / "emoji"
+    for label, slug in ((JOINT, "joint"), (BASE, "contrastive"), (SHALLOW, "contrastive_first_layers")):
+        mean = sum(json.loads((emoji / f"{slug}_seed{seed}.json").read_text())["i2t_r1"] for seed in (0, 1)) / 2
+        assert f"{label} {mean:.3f}" in glance.split("; ")[0], (label, mean, glance)  # emoji's part
+    assert glance in page
 
     manifest = tmp_path / "runs" / "quick" / "study.json"
     saved = json.loads(manifest.read_text())
