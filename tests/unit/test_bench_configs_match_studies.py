@@ -115,3 +115,5 @@ def test_codebook_vlp_arms_and_class_default_train_the_epochs_the_study_chose() 
     assert {hp["max_epochs"] for hp in codebook_vlp_study.load_variants().values()} == {chosen}
     assert {entry.hparams["max_epochs"] for entry in config(CODEBOOK_VLP_CONFIG).aligners} == {chosen}
     assert CodebookVLPHParams().max_epochs == chosen
+    side_by_side = [e for e in config("all_methods.yaml").aligners if e.name == "codebook_vlp"]
+    assert side_by_side and all(e.hparams.get("max_epochs", chosen) == chosen for e in side_by_side)  # README's table
