@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -203,7 +204,6 @@ def fit(hp: dict[str, Any], tokens: torch.Tensor, captions: list[str]) -> tuple[
     started = time.perf_counter()
     aligner = CodebookVLPAligner(**hp).fit_captions(tokens, captions)
     return aligner, time.perf_counter() - started
-
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -350,12 +350,8 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
     study_rerank_k = rerank_k if args.study_rerank_k is None else args.study_rerank_k
     cache, encoder, made, tokens = FeatureCache(), VISION_ENCODERS.create(IMAGE_ENCODER), {}, {}
     text_layers = shallow_layers(variants)
-    shallow: list[Callable[[Sequence[str]], torch.Tensor]] = []
-
-    def shallow_text() -> Callable[[Sequence[str]], torch.Tensor]:  # the arms' starting text tower, built once
-        if not shallow:
-            shallow.append(first_layers_embedder(variants.get(REFERENCE) or next(iter(variants.values()))))
-        return shallow[0]
+    # the arms' starting text tower for the shallow head: built once, and only where a dataset needs it
+    shallow_text = functools.cache(lambda: first_layers_embedder(reference_hparams(variants)))
 
     def load(dataset: str, split: str) -> DatasetSplit:
         made.setdefault(dataset, DATASETS.create(dataset))
@@ -483,9 +479,15 @@ def baselines_of(manifest: Mapping[str, Any]) -> list[str]:
     return list(manifest.get("baselines", [BASELINE]))
 
 
+def reference_hparams(variants: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The settings every arm shares, read from the reference arm (else the first: the arms differ only in the
+    fields ARM_FIELDS names)."""
+    return variants.get(REFERENCE) or next(iter(variants.values()))
+
+
 def shallow_layers(variants: Mapping[str, Mapping[str, Any]]) -> int:
     """How many of the text model's layers every arm's text side starts from (the shallow head reads as many)."""
-    return int((variants.get(REFERENCE) or next(iter(variants.values())))["text_layers"])
+    return int(reference_hparams(variants)["text_layers"])
 
 
 def rerank_cells(manifest: Mapping[str, Any]) -> str:
@@ -499,7 +501,7 @@ def rerank_cells(manifest: Mapping[str, Any]) -> str:
 def head_lines(manifest: Mapping[str, Any], val: tuple[GridSearch, dict] | None) -> list[str]:
     """The report's opening: the arms and settings, the tokens, and how the epochs were chosen."""
     variants, common, epochs = manifest["variants"], manifest["common"], manifest["epochs"]
-    hp = variants.get(REFERENCE) or next(iter(variants.values()))
+    hp = reference_hparams(variants)
     shape = manifest["tokens"]
     arms = "; ".join(f"**{label}** (`{VARIANTS[label]}`" + (f": {', '.join(sorted(ARM_FIELDS[label]))}"
                                                             if label in ARM_FIELDS else ": the reference") + ")"
@@ -581,7 +583,7 @@ def summary(found: Study, page: str = PAGE) -> list[str]:
 def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[str]:
     """The page, from what the full run and ``--report`` both have; the gallery's PNG drawn to ``figure``."""
     manifest, seeds = found.manifest, found.manifest["seeds"]
-    num_codes = (manifest["variants"].get(REFERENCE) or next(iter(manifest["variants"].values())))["num_codes"]
+    num_codes = reference_hparams(manifest["variants"])["num_codes"]
     out = head_lines(manifest, found.validation)
     if found.validation is not None:
         curves = curves_name(figure)
