@@ -9,9 +9,9 @@ model whose first layers start every arm's text side. It trains in seconds, so i
 
 Beside it, the same head on a shallow text side (:data:`SHALLOW`): the mean of the token states of the arms'
 own text tower as it is built from MiniLM's first ``text_layers`` layers, frozen, which is where every arm's
-text encoder starts (the arms then train it). The two heads differ only in how much of the pretrained text model they read, so their paired
-difference measures what the deeper text side alone is worth to a linear map, to hold against the gap
-between the arms and the sentence-embedding head.
+text encoder starts (the arms then train it). The two heads differ only in how much of the pretrained text
+model they read, so their paired difference measures what the deeper text side alone is worth to a linear
+map, to hold against the gap between the arms and the sentence-embedding head.
 """
 
 from __future__ import annotations
