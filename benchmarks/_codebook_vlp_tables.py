@@ -14,7 +14,7 @@ from align.eval.bootstrap import Bootstrap
 
 REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
 BASELINE = "linear contrastive head"  # not an arm: the contrastive aligner beside them (_codebook_vlp_baseline.py)
-SHALLOW = "linear head, first-layer text"  # the same head on the text states every arm starts from
+SHALLOW = "linear head on first-layer text"  # the same head on the text states every arm starts from
 # (variant, baseline): the paired differences the report claims, each where both arms ran; the last two say
 # how much of the gap to the linear head its deeper text side accounts for
 CLAIMS = (("joint codebook", "no codebook/MIM"), ("joint codebook", "random codes"), ("joint codebook", REFERENCE),
@@ -125,10 +125,10 @@ def retrieval_glance(results: dict[str, dict[str, list[dict]]]) -> list[str]:
             parts.append(f"{dataset}: " + ", ".join(cells))
     if not parts:
         return []
-    return [f"I→T R@1, mean over seeds: {'; '.join(parts)}. The heads map one pooled vector per image onto frozen "
-            f"text features; the arms read the 7x7 token grid and train a text tower that starts from the same "
-            f"first layer the {SHALLOW} reads, so {BASELINE} − {SHALLOW} is what the deeper text side alone is "
-            "worth to a linear map."]
+    return [f"I→T R@1, mean over seeds: {'; '.join(parts)}. Both heads map one pooled vector per image onto "
+            "frozen text features; the arms read the 7x7 token grid and train a text tower that starts where the "
+            "first-layer head's text side is, so the difference between the two heads is what the deeper "
+            "pretrained text side alone is worth to a linear map."]
 
 
 def code_table(results: dict[str, list[dict]], seeds: list[int], what: str) -> list[str]:

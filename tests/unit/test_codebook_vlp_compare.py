@@ -31,7 +31,7 @@ N = 300  # test images, one caption each
 
 KMEANS, NONE, JOINT, RANDOM, FUSION = "k-means codes", "no codebook/MIM", "joint codebook", "random codes", "fusion MIM"
 BASE = "linear contrastive head"
-SHALLOW = "linear head, first-layer text"
+SHALLOW = "linear head on first-layer text"
 
 
 def test_every_committed_arm_differs_from_full_yaml_exactly_in_its_declared_fields() -> None:
