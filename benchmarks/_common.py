@@ -13,14 +13,17 @@ per-item outputs (:mod:`align.eval.items`) beside its JSON and report bootstrap 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import numbers
 import os
 import platform
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -294,21 +297,40 @@ def saved_run(path: Path, key: Mapping[str, Any], items: bool = False,
     return saved | {PER_ITEM: found}
 
 
-def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, Any]],
-               log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
-               items: bool = False, redo_without_items: bool = False) -> dict[str, Any]:
-    """The result saved at ``path`` if it was made with ``key`` (hyper-parameters and data), else ``make()``
-    saved there atomically with its key: a long study that is interrupted resumes where it stopped, and
-    a changed setting is never answered by a stale file. Plain JSON: nothing is unpickled.
+BUSY_POLL_SECONDS = 30.0  # how often a run waiting for another process's fit looks again
 
-    With ``items``, ``make()`` returns its per-item outputs (``{name: Items}``) under :data:`PER_ITEM`:
-    they are written beside the run (:func:`write_run_items`, sealed by their sha256 in the JSON), and
-    the result carries them under :data:`PER_ITEM`, read back and verified when the run was saved
-    before. A saved run whose items file is missing or damaged is rerun; one saved before per-item
-    outputs were kept is reused with ``PER_ITEM`` None (reported without intervals), or rerun with
-    ``redo_without_items``."""
-    path = Path(path)
-    key = json.loads(json.dumps(key))  # JSON's own types, so a saved key compares equal
+
+class RunBusy(Exception):
+    """Another process holds the run's lock: it is making that run now."""
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """Hold the lock of the run saved at ``path`` while it is made, so that two processes sharing a study's
+    runs (one per core) never make the same run; :class:`RunBusy` at once when another process holds it.
+
+    An advisory ``flock`` on ``.locks/<name>.lock`` beside the run: the kernel drops it when its process
+    ends, however it ends, so a killed study leaves no stale lock. The lock files stay (empty): removing one
+    while another process waits to open it would let two processes hold the "same" lock."""
+    lock = Path(path).parent / ".locks" / f"{Path(path).name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{path}: another process is making this run (it holds {lock})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _reusable(path: Path, key: Any, items: bool, redo_without_items: bool,
+              log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The saved run ``cached_run`` may answer with, or None (saying why, where a file was there)."""
     saved = _saved(path, key)
     if saved is not None and not items:
         return saved
@@ -325,13 +347,55 @@ def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, 
             log(f"{path}: saved before per-item outputs were kept; rerunning")
     elif path.is_file():
         log(f"{path}: unreadable or made with other settings; rerunning")
-    result = make()
-    per_item = result.pop(PER_ITEM, None)
-    if items and per_item:
-        result["items"] = write_run_items(path, per_item)  # first the items, then the JSON that seals them
-    result |= {"key": key}
-    write_json_atomic(path, result)
-    return result | ({PER_ITEM: per_item or None} if items else {})
+    return None
+
+
+def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, Any]],
+               log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+               items: bool = False, redo_without_items: bool = False, when_busy: str = "wait") -> dict[str, Any]:
+    """The result saved at ``path`` if it was made with ``key`` (hyper-parameters and data), else ``make()``
+    saved there atomically with its key: a long study that is interrupted resumes where it stopped, and
+    a changed setting is never answered by a stale file. Plain JSON: nothing is unpickled.
+
+    With ``items``, ``make()`` returns its per-item outputs (``{name: Items}``) under :data:`PER_ITEM`:
+    they are written beside the run (:func:`write_run_items`, sealed by their sha256 in the JSON), and
+    the result carries them under :data:`PER_ITEM`, read back and verified when the run was saved
+    before. A saved run whose items file is missing or damaged is rerun; one saved before per-item
+    outputs were kept is reused with ``PER_ITEM`` None (reported without intervals), or rerun with
+    ``redo_without_items``.
+
+    A run is made under its lock (:func:`claimed`). Where another process is making it, ``when_busy="wait"``
+    checks again every :data:`BUSY_POLL_SECONDS` and then reads what that process saved (or makes the run itself if
+    it ended without saving); ``"skip"`` raises :class:`RunBusy`, for a stream that has other runs to make."""
+    if when_busy not in ("wait", "skip"):
+        raise ValueError(f"when_busy: {when_busy!r} is neither 'wait' nor 'skip'")
+    path = Path(path)
+    key = json.loads(json.dumps(key))  # JSON's own types, so a saved key compares equal
+    reused = _reusable(path, key, items, redo_without_items, log)
+    if reused is not None:
+        return reused
+    waiting = False
+    while True:
+        try:
+            with claimed(path):
+                # another process may have saved it since the first look (said already, unless we waited)
+                reused = _reusable(path, key, items, redo_without_items, log if waiting else lambda message: None)
+                if reused is not None:
+                    return reused
+                result = make()
+                per_item = result.pop(PER_ITEM, None)
+                if items and per_item:
+                    result["items"] = write_run_items(path, per_item)  # first the items, then the JSON that seals them
+                result |= {"key": key}
+                write_json_atomic(path, result)
+                return result | ({PER_ITEM: per_item or None} if items else {})
+        except RunBusy as busy:
+            if when_busy == "skip":
+                raise
+            if not waiting:
+                log(f"{busy}; waiting for it")
+            waiting = True
+            time.sleep(BUSY_POLL_SECONDS)
 
 
 # ------------------------------------------------------------------------------ intervals from items

@@ -62,7 +62,9 @@ that can be committed with its runs and checked (``benchmarks/generated.py``).
 The fits can be shared between processes, one per core: each runs ``--fits-only`` on its own arms or seeds
 (fitting what is missing, keeping the validation checkpoints, writing no manifest or page), and a plain run
 afterwards finds every fit saved and writes both. A stream with some of the arms cannot choose the study's
-budget (the count is chosen on the mean over all arms), so its study fits need ``--epochs``.
+budget (the count is chosen on the mean over all arms), so its study fits need ``--epochs``. Each fit is made
+under its lock (``_common.claimed``): a ``--fits-only`` stream skips a fit that another process is making, and a
+plain run waits for it and reads what it saved, so streams may overlap without fitting anything twice.
 
     python benchmarks/codebook_vlp_compare.py --threads 1        # the study (every arm, 3 datasets, 5 seeds)
     python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
@@ -104,7 +106,7 @@ from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, SHALLOW, arm_tab
                                   claims_of, code_table, figure_arm, interval_notes,
                                   retrieval_glance, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
-from _common import cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
+from _common import RunBusy, cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
 from align.bench.execute.features import fit_captions
 from align.data.base import DatasetSplit, LabelSet
 from align.features.cache import FeatureCache, FeatureKey, weights_fingerprint
@@ -277,10 +279,11 @@ def study_run(runs: Path, dataset: str, label: str, hparams: Mapping[str, Any], 
 
 def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_tokens: torch.Tensor,
           captions: list[str], data: Eval, rerank_k: int, info: dict[str, Any], runs: Path,
-          keep_grid: bool, redo_without_items: bool = False) -> dict[str, list[dict]]:
+          keep_grid: bool, redo_without_items: bool = False, skip_busy: bool = False) -> dict[str, list[dict]]:
     """``runs[variant] = [result per seed]``: every arm for every seed with ``epochs``, each with its
     per-item outputs under ``PER_ITEM`` (None for a run saved before they were kept); with ``keep_grid``, a
-    model with codes keeps the code gallery's data."""
+    model with codes keeps the code gallery's data. A fit another process is making is waited for, or with
+    ``skip_busy`` (a ``--fits-only`` stream) left to it and missing from the lists."""
     results: dict[str, list[dict]] = {label: [] for label in variants}
     for seed in seeds:
         for label, hparams in variants.items():
@@ -293,7 +296,12 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
                     out["grid"] = grid_data(aligner, data.tokens)
                 return out
 
-            result = cached_run(path, key, make, log, items=True, redo_without_items=redo_without_items)
+            try:
+                result = cached_run(path, key, make, log, items=True, redo_without_items=redo_without_items,
+                                    when_busy="skip" if skip_busy else "wait")
+            except RunBusy as busy:
+                log(f"  {dataset} {label} seed {seed}: skipped, {busy}")
+                continue
             results[label].append(result)
             shown = [k for k in (*METRICS, "perplexity") if k in result]
             log(f"  {dataset} {label} seed {seed}: " + ", ".join(f"{k} {result[k]:.3f}" for k in shown)
@@ -406,7 +414,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         data = s.make_eval(by_role, {role: tokens_of(split) for role, split in by_role.items()})
         results[s.name] = study(s.name, variants, seeds, epochs, tokens_of(by_role["fit"]), captions, data,
                                 study_rerank_k, info, runs, keep_grid=s.keep_grid,
-                                redo_without_items=args.redo_without_items)
+                                redo_without_items=args.redo_without_items, skip_busy=args.fits_only)
         for label in manifest["baselines"]:
             embed = text_embedder(cache) if label == BASELINE else shallow_text()
             results[s.name][label] = baseline_study(s.name, manifest["baseline"], seeds, tokens_of(by_role["fit"]),

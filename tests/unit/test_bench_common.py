@@ -277,3 +277,61 @@ def test_verdict_lines_say_per_claim_where_it_held_went_the_other_way_or_cannot_
     # lower is better: the verdict's "(better)" decides, not the direction
     assert "better on emoji NLL" in common.verdict_lines(
         [("a − b", "emoji NLL", cells("-0.1 ± 0.0", "[-0.2, -0.1]", "3/3", "lower (better)"))])[0]
+
+
+def test_a_claimed_run_is_busy_for_every_other_holder_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "fit.json"
+    with common.claimed(path):
+        with pytest.raises(common.RunBusy, match="another process is making this run"):
+            with common.claimed(path):
+                pass
+        with pytest.raises(common.RunBusy):
+            common.cached_run(path, {"k": 1}, lambda: pytest.fail("made a run another holder is making"),
+                              when_busy="skip")
+    with common.claimed(path):  # released
+        pass
+    assert not path.exists() and [p.name for p in (path.parent / ".locks").iterdir()] == ["fit.json.lock"]
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+    path = tmp_path / "fit.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import _common; "
+         "cm = _common.claimed(__import__('pathlib').Path(sys.argv[2])); cm.__enter__(); print('held', flush=True); "
+         "time.sleep(60)", str(BENCHMARKS), str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(common.RunBusy):
+            with common.claimed(path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with common.claimed(path):  # the kernel dropped the killed process's lock
+        pass
+
+
+def test_a_waiting_run_reads_what_the_holder_saved_instead_of_making_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    path, key, said = tmp_path / "fit.json", {"hparams": {"seed": 0}}, []
+    ready = threading.Event()
+
+    def other_process() -> None:  # holds the lock, then saves the run as cached_run would
+        with common.claimed(path):
+            ready.set()
+            time.sleep(0.3)
+            common.write_json_atomic(path, {"i2t_r1": 0.25, "key": key})
+
+    monkeypatch.setattr(common, "BUSY_POLL_SECONDS", 0.05)
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    ready.wait()
+    found = common.cached_run(path, key, lambda: pytest.fail("made a run another holder saved"), said.append)
+    holder.join()
+    assert found["i2t_r1"] == 0.25 and len(said) == 1 and "waiting for it" in said[0]
+    with pytest.raises(ValueError, match="when_busy"):
+        common.cached_run(path, key, dict, when_busy="later")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -239,7 +241,7 @@ def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path,
     monkeypatch.setattr(script, "score", fake_score)
     variants = {KMEANS: {"codebook": True}, NONE: {"codebook": False}}
     first = script.study("emoji", variants, [0], 1, None, [], None, 0, {"fit": "x"}, tmp_path, keep_grid=False)
-    assert sorted(p.name for p in (tmp_path / "emoji").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "emoji").iterdir() if p.is_file()) == [
         "full_seed0.items.safetensors", "full_seed0.json", "no_codebook_mim_seed0.items.safetensors",
         "no_codebook_mim_seed0.json"]
     monkeypatch.setattr(script, "fit", lambda *a: pytest.fail("a saved run was refitted"))
@@ -250,6 +252,41 @@ def test_a_study_run_saves_its_items_and_a_rerun_reads_them_back(tmp_path: Path,
         for name in saved:
             assert all(np.array_equal(saved[name].arrays()[k], back[name].arrays()[k]) for k in saved[name].arrays())
         assert again[label][0]["i2t_r1"] == first[label][0]["i2t_r1"]
+
+
+def test_a_stream_skips_the_fit_another_process_is_making_and_a_plain_run_waits_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    common = sys.modules["_common"]
+    fitted = []
+
+    def fake_fit(hp: dict, tokens: Any, captions: Any) -> tuple[SimpleNamespace, float]:
+        fitted.append(hp["codebook"])
+        return SimpleNamespace(hparams=hp, history={}), 1.0
+
+    monkeypatch.setattr(script, "fit", fake_fit)
+    monkeypatch.setattr(script, "score", lambda aligner, data, k: planted(np.ones(N, bool), 0,
+                                                                          codes=aligner.hparams["codebook"]))
+    variants = {KMEANS: {"codebook": True}, NONE: {"codebook": False}}
+    busy, _ = script.study_run(tmp_path, "emoji", KMEANS, variants[KMEANS], 0, 1, {"fit": "x"}, 0)
+    with common.claimed(busy):  # as another stream making the k-means fit would hold it
+        stream = script.study("emoji", variants, [0], 1, None, [], None, 0, {"fit": "x"}, tmp_path,
+                              keep_grid=False, skip_busy=True)
+    assert fitted == [False] and stream[KMEANS] == [] and len(stream[NONE]) == 1 and not busy.exists()
+
+    def hold_then_release() -> None:
+        with common.claimed(busy):
+            ready.set()
+            time.sleep(0.3)
+
+    ready = threading.Event()
+    holder = threading.Thread(target=hold_then_release)
+    holder.start()
+    ready.wait()
+    monkeypatch.setattr(common, "BUSY_POLL_SECONDS", 0.05)
+    plain = script.study("emoji", variants, [0], 1, None, [], None, 0, {"fit": "x"}, tmp_path, keep_grid=False)
+    holder.join()
+    assert fitted == [False, True]  # made once the holder let go without saving it; the other fit was reused
+    assert len(plain[KMEANS]) == len(plain[NONE]) == 1 and busy.is_file()
 
 
 def test_score_reads_zero_shot_and_codes_from_their_own_tokens() -> None:
