@@ -63,7 +63,11 @@ def _row(key: tuple[Any, ...], members: list[tuple[dict[str, Any], Items | None]
                          "values": values, "items": seed_items}
     add_intervals(metrics, seed_items)
     reasons = {r.get("task_details", {}).get("not_applicable") for r in results} - {None}
-    return {"image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
+    timed = [r for r in results if isinstance(r.get("wall_time_s"), dict)]
+    return {"fit_seconds": {_fit_key(r): float(r["wall_time_s"].get("fit", 0.0)) for r in timed},
+            "task_seconds": sum(float(r["wall_time_s"].get("task", 0.0)) for r in timed),
+            "untimed": len(results) - len(timed),
+            "image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
             "task": task, "eval_split": split, "label_set": label_set, "eval_dataset": shifted,
             "seeds": sorted(r.get("seed", 0) for r in results), "metrics": metrics,
             "not_applicable": " / ".join(sorted(reasons))}
@@ -146,9 +150,39 @@ def short_metric(metric: str) -> str:
     return _SHORT.get(metric, metric)
 
 
+def _fit_key(result: dict[str, Any]) -> tuple[Any, ...]:
+    """What one fit is: several tasks, or several label sets of one dataset, are scored on the same fit."""
+    return (result.get("image_encoder", ""), result.get("text_encoder", ""), result["model"], result["dataset"],
+            result.get("fit_split", ""), result.get("seed", 0), repr(sorted((result.get("hparams") or {}).items())))
+
+
 def notes(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The lines under the table: how sure the cells are, shifted rows, and why some cells are "–"."""
-    return _interval_notes(rows) + _shift_notes(rows) + _not_applicable_notes(rows)
+    """The lines under the table: how sure the cells are, shifted rows, why some cells are "–", and how
+    long each aligner took."""
+    return _interval_notes(rows) + _shift_notes(rows) + _not_applicable_notes(rows) + _time_notes(rows)
+
+
+def _time_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each aligner's wall time from its result files (``wall_time_s``): its fits, each counted once, and its
+    scoring, over every dataset and seed of the table; aligners with an untimed result are named."""
+    fits: dict[str, dict[tuple[Any, ...], float]] = defaultdict(dict)
+    scoring: dict[str, float] = defaultdict(float)
+    untimed = sorted({row["aligner"] for row in rows if row.get("untimed")})
+    for row in rows:
+        for key, seconds in row.get("fit_seconds", {}).items():
+            fits[row["aligner"]][key] = max(seconds, fits[row["aligner"]].get(key, 0.0))
+        scoring[row["aligner"]] += row.get("task_seconds", 0.0)
+    timed = sorted(name for name in scoring if name not in untimed)
+    if not timed:
+        return []
+    cells = [f"{name} {sum(fits[name].values()):.0f} + {scoring[name]:.0f}" for name in timed]
+    lines = ["", "Wall time in seconds, fitting + scoring, summed over the table's datasets and seeds, from each "
+                 "result's `wall_time_s` on the machine that wrote it (a fit that several tasks or label sets share "
+                 "counted once; the aligner run first on a dataset also pays for encoding the features that the "
+                 f"others then read from the cache): {', '.join(cells)}."]
+    if untimed:
+        lines[-1] += f" Not timed (results without `wall_time_s`): {', '.join(untimed)}."
+    return lines
 
 
 def _interval_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
