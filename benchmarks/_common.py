@@ -376,8 +376,10 @@ def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, 
         return reused
     waiting = False
     while True:
+        holding = False
         try:
             with claimed(path):
+                holding = True  # from here on, a RunBusy is make()'s own, not this run's lock
                 # another process may have saved it since the first look (said already, unless we waited)
                 reused = _reusable(path, key, items, redo_without_items, log if waiting else lambda message: None)
                 if reused is not None:
@@ -390,7 +392,7 @@ def cached_run(path: Path, key: Mapping[str, Any], make: Callable[[], dict[str, 
                 write_json_atomic(path, result)
                 return result | ({PER_ITEM: per_item or None} if items else {})
         except RunBusy as busy:
-            if when_busy == "skip":
+            if holding or when_busy == "skip":
                 raise
             if not waiting:
                 log(f"{busy}; waiting for it")

@@ -335,3 +335,18 @@ def test_a_waiting_run_reads_what_the_holder_saved_instead_of_making_it_again(
     assert found["i2t_r1"] == 0.25 and len(said) == 1 and "waiting for it" in said[0]
     with pytest.raises(ValueError, match="when_busy"):
         common.cached_run(path, key, dict, when_busy="later")
+
+
+def test_a_busy_run_inside_make_is_not_taken_for_this_runs_lock(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    inner = tmp_path / "inner.json"
+    monkeypatch.setattr(common, "time", SimpleNamespace(sleep=lambda seconds: pytest.fail("waited on make()'s lock")))
+
+    def make() -> dict:  # a run whose making needs another run that a second holder is making
+        return common.cached_run(inner, {"k": 2}, dict, when_busy="skip")
+
+    with common.claimed(inner):
+        with pytest.raises(common.RunBusy, match="inner.json"):
+            common.cached_run(tmp_path / "outer.json", {"k": 1}, make)  # "wait" on its own lock
