@@ -12,6 +12,7 @@ from item_checks import assert_items_give_every_metric
 from PIL import Image
 
 from align.bench.execute.features import FeatureBank
+from align.bench.execute.phases import ENCODING
 from align.bench.plan.config import load_config
 from align.bench.report.leaderboard import aggregate, markdown, write_report
 from align.bench.report.uncertainty import load_items
@@ -92,6 +93,20 @@ def test_end_to_end_writes_clip_benchmark_results_and_skips_existing(tmp_path: P
     assert again.written == 0 and again.skipped == 16
     redo = run_benchmark(config, results, bank=bank, overwrite=True, echo=lambda _: None)
     assert redo.written == 16
+
+
+def test_each_result_counts_the_encoding_it_paid_for_apart_and_the_run_adds_up(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONFIG))
+    summary = run_benchmark(config, tmp_path / "results", bank=FeatureBank(FeatureCache(tmp_path / "f"), progress=False),
+                            echo=lambda _: None)
+    records = [json.loads(f.read_text()) for f in (tmp_path / "results").rglob("*.json")]
+    fits = {(r["model"], r["seed"]): r["wall_time_s"]["encoding"]["fit"] for r in records}
+    tasks = [r["wall_time_s"]["encoding"]["task"] for r in records]
+    assert len(fits) == 4 and max(fits.values()) > 0  # the first fit encodes the shared features
+    in_phases = sum(summary.phases.get(name, 0.0) for name in ENCODING)
+    assert sum(fits.values()) + sum(tasks) == pytest.approx(in_phases, abs=0.01)  # each second paid once
+    first = max(fits, key=fits.get)
+    assert all(seconds < fits[first] / 2 for key, seconds in fits.items() if key != first)  # later fits read the cache
 
 
 def test_report_aggregates_seeds(tmp_path: Path) -> None:

@@ -9,12 +9,14 @@ from align.bench.report.leaderboard import aggregate, markdown
 
 
 def result(model: str, task: str, label_set: str | None, fit: float | None, scoring: float,
-           seed: int = 0) -> dict[str, Any]:
+           seed: int = 0, encoding: tuple[float, float] | None = None) -> dict[str, Any]:
     found = {"model": model, "dataset": "emoji", "task": task, "label_set": label_set, "seed": seed,
              "fit_split": "anchors", "hparams": {"alpha": 1.0}, "image_encoder": "img", "text_encoder": "txt",
              "metrics": {"acc1": 0.5}}
     if fit is not None:
         found["wall_time_s"] = {"fit": fit, "task": scoring}
+    if encoding is not None:
+        found["wall_time_s"]["encoding"] = {"fit": encoding[0], "task": encoding[1]}
     return found
 
 
@@ -40,3 +42,18 @@ def test_an_untimed_aligner_is_named_not_counted_as_zero() -> None:
 
 def test_no_line_when_nothing_is_timed() -> None:
     assert "Wall time" not in markdown(aggregate([result("old", "linear_probe", None, None, 0.0)]))
+
+
+def test_encoding_is_counted_apart_once_per_fit_when_every_result_records_it() -> None:
+    results = [result("ridge", "zeroshot_retrieval", None, 10.0, 2.0, encoding=(40.0, 3.0)),  # one fit, two tasks
+               result("ridge", "linear_probe", "subcategory", 10.0, 1.0, encoding=(40.0, 0.0)),
+               result("asif", "linear_probe", "subcategory", 0.0, 7.0, encoding=(0.0, 0.0))]
+    line = time_line(results)
+    assert line.endswith(": asif 0 + 7, ridge 10 + 3 (+ 43 encoding).")
+    assert "in brackets" in line and "also pays" not in line
+
+
+def test_older_results_without_encoding_keep_the_caveat_and_no_brackets() -> None:
+    line = time_line([result("ridge", "linear_probe", None, 3.0, 1.0, encoding=(5.0, 0.0)),
+                      result("asif", "linear_probe", None, 0.0, 2.0)])
+    assert "also pays for encoding" in line and "(+" not in line

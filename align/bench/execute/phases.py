@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 PHASES = ("build encoders", "image features", "text features", "sweeps", "fits", "scoring")
+ENCODING = PHASES[:3]  # the phases that make features: paid by whichever unit first needs them
 OTHER = "other"
 
 
@@ -41,6 +42,11 @@ class PhaseClock:
         if self._open:
             self.seconds[self._open[-1]] = self.seconds.get(self._open[-1], 0.0) + now - self._since
         self._since = now
+
+    def total(self, names: tuple[str, ...]) -> float:
+        """Seconds credited so far to ``names``; read before and after a step (outside the phases it opens)
+        to get the time that step spent in them."""
+        return sum(self.seconds.get(name, 0.0) for name in names)
 
     def split(self, total: float) -> dict[str, float]:
         """Seconds of each phase that took any, in :data:`PHASES` order, and ``other`` (the rest of ``total``)."""

@@ -51,7 +51,7 @@ def run_sweep(session: Session, spec: DatasetSpec, unit: Unit, fit: SplitInputs,
         if part_key not in session.fitted:
             torch.manual_seed(unit.seed)
             aligner.fit(part_fit.for_aligner(aligner), _rows(fit_texts.for_aligner(aligner), fit_rows))
-            session.fitted[part_key] = aligner, 0.0
+            session.fitted[part_key] = aligner, 0.0, 0.0
         return session.fitted[part_key][0]
 
     def score(aligner: Aligner) -> dict[str, float]:

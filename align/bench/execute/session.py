@@ -40,7 +40,8 @@ class Session:
     overwrite: bool = False
     save_aligners: bool = False
     summary: RunSummary = dataclasses.field(default_factory=RunSummary)
-    fitted: dict[str, tuple[Aligner, float]] = dataclasses.field(default_factory=dict)  # fit key -> (aligner, s)
+    # fit key -> (aligner, seconds fitting, seconds encoding its features)
+    fitted: dict[str, tuple[Aligner, float, float]] = dataclasses.field(default_factory=dict)
     sweeps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # sweep key -> its record
     examples_written: set[Path] = dataclasses.field(default_factory=set)  # report pictures written in this run
     warned: set[str] = dataclasses.field(default_factory=set)  # one-time warnings already echoed in this run

@@ -19,6 +19,7 @@ import torch
 
 from align.bench.execute.features import SplitInputs
 from align.bench.execute.fitting import FitTexts, fit_or_reuse, saved_state
+from align.bench.execute.phases import ENCODING
 from align.bench.execute.scoring import TASKS, Scored, TaskContext
 from align.bench.execute.session import Session
 from align.bench.plan.config import DatasetSpec
@@ -59,14 +60,15 @@ def fit_is_saved(session: Session, spec: DatasetSpec, unit: Unit, selected: dict
 
 
 def fit_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
-             selected: dict[str, Any] | None) -> tuple[Aligner, float, FitSpec]:
+             selected: dict[str, Any] | None) -> tuple[Aligner, float, float, FitSpec]:
     """The unit's aligner fitted on the whole fit split with the hyper-parameters chosen (or the same fit
-    made earlier in this run, or a verified saved fit of the same identity), and the seconds it took."""
+    made earlier in this run, or a verified saved fit of the same identity), the seconds it took less those
+    spent encoding its features, and those."""
     fit_spec, aligner = chosen_fit(unit, selected)
     if fit_spec.key in session.fitted:  # e.g. emoji retrieval and emoji subcategory zero-shot share one fit
         return (*session.fitted[fit_spec.key], fit_spec)
     torch.manual_seed(unit.seed)
-    started = time.perf_counter()
+    encoding, started = session.clock.total(ENCODING), time.perf_counter()
     path = fit_path(session, unit, selected)
     if session.save_aligners:
         check_inside(session.root, path)
@@ -77,7 +79,8 @@ def fit_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
             path=path if session.save_aligners else None, reuse=not session.overwrite, identity=fit_spec.identity,
             display=unit.plan.spec.display, where=f"{spec.name}/{spec.fit}", seed=unit.seed,
             echo=session.echo, curves=beside_fit(path, "curves"))
-    session.fitted[fit_spec.key] = aligner, time.perf_counter() - started
+    encoding = session.clock.total(ENCODING) - encoding
+    session.fitted[fit_spec.key] = aligner, time.perf_counter() - started - encoding, encoding
     return (*session.fitted[fit_spec.key], fit_spec)
 
 
@@ -111,9 +114,9 @@ def run_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
     selected = sweep["selected"] if sweep is not None else None
     reasons = unit.plan.not_applicable(spec)
     todo = [result for result in unit.results if not _kept(session, result)]
-    aligner, fit_seconds = unit.plan.aligner, 0.0
+    aligner, fit_seconds, fit_encoding = unit.plan.aligner, 0.0, 0.0
     if any(r.task not in reasons for r in todo) or not fit_is_saved(session, spec, unit, selected):
-        aligner, fit_seconds, fit_spec = fit_unit(session, spec, unit, inputs, selected)
+        aligner, fit_seconds, fit_encoding, fit_spec = fit_unit(session, spec, unit, inputs, selected)
         if session.save_aligners and unit.tasks_to_fit_for(spec):
             write_examples(session, spec, unit, fit_spec, selected, aligner, inputs, evaluation)
     context = TaskContext(spec, aligner, session.bank, unit.fit.text.name, inputs.split, evaluation, unit.seed)
@@ -124,13 +127,15 @@ def run_unit(session: Session, spec: DatasetSpec, unit: Unit, inputs: FitInputs,
         found, why = session.ledger.before_write(path, result.sha256)
         if found == "unreadable":
             session.echo(f"{why}; recomputing it")
-        started = time.perf_counter()
+        encoding, started = session.clock.total(ENCODING), time.perf_counter()
         if result.task in reasons:
             scored = Scored({}, {"not_applicable": reasons[result.task]})
         else:
             with session.clock.phase("scoring"):
                 scored = TASKS[result.task](context)
-        seconds = {"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - started, 4)}
+        encoding = session.clock.total(ENCODING) - encoding
+        seconds = {"fit": round(fit_seconds, 4), "task": round(time.perf_counter() - started - encoding, 4),
+                   "encoding": {"fit": round(fit_encoding, 4), "task": round(encoding, 4)}}
         provenance = {"fit_pairs": inputs.pairing, "num_fit_pairs": len(inputs.split), "num_eval": len(evaluation),
                       "dataset_version": evaluation.split.version, "sweep": sweep,
                       "skipped_rows": {"fit": inputs.split.split.skipped, "eval": evaluation.split.skipped},

@@ -64,9 +64,12 @@ def _row(key: tuple[Any, ...], members: list[tuple[dict[str, Any], Items | None]
     add_intervals(metrics, seed_items)
     reasons = {r.get("task_details", {}).get("not_applicable") for r in results} - {None}
     timed = [r for r in results if isinstance(r.get("wall_time_s"), dict)]
+    encoded = [r for r in timed if isinstance(r["wall_time_s"].get("encoding"), dict)]
     return {"fit_seconds": {_fit_key(r): float(r["wall_time_s"].get("fit", 0.0)) for r in timed},
             "task_seconds": sum(float(r["wall_time_s"].get("task", 0.0)) for r in timed),
-            "untimed": len(results) - len(timed),
+            "fit_encoding_seconds": {_fit_key(r): float(r["wall_time_s"]["encoding"].get("fit", 0.0)) for r in encoded},
+            "task_encoding_seconds": sum(float(r["wall_time_s"]["encoding"].get("task", 0.0)) for r in encoded),
+            "untimed": len(results) - len(timed), "encoding_untimed": len(timed) - len(encoded),
             "image_encoder": image_enc, "text_encoder": text_enc, "aligner": aligner, "dataset": dataset,
             "task": task, "eval_split": split, "label_set": label_set, "eval_dataset": shifted,
             "seeds": sorted(r.get("seed", 0) for r in results), "metrics": metrics,
@@ -164,22 +167,37 @@ def notes(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def _time_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Each aligner's wall time from its result files (``wall_time_s``): its fits, each counted once, and its
-    scoring, over every dataset and seed of the table; aligners with an untimed result are named."""
+    scoring, over every dataset and seed of the table; the time spent encoding features apart, where every
+    result records it (older results count it in the fit or task that first needed the features);
+    aligners with an untimed result are named."""
     fits: dict[str, dict[tuple[Any, ...], float]] = defaultdict(dict)
+    fit_encoding: dict[str, dict[tuple[Any, ...], float]] = defaultdict(dict)
     scoring: dict[str, float] = defaultdict(float)
+    encoding: dict[str, float] = defaultdict(float)
     untimed = sorted({row["aligner"] for row in rows if row.get("untimed")})
     for row in rows:
         for key, seconds in row.get("fit_seconds", {}).items():
             fits[row["aligner"]][key] = max(seconds, fits[row["aligner"]].get(key, 0.0))
+        for key, seconds in row.get("fit_encoding_seconds", {}).items():
+            fit_encoding[row["aligner"]][key] = max(seconds, fit_encoding[row["aligner"]].get(key, 0.0))
         scoring[row["aligner"]] += row.get("task_seconds", 0.0)
+        encoding[row["aligner"]] += row.get("task_encoding_seconds", 0.0)
     timed = sorted(name for name in scoring if name not in untimed)
     if not timed:
         return []
-    cells = [f"{name} {sum(fits[name].values()):.0f} + {scoring[name]:.0f}" for name in timed]
+    apart = not any(row.get("encoding_untimed") for row in rows if row["aligner"] in timed)
+    cells = []
+    for name in timed:
+        cells.append(f"{name} {sum(fits[name].values()):.0f} + {scoring[name]:.0f}")
+        if apart and (encoded := sum(fit_encoding[name].values()) + encoding[name]) >= 0.5:
+            cells[-1] += f" (+ {encoded:.0f} encoding)"
+    how = ("the time spent encoding features in brackets, paid by the aligner that first needed them and "
+           "read from the cache by the others" if apart else
+           "the aligner run first on a dataset also pays for encoding the features that the others then read "
+           "from the cache")
     lines = ["", "Wall time in seconds, fitting + scoring, summed over the table's datasets and seeds, from each "
                  "result's `wall_time_s` on the machine that wrote it (a fit that several tasks or label sets share "
-                 "counted once; the aligner run first on a dataset also pays for encoding the features that the "
-                 f"others then read from the cache): {', '.join(cells)}."]
+                 f"counted once; {how}): {', '.join(cells)}."]
     if untimed:
         lines[-1] += f" Not timed (results without `wall_time_s`): {', '.join(untimed)}."
     return lines
