@@ -12,7 +12,7 @@ Visual arithmetic and attribute questions also read the dataset's ground truth a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,10 +42,18 @@ class TaskContext:
     fit: SplitInputs
     eval: SplitInputs
     seed: int
+    # (part, its images in the shared space) by id(part): every task of a unit shares one context, and
+    # an aligner that embeds through a frozen LM (LQAE) would otherwise redo the fit and eval images per task
+    _embedded: dict[int, tuple[SplitInputs, torch.Tensor]] = field(default_factory=dict, init=False, repr=False,
+                                                                  compare=False)
 
     def embed_images(self, part: SplitInputs) -> torch.Tensor:
-        """``part``'s images in the shared space, from the input kind the aligner declares."""
-        return self.aligner.encode_image(part.for_aligner(self.aligner))
+        """``part``'s images in the shared space, from the input kind the aligner declares (computed once
+        per context: ``encode_image`` is a pure function of the fitted aligner and its input)."""
+        found = self._embedded.get(id(part))
+        if found is None or found[0] is not part:
+            found = self._embedded[id(part)] = part, self.aligner.encode_image(part.for_aligner(self.aligner))
+        return found[1]
 
     def texts(self, strings: list[str], what: str) -> torch.Tensor | list[str]:
         """What the aligner's ``encode_text`` takes for these eval-split texts: cached features, or strings."""
