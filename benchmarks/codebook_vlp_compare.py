@@ -69,6 +69,7 @@ plain run waits for it and reads what it saved, so streams may overlap without f
     python benchmarks/codebook_vlp_compare.py --threads 1        # the study (every arm, 3 datasets, 5 seeds)
     python benchmarks/codebook_vlp_compare.py --quick            # smoke run: 120 pairs, 1 seed, grid 1 2
     python benchmarks/codebook_vlp_compare.py --report --runs studies/codebook_vlp/study  # the page from saved runs
+    python benchmarks/codebook_vlp_compare.py --progress --runs studies/codebook_vlp/study  # what is saved, what is left
     python benchmarks/codebook_vlp_compare.py --threads 1 --fits-only --arms "joint codebook" --datasets  # a stream
     python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
         --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
@@ -96,8 +97,9 @@ import yaml
 from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_name,  # --report's reading
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
-from _codebook_vlp_baseline import (baseline_hparams, baseline_run,  # the contrastive heads
-                                    first_layers_embedder, fit_baseline, text_embedder)
+from _codebook_vlp_baseline import SLUGS as HEAD_SLUGS  # the contrastive heads
+from _codebook_vlp_baseline import baseline_hparams, baseline_run, first_layers_embedder, fit_baseline, text_embedder
+from _codebook_vlp_progress import progress_lines, study_epochs  # --progress: what is saved, what is left
 from _codebook_vlp_scoring import Eval, grid_data, score  # one fitted model's scores and per-item outputs
 from _codebook_vlp_sets import SPLITS, STUDY_SETS, describe, split_facts  # each dataset's splits and paragraph
 from _codebook_vlp_grid import (GridSearch, checkpoint_epochs, edge_note,  # the epoch grid
@@ -653,6 +655,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"rebuild the report from the runs and RUNS/{MANIFEST} alone (no tokens, fits or "
                              "datasets; the settings are the saved study's: only --runs, --quick, --output and "
                              "--figure apply)")
+    parser.add_argument("--progress", action="store_true",
+                        help="print which fits of --datasets and --seeds are saved under --runs, and how many are "
+                             "left (from the run files alone; at --epochs, else the saved study's budget)")
     parser.add_argument("--summary", action="store_true",
                         help="with --report: write the README's few lines (the chosen budget and what held) to "
                              "--output instead of the page")
@@ -691,6 +696,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.common = overrides(args.overrides, parser.error)
     if args.summary and not args.report:
         parser.error("--summary goes with --report (it reads the saved study)")
+    if args.progress and (args.report or args.fits_only):
+        parser.error("--progress only reads what is saved: give it without --report or --fits-only")
     if args.fits_only and args.report:
         parser.error("--fits-only fits and --report does not: give one of them")
     if args.fits_only and args.datasets and args.epochs is None and set(args.arms) != set(VARIANTS):
@@ -704,6 +711,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     runs = args.runs / "quick" if args.quick else args.runs
+    if args.progress:
+        epochs = args.epochs if args.epochs is not None else study_epochs(runs, MANIFEST)
+        log("\n".join(progress_lines(runs, args.datasets, args.seeds or SEEDS, {a: SLUGS[a] for a in args.arms},
+                                     HEAD_SLUGS, epochs)))
+        return
     found = saved_study(runs) if args.report else run_study(args, runs, args.common)
     if found is None:
         log(f"--fits-only: the fits are saved under {runs}; a run without it writes the page")
