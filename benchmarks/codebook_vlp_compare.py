@@ -71,6 +71,8 @@ plain run waits for it and reads what it saved, so streams may overlap without f
     python benchmarks/codebook_vlp_compare.py --report --runs studies/codebook_vlp/study  # the page from saved runs
     python benchmarks/codebook_vlp_compare.py --progress --runs studies/codebook_vlp/study  # what is saved, what is left
     python benchmarks/codebook_vlp_compare.py --threads 1 --fits-only --arms "joint codebook" --datasets  # a stream
+    python benchmarks/codebook_vlp_compare.py --threads 1 --fits-only --epochs 24 --datasets shapes --reverse-arms  # and
+        # another stream over the same seeds from the other end (the plain order, without --reverse-arms)
     python benchmarks/codebook_vlp_compare.py --quick --seeds 0 1 --epochs 1 --runs /tmp/cvlp/runs \
         --output /tmp/cvlp/report.md --figure /tmp/cvlp/codes.png  # a short run with pooled intervals
         [--seeds 0 1 2 3 4] [--epoch-grid 2 4 6] [--extend-grid] [--grid-limit 24] [--epochs N (skip validation)]
@@ -281,14 +283,17 @@ def study_run(runs: Path, dataset: str, label: str, hparams: Mapping[str, Any], 
 
 def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_tokens: torch.Tensor,
           captions: list[str], data: Eval, rerank_k: int, info: dict[str, Any], runs: Path,
-          keep_grid: bool, redo_without_items: bool = False, skip_busy: bool = False) -> dict[str, list[dict]]:
+          keep_grid: bool, redo_without_items: bool = False, skip_busy: bool = False,
+          reverse_arms: bool = False) -> dict[str, list[dict]]:
     """``runs[variant] = [result per seed]``: every arm for every seed with ``epochs``, each with its
     per-item outputs under ``PER_ITEM`` (None for a run saved before they were kept); with ``keep_grid``, a
     model with codes keeps the code gallery's data. A fit another process is making is waited for, or with
-    ``skip_busy`` (a ``--fits-only`` stream) left to it and missing from the lists."""
+    ``skip_busy`` (a ``--fits-only`` stream) left to it and missing from the lists. ``reverse_arms`` takes each
+    seed's arms last first, so that two streams over the same seeds start at opposite ends and meet once."""
     results: dict[str, list[dict]] = {label: [] for label in variants}
+    order = list(variants.items())[::-1] if reverse_arms else list(variants.items())
     for seed in seeds:
-        for label, hparams in variants.items():
+        for label, hparams in order:
             path, key = study_run(runs, dataset, label, hparams, seed, epochs, info, rerank_k)
 
             def make() -> dict[str, Any]:
@@ -416,7 +421,8 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         data = s.make_eval(by_role, {role: tokens_of(split) for role, split in by_role.items()})
         results[s.name] = study(s.name, variants, seeds, epochs, tokens_of(by_role["fit"]), captions, data,
                                 study_rerank_k, info, runs, keep_grid=s.keep_grid,
-                                redo_without_items=args.redo_without_items, skip_busy=args.fits_only)
+                                redo_without_items=args.redo_without_items, skip_busy=args.fits_only,
+                                reverse_arms=args.reverse_arms)
         for label in manifest["baselines"]:
             embed = text_embedder(cache) if label == BASELINE else shallow_text()
             results[s.name][label] = baseline_study(s.name, manifest["baseline"], seeds, tokens_of(by_role["fit"]),
@@ -690,6 +696,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fits-only", action="store_true",
                         help="one stream of several: fit what is missing, keep the validation checkpoints, write no "
                              "manifest or page (a plain run afterwards writes them from the saved fits)")
+    parser.add_argument("--reverse-arms", action="store_true",
+                        help="with --fits-only: take each seed's arms last first, so that a second stream over the "
+                             "same seeds starts where the first ends and neither waits for the other")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
@@ -698,6 +707,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--summary goes with --report (it reads the saved study)")
     if args.progress and (args.report or args.fits_only):
         parser.error("--progress only reads what is saved: give it without --report or --fits-only")
+    if args.reverse_arms and not args.fits_only:
+        parser.error("--reverse-arms goes with --fits-only (a plain run waits for a busy fit instead of skipping it)")
     if args.fits_only and args.report:
         parser.error("--fits-only fits and --report does not: give one of them")
     if args.fits_only and args.datasets and args.epochs is None and set(args.arms) != set(VARIANTS):

@@ -289,6 +289,33 @@ def test_a_stream_skips_the_fit_another_process_is_making_and_a_plain_run_waits_
     assert len(plain[KMEANS]) == len(plain[NONE]) == 1 and busy.is_file()
 
 
+def test_two_streams_from_opposite_ends_meet_once_and_fit_each_arm_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reversed stream starts with each seed's last arm; while the forward stream holds the arm they meet
+    on, the reversed one skips it and goes on to the next seed."""
+    common = sys.modules["_common"]
+    fitted: list[tuple[str, int]] = []
+    variants = {KMEANS: {"codebook": True, "name": KMEANS}, NONE: {"codebook": False, "name": NONE},
+                JOINT: {"codebook": True, "name": JOINT}}
+
+    def fake_fit(hp: dict, tokens: Any, captions: Any) -> tuple[SimpleNamespace, float]:
+        fitted.append((hp["name"], hp["seed"]))
+        return SimpleNamespace(hparams=hp, history={}), 1.0
+
+    monkeypatch.setattr(script, "fit", fake_fit)
+    monkeypatch.setattr(script, "score", lambda aligner, data, k: planted(np.ones(N, bool), 0,
+                                                                          codes=aligner.hparams["codebook"]))
+    meeting, _ = script.study_run(tmp_path, "emoji", NONE, variants[NONE], 0, 1, {"fit": "x"}, 0)
+    with common.claimed(meeting):  # the forward stream is making seed 0's middle arm
+        script.study("emoji", variants, [0, 1], 1, None, [], None, 0, {"fit": "x"}, tmp_path,
+                     keep_grid=False, skip_busy=True, reverse_arms=True)
+    assert fitted == [(JOINT, 0), (KMEANS, 0), (JOINT, 1), (NONE, 1), (KMEANS, 1)]
+    fitted.clear()
+    found = script.study("emoji", variants, [0, 1], 1, None, [], None, 0, {"fit": "x"}, tmp_path, keep_grid=False)
+    assert fitted == [(NONE, 0)] and all(len(runs) == 2 for runs in found.values())  # listed in seed order
+    assert [r["key"]["hparams"]["seed"] for r in found[KMEANS]] == [0, 1]
+
+
 def test_score_reads_zero_shot_and_codes_from_their_own_tokens() -> None:
     """The shapes set: retrieval on multi-shape images, zero-shot and codes on single-shape ones. A fake
     model whose image embedding is the first token and whose prompt embedding names the class gets every
