@@ -26,8 +26,8 @@ def saved_epochs(path: Path) -> int | None:
 def progress_lines(runs: Path, datasets: Sequence[str], seeds: Sequence[int], arms: Mapping[str, str],
                    heads: Mapping[str, str], epochs: int | None) -> list[str]:
     """Markdown tables of what is saved under ``runs`` (``arms`` and ``heads``: label -> run-file slug;
-    ``epochs``: the study's budget, None before validation has chosen it), then one line per dataset with
-    the arm fits left."""
+    ``epochs``: the study's budget, None before validation has chosen it), then a line with the arm fits
+    left, in all and per dataset."""
     out: list[str] = []
     left: dict[str, int] = {}
     for dataset in datasets:
