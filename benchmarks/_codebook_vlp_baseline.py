@@ -40,14 +40,26 @@ def baseline_hparams() -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if k not in RUNTIME_FIELDS}
 
 
+SHALLOW_FIELDS = ("table", "text_layers", "max_text_tokens")  # what of the arms' settings the shallow head reads
+
+
+def shallow_text_side(arm_hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`first_layers_embedder` reads of the arms' settings: the shallow head's text side, so that an
+    arm with another table, depth or token limit gives the head another key (and a refit, not a stale run)."""
+    return {field: arm_hparams[field] for field in SHALLOW_FIELDS}
+
+
 def baseline_run(runs: Path, dataset: str, hparams: Mapping[str, Any], seed: int, info: Mapping[str, Any],
-                 label: str = BASELINE, text_layers: int | None = None) -> tuple[Path, dict[str, Any]]:
-    """Where a baseline's fit on ``dataset`` with ``seed`` is saved, and its key (:data:`SHALLOW` reads the
-    text model's first ``text_layers`` layers)."""
+                 label: str = BASELINE, text_side: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Where a baseline's fit on ``dataset`` with ``seed`` is saved, and its key (:data:`SHALLOW` is keyed by
+    ``text_side``, :func:`shallow_text_side` of the arms' settings)."""
     key = {"stage": "study", "dataset": dataset, "variant": label, "hparams": dict(hparams, seed=seed),
            "data": dict(info), "image_features": "encoder.pool(tokens)", "text_encoder": TEXT_ENCODER}
     if label == SHALLOW:
-        key["text_features"] = f"mean of the token states after layer {text_layers}"
+        if text_side is None:
+            raise ValueError(f"{SHALLOW}: its run key needs the arms' text side ({', '.join(SHALLOW_FIELDS)})")
+        key["text_features"] = f"mean of the token states after layer {text_side['text_layers']}"
+        key["text_side"] = dict(text_side)
     return runs / dataset / f"{SLUGS[label]}_seed{seed}.json", key
 
 

@@ -100,7 +100,8 @@ from _codebook_vlp_report import (MANIFEST, MissingRun, code_grid_lines, curves_
                                   draw_code_grid, draw_validation_curves, figure_names, load_run, read_manifest,
                                   write_manifest)
 from _codebook_vlp_baseline import SLUGS as HEAD_SLUGS  # the contrastive heads
-from _codebook_vlp_baseline import baseline_hparams, baseline_run, first_layers_embedder, fit_baseline, text_embedder
+from _codebook_vlp_baseline import (baseline_hparams, baseline_run, first_layers_embedder, fit_baseline,
+                                    shallow_text_side, text_embedder)
 from _codebook_vlp_progress import progress_lines, study_epochs  # --progress: what is saved, what is left
 from _codebook_vlp_scoring import Eval, grid_data, score  # one fitted model's scores and per-item outputs
 from _codebook_vlp_sets import SPLITS, STUDY_SETS, describe, split_facts  # each dataset's splits and paragraph
@@ -319,12 +320,12 @@ def study(dataset: str, variants: dict, seeds: list[int], epochs: int, fit_token
 def baseline_study(dataset: str, hparams: Mapping[str, Any], seeds: list[int], fit_tokens: torch.Tensor,
                    captions: list[str], data: Eval, info: dict[str, Any], runs: Path,
                    pool: Callable[[torch.Tensor], torch.Tensor], embed_texts: Callable[[Sequence[str]], torch.Tensor],
-                   label: str = BASELINE, text_layers: int | None = None) -> list[dict]:
+                   label: str = BASELINE, text_side: Mapping[str, Any] | None = None) -> list[dict]:
     """A linear contrastive head (:mod:`_codebook_vlp_baseline`: ``label``, its text side ``embed_texts``) for
     every seed, scored as the arms are, on the same test items (so its per-item outputs pair with theirs)."""
     found = []
     for seed in seeds:
-        path, key = baseline_run(runs, dataset, hparams, seed, info, label, text_layers)
+        path, key = baseline_run(runs, dataset, hparams, seed, info, label, text_side)
 
         def make() -> dict[str, Any]:
             started = time.perf_counter()
@@ -365,7 +366,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
         seeds, grid, rerank_k = args.seeds or [0], [1, 2], 4
     study_rerank_k = rerank_k if args.study_rerank_k is None else args.study_rerank_k
     cache, encoder, made, tokens = FeatureCache(), VISION_ENCODERS.create(IMAGE_ENCODER), {}, {}
-    text_layers = shallow_layers(variants)
+    text_side = shallow_text_side(reference_hparams(variants))
     # the arms' starting text tower for the shallow head: built once, and only where a dataset needs it
     shallow_text = functools.cache(lambda: first_layers_embedder(reference_hparams(variants)))
 
@@ -427,7 +428,7 @@ def run_study(args: argparse.Namespace, runs: Path, common: Mapping[str, Any]) -
             embed = text_embedder(cache) if label == BASELINE else shallow_text()
             results[s.name][label] = baseline_study(s.name, manifest["baseline"], seeds, tokens_of(by_role["fit"]),
                                                     captions, data, info, runs, lambda t: encoder.pool(t), embed,
-                                                    label, text_layers)
+                                                    label, text_side)
         facts = {role: split_facts(split) for role, split in by_role.items()} | {"captions": how}
         arm = figure_arm(results[s.name])
         if s.keep_grid and arm is not None:
@@ -475,7 +476,8 @@ def saved_study(runs: Path) -> Study:
             for seed in seeds:
                 try:
                     results[name][label].append(load_run(*baseline_run(
-                        runs, name, manifest["baseline"], seed, saved["info"], label, shallow_layers(variants)),
+                        runs, name, manifest["baseline"], seed, saved["info"], label,
+                        shallow_text_side(reference_hparams(variants))),
                         items=True))
                 except MissingRun as err:
                     missing.append(str(err))

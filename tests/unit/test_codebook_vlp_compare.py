@@ -615,6 +615,24 @@ def test_the_contrastive_head_sees_the_encoders_pooled_tokens_and_frozen_text_fe
     assert not torch.allclose(model.encode_image(tokens), model.aligner.encode_image(tokens[:, 0]))
 
 
+def test_the_shallow_heads_key_follows_the_arms_text_side_and_the_contrastive_heads_does_not(
+        tmp_path: Path) -> None:
+    baseline = load_benchmark("_codebook_vlp_baseline")
+    arm = {"table": "hf:minilm", "text_layers": 1, "max_text_tokens": 32, "num_codes": 64}
+    hp, info = baseline.baseline_hparams(), {"fit": "train@10"}
+
+    def key(label: str, **changed: Any) -> dict:
+        side = baseline.shallow_text_side(arm | changed)
+        return baseline.baseline_run(tmp_path, "emoji", hp, 0, info, label, side)[1]
+
+    for field, value in (("table", "hf:other"), ("text_layers", 2), ("max_text_tokens", 16)):
+        assert key(SHALLOW, **{field: value}) != key(SHALLOW), field  # another text side: another fit
+        assert key(BASE, **{field: value}) == key(BASE), field  # the sentence-embedding head reads none of it
+    assert key(SHALLOW, num_codes=8) == key(SHALLOW)  # an image-side setting is not the head's
+    with pytest.raises(ValueError, match="text side"):
+        baseline.baseline_run(tmp_path, "emoji", hp, 0, info, SHALLOW)
+
+
 def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
         tmp_path: Path, stub_study: list[str]) -> None:
     summary = tmp_path / "summary.md"
