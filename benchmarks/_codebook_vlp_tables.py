@@ -114,6 +114,50 @@ def what_held(claims: dict[str, Claims]) -> list[str]:
                          for (variant, baseline), cells in by_claim.items() for header, c in cells)
 
 
+CODE_CLAIMS = CLAIMS[:4]  # the claims about the codes and MIM; the rest hold the model against the linear heads
+
+
+def _unanimous(cells: ClaimCells) -> bool:
+    """Every seed on the side the pooled interval took ("5/5" better, "0/5" worse)."""
+    agreeing, total = cells.seeds_better.split("/")
+    return agreeing == (total if cells.verdict.endswith("(better)") else "0")
+
+
+def _side(cells: ClaimCells) -> str:
+    return "better" if cells.verdict.endswith("(better)") else "worse" if cells.verdict.endswith("(worse)") else "tie"
+
+
+def in_short(claims: dict[str, Claims]) -> list[str]:
+    """The study's answer in two plain sentences, counted from the same cells as the claim lines: how the claims
+    about the codes came out (better, worse, tied; and whether every seed agreed where an interval excludes
+    zero), then where the paper's model stands against the linear contrastive head, dataset by dataset."""
+    code = [(dataset, variant, baseline, header, c) for dataset, by_claim in claims.items()
+            for (variant, baseline), cells in by_claim.items() if (variant, baseline) in CODE_CLAIMS
+            for header, c in cells if c.verdict != "–"]
+    out = []
+    if code:
+        count = {side: [x for x in code if _side(x[4]) == side] for side in ("better", "worse", "tie")}
+        firm = [x for x in count["better"] if _unanimous(x[4])]
+        told = (f"{len(count['better'])} say better ({len(firm)} with every seed agreeing), "
+                f"{len(count['worse'])} worse ({sum(_unanimous(x[4]) for x in count['worse'])} with every seed), "
+                f"and {len(count['tie'])} cannot be told apart")
+        held = ("no claim about the codes holds with every seed agreeing" if not firm else
+                "with every seed agreeing, better on " + ", ".join(f"{v} − {b} ({d} {h})" for d, v, b, h, _ in firm))
+        out.append(f"**In short**: of the {len(code)} cells of the {len({x[1:3] for x in code})} claims about the "
+                   f"codes and MIM ({', '.join(claims)}), {told}: {held}.")
+    against = {dataset: [c for header, c in by_claim.get((PAPER_ARM, BASELINE), []) if c.verdict != "–"]
+               for dataset, by_claim in claims.items()}
+    parts = []
+    for side, word in (("better", "above"), ("worse", "below"), ("tie", "tied with")):
+        where = [f"{dataset} ({sum(_side(c) == side for c in cells)} of {len(cells)} metric{'s' * (len(cells) > 1)})"
+                 for dataset, cells in against.items() if any(_side(c) == side for c in cells)]
+        if where:
+            parts.append(f"{word} it on {', '.join(where)}")
+    if parts:
+        out.append(f"Against the {BASELINE}, the {PAPER_ARM} model is " + "; ".join(parts) + ".")
+    return out
+
+
 def retrieval_glance(results: dict[str, dict[str, list[dict]]]) -> list[str]:
     """One line: I→T R@1, mean over seeds, of the paper's model (:data:`PAPER_ARM`) beside both linear heads on
     each dataset with retrieval, then what sets them apart by design; none until two of them have run there."""

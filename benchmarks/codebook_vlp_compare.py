@@ -108,7 +108,7 @@ from _codebook_vlp_sets import SPLITS, STUDY_SETS, describe, split_facts  # each
 from _codebook_vlp_grid import (GridSearch, checkpoint_epochs, edge_note,  # the epoch grid
                                 grid_validation, validation_table)
 from _codebook_vlp_tables import (BASELINE, METRICS, REFERENCE, SHALLOW, arm_table, claim_table,  # the study's tables
-                                  claims_of, code_table, figure_arm, interval_notes,
+                                  claims_of, code_table, figure_arm, in_short, interval_notes,
                                   retrieval_glance, what_held)
 from _pilot import yaml_value  # benchmarks/_pilot.py
 from _common import RunBusy, cached_run, emit, machine_info, machine_line  # benchmarks/_common.py
@@ -589,12 +589,13 @@ def summary(found: Study, page: str = PAGE) -> list[str]:
     if not found.results:
         return [f"**Codebook-VLP** ([study]({page})): {chosen}. The study's test fits on "
                 f"{', '.join(planned) or 'no dataset'} have not all finished, so no claim is tested yet."]
-    seeds = manifest["seeds"]
+    seeds, claims = manifest["seeds"], study_claims(found)
     rest = ([f"The test fits on {', '.join(planned)} have not all finished: the lines above are "
              f"{', '.join(found.results)} alone."] if planned else [])
     return [f"**Codebook-VLP** ([study]({page})): {chosen}; {len(seeds)} seeds on "
-            f"{', '.join(found.results)}. Each claim (variant − baseline) over every dataset and metric, by its "
-            "paired 95% interval over test items pooled over seeds:", "", *what_held(study_claims(found)),
+            f"{', '.join(found.results)}.", "", *[line for short in in_short(claims) for line in (short, "")],
+            "Each claim (variant − baseline) over every dataset and metric, by its "
+            "paired 95% interval over test items pooled over seeds:", "", *what_held(claims),
             *[line for glance in retrieval_glance(found.results) for line in ("", glance)],
             *([""] + rest if rest else [])]
 
@@ -637,6 +638,7 @@ def render(found: Study, runs: Path, output: Path | None, figure: Path) -> list[
         held = ["**What held**, claim by claim (variant − baseline; a cell is one dataset and metric, and its verdict "
                 "is the paired interval's, over test items pooled over seeds; the tables below give each cell):", "",
                 *held, "", *[line for glance in retrieval_glance(found.results) for line in (glance, "")]]
+        held = [line for short in in_short(claims) for line in (short, "")] + held
     planned = unfinished(manifest)
     if planned:  # a manifest written when validation or a dataset's fits ended, before the rest
         shown = (f"the tables below are of {', '.join(found.results)}, whose fits have" if found.results else

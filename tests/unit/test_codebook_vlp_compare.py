@@ -80,6 +80,29 @@ def test_claim_table_counts_the_seeds_the_variant_wins() -> None:
     assert tables.claim_table({NONE: none}, [0, 1]) == []
 
 
+def test_in_short_counts_the_code_claims_and_places_the_model_against_the_head_per_dataset() -> None:
+    common = sys.modules["_common"]
+
+    def cell(verdict: str, seeds: str) -> Any:
+        return common.ClaimCells("", "", seeds, verdict)
+
+    better, firm, worse, tie = (cell("higher (better)", "3/5"), cell("higher (better)", "5/5"),
+                                cell("lower (worse)", "0/5"), cell("cannot be told apart", "2/5"))
+    claims = {"emoji": {(JOINT, NONE): [("I→T R@1", tie), ("T→I R@1", worse)], (JOINT, RANDOM): [("I→T R@1", better)],
+                        (JOINT, BASE): [("I→T R@1", worse), ("T→I R@1", worse)]},
+              "shapes": {(FUSION, KMEANS): [("I→T R@1", firm)], (JOINT, BASE): [("I→T R@1", better), ("T→I R@1", tie)],
+                         (JOINT, SHALLOW): [("I→T R@1", firm)]}}  # not a claim about the codes
+    code_line, head_line = tables.in_short(claims)
+    assert "of the 4 cells of the 3 claims about the codes and MIM (emoji, shapes)" in code_line
+    assert "2 say better (1 with every seed agreeing), 1 worse (1 with every seed), and 1 cannot be told apart" in code_line
+    assert code_line.endswith(f"with every seed agreeing, better on {FUSION} − {KMEANS} (shapes I→T R@1).")
+    assert head_line == (f"Against the {BASE}, the {JOINT} model is above it on shapes (1 of 2 metrics); "
+                         "below it on emoji (2 of 2 metrics); tied with it on shapes (1 of 2 metrics).")
+    claims["shapes"][(FUSION, KMEANS)] = [("I→T R@1", better)]
+    assert tables.in_short(claims)[0].endswith("no claim about the codes holds with every seed agreeing.")
+    assert tables.in_short({"emoji": {}}) == []
+
+
 def cells_of(lines: list[str], first: str, metric: str | None = None) -> list[str]:
     """The cells after the first of the row that starts with ``first`` (and, in a claim table, whose metric
     is ``metric``)."""
@@ -645,6 +668,9 @@ def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
                                                        f"{JOINT} − {SHALLOW}", f"{BASE} − {SHALLOW}"]
     page = (tmp_path / "page.md").read_text()
     assert all(line in page for line in held)  # the page's own "what held" lines, word for word
+    short = [line for line in lines if line.startswith(("**In short**", f"Against the {BASE}, "))]
+    assert len(short) == 2 and all(line in page for line in short)  # the plain answer, above the claim lines
+    assert lines.index(short[0]) < lines.index(held[0])
     glance = next(line for line in lines if line.startswith("I→T R@1, mean over seeds: "))
     emoji = tmp_path / "runs" / "quick" / "emoji"
     for label, slug in ((JOINT, "joint"), (BASE, "contrastive"), (SHALLOW, "contrastive_first_layers")):
@@ -662,7 +688,7 @@ def test_the_summary_says_what_held_and_until_then_that_the_fits_are_running(
     manifest.write_text(json.dumps(emoji_only))  # as the study writes it once emoji's fits have all finished
     script.main(study_argv(tmp_path, "--report", "--summary", "--output", str(summary)))
     partial = summary.read_text()
-    assert "; 2 seeds on emoji. Each claim" in partial and f"- **{JOINT} − {KMEANS}**" in partial
+    assert "; 2 seeds on emoji.\n" in partial and f"- **{JOINT} − {KMEANS}**" in partial
     assert partial.rstrip().endswith("The test fits on shapes have not all finished: the lines above are emoji alone.")
     script.main(study_argv(tmp_path, "--report", "--output", str(tmp_path / "partial.md")))
     page = (tmp_path / "partial.md").read_text()
