@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from _common import (PER_ITEM, ClaimCells, claim_cells, interval_cell,  # benchmarks/_common.py
-                     markdown_table, mean_std, verdict_lines)
+                     markdown_table, mean_std, verdict_lines, verdict_side)
 from align.eval.bootstrap import Bootstrap
 
 REFERENCE = "k-means codes"  # the config every arm is checked against (full.yaml)
@@ -120,11 +120,7 @@ CODE_CLAIMS = CLAIMS[:4]  # the claims about the codes and MIM; the rest hold th
 def _unanimous(cells: ClaimCells) -> bool:
     """Every seed on the side the pooled interval took ("5/5" better, "0/5" worse)."""
     agreeing, total = cells.seeds_better.split("/")
-    return agreeing == (total if cells.verdict.endswith("(better)") else "0")
-
-
-def _side(cells: ClaimCells) -> str:
-    return "better" if cells.verdict.endswith("(better)") else "worse" if cells.verdict.endswith("(worse)") else "tie"
+    return agreeing == (total if verdict_side(cells) == "better" else "0")
 
 
 def in_short(claims: dict[str, Claims]) -> list[str]:
@@ -133,10 +129,10 @@ def in_short(claims: dict[str, Claims]) -> list[str]:
     zero), then where the paper's model stands against the linear contrastive head, dataset by dataset."""
     code = [(dataset, variant, baseline, header, c) for dataset, by_claim in claims.items()
             for (variant, baseline), cells in by_claim.items() if (variant, baseline) in CODE_CLAIMS
-            for header, c in cells if c.verdict != "–"]
+            for header, c in cells if verdict_side(c) != "none"]
     out = []
     if code:
-        count = {side: [x for x in code if _side(x[4]) == side] for side in ("better", "worse", "tie")}
+        count = {side: [x for x in code if verdict_side(x[4]) == side] for side in ("better", "worse", "tie")}
         firm = [x for x in count["better"] if _unanimous(x[4])]
         told = (f"{len(count['better'])} say better ({len(firm)} with every seed agreeing), "
                 f"{len(count['worse'])} worse ({sum(_unanimous(x[4]) for x in count['worse'])} with every seed), "
@@ -145,12 +141,13 @@ def in_short(claims: dict[str, Claims]) -> list[str]:
                 "with every seed agreeing, better on " + ", ".join(f"{v} − {b} ({d} {h})" for d, v, b, h, _ in firm))
         out.append(f"**In short**: of the {len(code)} cells of the {len({x[1:3] for x in code})} claims about the "
                    f"codes and MIM ({', '.join(claims)}), {told}: {held}.")
-    against = {dataset: [c for header, c in by_claim.get((PAPER_ARM, BASELINE), []) if c.verdict != "–"]
+    against = {dataset: [c for header, c in by_claim.get((PAPER_ARM, BASELINE), []) if verdict_side(c) != "none"]
                for dataset, by_claim in claims.items()}
     parts = []
     for side, word in (("better", "above"), ("worse", "below"), ("tie", "tied with")):
-        where = [f"{dataset} ({sum(_side(c) == side for c in cells)} of {len(cells)} metric{'s' * (len(cells) > 1)})"
-                 for dataset, cells in against.items() if any(_side(c) == side for c in cells)]
+        where = [f"{dataset} ({sum(verdict_side(c) == side for c in cells)} of {len(cells)} "
+                 f"metric{'s' * (len(cells) > 1)})"
+                 for dataset, cells in against.items() if any(verdict_side(c) == side for c in cells)]
         if where:
             parts.append(f"{word} it on {', '.join(where)}")
     if parts:

@@ -431,6 +431,16 @@ NO_ITEMS = "no per-item outputs"
 NOT_RESAMPLED = "not resampled"
 
 
+def verdict_side(cells: ClaimCells) -> str:
+    """Where a cell's paired interval puts the variant: ``better``, ``worse``, ``tie`` (it includes zero) or
+    ``none`` (no interval: not resampled, or runs without per-item outputs)."""
+    if cells.verdict.endswith("(better)"):
+        return "better"
+    if cells.verdict.endswith("(worse)"):
+        return "worse"
+    return "tie" if cells.verdict == "cannot be told apart" else "none"
+
+
 def verdict_lines(verdicts: Iterable[tuple[str, str, ClaimCells]]) -> list[str]:
     """One plain line per claim from its ``(claim, where, cells)`` over datasets and metrics: where the paired
     interval says better, where it says worse (each with the seeds that agree), and how many cells cannot be
@@ -439,12 +449,9 @@ def verdict_lines(verdicts: Iterable[tuple[str, str, ClaimCells]]) -> list[str]:
     by_claim: dict[str, dict[str, list[str]]] = {}
     for claim, where, cells in verdicts:
         groups = by_claim.setdefault(claim, {"better": [], "worse": [], "tie": [], "none": []})
-        if cells.verdict.endswith("(better)"):
-            groups["better"].append(f"{where} ({cells.seeds_better} seeds)")
-        elif cells.verdict.endswith("(worse)"):
-            groups["worse"].append(f"{where} ({cells.seeds_better} seeds better)")
-        else:
-            groups["tie" if cells.verdict == "cannot be told apart" else "none"].append(where)
+        side = verdict_side(cells)
+        seeds = {"better": f" ({cells.seeds_better} seeds)", "worse": f" ({cells.seeds_better} seeds better)"}
+        groups[side].append(where + seeds.get(side, ""))
     lines = []
     for claim, groups in by_claim.items():
         parts = [f"better on {', '.join(groups['better'])}" if groups["better"] else "better on none",

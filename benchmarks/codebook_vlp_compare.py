@@ -461,7 +461,7 @@ def saved_study(runs: Path) -> Study:
                                  f"{MANIFEST} says {epochs}")
     except MissingRun as err:
         raise SystemExit(f"--report: a validation run is missing: {err}") from None
-    results, missing = {}, []
+    results, missing, text_side = {}, [], shallow_text_side(reference_hparams(variants))
     for name, saved in manifest["datasets"].items():
         results[name] = {label: [] for label in variants}
         for seed in seeds:
@@ -476,9 +476,7 @@ def saved_study(runs: Path) -> Study:
             for seed in seeds:
                 try:
                     results[name][label].append(load_run(*baseline_run(
-                        runs, name, manifest["baseline"], seed, saved["info"], label,
-                        shallow_text_side(reference_hparams(variants))),
-                        items=True))
+                        runs, name, manifest["baseline"], seed, saved["info"], label, text_side), items=True))
                 except MissingRun as err:
                     missing.append(str(err))
     if missing:
